@@ -1,0 +1,28 @@
+# All third-party lookups in one place. Torch may come from Debian (libtorch-dev 1.13, CPU)
+# or from a pip wheel (pass -DCMAKE_PREFIX_PATH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')).
+find_package(Threads REQUIRED)
+find_package(Torch REQUIRED)
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(CLI11 REQUIRED)
+
+# Torch's exported flags (e.g. -D_GLIBCXX_USE_CXX11_ABI=0 for pip wheels) must reach every TU
+# that includes torch headers; TORCH_CXX_FLAGS is a space-separated string.
+separate_arguments(COE_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+
+# The HF tokenizer needs PCRE2 (Unicode regex) and utf8proc (normalisation). Both are optional:
+# without them coe builds with the built-in byte tokenizer only, and loading a tokenizer.json is
+# an explicit error.
+option(COE_HF_TOKENIZER "Build HF tokenizer.json support (needs PCRE2 and utf8proc)" ON)
+find_package(PkgConfig)
+set(COE_HAVE_HF_TOKENIZER OFF)
+if(COE_HF_TOKENIZER AND PkgConfig_FOUND)
+  pkg_check_modules(PCRE2 IMPORTED_TARGET libpcre2-8)
+  pkg_check_modules(UTF8PROC IMPORTED_TARGET libutf8proc)
+  if(PCRE2_FOUND AND UTF8PROC_FOUND)
+    set(COE_HAVE_HF_TOKENIZER ON)
+  endif()
+endif()
+message(STATUS "coe: torch ${Torch_VERSION}, HF tokenizer support: ${COE_HAVE_HF_TOKENIZER}")

@@ -1,0 +1,24 @@
+#pragma once
+// The contract between the data pipeline and the trainer: token batches as plain vectors, so the
+// data library stays torch-free. The trainer turns them into tensors.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace coe {
+
+inline constexpr int32_t kIgnoreLabel = -100;  // HF convention: label ignored by the loss
+
+struct TokenBatch {
+  int64_t batch_size = 0;
+  int64_t seq_len = 0;
+  std::vector<int32_t> input_ids;  // [batch_size * seq_len], row-major, padded with the pad id
+  // [batch_size * seq_len]: labels aligned with input_ids (the model shifts them), kIgnoreLabel at
+  // padding (and wherever the loss mask excludes a position).
+  std::vector<int32_t> labels;
+  // Index of the source record of each row (-1 for packed rows that mix records); lets coe-eval
+  // report loss per record `type`.
+  std::vector<int64_t> record_index;
+};
+
+}  // namespace coe

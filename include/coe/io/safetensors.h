@@ -1,0 +1,24 @@
+#pragma once
+// Reader and writer for the safetensors format (8-byte little-endian header length, JSON header,
+// raw little-endian data). Supported dtypes: F64, F32, BF16, F16, I64, I32, I16, I8, U8, BOOL.
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+
+namespace coe::io {
+
+struct SafetensorsFile {
+  std::map<std::string, at::Tensor> tensors;      // CPU, owning
+  std::map<std::string, std::string> metadata;    // "__metadata__"
+};
+
+// Validates the header completely (dtype, shape vs byte range, ranges inside the file, no overlap)
+// before reading; every error names the file and, where it applies, the tensor.
+SafetensorsFile load_safetensors(const std::string& path);
+
+// Writes to `path` atomically (temp file + rename). Tensors are converted to contiguous CPU.
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace coe::io

@@ -1,0 +1,31 @@
+#pragma once
+// Multi-head latent attention (DeepSeek-V2): queries from hidden (optionally through a low-rank
+// q-LoRA with its own RMSNorm), keys/values from a compressed latent of rank kv_lora_rank plus
+// one shared rope key per position.
+#include "coe/model/config.h"
+#include "coe/model/layers.h"
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+namespace coe {
+
+class MlaAttentionImpl : public torch::nn::Module {
+ public:
+  explicit MlaAttentionImpl(const ModelConfig& config);
+  // x [B, S, hidden] -> [B, S, hidden]; causal.
+  torch::Tensor forward(const torch::Tensor& x, const RotaryTables& rope);
+
+  torch::nn::Linear q_proj{nullptr}, q_a_proj{nullptr}, q_b_proj{nullptr};
+  RMSNorm q_a_layernorm{nullptr};
+  torch::nn::Linear kv_a_proj_with_mqa{nullptr}, kv_b_proj{nullptr}, o_proj{nullptr};
+  RMSNorm kv_a_layernorm{nullptr};
+
+ private:
+  int64_t heads_, nope_, rope_, v_, kv_rank_;
+  double scale_;
+};
+TORCH_MODULE(MlaAttention);
+
+}  // namespace coe

@@ -1,0 +1,68 @@
+#pragma once
+// The causal language model: embeddings, decoder layers, final norm, lm_head, and the shifted
+// next-token loss (mean over labels != -100, the reference's CrossEntropyLoss semantics).
+#include "coe/model/config.h"
+#include "coe/model/decoder_layer.h"
+#include "coe/model/experts.h"
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+#include <vector>
+
+namespace coe {
+
+struct ForwardOptions {
+  bool return_logits = true;     // false: compute the loss without keeping [B, S, V] logits
+  bool record_routing = false;   // fill LmOutput::routing
+};
+
+struct LmOutput {
+  torch::Tensor logits;    // [B, S, V] float32 (if requested)
+  torch::Tensor loss;      // scalar float32 LM loss (if labels were given)
+  torch::Tensor aux_loss;  // scalar: sum of all routers' aux losses (0 when none); add it to the loss
+                           // for backward, as the reference does, but report it separately
+  int64_t loss_tokens = 0; // number of labels that count (labels[:,1:] != -100)
+  std::vector<RoutingTrace> routing;
+};
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  explicit CausalLMImpl(const ModelConfig& config);
+
+  // input_ids [B, S] int64; labels [B, S] int64 (or undefined): position s predicts labels[s+1].
+  LmOutput forward(const torch::Tensor& input_ids, const torch::Tensor& labels = {},
+                   const ForwardOptions& options = {});
+
+  // Draws every weight as the reference initialises it (normal(0, initializer_range) for
+  // linear/embedding/expert weights, kaiming-uniform(a=sqrt(5)) for routers, ones for norms),
+  // from torch's global generator: seed it first for reproducible runs.
+  void reset_parameters();
+  // Recompute each decoder layer in backward instead of keeping its activations.
+  void set_activation_checkpointing(bool enabled) { checkpointing_ = enabled; }
+  bool activation_checkpointing() const { return checkpointing_; }
+  // Replaces the expert dispatch of every MoE layer.
+  void set_dispatch(const std::shared_ptr<ExpertDispatch>& dispatch);
+
+  const ModelConfig& config() const { return config_; }
+  torch::Tensor lm_head_weight() const;
+
+  // Parameter names follow the reference: "model.embed_tokens.weight", "model.layers.N....",
+  // "model.norm.weight", "lm_head.weight".
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // null with tie_word_embeddings
+
+ private:
+  ModelConfig config_;
+  bool checkpointing_ = false;
+};
+TORCH_MODULE(CausalLM);
+
+
+}  // namespace coe

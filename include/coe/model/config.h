@@ -1,0 +1,93 @@
+#pragma once
+// ModelConfig: the single source of every shape in the model. Field names are the reference's
+// (HF config.json of the CoE paper), so one struct reads a YAML `model:` section or a config.json.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace YAML { class Node; }
+
+namespace coe {
+
+class ConfigReader;
+
+struct RopeScaling {
+  std::string type;  // "linear" | "dynamic" | "yarn"
+  double factor = 1.0;
+  int64_t original_max_position_embeddings = 4096;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double mscale = 1.0;
+  double mscale_all_dim = 0.0;
+};
+
+// What the CoE iteration adds back: x(t) = f(x(t-1)) + r(t).
+enum class InnerResidual {
+  kNone,      // r = 0
+  kPrevious,  // r = x(t-1)  (the reference's inner_residual: true; the paper's best)
+  kInput,     // r = x(0)    (the paper's "add input" variant; not in the reference)
+};
+
+struct ModelConfig {
+  int64_t vocab_size = 102400;
+  int64_t hidden_size = 1024;
+  int64_t intermediate_size = 5472;  // dense (non-MoE) layers
+  int64_t moe_intermediate_size = 704;
+  int64_t num_hidden_layers = 4;
+  int64_t num_attention_heads = 8;
+  std::optional<int64_t> q_lora_rank;  // nullopt: plain q_proj
+  int64_t kv_lora_rank = 512;
+  int64_t qk_nope_head_dim = 128;
+  int64_t qk_rope_head_dim = 64;
+  int64_t v_head_dim = 128;
+
+  int64_t n_routed_experts = 63;  // 0: every layer dense
+  int64_t n_shared_experts = 1;
+  int64_t num_experts_per_tok = 8;
+  double routed_scaling_factor = 1.0;
+  std::string topk_method = "greedy";  // greedy | group_limited_greedy
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  bool norm_topk_prob = false;
+  std::string scoring_func = "softmax";
+  double aux_loss_alpha = 0.001;
+  bool seq_aux = true;
+  int64_t first_k_dense_replace = 0;
+  int64_t moe_layer_freq = 1;
+
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  std::optional<RopeScaling> rope_scaling;
+  int64_t max_position_embeddings = 4096;
+  bool tie_word_embeddings = false;
+  double initializer_range = 0.02;
+
+  // Chain-of-Experts.
+  int64_t inner_iter = 1;  // C
+  bool use_igate = true;   // one router per iteration (true) or one shared router (false)
+  InnerResidual inner_residual = InnerResidual::kPrevious;
+  bool outer_residual = false;
+
+  std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
+
+  int64_t q_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  bool is_moe_layer(int64_t layer) const {
+    return n_routed_experts > 0 && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
+  }
+  // Softmax scale of attention, with YaRN's mscale correction as in the reference.
+  double softmax_scale() const;
+
+  // Throws naming the key (and `source`) for impossible combinations.
+  void validate(const std::string& source) const;
+};
+
+// Reads the fields of a YAML `model:` section or an HF config.json (unknown keys are errors;
+// HF bookkeeping keys such as architectures/torch_dtype are accepted and ignored).
+ModelConfig parse_model_config(ConfigReader& reader);
+ModelConfig load_model_config(const std::string& path);  // .json or .yaml, whole file
+// HF config.json text with the reference's names (+ residual_mode when not expressible there).
+std::string model_config_to_json(const ModelConfig& config);
+// The same fields as a YAML mapping (for resolved run configs).
+void model_config_to_yaml(const ModelConfig& config, YAML::Node& out);
+
+}  // namespace coe

@@ -1,0 +1,41 @@
+#include "coe/data/tokenizer.h"
+
+#include "coe/util/error.h"
+
+#include <filesystem>
+
+#ifdef COE_WITH_HF_TOKENIZER
+#include "coe/data/hf_tokenizer.h"
+#endif
+
+namespace coe {
+
+std::vector<int32_t> ByteTokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size());
+  for (unsigned char c : text) ids.push_back(c);
+  return ids;
+}
+
+std::string ByteTokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string out;
+  out.reserve(ids.size());
+  for (int32_t id : ids) {
+    if (id < 0 || id >= kVocab) fail("byte tokenizer: id {} out of range [0, {})", id, kVocab);
+    if (id < 256) out.push_back(static_cast<char>(id));
+  }
+  return out;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
+  if (spec == "byte") return std::make_unique<ByteTokenizer>();
+  if (!std::filesystem::exists(spec)) fail("{}: tokenizer file not found", spec);
+#ifdef COE_WITH_HF_TOKENIZER
+  return load_hf_tokenizer(spec);
+#else
+  fail("{}: this build of coe has no HF tokenizer support (PCRE2/utf8proc were not found at configure time)",
+       spec);
+#endif
+}
+
+}  // namespace coe

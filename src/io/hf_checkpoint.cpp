@@ -1,0 +1,138 @@
+#include "coe/io/hf_checkpoint.h"
+
+#include "coe/io/safetensors.h"
+#include "coe/util/error.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/autograd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace fs = std::filesystem;
+
+namespace coe::io {
+namespace {
+
+const char* const kExpertProjections[] = {"gate_proj", "up_proj", "down_proj"};
+
+// "…mlp.experts.gate_proj" -> ("…mlp.experts.", "gate_proj"); empty prefix if not a stacked expert.
+std::pair<std::string, std::string> split_stacked(const std::string& name) {
+  for (const char* proj : kExpertProjections) {
+    std::string suffix = std::string("experts.") + proj;
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return {name.substr(0, name.size() - std::string(proj).size()), proj};
+  }
+  return {"", ""};
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> hf_state_dict(const CausalLMImpl& model, bool grads) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    at::Tensor t = grads ? item.value().grad() : item.value();
+    if (!t.defined()) t = at::zeros_like(item.value());
+    auto [prefix, proj] = split_stacked(item.key());
+    if (prefix.empty()) {
+      out[item.key()] = t.detach();
+      continue;
+    }
+    for (int64_t e = 0; e < t.size(0); ++e) out[prefix + std::to_string(e) + "." + proj + ".weight"] = t[e].detach();
+  }
+  return out;
+}
+
+void load_hf_state_dict(CausalLMImpl& model, const std::map<std::string, at::Tensor>& tensors,
+                        const std::string& source) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  auto take = [&](const std::string& name, at::Tensor dst) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) fail("{}: missing tensor '{}'", source, name);
+    if (it->second.sizes() != dst.sizes())
+      fail("{}: tensor '{}' has shape {} but the model expects {}", source, name, fmt::join(it->second.sizes(), "x"),
+           fmt::join(dst.sizes(), "x"));
+    if (!it->second.is_floating_point()) fail("{}: tensor '{}' is not a floating-point tensor", source, name);
+    dst.copy_(it->second);
+    used.insert(name);
+  };
+  for (auto& item : model.named_parameters(true)) {
+    auto [prefix, proj] = split_stacked(item.key());
+    if (prefix.empty()) {
+      take(item.key(), item.value());
+      continue;
+    }
+    for (int64_t e = 0; e < item.value().size(0); ++e)
+      take(prefix + std::to_string(e) + "." + proj + ".weight", item.value()[e]);
+  }
+  for (const auto& [name, t] : tensors) {
+    if (used.count(name)) continue;
+    // The reference keeps rotary caches as non-persistent buffers; tied checkpoints may still
+    // carry lm_head.weight.
+    if (name == "lm_head.weight" && model.config().tie_word_embeddings) continue;
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    fail("{}: unexpected tensor '{}' (not a parameter of this model configuration)", source, name);
+  }
+}
+
+std::map<std::string, at::Tensor> read_hf_weights(const std::string& dir) {
+  const fs::path single = fs::path(dir) / "model.safetensors";
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  if (fs::exists(single)) return load_safetensors(single.string()).tensors;
+  if (!fs::exists(index)) fail("{}: no model.safetensors or model.safetensors.index.json", dir);
+  nlohmann::json j;
+  try {
+    std::ifstream in(index);
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed index: {}", index.string(), e.what());
+  }
+  if (!j.contains("weight_map") || !j["weight_map"].is_object())
+    fail("{}: malformed index: no weight_map object", index.string());
+  std::map<std::string, std::string> wanted;  // tensor -> shard
+  std::set<std::string> shards;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it.value().is_string()) fail("{}: weight_map['{}'] must be a file name", index.string(), it.key());
+    wanted[it.key()] = it.value().get<std::string>();
+    shards.insert(it.value().get<std::string>());
+  }
+  std::map<std::string, at::Tensor> out;
+  for (const auto& shard : shards) {
+    const std::string path = (fs::path(dir) / shard).string();
+    for (auto& [name, t] : load_safetensors(path).tensors) {
+      auto it = wanted.find(name);
+      if (it == wanted.end() || it->second != shard)
+        fail("{}: tensor '{}' is not listed for this shard in {}", path, name, index.string());
+      out[name] = std::move(t);
+    }
+  }
+  for (const auto& [name, shard] : wanted)
+    if (!out.count(name)) fail("{}: tensor '{}' listed in the index is missing", shard, name);
+  return out;
+}
+
+CausalLM load_hf_checkpoint(const std::string& dir) {
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  ModelConfig config = load_model_config(config_path);
+  CausalLM model(config);
+  load_hf_state_dict(*model, read_hf_weights(dir), dir);
+  return model;
+}
+
+void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype) {
+  fs::create_directories(dir);
+  std::map<std::string, at::Tensor> tensors;
+  for (auto& [name, t] : hf_state_dict(model)) tensors[name] = t.to(at::kCPU, dtype);
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  const fs::path config = fs::path(dir) / "config.json";
+  std::ofstream out(config.string() + ".tmp");
+  out << model_config_to_json(model.config());
+  out.close();
+  if (!out) fail("{}: write failed", config.string());
+  fs::rename(config.string() + ".tmp", config);
+}
+
+}  // namespace coe::io

@@ -1,0 +1,156 @@
+#include "coe/io/safetensors.h"
+
+#include "coe/util/error.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+namespace coe::io {
+namespace {
+
+struct DtypeInfo {
+  const char* name;
+  at::ScalarType type;
+};
+constexpr DtypeInfo kDtypes[] = {
+    {"F64", at::kDouble}, {"F32", at::kFloat}, {"BF16", at::kBFloat16}, {"F16", at::kHalf},
+    {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort},     {"I8", at::kChar},
+    {"U8", at::kByte},    {"BOOL", at::kBool},
+};
+
+at::ScalarType dtype_from_name(const std::string& name, const std::string& file, const std::string& tensor) {
+  for (const auto& d : kDtypes)
+    if (name == d.name) return d.type;
+  fail("{}: tensor '{}': unsupported dtype '{}'", file, tensor, name);
+}
+
+const char* dtype_name(at::ScalarType type, const std::string& tensor) {
+  for (const auto& d : kDtypes)
+    if (type == d.type) return d.name;
+  fail("safetensors: tensor '{}': cannot store dtype {}", tensor, c10::toString(type));
+}
+
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open safetensors file", path);
+  const uint64_t file_size = std::filesystem::file_size(path);
+  if (file_size < 8) fail("{}: truncated safetensors file ({} bytes)", path, file_size);
+  unsigned char len_bytes[8];
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  if (header_len > file_size - 8) fail("{}: header length {} exceeds the file size {}", path, header_len, file_size);
+  std::string header(header_len, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(header_len));
+
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(header);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed safetensors header: {}", path, e.what());
+  }
+  if (!json.is_object()) fail("{}: malformed safetensors header: not a JSON object", path);
+
+  const uint64_t data_size = file_size - 8 - header_len;
+  SafetensorsFile out;
+  struct Range {
+    uint64_t begin, end;
+    std::string name;
+  };
+  std::vector<Range> ranges;
+  for (auto it = json.begin(); it != json.end(); ++it) {
+    const std::string& name = it.key();
+    const auto& entry = it.value();
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail("{}: __metadata__ must be an object", path);
+      for (auto m = entry.begin(); m != entry.end(); ++m) {
+        if (!m.value().is_string()) fail("{}: __metadata__ value '{}' must be a string", path, m.key());
+        out.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
+      fail("{}: tensor '{}': header entry needs dtype, shape and data_offsets", path, name);
+    if (!entry["dtype"].is_string()) fail("{}: tensor '{}': dtype must be a string", path, name);
+    at::ScalarType type = dtype_from_name(entry["dtype"].get<std::string>(), path, name);
+    std::vector<int64_t> shape;
+    if (!entry["shape"].is_array()) fail("{}: tensor '{}': shape must be a list", path, name);
+    uint64_t numel = 1;
+    for (const auto& d : entry["shape"]) {
+      if (!d.is_number_unsigned()) fail("{}: tensor '{}': shape entries must be non-negative integers", path, name);
+      shape.push_back(d.get<int64_t>());
+      numel *= d.get<uint64_t>();
+    }
+    const auto& offs = entry["data_offsets"];
+    if (!offs.is_array() || offs.size() != 2 || !offs[0].is_number_unsigned() || !offs[1].is_number_unsigned())
+      fail("{}: tensor '{}': data_offsets must be [begin, end]", path, name);
+    uint64_t begin = offs[0].get<uint64_t>(), end = offs[1].get<uint64_t>();
+    if (begin > end) fail("{}: tensor '{}': data_offsets begin {} > end {}", path, name, begin, end);
+    if (end > data_size)
+      fail("{}: tensor '{}': data ends at byte {} but the file holds {} data bytes (truncated file?)", path, name, end,
+           data_size);
+    uint64_t expected = numel * c10::elementSize(type);
+    if (end - begin != expected)
+      fail("{}: tensor '{}': {} bytes for shape with {} elements of {} (expected {})", path, name, end - begin, numel,
+           entry["dtype"].get<std::string>(), expected);
+    ranges.push_back({begin, end, name});
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
+    in.seekg(static_cast<std::streamoff>(8 + header_len + begin));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(expected));
+    if (!in) fail("{}: tensor '{}': read failed", path, name);
+    out.tensors.emplace(name, std::move(t));
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end)
+      fail("{}: tensors '{}' and '{}' overlap in the data section", path, ranges[i - 1].name, ranges[i].name);
+  return out;
+}
+
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<at::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    if (name == "__metadata__") fail("safetensors: '__metadata__' is not a valid tensor name");
+    at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
+    uint64_t bytes = t.numel() * t.element_size();
+    header[name] = {{"dtype", dtype_name(t.scalar_type(), name)},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    data.push_back(t);
+  }
+  std::string text = header.dump();
+  while (text.size() % 8 != 0) text.push_back(' ');  // data section 8-byte aligned, as HF writes it
+
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail("{}: cannot open for writing", tmp);
+    uint64_t len = text.size();
+    unsigned char len_bytes[8];
+    for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(len >> (8 * i));
+    out.write(reinterpret_cast<const char*>(len_bytes), 8);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const auto& t : data) out.write(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+    out.flush();
+    if (!out) {
+      out.close();
+      std::filesystem::remove(tmp);
+      fail("{}: write failed (disk full?)", path);
+    }
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace coe::io

@@ -1,0 +1,69 @@
+#include "coe/model/attention.h"
+
+#include "coe/compat.h"
+
+#include <ATen/ATen.h>
+
+#include <limits>
+
+namespace coe {
+
+MlaAttentionImpl::MlaAttentionImpl(const ModelConfig& c)
+    : heads_(c.num_attention_heads),
+      nope_(c.qk_nope_head_dim),
+      rope_(c.qk_rope_head_dim),
+      v_(c.v_head_dim),
+      kv_rank_(c.kv_lora_rank),
+      scale_(c.softmax_scale()) {
+  auto linear = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  const int64_t q_dim = heads_ * c.q_head_dim();
+  if (c.q_lora_rank) {
+    q_a_proj = register_module("q_a_proj", linear(c.hidden_size, *c.q_lora_rank));
+    // The reference builds this norm with the default eps (1e-6), not rms_norm_eps.
+    q_a_layernorm = register_module("q_a_layernorm", RMSNorm(*c.q_lora_rank, 1e-6));
+    q_b_proj = register_module("q_b_proj", linear(*c.q_lora_rank, q_dim));
+  } else {
+    q_proj = register_module("q_proj", linear(c.hidden_size, q_dim));
+  }
+  kv_a_proj_with_mqa = register_module("kv_a_proj_with_mqa", linear(c.hidden_size, kv_rank_ + rope_));
+  kv_a_layernorm = register_module("kv_a_layernorm", RMSNorm(kv_rank_, 1e-6));
+  kv_b_proj = register_module("kv_b_proj", linear(kv_rank_, heads_ * (nope_ + v_)));
+  o_proj = register_module("o_proj", linear(heads_ * v_, c.hidden_size));
+}
+
+torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope) {
+  const int64_t B = x.size(0), S = x.size(1);
+  at::Tensor q = q_proj ? q_proj(x) : q_b_proj(q_a_layernorm(q_a_proj(x)));
+  q = q.view({B, S, heads_, nope_ + rope_}).transpose(1, 2);  // [B, H, S, nope+rope]
+  at::Tensor q_nope = q.narrow(-1, 0, nope_);
+  at::Tensor q_pe = q.narrow(-1, nope_, rope_);
+
+  at::Tensor compressed = kv_a_proj_with_mqa(x);
+  at::Tensor kv_latent = compressed.narrow(-1, 0, kv_rank_);
+  at::Tensor k_pe = compressed.narrow(-1, kv_rank_, rope_).view({B, S, 1, rope_}).transpose(1, 2);  // [B,1,S,r]
+  at::Tensor kv = kv_b_proj(kv_a_layernorm(kv_latent)).view({B, S, heads_, nope_ + v_}).transpose(1, 2);
+  at::Tensor k_nope = kv.narrow(-1, 0, nope_);
+  at::Tensor value = kv.narrow(-1, nope_, v_);
+
+  q_pe = apply_rotary(q_pe, rope);
+  k_pe = apply_rotary(k_pe, rope);
+  at::Tensor query = at::cat({q_nope, q_pe}, -1);
+  at::Tensor key = at::cat({k_nope, k_pe.expand({B, heads_, S, rope_})}, -1);
+
+  at::Tensor out;
+#if COE_TORCH_AT_LEAST(2, 1)
+  // Fused kernels (flash / cuDNN / memory-efficient) where the build has them.
+  out = at::scaled_dot_product_attention(query, key, value.contiguous(), /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                         /*is_causal=*/true, /*scale=*/scale_);
+#else
+  at::Tensor scores = at::matmul(query, key.transpose(2, 3)) * scale_;
+  at::Tensor causal = at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(x.device())).triu(1);
+  scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(query.scalar_type());
+  out = at::matmul(probs, value);
+#endif
+  out = out.transpose(1, 2).reshape({B, S, heads_ * v_});
+  return o_proj(out);
+}
+
+}  // namespace coe

@@ -1,0 +1,121 @@
+#include "coe/model/causal_lm.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/nn/init.h>
+
+namespace coe {
+namespace {
+
+// Activation checkpointing for one decoder layer: forward without saving activations, and in
+// backward recompute the layer with grad enabled and backpropagate through the recomputation
+// (parameters' .grad accumulate there; the input's gradient is returned). Routing is a
+// deterministic function of the input, so the recomputation takes the same experts.
+struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor h,
+                                                CoeLayerImpl* layer, const RotaryTables* rope) {
+    ctx->save_for_backward({h});
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    ctx->saved_data["cos"] = rope->cos;
+    ctx->saved_data["sin"] = rope->sin;
+    LayerOutput out = layer->forward(h, *rope);
+    at::Tensor aux = out.aux_loss.defined() ? out.aux_loss : at::zeros({}, h.options().dtype(at::kFloat));
+    return {out.hidden, aux};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* layer = reinterpret_cast<CoeLayerImpl*>(ctx->saved_data["layer"].toInt());
+    RotaryTables rope{ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor()};
+    at::Tensor h = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    {
+      torch::AutoGradMode enable(true);
+      LayerOutput out = layer->forward(h, rope);
+      std::vector<at::Tensor> outputs{out.hidden}, out_grads{grads[0]};
+      if (out.aux_loss.defined()) outputs.push_back(out.aux_loss), out_grads.push_back(grads[1]);
+      torch::autograd::backward(outputs, out_grads);
+    }
+    return {h.grad(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& config) : config_(config) {
+  auto model = register_module("model", std::make_shared<torch::nn::Module>());
+  embed_tokens = torch::nn::Embedding(torch::nn::EmbeddingOptions(config.vocab_size, config.hidden_size));
+  if (config.pad_token_id) embed_tokens->options.padding_idx(*config.pad_token_id);
+  model->register_module("embed_tokens", embed_tokens);
+  layers = torch::nn::ModuleList();
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) layers->push_back(CoeLayer(config, l));
+  model->register_module("layers", layers);
+  norm = RMSNorm(config.hidden_size, config.rms_norm_eps);
+  model->register_module("norm", norm);
+  if (!config.tie_word_embeddings)
+    lm_head = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, config.vocab_size).bias(false)));
+  reset_parameters();
+}
+
+void CausalLMImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  const double std = config_.initializer_range;
+  for (const auto& module : modules(/*include_self=*/false)) {
+    if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(module.get())) {
+      linear->weight.normal_(0.0, std);
+    } else if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(module.get())) {
+      emb->weight.normal_(0.0, std);
+      if (config_.pad_token_id) emb->weight[*config_.pad_token_id].zero_();
+    } else if (auto* experts = dynamic_cast<RoutedExpertsImpl*>(module.get())) {
+      for (auto* w : {&experts->gate_proj, &experts->up_proj, &experts->down_proj}) w->normal_(0.0, std);
+    } else if (auto* router = dynamic_cast<RouterImpl*>(module.get())) {
+      router->reset_parameters();
+    } else if (auto* rms = dynamic_cast<RMSNormImpl*>(module.get())) {
+      rms->weight.fill_(1.0);
+    }
+  }
+}
+
+void CausalLMImpl::set_dispatch(const std::shared_ptr<ExpertDispatch>& dispatch) {
+  for (const auto& layer : *layers) {
+    auto* l = layer->as<CoeLayerImpl>();
+    if (l->is_moe()) l->moe->set_dispatch(dispatch);
+  }
+}
+
+torch::Tensor CausalLMImpl::lm_head_weight() const { return lm_head ? lm_head->weight : embed_tokens->weight; }
+
+LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& labels,
+                               const ForwardOptions& options) {
+  const int64_t S = input_ids.size(1);
+  LmOutput out;
+  at::Tensor h = embed_tokens(input_ids);
+  const RotaryTables rope = rotary_tables(config_, S, input_ids.device());
+  at::Tensor aux = at::zeros({}, h.options().dtype(at::kFloat));
+  for (const auto& module : *layers) {
+    auto* layer = module->as<CoeLayerImpl>();
+    if (checkpointing_ && is_training() && torch::GradMode::is_enabled()) {
+      auto outputs = CheckpointedLayer::apply(h, layer, &rope);
+      h = outputs[0];
+      aux = aux + outputs[1];
+    } else {
+      LayerOutput lo = layer->forward(h, rope, options.record_routing ? &out.routing : nullptr);
+      h = lo.hidden;
+      if (lo.aux_loss.defined()) aux = aux + lo.aux_loss;
+    }
+  }
+  h = norm(h);
+  out.aux_loss = aux;
+  at::Tensor logits = at::linear(h, lm_head_weight()).to(at::kFloat);
+  if (labels.defined()) {
+    at::Tensor shift_logits = logits.narrow(1, 0, S - 1).reshape({-1, logits.size(-1)});
+    at::Tensor shift_labels = labels.narrow(1, 1, S - 1).reshape(-1);
+    out.loss = at::cross_entropy_loss(shift_logits, shift_labels, /*weight=*/{}, at::Reduction::Mean,
+                                      /*ignore_index=*/-100);
+    out.loss_tokens = shift_labels.ne(-100).sum().item<int64_t>();
+  }
+  if (options.return_logits) out.logits = logits;
+  return out;
+}
+
+}  // namespace coe

@@ -1,0 +1,59 @@
+#include "coe/model/experts.h"
+
+#include <ATen/ATen.h>
+
+namespace coe {
+
+RoutedExpertsImpl::RoutedExpertsImpl(int64_t n_experts, int64_t hidden, int64_t intermediate) {
+  gate_proj = register_parameter("gate_proj", torch::empty({n_experts, intermediate, hidden}));
+  up_proj = register_parameter("up_proj", torch::empty({n_experts, intermediate, hidden}));
+  down_proj = register_parameter("down_proj", torch::empty({n_experts, hidden, intermediate}));
+}
+
+namespace {
+
+at::Tensor expert_mlp(const at::Tensor& x, const ExpertWeights& w, int64_t e) {
+  return at::linear(at::silu(at::linear(x, w.gate_proj[e])) * at::linear(x, w.up_proj[e]), w.down_proj[e]);
+}
+
+}  // namespace
+
+torch::Tensor SegmentedDispatch::run(const torch::Tensor& x, const torch::Tensor& topk_idx,
+                                     const torch::Tensor& topk_weight, const ExpertWeights& w) const {
+  const int64_t T = x.size(0), K = topk_idx.size(1), E = w.gate_proj.size(0);
+  at::Tensor flat = topk_idx.reshape(-1);
+  at::Tensor order = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  at::Tensor token = order.div(K, "floor");
+  at::Tensor counts = at::bincount(flat, {}, E).to(at::kCPU);
+  at::Tensor sorted_x = x.index_select(0, token);
+
+  std::vector<at::Tensor> outputs;
+  const int64_t* count = counts.data_ptr<int64_t>();
+  int64_t start = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    if (count[e] == 0) continue;
+    outputs.push_back(expert_mlp(sorted_x.narrow(0, start, count[e]), w, e));
+    start += count[e];
+  }
+  at::Tensor out = at::zeros({T, x.size(1)}, x.options().dtype(at::kFloat));
+  if (outputs.empty()) return out.to(x.scalar_type());
+  at::Tensor weighted = at::cat(outputs, 0).to(at::kFloat) * topk_weight.reshape(-1).index_select(0, order).unsqueeze(1);
+  return out.index_add(0, token, weighted).to(x.scalar_type());
+}
+
+torch::Tensor MaskedDispatch::run(const torch::Tensor& x, const torch::Tensor& topk_idx,
+                                  const torch::Tensor& topk_weight, const ExpertWeights& w) const {
+  const int64_t T = x.size(0), K = topk_idx.size(1), E = w.gate_proj.size(0);
+  at::Tensor repeated = x.repeat_interleave(K, 0);
+  at::Tensor flat = topk_idx.reshape(-1);
+  at::Tensor y = at::zeros_like(repeated);
+  for (int64_t e = 0; e < E; ++e) {
+    at::Tensor mask = flat == e;
+    y = y.index_put({mask}, expert_mlp(repeated.index({mask}), w, e));
+  }
+  return (y.view({T, K, -1}).to(at::kFloat) * topk_weight.unsqueeze(-1)).sum(1).to(x.scalar_type());
+}
+
+std::shared_ptr<ExpertDispatch> default_dispatch() { return std::make_shared<SegmentedDispatch>(); }
+
+}  // namespace coe

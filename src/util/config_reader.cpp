@@ -1,0 +1,249 @@
+#include "coe/util/config_reader.h"
+
+#include "coe/util/error.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <type_traits>
+
+namespace coe {
+namespace {
+
+int line_of(const YAML::Node& node) { return node.Mark().line >= 0 ? node.Mark().line + 1 : 0; }
+
+std::string describe(const YAML::Node& node) {
+  if (node.IsScalar()) return "'" + node.Scalar() + "'";
+  if (node.IsSequence()) return "a list";
+  if (node.IsMap()) return "a mapping";
+  return "null";
+}
+
+template <typename T>
+const char* type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "true or false";
+  else if constexpr (std::is_integral_v<T>) return "an integer";
+  else if constexpr (std::is_floating_point_v<T>) return "a number";
+  else if constexpr (std::is_same_v<T, std::string>) return "a string";
+  else return "a list";
+}
+
+template <typename T>
+bool convert_scalar(const YAML::Node& node, T* out) {
+  if (!node.IsScalar()) return false;
+  const std::string& s = node.Scalar();
+  if constexpr (std::is_same_v<T, bool>) {
+    if (s == "true" || s == "True") { *out = true; return true; }
+    if (s == "false" || s == "False") { *out = false; return true; }
+    return false;
+  } else if constexpr (std::is_integral_v<T>) {
+    try {
+      size_t pos = 0;
+      long long v = std::stoll(s, &pos);
+      if (pos != s.size()) {
+        // Accept integral floats such as "40.0" or "1e3".
+        double d = std::stod(s, &pos);
+        if (pos != s.size() || d != static_cast<double>(static_cast<long long>(d))) return false;
+        v = static_cast<long long>(d);
+      }
+      if (v < static_cast<long long>(std::numeric_limits<T>::min()) ||
+          v > static_cast<long long>(std::numeric_limits<T>::max()))
+        return false;
+      *out = static_cast<T>(v);
+      return true;
+    } catch (...) {
+      return false;
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    try {
+      size_t pos = 0;
+      double v = std::stod(s, &pos);
+      if (pos != s.size()) return false;
+      *out = static_cast<T>(v);
+      return true;
+    } catch (...) {
+      return false;
+    }
+  } else {
+    *out = s;
+    return true;
+  }
+}
+
+template <typename T>
+struct is_vector : std::false_type {};
+template <typename T>
+struct is_vector<std::vector<T>> : std::true_type {};
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+}  // namespace
+
+ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
+    : node_(std::move(node)), file_(std::move(file)), path_(std::move(path)) {
+  if (node_ && !node_.IsNull() && !node_.IsMap())
+    fail("{}:{}: {}: expected a mapping, got {}", file_, line_of(node_), path_.empty() ? "(top level)" : path_,
+         describe(node_));
+}
+
+ConfigReader ConfigReader::from_file(const std::string& file) {
+  if (!std::filesystem::exists(file)) fail("{}: file not found", file);
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(file);
+  } catch (const YAML::Exception& e) {
+    fail("{}:{}: cannot parse: {}", file, e.mark.line + 1, e.msg);
+  }
+  if (!root || root.IsNull()) fail("{}: the file is empty", file);
+  return ConfigReader(root, file);
+}
+
+std::string ConfigReader::dotted(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+std::string ConfigReader::where(const std::string& key) const {
+  YAML::Node n = node_ && node_.IsMap() ? node_[key] : YAML::Node();
+  int line = n ? line_of(n) : line_of(node_);
+  return line > 0 ? fmt::format("{}:{}: {}", file_, line, dotted(key)) : fmt::format("{}: {}", file_, dotted(key));
+}
+
+void ConfigReader::fail_key(const std::string& key, const std::string& reason) const {
+  throw Error(where(key) + ": " + reason);
+}
+
+bool ConfigReader::has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
+
+bool ConfigReader::is_null(const std::string& key) const { return has(key) && node_[key].IsNull(); }
+
+YAML::Node ConfigReader::lookup(const std::string& key) {
+  used_.insert(key);
+  if (!node_ || !node_.IsMap()) return YAML::Node();
+  YAML::Node n = node_[key];
+  return n;
+}
+
+template <typename T>
+std::optional<T> ConfigReader::optional(const std::string& key) {
+  YAML::Node n = lookup(key);
+  if (!n || n.IsNull()) return std::nullopt;
+  T value{};
+  if constexpr (is_vector<T>::value) {
+    if (!n.IsSequence()) fail_key(key, fmt::format("expected a list, got {}", describe(n)));
+    for (size_t i = 0; i < n.size(); ++i) {
+      typename T::value_type item{};
+      if (!convert_scalar(n[i], &item))
+        fail_key(key, fmt::format("item {}: expected {}, got {}", i, type_name<typename T::value_type>(),
+                                  describe(n[i])));
+      value.push_back(item);
+    }
+  } else {
+    if (!convert_scalar(n, &value)) fail_key(key, fmt::format("expected {}, got {}", type_name<T>(), describe(n)));
+  }
+  return value;
+}
+
+template <typename T>
+T ConfigReader::get(const std::string& key, const T& fallback) {
+  auto v = optional<T>(key);
+  return v ? *v : fallback;
+}
+
+template <typename T>
+T ConfigReader::require(const std::string& key) {
+  auto v = optional<T>(key);
+  if (!v) fail_key(key, "is required");
+  return *v;
+}
+
+ConfigReader ConfigReader::section(const std::string& key) {
+  YAML::Node n = lookup(key);
+  if (n && !n.IsNull() && !n.IsMap()) fail_key(key, fmt::format("expected a mapping, got {}", describe(n)));
+  return ConfigReader(n ? n : YAML::Node(YAML::NodeType::Map), file_, dotted(key));
+}
+
+void ConfigReader::ignore(const std::string& key) { used_.insert(key); }
+
+void ConfigReader::finish() const {
+  if (!node_ || !node_.IsMap()) return;
+  std::vector<std::string> known(used_.begin(), used_.end());
+  for (const auto& kv : node_) {
+    std::string key = kv.first.as<std::string>();
+    if (used_.count(key)) continue;
+    std::string hint = nearest_key(key, known);
+    std::string msg = fmt::format("{}:{}: {}: unknown key", file_, line_of(kv.first), dotted(key));
+    if (!hint.empty()) msg += fmt::format(" (did you mean '{}'?)", hint);
+    throw Error(msg);
+  }
+}
+
+std::string nearest_key(const std::string& key, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::numeric_limits<size_t>::max();
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(key, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  size_t limit = std::max<size_t>(2, key.size() / 3);
+  return best_d <= limit ? best : std::string();
+}
+
+void apply_override(YAML::Node root, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) fail("--set {}: expected section.key=value", assignment);
+  std::string path = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+  YAML::Node parsed;
+  try {
+    parsed = YAML::Load(value.empty() ? "null" : value);
+  } catch (const YAML::Exception& e) {
+    fail("--set {}: cannot parse value: {}", assignment, e.msg);
+  }
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (size_t dot; (dot = path.find('.', start)) != std::string::npos; start = dot + 1)
+    parts.push_back(path.substr(start, dot - start));
+  parts.push_back(path.substr(start));
+  // yaml-cpp nodes are handles: walk down by reassigning a handle to each child.
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (parts[i].empty()) fail("--set {}: empty key in path", assignment);
+    YAML::Node child = chain.back()[parts[i]];
+    if (child && !child.IsNull() && !child.IsMap()) fail("--set {}: '{}' is not a section", assignment, parts[i]);
+    if (!child || child.IsNull()) chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    chain.push_back(chain.back()[parts[i]]);
+  }
+  chain.back()[parts.back()] = parsed;
+}
+
+template bool ConfigReader::get<bool>(const std::string&, const bool&);
+template int ConfigReader::get<int>(const std::string&, const int&);
+template int64_t ConfigReader::get<int64_t>(const std::string&, const int64_t&);
+template double ConfigReader::get<double>(const std::string&, const double&);
+template std::string ConfigReader::get<std::string>(const std::string&, const std::string&);
+template std::vector<double> ConfigReader::get<std::vector<double>>(const std::string&, const std::vector<double>&);
+template std::vector<std::string> ConfigReader::get<std::vector<std::string>>(const std::string&,
+                                                                              const std::vector<std::string>&);
+template bool ConfigReader::require<bool>(const std::string&);
+template int ConfigReader::require<int>(const std::string&);
+template int64_t ConfigReader::require<int64_t>(const std::string&);
+template double ConfigReader::require<double>(const std::string&);
+template std::string ConfigReader::require<std::string>(const std::string&);
+template std::optional<bool> ConfigReader::optional<bool>(const std::string&);
+template std::optional<int> ConfigReader::optional<int>(const std::string&);
+template std::optional<int64_t> ConfigReader::optional<int64_t>(const std::string&);
+template std::optional<double> ConfigReader::optional<double>(const std::string&);
+template std::optional<std::string> ConfigReader::optional<std::string>(const std::string&);
+template std::optional<std::vector<double>> ConfigReader::optional<std::vector<double>>(const std::string&);
+template std::optional<std::vector<std::string>> ConfigReader::optional<std::vector<std::string>>(const std::string&);
+
+}  // namespace coe
