@@ -59,7 +59,7 @@ torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTabl
   at::Tensor scores = at::matmul(query, key.transpose(2, 3)) * scale_;
   at::Tensor causal = at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(x.device())).triu(1);
   scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
-  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(query.scalar_type());
+  at::Tensor probs = at::softmax(scores, -1, accumulate_dtype(scores)).to(query.scalar_type());
   out = at::matmul(probs, value);
 #endif
   out = out.transpose(1, 2).reshape({B, S, heads_ * v_});

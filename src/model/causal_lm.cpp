@@ -19,7 +19,7 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["cos"] = rope->cos;
     ctx->saved_data["sin"] = rope->sin;
     LayerOutput out = layer->forward(h, *rope);
-    at::Tensor aux = out.aux_loss.defined() ? out.aux_loss : at::zeros({}, h.options().dtype(at::kFloat));
+    at::Tensor aux = out.aux_loss.defined() ? out.aux_loss : at::zeros({}, h.options().dtype(accumulate_dtype(h)));
     return {out.hidden, aux};
   }
 
@@ -91,7 +91,7 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   LmOutput out;
   at::Tensor h = embed_tokens(input_ids);
   const RotaryTables rope = rotary_tables(config_, S, input_ids.device());
-  at::Tensor aux = at::zeros({}, h.options().dtype(at::kFloat));
+  at::Tensor aux = at::zeros({}, h.options().dtype(accumulate_dtype(h)));
   for (const auto& module : *layers) {
     auto* layer = module->as<CoeLayerImpl>();
     if (checkpointing_ && is_training() && torch::GradMode::is_enabled()) {
@@ -106,7 +106,7 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   }
   h = norm(h);
   out.aux_loss = aux;
-  at::Tensor logits = at::linear(h, lm_head_weight()).to(at::kFloat);
+  at::Tensor logits = at::linear(h, lm_head_weight()).to(accumulate_dtype(h));
   if (labels.defined()) {
     at::Tensor shift_logits = logits.narrow(1, 0, S - 1).reshape({-1, logits.size(-1)});
     at::Tensor shift_labels = labels.narrow(1, 1, S - 1).reshape(-1);

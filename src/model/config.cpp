@@ -148,8 +148,11 @@ ModelConfig parse_model_config(ConfigReader& r) {
   for (const char* key : {"residual_mode", "residual"}) {
     auto mode = r.optional<std::string>(key);
     if (!mode) continue;
-    if (std::string(key) == "residual" && !r.has("residual_mode") && (r.has("inner_residual") || r.has("outer_residual")))
-      continue;  // the reference writes residual: "inner" next to the booleans, which win
+    // The reference writes residual: "inner" next to its booleans, which win; residual_mode wins
+    // over both.
+    if (std::string(key) == "residual" &&
+        (r.has("residual_mode") || r.has("inner_residual") || r.has("outer_residual")))
+      continue;
     std::string m = *mode;
     bool outer = false;
     if (auto plus = m.find("+outer"); plus != std::string::npos && plus + 6 == m.size()) {

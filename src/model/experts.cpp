@@ -1,13 +1,15 @@
 #include "coe/model/experts.h"
 
+#include "coe/model/layers.h"
+
 #include <ATen/ATen.h>
 
 namespace coe {
 
-RoutedExpertsImpl::RoutedExpertsImpl(int64_t n_experts, int64_t hidden, int64_t intermediate) {
-  gate_proj = register_parameter("gate_proj", torch::empty({n_experts, intermediate, hidden}));
-  up_proj = register_parameter("up_proj", torch::empty({n_experts, intermediate, hidden}));
-  down_proj = register_parameter("down_proj", torch::empty({n_experts, hidden, intermediate}));
+RoutedExpertsImpl::RoutedExpertsImpl(int64_t n_experts, int64_t hidden, int64_t intermediate, double init_std) {
+  gate_proj = register_parameter("gate_proj", torch::randn({n_experts, intermediate, hidden}) * init_std);
+  up_proj = register_parameter("up_proj", torch::randn({n_experts, intermediate, hidden}) * init_std);
+  down_proj = register_parameter("down_proj", torch::randn({n_experts, hidden, intermediate}) * init_std);
 }
 
 namespace {
@@ -35,9 +37,10 @@ torch::Tensor SegmentedDispatch::run(const torch::Tensor& x, const torch::Tensor
     outputs.push_back(expert_mlp(sorted_x.narrow(0, start, count[e]), w, e));
     start += count[e];
   }
-  at::Tensor out = at::zeros({T, x.size(1)}, x.options().dtype(at::kFloat));
+  const auto acc = accumulate_dtype(x);
+  at::Tensor out = at::zeros({T, x.size(1)}, x.options().dtype(acc));
   if (outputs.empty()) return out.to(x.scalar_type());
-  at::Tensor weighted = at::cat(outputs, 0).to(at::kFloat) * topk_weight.reshape(-1).index_select(0, order).unsqueeze(1);
+  at::Tensor weighted = at::cat(outputs, 0).to(acc) * topk_weight.to(acc).reshape(-1).index_select(0, order).unsqueeze(1);
   return out.index_add(0, token, weighted).to(x.scalar_type());
 }
 
@@ -51,7 +54,7 @@ torch::Tensor MaskedDispatch::run(const torch::Tensor& x, const torch::Tensor& t
     at::Tensor mask = flat == e;
     y = y.index_put({mask}, expert_mlp(repeated.index({mask}), w, e));
   }
-  return (y.view({T, K, -1}).to(at::kFloat) * topk_weight.unsqueeze(-1)).sum(1).to(x.scalar_type());
+  return (y.view({T, K, -1}).to(accumulate_dtype(x)) * topk_weight.to(accumulate_dtype(x)).unsqueeze(-1)).sum(1).to(x.scalar_type());
 }
 
 std::shared_ptr<ExpertDispatch> default_dispatch() { return std::make_shared<SegmentedDispatch>(); }

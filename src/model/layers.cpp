@@ -11,7 +11,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto h = x.to(at::kFloat);
+  auto h = x.to(accumulate_dtype(x));
   h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);
   return weight * h.to(x.scalar_type());
 }

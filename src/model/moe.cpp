@@ -11,7 +11,7 @@ MoeBlockImpl::MoeBlockImpl(const ModelConfig& c) : dispatch_(default_dispatch())
   } else {
     shared_gate = register_module("gate", Router(c));
   }
-  experts = register_module("experts", RoutedExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size));
+  experts = register_module("experts", RoutedExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, c.initializer_range));
   if (c.n_shared_experts > 0)
     shared_experts = register_module("shared_experts",
                                      SwiGluMlp(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts));

@@ -1,5 +1,7 @@
 #include "coe/model/router.h"
 
+#include "coe/model/layers.h"
+
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 
@@ -28,8 +30,9 @@ void RouterImpl::reset_parameters() {
 
 Routing RouterImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), S = x.size(1), T = B * S;
-  at::Tensor logits = at::linear(x.reshape({T, x.size(2)}).to(at::kFloat), weight.to(at::kFloat));
-  at::Tensor scores = logits.softmax(-1, at::kFloat);  // [T, E]
+  const auto acc = accumulate_dtype(x);
+  at::Tensor logits = at::linear(x.reshape({T, x.size(2)}).to(acc), weight.to(acc));
+  at::Tensor scores = logits.softmax(-1, acc);  // [T, E]
 
   Routing r;
   if (!group_limited_) {
@@ -58,7 +61,7 @@ Routing RouterImpl::forward(const torch::Tensor& x) {
                           .div_(static_cast<double>(S * top_k_) / experts_);
       r.aux_loss = (ce * scores.view({B, S, -1}).mean(1)).sum(1).mean() * alpha_;
     } else {
-      at::Tensor fi = at::one_hot(idx.reshape(-1), experts_).to(at::kFloat).mean(0) * static_cast<double>(experts_);
+      at::Tensor fi = at::one_hot(idx.reshape(-1), experts_).to(acc).mean(0) * static_cast<double>(experts_);
       r.aux_loss = (scores.mean(0) * fi).sum() * alpha_;
     }
   }

@@ -95,6 +95,15 @@ ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
   if (node_ && !node_.IsNull() && !node_.IsMap())
     fail("{}:{}: {}: expected a mapping, got {}", file_, line_of(node_), path_.empty() ? "(top level)" : path_,
          describe(node_));
+  // yaml-cpp keeps the first of two equal keys silently; a repeated key is almost always a mistake.
+  if (node_ && node_.IsMap()) {
+    std::set<std::string> seen;
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.as<std::string>();
+      if (!seen.insert(key).second)
+        fail("{}:{}: {}: duplicate key", file_, line_of(kv.first), dotted(key));
+    }
+  }
 }
 
 ConfigReader ConfigReader::from_file(const std::string& file) {

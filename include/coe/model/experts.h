@@ -52,7 +52,8 @@ std::shared_ptr<ExpertDispatch> default_dispatch();
 
 class RoutedExpertsImpl : public torch::nn::Module {
  public:
-  RoutedExpertsImpl(int64_t n_experts, int64_t hidden, int64_t intermediate);
+  // Weights drawn from normal(0, init_std), as the reference initialises its per-expert Linears.
+  RoutedExpertsImpl(int64_t n_experts, int64_t hidden, int64_t intermediate, double init_std);
   ExpertWeights weights() const { return {gate_proj, up_proj, down_proj}; }
   torch::Tensor gate_proj, up_proj, down_proj;
 };

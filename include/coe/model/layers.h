@@ -8,6 +8,12 @@
 
 namespace coe {
 
+// The dtype for numerically sensitive math (norms, softmax, routing, weighted sums): float32 as
+// the reference, or float64 when the model runs in double (numerical gradient checks).
+inline at::ScalarType accumulate_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 // y = w * x / sqrt(mean(x^2) + eps), computed in float32 like the reference.
 class RMSNormImpl : public torch::nn::Module {
  public:

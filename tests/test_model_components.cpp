@@ -1,0 +1,206 @@
+// Model components on their own: numerical gradient checks in double precision (router + MoE +
+// CoE layer), agreement between expert dispatch implementations, dense layers, checkpointing.
+#include "coe/model/causal_lm.h"
+#include "coe/model/decoder_layer.h"
+#include "coe/model/experts.h"
+#include "coe/io/hf_checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/autograd.h>
+
+namespace {
+
+coe::ModelConfig tiny_config() {
+  coe::ModelConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.moe_intermediate_size = 8;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.kv_lora_rank = 8;
+  c.qk_nope_head_dim = 4;
+  c.qk_rope_head_dim = 4;
+  c.v_head_dim = 4;
+  c.n_routed_experts = 6;
+  c.n_shared_experts = 1;
+  c.num_experts_per_tok = 2;
+  c.inner_iter = 2;
+  c.max_position_embeddings = 64;
+  c.initializer_range = 0.3;  // large weights: routing decisions far from ties
+  return c;
+}
+
+// Central differences on a sample of entries of every parameter and of the input, compared with
+// autograd, all in float64.
+void gradient_check(coe::CoeLayerImpl& layer, const coe::ModelConfig& config) {
+  layer.to(at::kDouble);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : layer.parameters()) p.normal_(p.dim() == 1 ? 1.0 : 0.0, 0.3);
+  }
+  layer.train();
+  torch::manual_seed(7);
+  const int64_t B = 2, S = 5;
+  at::Tensor x = torch::randn({B, S, config.hidden_size}, at::kDouble).requires_grad_(true);
+  at::Tensor probe = torch::randn({B, S, config.hidden_size}, at::kDouble);
+  auto rope = coe::rotary_tables(config, S, torch::kCPU);
+  auto loss_fn = [&]() {
+    coe::LayerOutput out = layer.forward(x, rope);
+    at::Tensor loss = (out.hidden * probe).sum();
+    if (out.aux_loss.defined()) loss = loss + out.aux_loss * 100.0;  // make the aux path visible
+    return loss;
+  };
+  at::Tensor loss = loss_fn();
+  loss.backward();
+
+  std::vector<std::pair<std::string, at::Tensor>> tensors{{"input", x}};
+  for (auto& p : layer.named_parameters()) tensors.emplace_back(p.key(), p.value());
+  torch::NoGradGuard no_grad;
+  const double eps = 1e-6;
+  int compared = 0;
+  for (auto& [name, t] : tensors) {
+    at::Tensor flat = t.view(-1);
+    at::Tensor grad = t.grad().view(-1);
+    const int64_t n = flat.numel();
+    for (int64_t i = 0; i < std::min<int64_t>(n, 12); ++i) {
+      const int64_t j = (i * 7919) % n;
+      const double saved = flat[j].item<double>();
+      flat[j] = saved + eps;
+      const double up = loss_fn().item<double>();
+      flat[j] = saved - eps;
+      const double down = loss_fn().item<double>();
+      flat[j] = saved;
+      const double numeric = (up - down) / (2 * eps);
+      const double analytic = grad[j].item<double>();
+      EXPECT_NEAR(analytic, numeric, 1e-6 + 1e-5 * std::abs(numeric)) << name << "[" << j << "]";
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 100);
+}
+
+}  // namespace
+
+TEST(GradientCheck, CoeLayerIndependentGatesInnerResidualSeqAux) {
+  coe::ModelConfig c = tiny_config();
+  torch::manual_seed(1);
+  coe::CoeLayer layer(c, 0);
+  ASSERT_TRUE(layer->is_moe());
+  gradient_check(*layer, c);
+}
+
+TEST(GradientCheck, GroupLimitedNormalisedTokenAuxAddInputOuterResidualSharedGate) {
+  coe::ModelConfig c = tiny_config();
+  c.topk_method = "group_limited_greedy";
+  c.n_group = 3;
+  c.topk_group = 2;
+  c.num_experts_per_tok = 3;
+  c.norm_topk_prob = true;
+  c.seq_aux = false;
+  c.use_igate = false;
+  c.inner_residual = coe::InnerResidual::kInput;
+  c.outer_residual = true;
+  c.q_lora_rank = 6;
+  c.rope_scaling = coe::RopeScaling{"yarn", 4.0, 16, 32, 1, 0.707, 0.707};
+  torch::manual_seed(2);
+  coe::CoeLayer layer(c, 0);
+  gradient_check(*layer, c);
+}
+
+TEST(ExpertDispatch, SegmentedAgreesWithMaskedIncludingEmptyExperts) {
+  torch::manual_seed(3);
+  const int64_t T = 37, H = 12, I = 6, E = 9, K = 3;
+  coe::RoutedExperts experts(E, H, I, 0.5);
+  at::Tensor x = torch::randn({T, H}).requires_grad_(true);
+  // Experts 0 and 8 receive no token.
+  at::Tensor idx = std::get<1>(torch::rand({T, E - 2}).topk(K, -1)) + 1;
+  at::Tensor w = torch::rand({T, K});
+  coe::SegmentedDispatch fast;
+  coe::MaskedDispatch reference;
+
+  at::Tensor y1 = fast.run(x, idx, w, experts->weights());
+  y1.pow(2).sum().backward();
+  std::vector<at::Tensor> g1{x.grad().clone()};
+  for (auto& p : experts->parameters()) g1.push_back(p.grad().clone()), p.grad().zero_();
+  x.grad().zero_();
+
+  at::Tensor y2 = reference.run(x, idx, w, experts->weights());
+  y2.pow(2).sum().backward();
+  std::vector<at::Tensor> g2{x.grad().clone()};
+  for (auto& p : experts->parameters()) g2.push_back(p.grad().clone());
+
+  EXPECT_TRUE(at::allclose(y1, y2, 1e-5, 1e-5));
+  for (size_t i = 0; i < g1.size(); ++i) EXPECT_TRUE(at::allclose(g1[i], g2[i], 1e-4, 1e-5)) << "gradient " << i;
+  EXPECT_EQ(g1[1][0].abs().sum().item<float>(), 0.0f) << "an expert without tokens gets no gradient";
+}
+
+TEST(Model, DenseLayersRunTheirMlpOnceAndUseReferenceNames) {
+  coe::ModelConfig c = tiny_config();
+  c.num_hidden_layers = 4;
+  c.first_k_dense_replace = 1;
+  c.moe_layer_freq = 2;  // layers 0 (dense: first_k), 1 (dense: freq), 2 (MoE), 3 (dense)
+  torch::manual_seed(4);
+  coe::CausalLM model(c);
+  auto names = coe::io::hf_state_dict(*model);
+  EXPECT_TRUE(names.count("model.layers.0.mlp.gate_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.1.mlp.down_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.2.mlp.experts.5.up_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.2.mlp.gate.1.weight"));
+  EXPECT_TRUE(names.count("model.layers.3.mlp.up_proj.weight"));
+  EXPECT_EQ(names.at("model.layers.0.mlp.gate_proj.weight").size(0), c.intermediate_size);
+  at::Tensor ids = torch::randint(0, c.vocab_size, {2, 7}, at::kLong);
+  model->train();
+  coe::LmOutput out = model->forward(ids, ids, {true, true});
+  (out.loss + out.aux_loss).backward();
+  EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
+  ASSERT_EQ(out.routing.size(), 2u) << "one MoE layer with C = 2 iterations";
+  EXPECT_EQ(out.routing[0].layer, 2);
+  EXPECT_GT(out.aux_loss.item<double>(), 0.0);
+}
+
+TEST(Model, ActivationCheckpointingGivesTheSameGradients) {
+  coe::ModelConfig c = tiny_config();
+  torch::manual_seed(5);
+  coe::CausalLM model(c);
+  model->train();
+  at::Tensor ids = torch::randint(0, c.vocab_size, {2, 9}, at::kLong);
+  auto run = [&](bool checkpointing) {
+    model->zero_grad();
+    model->set_activation_checkpointing(checkpointing);
+    coe::LmOutput out = model->forward(ids, ids);
+    (out.loss + out.aux_loss).backward();
+    return std::make_pair(out.loss.item<double>() + out.aux_loss.item<double>(), coe::io::hf_state_dict(*model, true));
+  };
+  auto [loss_plain, grads_plain] = run(false);
+  auto [loss_ckpt, grads_ckpt] = run(true);
+  EXPECT_DOUBLE_EQ(loss_plain, loss_ckpt);
+  for (const auto& [name, g] : grads_plain)
+    EXPECT_TRUE(at::allclose(g, grads_ckpt.at(name), 1e-5, 1e-7)) << name;
+}
+
+TEST(Model, TiedEmbeddingsShareOneMatrix) {
+  coe::ModelConfig c = tiny_config();
+  c.tie_word_embeddings = true;
+  coe::CausalLM model(c);
+  auto names = coe::io::hf_state_dict(*model);
+  EXPECT_FALSE(names.count("lm_head.weight"));
+  EXPECT_TRUE(model->lm_head_weight().is_same(model->embed_tokens->weight));
+}
+
+TEST(Model, InitialisationFollowsTheReference) {
+  coe::ModelConfig c = tiny_config();
+  c.initializer_range = 0.02;
+  c.hidden_size = 64;
+  torch::manual_seed(6);
+  coe::CausalLM model(c);
+  auto t = coe::io::hf_state_dict(*model);
+  EXPECT_NEAR(t.at("model.layers.0.mlp.experts.0.gate_proj.weight").std().item<double>(), 0.02, 0.004);
+  EXPECT_NEAR(t.at("model.embed_tokens.weight").std().item<double>(), 0.02, 0.002);
+  EXPECT_TRUE(at::equal(t.at("model.norm.weight"), torch::ones({64})));
+  // kaiming_uniform(a = sqrt(5)) on [E, H]: U(-1/sqrt(H), 1/sqrt(H)).
+  at::Tensor gate = t.at("model.layers.0.mlp.gate.0.weight");
+  EXPECT_LE(gate.abs().max().item<double>(), 1.0 / 8.0 + 1e-6);
+  EXPECT_GT(gate.abs().max().item<double>(), 0.1);
+}
