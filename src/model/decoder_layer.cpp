@@ -31,7 +31,7 @@ LayerOutput CoeLayerImpl::forward(const torch::Tensor& h, const RotaryTables& ro
       MoeOutput m = moe(x, t);
       f = m.y;
       if (m.aux_loss.defined()) out.aux_loss = out.aux_loss.defined() ? out.aux_loss + m.aux_loss : m.aux_loss;
-      if (routing) routing->push_back({layer_index_, t, m.topk_idx});
+      if (routing) routing->push_back({layer_index_, t, m.topk_idx, m.scores.detach()});
     } else {
       f = dense(x);
     }

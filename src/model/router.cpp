@@ -35,6 +35,7 @@ Routing RouterImpl::forward(const torch::Tensor& x) {
   at::Tensor scores = logits.softmax(-1, acc);  // [T, E]
 
   Routing r;
+  r.scores = scores;
   if (!group_limited_) {
     std::tie(r.topk_weight, r.topk_idx) = scores.topk(top_k_, -1, /*largest=*/true, /*sorted=*/false);
   } else {

@@ -18,6 +18,7 @@ namespace coe {
 struct RoutingTrace {
   int64_t layer = 0, iteration = 0;
   torch::Tensor topk_idx;  // [B*S, K]
+  torch::Tensor scores;    // [B*S, E] router softmax
 };
 
 struct LayerOutput {

@@ -18,6 +18,7 @@ struct MoeOutput {
   torch::Tensor y;         // [B, S, H]
   torch::Tensor aux_loss;  // scalar or undefined
   torch::Tensor topk_idx;  // [B*S, K]
+  torch::Tensor scores;    // [B*S, E]
 };
 
 class MoeBlockImpl : public torch::nn::Module {

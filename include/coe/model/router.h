@@ -12,6 +12,7 @@ struct Routing {
   torch::Tensor topk_idx;     // [T, K] int64
   torch::Tensor topk_weight;  // [T, K] float32
   torch::Tensor aux_loss;     // scalar (alpha already applied); undefined outside training or alpha = 0
+  torch::Tensor scores;       // [T, E] softmax scores (for routing statistics)
 };
 
 class RouterImpl : public torch::nn::Module {

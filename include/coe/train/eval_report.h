@@ -1,0 +1,57 @@
+#pragma once
+// Everything coe-eval reports about a model on a validation split: token-averaged loss (the
+// training loss's averaging), perplexity, next-token accuracy, loss per record `type`, and
+// routing statistics per layer and CoE iteration.
+#include "coe/data/loader.h"
+
+#include <c10/core/Device.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace coe {
+
+class CausalLMImpl;
+
+struct IterationRouting {
+  int64_t layer = 0, iteration = 0;
+  std::vector<int64_t> expert_load;  // routed (token, slot) pairs per expert
+  double load_imbalance = 0;         // max load / mean load (1 = perfectly balanced)
+  double load_cv = 0;                // coefficient of variation of the loads
+  double router_entropy = 0;         // mean over tokens of the router softmax entropy (nats)
+};
+
+struct LayerChain {  // how a CoE layer's iterations combine experts
+  int64_t layer = 0;
+  int64_t iterations = 0;
+  int64_t distinct_expert_sets = 0;  // distinct (set at iteration 1, ..., set at iteration C)
+  double mean_unique_experts = 0;    // per token, experts used in any iteration (K..C*K)
+  // coactivation[a][b]: tokens that chose expert a at iteration t and b at t+1, summed over t.
+  std::vector<std::vector<int64_t>> coactivation;
+};
+
+struct TypeLoss {
+  double loss = 0;
+  int64_t tokens = 0;
+};
+
+struct EvalReport {
+  double val_loss = 0, perplexity = 0, accuracy = 0;
+  int64_t tokens = 0, records = 0, rows = 0;
+  std::map<std::string, TypeLoss> per_type;  // only when the split has record types
+  std::vector<IterationRouting> routing;
+  std::vector<LayerChain> chains;
+
+  nlohmann::json to_json(bool with_coactivation = false) const;
+};
+
+EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const PreparedSplit& split,
+                           const c10::Device& device);
+
+// ln C(n, k) via lgamma, for the paper's combinatorial bound C(N,K)^C / C(N, C*K).
+double log_binomial(int64_t n, int64_t k);
+
+}  // namespace coe

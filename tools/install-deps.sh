@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs coe's build and test dependencies from Debian 12's archive (run as root or with sudo).
+set -euo pipefail
+packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
+          libgtest-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgloo-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
