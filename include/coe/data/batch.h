@@ -19,6 +19,9 @@ struct TokenBatch {
   // Index of the source record of each row (-1 for packed rows that mix records); lets coe-eval
   // report loss per record `type`.
   std::vector<int64_t> record_index;
+  // [batch_size]: tokens before the padding in each row (seq_len for packed rows); the trainer can
+  // build attention masks / position ids from it.
+  std::vector<int64_t> lengths;
 };
 
 }  // namespace coe
