@@ -204,3 +204,29 @@ TEST(Model, InitialisationFollowsTheReference) {
   EXPECT_LE(gate.abs().max().item<double>(), 1.0 / 8.0 + 1e-6);
   EXPECT_GT(gate.abs().max().item<double>(), 0.1);
 }
+
+TEST(ChunkedLoss, MatchesFullLogitsLossAndGradients) {
+  coe::ModelConfig c = tiny_config();
+  c.vocab_size = 97;
+  torch::manual_seed(8);
+  coe::CausalLM model(c);
+  model->train();
+  at::Tensor ids = torch::randint(0, c.vocab_size, {3, 11}, at::kLong);
+  at::Tensor labels = ids.clone();
+  labels.narrow(1, 8, 3).fill_(-100);  // padding tail
+  auto run = [&](bool full) {
+    model->zero_grad();
+    coe::ForwardOptions o;
+    o.return_logits = full;
+    o.loss_chunk_tokens = 7;  // several chunks, the last one partial
+    coe::LmOutput out = model->forward(ids, labels, o);
+    EXPECT_EQ(out.logits.defined(), full);
+    (out.loss + out.aux_loss).backward();
+    return std::make_pair(out.loss.item<double>(), coe::io::hf_state_dict(*model, true));
+  };
+  auto [full_loss, full_grads] = run(true);
+  auto [chunk_loss, chunk_grads] = run(false);
+  EXPECT_NEAR(full_loss, chunk_loss, 1e-6);
+  for (const auto& [name, g] : full_grads)
+    EXPECT_TRUE(at::allclose(g, chunk_grads.at(name), 1e-4, 1e-7)) << name;
+}

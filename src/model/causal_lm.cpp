@@ -1,5 +1,7 @@
 #include "coe/model/causal_lm.h"
 
+#include "coe/model/chunked_loss.h"
+
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/nn/init.h>
@@ -106,15 +108,19 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   }
   h = norm(h);
   out.aux_loss = aux;
-  at::Tensor logits = at::linear(h, lm_head_weight()).to(accumulate_dtype(h));
-  if (labels.defined()) {
-    at::Tensor shift_logits = logits.narrow(1, 0, S - 1).reshape({-1, logits.size(-1)});
-    at::Tensor shift_labels = labels.narrow(1, 1, S - 1).reshape(-1);
-    out.loss = at::cross_entropy_loss(shift_logits, shift_labels, /*weight=*/{}, at::Reduction::Mean,
-                                      /*ignore_index=*/-100);
-    out.loss_tokens = shift_labels.ne(-100).sum().item<int64_t>();
+  at::Tensor shift_labels = labels.defined() ? labels.narrow(1, 1, S - 1).reshape(-1) : at::Tensor();
+  if (!options.return_logits) {
+    if (labels.defined()) {
+      at::Tensor shift_h = h.narrow(1, 0, S - 1).reshape({-1, h.size(-1)});
+      out.loss = chunked_linear_cross_entropy(shift_h, lm_head_weight(), shift_labels, options.loss_chunk_tokens);
+    }
+  } else {
+    out.logits = at::linear(h, lm_head_weight()).to(accumulate_dtype(h));
+    if (labels.defined())
+      out.loss = at::cross_entropy_loss(out.logits.narrow(1, 0, S - 1).reshape({-1, out.logits.size(-1)}),
+                                        shift_labels, /*weight=*/{}, at::Reduction::Mean, /*ignore_index=*/-100);
   }
-  if (options.return_logits) out.logits = logits;
+  if (labels.defined()) out.loss_tokens = shift_labels.ne(-100).sum().item<int64_t>();
   return out;
 }
 

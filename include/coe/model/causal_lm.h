@@ -17,8 +17,11 @@
 namespace coe {
 
 struct ForwardOptions {
-  bool return_logits = true;     // false: compute the loss without keeping [B, S, V] logits
-  bool record_routing = false;   // fill LmOutput::routing
+  // false: the loss comes from the fused, chunked lm_head + cross-entropy (model/chunked_loss.h)
+  // and the [B, S, V] logits are never materialised.
+  bool return_logits = true;
+  bool record_routing = false;     // fill LmOutput::routing
+  int64_t loss_chunk_tokens = 2048;
 };
 
 struct LmOutput {

@@ -1,0 +1,62 @@
+#include "coe/model/chunked_loss.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+namespace coe {
+namespace {
+
+struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                            const at::Tensor& labels, int64_t chunk) {
+    const bool need_grad = hidden.requires_grad() || weight.requires_grad();
+    const int64_t N = hidden.size(0);
+    const auto acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor count = labels.ne(-100).sum().to(acc).clamp_min(1);
+    at::Tensor loss_sum = at::zeros({}, hidden.options().dtype(acc));
+    at::Tensor grad_hidden, grad_weight;
+    if (need_grad) {
+      grad_hidden = at::empty_like(hidden);
+      grad_weight = at::zeros(weight.sizes(), weight.options().dtype(acc));
+    }
+    for (int64_t start = 0; start < N; start += chunk) {
+      const int64_t n = std::min(chunk, N - start);
+      at::Tensor h = hidden.narrow(0, start, n);
+      at::Tensor y = labels.narrow(0, start, n);
+      at::Tensor valid = y.ne(-100);
+      at::Tensor target = y.clamp_min(0).unsqueeze(1);
+      at::Tensor logits = at::linear(h, weight).to(acc);  // [n, V]
+      at::Tensor lse = logits.logsumexp(-1);
+      loss_sum += ((lse - logits.gather(1, target).squeeze(1)) * valid).sum();
+      if (!need_grad) continue;
+      // d(sum CE)/d logits = softmax - onehot, zero on ignored rows. Reuse the logits buffer.
+      at::Tensor g = logits.sub_(lse.unsqueeze(1)).exp_();
+      g.scatter_add_(1, target, at::full({n, 1}, -1.0, g.options()));
+      g.mul_(valid.unsqueeze(1));
+      grad_hidden.narrow(0, start, n).copy_(at::matmul(g.to(weight.scalar_type()), weight));
+      grad_weight.add_(at::matmul(g.t(), h.to(acc)));
+    }
+    ctx->save_for_backward({grad_hidden, grad_weight, count});
+    ctx->saved_data["weight_dtype"] = weight.scalar_type();
+    return loss_sum / count;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor scale = grads[0] / saved[2];
+    at::Tensor gh = saved[0].defined() ? saved[0] * scale.to(saved[0].scalar_type()) : at::Tensor();
+    at::Tensor gw = saved[1].defined() ? (saved[1] * scale).to(ctx->saved_data["weight_dtype"].toScalarType())
+                                       : at::Tensor();
+    return {gh, gw, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
+                                        int64_t chunk_tokens) {
+  return ChunkedCrossEntropy::apply(hidden, weight, labels, chunk_tokens);
+}
+
+}  // namespace coe
