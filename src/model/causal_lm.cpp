@@ -1,5 +1,6 @@
 #include "coe/model/causal_lm.h"
 
+#include "coe/compat.h"
 #include "coe/model/chunked_loss.h"
 
 #include <ATen/ATen.h>
@@ -20,6 +21,10 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
     ctx->saved_data["cos"] = rope->cos;
     ctx->saved_data["sin"] = rope->sin;
+    // Backward runs outside the autocast region: the recomputation must re-enter it to rebuild
+    // the same (bf16) graph.
+    ctx->saved_data["autocast"] = compat::cuda_autocast_enabled();
+    ctx->saved_data["autocast_dtype"] = compat::cuda_autocast_dtype();
     LayerOutput out = layer->forward(h, *rope);
     at::Tensor aux = out.aux_loss.defined() ? out.aux_loss : at::zeros({}, h.options().dtype(accumulate_dtype(h)));
     return {out.hidden, aux};
@@ -32,6 +37,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     at::Tensor h = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     {
       torch::AutoGradMode enable(true);
+      compat::CudaAutocastGuard autocast(ctx->saved_data["autocast"].toBool(),
+                                         ctx->saved_data["autocast_dtype"].toScalarType());
       LayerOutput out = layer->forward(h, rope);
       std::vector<at::Tensor> outputs{out.hidden}, out_grads{grads[0]};
       if (out.aux_loss.defined()) outputs.push_back(out.aux_loss), out_grads.push_back(grads[1]);

@@ -13,6 +13,9 @@ namespace {
 
 int line_of(const YAML::Node& node) { return node.Mark().line >= 0 ? node.Mark().line + 1 : 0; }
 
+// "file:line" or, for values that came from a command-line override (no line), "file".
+std::string at(const std::string& file, int line) { return line > 0 ? fmt::format("{}:{}", file, line) : file; }
+
 std::string describe(const YAML::Node& node) {
   if (node.IsScalar()) return "'" + node.Scalar() + "'";
   if (node.IsSequence()) return "a list";
@@ -93,7 +96,7 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
     : node_(std::move(node)), file_(std::move(file)), path_(std::move(path)) {
   if (node_ && !node_.IsNull() && !node_.IsMap())
-    fail("{}:{}: {}: expected a mapping, got {}", file_, line_of(node_), path_.empty() ? "(top level)" : path_,
+    fail("{}: {}: expected a mapping, got {}", at(file_, line_of(node_)), path_.empty() ? "(top level)" : path_,
          describe(node_));
   // yaml-cpp keeps the first of two equal keys silently; a repeated key is almost always a mistake.
   if (node_ && node_.IsMap()) {
@@ -101,7 +104,7 @@ ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
     for (const auto& kv : node_) {
       const std::string key = kv.first.as<std::string>();
       if (!seen.insert(key).second)
-        fail("{}:{}: {}: duplicate key", file_, line_of(kv.first), dotted(key));
+        fail("{}: {}: duplicate key", at(file_, line_of(kv.first)), dotted(key));
     }
   }
 }
@@ -123,7 +126,7 @@ std::string ConfigReader::dotted(const std::string& key) const { return path_.em
 std::string ConfigReader::where(const std::string& key) const {
   YAML::Node n = node_ && node_.IsMap() ? node_[key] : YAML::Node();
   int line = n ? line_of(n) : line_of(node_);
-  return line > 0 ? fmt::format("{}:{}: {}", file_, line, dotted(key)) : fmt::format("{}: {}", file_, dotted(key));
+  return fmt::format("{}: {}", at(file_, line), dotted(key));
 }
 
 void ConfigReader::fail_key(const std::string& key, const std::string& reason) const {
@@ -189,7 +192,7 @@ void ConfigReader::finish() const {
     std::string key = kv.first.as<std::string>();
     if (used_.count(key)) continue;
     std::string hint = nearest_key(key, known);
-    std::string msg = fmt::format("{}:{}: {}: unknown key", file_, line_of(kv.first), dotted(key));
+    std::string msg = fmt::format("{}: {}: unknown key", at(file_, line_of(kv.first)), dotted(key));
     if (!hint.empty()) msg += fmt::format(" (did you mean '{}'?)", hint);
     throw Error(msg);
   }
