@@ -1,0 +1,602 @@
+// The HF byte-level BPE tokenizer: exact ids against HF's golden files, round trips on real
+// text, every pipeline rule on small synthetic tokenizer.json files, one-line errors, and the
+// coe-tokenize command-line tool.
+#include "coe/data/hf_tokenizer.h"
+#include "coe/data/tokenizer.h"
+#include "coe/util/error.h"
+#include "support/test_env.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifdef COE_WITH_HF_TOKENIZER
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using coe::HfTokenizer;
+using Strings = std::vector<std::string>;
+using Ids = std::vector<int32_t>;
+
+namespace {
+
+fs::path tokenizer_dir() { return coe::test::shared_root() / "data" / "tokenizers"; }
+fs::path gsm8k_test() { return coe::test::shared_root() / "data" / "gsm8k" / "test.jsonl"; }
+
+std::vector<json> read_jsonl(const fs::path& path, size_t limit = SIZE_MAX) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in) << "cannot read " << path;
+  std::vector<json> out;
+  std::string line;
+  while (out.size() < limit && std::getline(in, line)) out.push_back(json::parse(line));
+  return out;
+}
+
+// The real tokenizers are large; load each once per test binary.
+const HfTokenizer& shared_tokenizer(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<HfTokenizer>> cache;
+  auto& slot = cache[name];
+  if (!slot) slot = HfTokenizer::from_tokenizer_json((tokenizer_dir() / (name + "-tokenizer.json")).string());
+  return *slot;
+}
+
+std::string write_file(const std::string& name, const std::string& text) {
+  static const fs::path dir = coe::test::make_temp_dir("tokenizer");
+  fs::path p = dir / name;
+  fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary) << text;
+  return p.string();
+}
+
+// Runs `fn`, expects a one-line coe::Error containing every fragment.
+template <typename Fn>
+void expect_error(Fn&& fn, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const coe::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+  }
+}
+
+// GPT-2's byte-level alphabet, written independently of the library.
+std::string byte_char(int b) {
+  bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+  int cp = b;
+  if (!printable) {
+    int n = 0;
+    for (int x = 0; x < b; ++x)
+      if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF))) ++n;
+    cp = 256 + n;
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// A tokenizer.json whose vocabulary is the 256 byte-level characters (ids 0..255).
+json base_tokenizer() {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
+  return json{{"version", "1.0"},
+              {"added_tokens", json::array()},
+              {"normalizer", nullptr},
+              {"pre_tokenizer", nullptr},
+              {"decoder", {{"type", "ByteLevel"}}},
+              {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+}
+
+json byte_level(bool add_prefix_space, bool use_regex = true) {
+  return {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true}, {"use_regex", use_regex}};
+}
+
+json split(const std::string& kind, const std::string& pattern, const std::string& behavior, bool invert = false) {
+  return {{"type", "Split"}, {"pattern", {{kind, pattern}}}, {"behavior", behavior}, {"invert", invert}};
+}
+
+json added_token(int id, const std::string& content, json options = json::object()) {
+  json t = {{"id", id},       {"content", content}, {"single_word", false}, {"lstrip", false},
+            {"rstrip", false}, {"normalized", false}, {"special", true}};
+  for (auto& [k, v] : options.items()) t[k] = v;
+  return t;
+}
+
+std::unique_ptr<HfTokenizer> load(const json& j) {
+  static int counter = 0;
+  return HfTokenizer::from_tokenizer_json(write_file("t" + std::to_string(counter++) + ".json", j.dump()));
+}
+
+std::unique_ptr<HfTokenizer> with_pre_tokenizer(const json& pre) {
+  json j = base_tokenizer();
+  j["pre_tokenizer"] = pre;
+  return load(j);
+}
+
+Ids byte_ids(const std::string& s) {
+  Ids ids;
+  for (unsigned char c : s) ids.push_back(c);
+  return ids;
+}
+
+Ids concat(std::initializer_list<Ids> parts) {
+  Ids out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+}  // namespace
+
+// ---- exactness against HF ------------------------------------------------------------------
+
+TEST(HfTokenizerGolden, EveryGoldenFileMatchesExactly) {
+  const fs::path golden_dir = tokenizer_dir() / "golden";
+  std::vector<fs::path> files;
+  if (fs::is_directory(golden_dir))
+    for (const auto& entry : fs::directory_iterator(golden_dir)) {
+      const std::string f = entry.path().filename().string();
+      if (f.rfind("golden-", 0) == 0 && entry.path().extension() == ".jsonl") files.push_back(entry.path());
+    }
+  std::sort(files.begin(), files.end());
+  ASSERT_FALSE(files.empty()) << "no golden-*.jsonl under " << golden_dir;
+  for (const auto& file : files) {
+    // golden-<name>-<split>.jsonl is checked with <name>-tokenizer.json.
+    std::string stem = file.stem().string().substr(std::string("golden-").size());
+    const std::string name = stem.substr(0, stem.rfind('-'));
+    const auto& tok = shared_tokenizer(name);
+    std::ifstream in(file);
+    std::string line;
+    size_t line_no = 0, matched = 0;
+    bool reported = false;
+    while (std::getline(in, line)) {
+      ++line_no;
+      const json record = json::parse(line);
+      const Ids expected = record.at("ids").get<Ids>();
+      const Ids got = tok.encode(record.at("text").get<std::string>());
+      if (got == expected) {
+        ++matched;
+      } else if (!reported) {
+        reported = true;
+        ADD_FAILURE() << file.filename().string() << " line " << line_no << ": ids differ\n  text: " << record.at("text")
+                      << "\n  expected: " << json(expected) << "\n  got:      " << json(got);
+      }
+    }
+    std::cout << "[ golden   ] " << file.filename().string() << ": " << matched << "/" << line_no
+              << " lines match (" << name << "-tokenizer.json)\n";
+    EXPECT_GT(line_no, 0u) << file;
+    EXPECT_EQ(matched, line_no) << file;
+  }
+}
+
+TEST(HfTokenizerGolden, DecodeInvertsEncodeOnGoldenAndGsm8kText) {
+  std::vector<std::string> texts;
+  for (const auto& r : read_jsonl(tokenizer_dir() / "golden" / "golden-qwen2-public.jsonl")) texts.push_back(r.at("text"));
+  for (const auto& r : read_jsonl(gsm8k_test())) {
+    texts.push_back(r.at("question"));
+    texts.push_back(r.at("answer"));
+    texts.push_back(r.at("question").get<std::string>() + " " + r.at("answer").get<std::string>());
+  }
+  ASSERT_GT(texts.size(), 3000u);
+  for (const std::string name : {"gpt-neox", "qwen2", "qwen2-digits3"}) {
+    const auto& tok = shared_tokenizer(name);
+    size_t ok = 0;
+    bool reported = false;
+    for (const auto& text : texts) {
+      const std::string back = tok.decode(tok.encode(text));
+      if (back == tok.normalize(text)) {
+        ++ok;
+      } else if (!reported) {
+        reported = true;
+        ADD_FAILURE() << name << ": round trip differs for " << json(text) << " -> " << json(back);
+      }
+    }
+    EXPECT_EQ(ok, texts.size()) << name;
+  }
+}
+
+TEST(HfTokenizerGolden, RealTokenizerFacts) {
+  const auto& neox = shared_tokenizer("gpt-neox");
+  EXPECT_EQ(neox.vocab_size(), 50277);
+  EXPECT_EQ(neox.eos_id(), 0);
+  EXPECT_EQ(neox.pad_id(), 1);
+  EXPECT_EQ(neox.bos_id(), std::nullopt);
+  EXPECT_EQ(neox.name(), "gpt-neox-tokenizer.json");
+  const auto& qwen = shared_tokenizer("qwen2");
+  EXPECT_EQ(qwen.vocab_size(), 151646);
+  EXPECT_EQ(qwen.eos_id(), 151643);
+  EXPECT_EQ(qwen.pad_id(), 151643);  // no pad token: falls back to eos
+  EXPECT_EQ(qwen.bos_id(), std::nullopt);
+  EXPECT_EQ(qwen.fingerprint().size(), 16u);
+  EXPECT_NE(qwen.fingerprint(), shared_tokenizer("qwen2-digits3").fingerprint());
+  // Special tokens are cut out of raw text; the rest is encoded as usual.
+  const Ids inner = qwen.encode("user\nhi");
+  EXPECT_EQ(qwen.encode("<|im_start|>user\nhi<|im_end|>"), concat({{151644}, inner, {151645}}));
+  EXPECT_EQ(qwen.decode(concat({{151644}, inner, {151645}})), "<|im_start|>user\nhi<|im_end|>");
+  // The factory dispatches to this loader.
+  auto via_factory = coe::load_tokenizer((tokenizer_dir() / "gpt-neox-tokenizer.json").string());
+  EXPECT_EQ(via_factory->encode("Hello, world!"), (Ids{12092, 13, 1533, 2}));
+}
+
+TEST(HfTokenizerGolden, ConcurrentEncodingMatchesSequential) {
+  auto tok = HfTokenizer::from_tokenizer_json((tokenizer_dir() / "qwen2-digits3-tokenizer.json").string());
+  std::vector<std::string> texts;
+  for (const auto& r : read_jsonl(gsm8k_test(), 400)) texts.push_back(r.at("question").get<std::string>() + " " + r.at("answer").get<std::string>());
+  std::vector<Ids> a(texts.size()), b(texts.size());
+  std::thread t1([&] { for (size_t i = 0; i < texts.size(); ++i) a[i] = tok->encode(texts[i]); });
+  std::thread t2([&] { for (size_t i = texts.size(); i-- > 0;) b[i] = tok->encode(texts[i]); });
+  t1.join();
+  t2.join();
+  const auto& reference = shared_tokenizer("qwen2-digits3");
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const Ids expected = reference.encode(texts[i]);
+    ASSERT_EQ(a[i], expected) << i;
+    ASSERT_EQ(b[i], expected) << i;
+  }
+}
+
+// ---- pre-tokenizers (expected splits are those of HF's own tests) -------------------------
+
+TEST(HfTokenizerRules, SplitBehaviorsWithInvert) {
+  const std::string text = "How are you doing?";
+  const std::map<std::string, Strings> expected{
+      {"Removed", {"How", "are", "you", "doing", "?"}},
+      {"Isolated", {"How", " ", "are", " ", "you", " ", "doing", "?"}},
+      {"MergedWithPrevious", {"How ", "are ", "you ", "doing", "?"}},
+      {"MergedWithNext", {"How", " are", " you", " doing", "?"}},
+      {"Contiguous", {"How", " ", "are", " ", "you", " ", "doing?"}},
+  };
+  for (const auto& [behavior, pieces] : expected) {
+    auto tok = with_pre_tokenizer(split("Regex", R"(\w+|[^\w\s]+)", behavior, /*invert=*/true));
+    EXPECT_EQ(tok->pre_tokenize(text), pieces) << behavior;
+  }
+}
+
+TEST(HfTokenizerRules, SplitStringPatternsAreLiteral) {
+  auto by_regex = with_pre_tokenizer(split("Regex", R"(\s+)", "Removed"));
+  auto by_string = with_pre_tokenizer(split("String", " ", "Removed"));
+  EXPECT_EQ(by_regex->pre_tokenize("Hey, man!"), (Strings{"Hey,", "man!"}));
+  EXPECT_EQ(by_string->pre_tokenize("Hey, man!"), (Strings{"Hey,", "man!"}));
+  auto inverted = with_pre_tokenizer(split("String", "Hello", "Removed", /*invert=*/true));
+  EXPECT_EQ(inverted->pre_tokenize("Hello Hello Hello"), (Strings{"Hello", "Hello", "Hello"}));
+  auto dot = with_pre_tokenizer(split("String", ".*", "Isolated"));
+  EXPECT_EQ(dot->pre_tokenize("a.*b.c"), (Strings{"a", ".*", "b.c"}));
+  auto merged = with_pre_tokenizer(split("String", "-", "MergedWithNext"));
+  EXPECT_EQ(merged->pre_tokenize("the-final--countdown"), (Strings{"the", "-final", "-", "-countdown"}));
+}
+
+TEST(HfTokenizerRules, RegexWhitespaceFollowsOniguruma) {
+  // Oniguruma's \s includes U+0085 (NEL); PCRE2's does not unless adapted.
+  auto tok = with_pre_tokenizer(split("Regex", R"(\s+)", "Removed"));
+  EXPECT_EQ(tok->pre_tokenize("a\u0085b c"), (Strings{"a", "b", "c"}));
+  auto negated = with_pre_tokenizer(split("Regex", R"(\S+)", "Removed"));
+  EXPECT_EQ(negated->pre_tokenize("a\u0085b"), (Strings{"\u0085"}));
+  // Case-insensitive contractions and look-ahead, as in the Qwen2 pattern.
+  auto qwen_like = with_pre_tokenizer(split("Regex", R"((?i:'s|'re)|\p{L}+|\s+(?!\S)|\s+)", "Isolated"));
+  EXPECT_EQ(qwen_like->pre_tokenize("IT'S   ok"), (Strings{"IT", "'S", "  ", " ", "ok"}));
+}
+
+TEST(HfTokenizerRules, Digits) {
+  auto grouped = with_pre_tokenizer({{"type", "Digits"}, {"individual_digits", false}});
+  EXPECT_EQ(grouped->pre_tokenize("Hey 123 friend!"), (Strings{"Hey ", "123", " friend!"}));
+  auto single = with_pre_tokenizer({{"type", "Digits"}, {"individual_digits", true}});
+  EXPECT_EQ(single->pre_tokenize("Hey 123 friend!"), (Strings{"Hey ", "1", "2", "3", " friend!"}));
+  // Any Unicode number counts (Rust's char::is_numeric): Arabic-Indic digits and superscripts.
+  EXPECT_EQ(grouped->pre_tokenize("x\u0661\u0662\u00B2y"), (Strings{"x", "\u0661\u0662\u00B2", "y"}));
+}
+
+TEST(HfTokenizerRules, ByteLevel) {
+  const std::string text = "Hello my friend, how is your day going?";
+  EXPECT_EQ(with_pre_tokenizer(byte_level(false))->pre_tokenize(text),
+            (Strings{"Hello", "Ġmy", "Ġfriend", ",", "Ġhow", "Ġis", "Ġyour", "Ġday", "Ġgoing", "?"}));
+  auto prefixed = with_pre_tokenizer(byte_level(true));
+  EXPECT_EQ(prefixed->pre_tokenize(text).front(), "ĠHello");
+  EXPECT_EQ(prefixed->pre_tokenize(" " + text), prefixed->pre_tokenize(text));  // no second space
+  EXPECT_EQ(with_pre_tokenizer(byte_level(true, false))->pre_tokenize(text),
+            (Strings{"ĠHelloĠmyĠfriend,ĠhowĠisĠyourĠdayĠgoing?"}));
+  EXPECT_EQ(with_pre_tokenizer(byte_level(false))->pre_tokenize("Hello there       dear\nHi"),
+            (Strings{"Hello", "Ġthere", "ĠĠĠĠĠĠ", "Ġdear", "Ċ", "Hi"}));
+  // Bytes of a multi-byte character map one by one.
+  EXPECT_EQ(with_pre_tokenizer(byte_level(false))->pre_tokenize("i⭢j"), (Strings{"i", "âŃ¢", "j"}));
+}
+
+TEST(HfTokenizerRules, SequenceRunsStepsInOrder) {
+  json digits_then_bytes = {{"type", "Sequence"},
+                            {"pretokenizers", json::array({json{{"type", "Digits"}, {"individual_digits", true}}, byte_level(false)})}};
+  EXPECT_EQ(with_pre_tokenizer(digits_then_bytes)->pre_tokenize("ab12 cd"), (Strings{"ab", "1", "2", "Ġcd"}));
+  // A Split after ByteLevel sees the byte-level alphabet ("Ġ" for a space).
+  json bytes_then_split = {{"type", "Sequence"},
+                           {"pretokenizers", json::array({byte_level(false, false), split("String", "Ġ", "MergedWithNext")})}};
+  EXPECT_EQ(with_pre_tokenizer(bytes_then_split)->pre_tokenize("a b c"), (Strings{"a", "Ġb", "Ġc"}));
+}
+
+// ---- normalizers and added tokens ----------------------------------------------------------
+
+TEST(HfTokenizerRules, Normalizers) {
+  json j = base_tokenizer();
+  j["normalizer"] = {{"type", "NFKC"}};
+  EXPECT_EQ(load(j)->normalize("\uFB01 \u2460 e\u0301"), "fi 1 \u00E9");
+  j["normalizer"] = {{"type", "NFC"}};
+  EXPECT_EQ(load(j)->normalize("\uFB01 e\u0301"), "\uFB01 \u00E9");
+  j["normalizer"] = json::parse(R"({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "NFC"}]})");
+  EXPECT_EQ(load(j)->normalize("e\u0301"), "\u00E9");
+  j["normalizer"] = nullptr;
+  EXPECT_EQ(load(j)->normalize("e\u0301"), "e\u0301");
+}
+
+TEST(HfTokenizerRules, AddedTokensLongestMatchFirst) {
+  json j = base_tokenizer();
+  j["pre_tokenizer"] = byte_level(false);
+  j["added_tokens"] = json::array({added_token(256, "<a>"), added_token(257, "<a><b>")});
+  auto tok = load(j);
+  EXPECT_EQ(tok->encode("x<a><b>y"), (Ids{'x', 257, 'y'}));
+  EXPECT_EQ(tok->encode("x<a><c>"), concat({{'x', 256}, byte_ids("<c>")}));
+  EXPECT_EQ(tok->decode({'x', 257, 'y'}), "x<a><b>y");
+  EXPECT_EQ(tok->token_to_id("<a><b>"), 257);
+}
+
+TEST(HfTokenizerRules, AddedTokensStripAndSingleWord) {
+  json j = base_tokenizer();
+  j["pre_tokenizer"] = byte_level(false);
+  j["added_tokens"] = json::array({added_token(256, "<m>", {{"lstrip", true}})});
+  EXPECT_EQ(load(j)->pre_tokenize("Hi <m> there"), (Strings{"Hi", "<m>", "Ġthere"}));
+  EXPECT_EQ(load(j)->normalize("Hi <m> there"), "Hi<m> there");
+  j["added_tokens"] = json::array({added_token(256, "<m>", {{"rstrip", true}})});
+  EXPECT_EQ(load(j)->pre_tokenize("Hi <m> there"), (Strings{"Hi", "Ġ", "<m>", "there"}));
+  j["added_tokens"] = json::array({added_token(256, "ing", {{"single_word", true}})});
+  auto single = load(j);
+  EXPECT_EQ(single->pre_tokenize("I like dancing"), (Strings{"I", "Ġlike", "Ġdancing"}));
+  EXPECT_EQ(single->pre_tokenize("I like ing."), (Strings{"I", "Ġlike", "Ġ", "ing", "."}));
+}
+
+TEST(HfTokenizerRules, AddedTokensNormalizedOrRaw) {
+  json j = base_tokenizer();
+  j["normalizer"] = {{"type", "NFKC"}};
+  j["pre_tokenizer"] = byte_level(false);
+  // A raw special token is matched before normalization would change it; a normalized one is
+  // matched in normalized text, so a compatibility form of it matches too.
+  j["added_tokens"] = json::array({added_token(256, "<|\uFB01|>"),
+                                   added_token(257, "\u00E9t\u00E9", {{"normalized", true}, {"special", false}})});
+  auto tok = load(j);
+  EXPECT_EQ(tok->encode("<|\uFB01|>"), (Ids{256}));
+  EXPECT_EQ(tok->encode("e\u0301te\u0301"), (Ids{257}));
+  EXPECT_EQ(tok->normalize("<|\uFB01|>\uFB01"), "<|\uFB01|>fi");
+  j["added_tokens"][1]["normalized"] = false;
+  EXPECT_NE(load(j)->encode("e\u0301te\u0301"), (Ids{257}));
+}
+
+// ---- the BPE model ----------------------------------------------------------------------------
+
+TEST(HfTokenizerRules, MergeRanksDecide) {
+  json j = base_tokenizer();
+  j["pre_tokenizer"] = byte_level(false);
+  j["model"]["vocab"]["ab"] = 256;
+  j["model"]["vocab"]["bc"] = 257;
+  j["model"]["merges"] = json::array({"b c", "a b"});
+  EXPECT_EQ(load(j)->encode("abc"), (Ids{'a', 257}));
+  j["model"]["merges"] = json::array({json::array({"a", "b"}), json::array({"b", "c"})});  // pair form, other order
+  EXPECT_EQ(load(j)->encode("abc"), (Ids{256, 'c'}));
+  j["model"]["merges"] = json::array({"#version: 0.2", "a b", "b c"});
+  EXPECT_EQ(load(j)->encode("abcab"), (Ids{256, 'c', 256}));
+}
+
+TEST(HfTokenizerRules, UnknownCharactersAndPrefixes) {
+  json j = {{"model",
+             {{"type", "BPE"},
+              {"vocab", {{"a", 0}, {"##b", 1}, {"ab", 2}, {"<unk>", 3}}},
+              {"merges", json::array({"a ##b"})},
+              {"unk_token", "<unk>"},
+              {"continuing_subword_prefix", "##"}}}};
+  EXPECT_EQ(load(j)->encode("ab"), (Ids{2}));
+  EXPECT_EQ(load(j)->encode("xxa"), (Ids{3, 3, 3}));  // "##x", "##x", "##a" are unknown
+  j["model"]["fuse_unk"] = true;
+  EXPECT_EQ(load(j)->encode("xxab"), (Ids{3, 1}));
+  j["model"]["unk_token"] = nullptr;
+  EXPECT_EQ(load(j)->encode("xab"), (Ids{1}));  // HF drops unknown characters without an unk token
+}
+
+TEST(HfTokenizerRules, InvalidUtf8AndPartialDecode) {
+  auto tok = with_pre_tokenizer(byte_level(false));
+  EXPECT_EQ(tok->encode("a\xff" "b"), tok->encode("a\uFFFD" "b"));
+  EXPECT_EQ(tok->encode("\xe2\x82"), tok->encode("\uFFFD"));  // truncated sequence: one U+FFFD
+  const Ids e_acute = tok->encode("\u00E9");
+  ASSERT_EQ(e_acute.size(), 2u);
+  EXPECT_EQ(tok->decode({e_acute[0]}), "\uFFFD");
+  EXPECT_EQ(tok->decode(e_acute), "\u00E9");
+  expect_error([&] { tok->decode({100000}); }, {"id 100000", "not in the vocabulary"});
+  EXPECT_TRUE(tok->encode("").empty());
+}
+
+TEST(HfTokenizerRules, Gpt2VocabAndMergesFiles) {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
+  vocab["Ġt"] = 256;
+  vocab["he"] = 257;
+  vocab["Ġthe"] = 258;
+  vocab["<|endoftext|>"] = 259;
+  write_file("gpt2/vocab.json", vocab.dump());
+  write_file("gpt2/merges.txt", "#version: 0.2\nĠ t\nh e\nĠt he\n");
+  const fs::path dir = fs::path(write_file("gpt2/x", "")).parent_path();
+  auto from_dir = coe::load_hf_tokenizer(dir.string());
+  auto from_vocab = coe::load_hf_tokenizer((dir / "vocab.json").string());
+  const Ids expected = concat({{'a', 258}, byte_ids(" cat"), {259}});  // "Ġcat" has no merges
+  EXPECT_EQ(from_dir->encode("a the cat<|endoftext|>"), expected);
+  EXPECT_EQ(from_vocab->encode("a the cat<|endoftext|>"), from_dir->encode("a the cat<|endoftext|>"));
+  EXPECT_EQ(from_dir->eos_id(), 259);
+  EXPECT_EQ(from_dir->decode(expected), "a the cat<|endoftext|>");
+  EXPECT_EQ(from_dir->fingerprint(), from_vocab->fingerprint());
+
+  write_file("gpt2/merges.txt", "#version: 0.2\nĠ t\nh e\nĠt he\nh\n");
+  expect_error([&] { coe::load_hf_tokenizer(dir.string()); }, {"merges.txt", "line 5", "bad merge"});
+}
+
+TEST(HfTokenizerRules, FingerprintHashesContent) {
+  json j = base_tokenizer();
+  const std::string a = write_file("fp/a.json", j.dump());
+  const std::string a_copy = write_file("fp/a_copy.json", j.dump());
+  j["model"]["vocab"]["ab"] = 256;
+  j["model"]["merges"] = json::array({"a b"});
+  const std::string b = write_file("fp/b.json", j.dump());
+  EXPECT_EQ(coe::load_hf_tokenizer(a)->fingerprint(), coe::load_hf_tokenizer(a_copy)->fingerprint());
+  EXPECT_NE(coe::load_hf_tokenizer(a)->fingerprint(), coe::load_hf_tokenizer(b)->fingerprint());
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+TEST(HfTokenizerErrors, UnreadableOrMalformedFile) {
+  expect_error([] { coe::load_hf_tokenizer("/nonexistent/dir/tokenizer.json"); },
+               {"/nonexistent/dir/tokenizer.json", "cannot read"});
+  expect_error([] { coe::load_tokenizer("/nonexistent/tokenizer.json"); }, {"/nonexistent/tokenizer.json", "not found"});
+  const std::string broken = write_file("broken.json", "{\"model\": {\"type\": \"BPE\",");
+  expect_error([&] { coe::load_hf_tokenizer(broken); }, {broken, "malformed JSON"});
+  const std::string array = write_file("array.json", "[1, 2]");
+  expect_error([&] { coe::load_hf_tokenizer(array); }, {array, "expected a JSON object"});
+  const std::string no_model = write_file("no_model.json", "{}");
+  expect_error([&] { coe::load_hf_tokenizer(no_model); }, {no_model, "model", "missing"});
+}
+
+TEST(HfTokenizerErrors, UnsupportedComponentsAreNamed) {
+  json j = base_tokenizer();
+  j["model"]["type"] = "WordPiece";
+  expect_error([&] { load(j); }, {"model.type", "unsupported model type 'WordPiece'"});
+
+  j = base_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array({byte_level(false), json{{"type", "Metaspace"}}})}};
+  expect_error([&] { load(j); }, {"pre_tokenizer.pretokenizers[1].type", "unsupported pre-tokenizer type 'Metaspace'"});
+
+  j = base_tokenizer();
+  j["normalizer"] = {{"type", "Lowercase"}};
+  expect_error([&] { load(j); }, {"normalizer.type", "unsupported normalizer type 'Lowercase'"});
+
+  j = base_tokenizer();
+  j["decoder"] = {{"type", "WordPiece"}};
+  expect_error([&] { load(j); }, {"decoder.type", "unsupported decoder type 'WordPiece'"});
+
+  j = base_tokenizer();
+  j["pre_tokenizer"] = split("Regex", "(unclosed", "Isolated");
+  expect_error([&] { load(j); }, {"pre_tokenizer.pattern.Regex", "invalid regex /(unclosed/"});
+
+  j = base_tokenizer();
+  j["pre_tokenizer"] = split("Regex", "x", "Sideways");
+  expect_error([&] { load(j); }, {"pre_tokenizer.behavior", "unknown split behavior 'Sideways'"});
+
+  j = base_tokenizer();
+  j["model"]["dropout"] = 0.1;
+  expect_error([&] { load(j); }, {"model.dropout", "not supported"});
+}
+
+TEST(HfTokenizerErrors, BadMerges) {
+  json j = base_tokenizer();
+  j["model"]["vocab"]["ab"] = 256;
+  j["model"]["merges"] = json::array({"a b", "a b c"});
+  expect_error([&] { load(j); }, {"model.merges[1]", "bad merge \"a b c\""});
+  j["model"]["merges"] = json::array({"a b", json::array({"a"})});
+  expect_error([&] { load(j); }, {"model.merges[1]", "bad merge"});
+  j["model"]["merges"] = json::array({"a b", "a zz"});
+  expect_error([&] { load(j); }, {"model.merges[1]", "token 'zz' is not in the vocabulary"});
+  j["model"]["merges"] = json::array({"b c"});
+  expect_error([&] { load(j); }, {"model.merges[0]", "merged token 'bc' is not in the vocabulary"});
+  j["model"]["merges"] = json::array({"a b"});
+  j["model"]["vocab"]["neg"] = -4;
+  expect_error([&] { load(j); }, {"model.vocab.neg", "expected a token id"});
+}
+
+// ---- coe-tokenize ----------------------------------------------------------------------------
+
+namespace {
+
+std::string tool() { return coe::test::tool_path("coe-tokenize").string(); }
+
+// Runs coe-tokenize with stdin from `in` and stdout to `out`; `log` gets its stderr.
+int run_tool(const std::string& args, const std::string& in, const std::string& out, std::string* log) {
+  return coe::test::run_command("(" + tool() + " " + args + " < " + in + " > " + out + ")", log);
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST(CoeTokenizeTool, EncodesGsm8kLinesLikeTheLibrary) {
+  ASSERT_TRUE(fs::exists(tool())) << "build the coe-tokenize target first: " << tool();
+  const std::string tokenizer = (tokenizer_dir() / "gpt-neox-tokenizer.json").string();
+  const auto records = read_jsonl(gsm8k_test(), 40);
+  std::string input;
+  for (const auto& r : records) input += r.dump() + "\n";
+  const std::string in = write_file("tool/in.jsonl", input);
+  const std::string out = write_file("tool/out.jsonl", "");
+  std::string log;
+  for (const std::string threads : {"1", "3"}) {
+    const int rc = run_tool("--tokenizer " + tokenizer + " --field question --field answer --threads " + threads, in, out, &log);
+    ASSERT_EQ(rc, 0) << log;
+    const auto lines = read_lines(out);
+    ASSERT_EQ(lines.size(), records.size());
+    const auto& tok = shared_tokenizer("gpt-neox");
+    for (size_t i = 0; i < records.size(); ++i) {
+      const std::string text = records[i].at("question").get<std::string>() + " " + records[i].at("answer").get<std::string>();
+      EXPECT_EQ(json::parse(lines[i]).at("ids").get<Ids>(), tok.encode(text)) << "line " << i + 1;
+    }
+  }
+  // --decode turns the ids back into text.
+  const std::string decoded = write_file("tool/decoded.jsonl", "");
+  ASSERT_EQ(run_tool("--tokenizer " + tokenizer + " --decode --threads 2", out, decoded, &log), 0) << log;
+  const auto texts = read_lines(decoded);
+  ASSERT_EQ(texts.size(), records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const std::string text = records[i].at("question").get<std::string>() + " " + records[i].at("answer").get<std::string>();
+    EXPECT_EQ(json::parse(texts[i]).at("text").get<std::string>(), shared_tokenizer("gpt-neox").normalize(text));
+  }
+}
+
+TEST(CoeTokenizeTool, ByteTokenizerAndDefaultField) {
+  ASSERT_TRUE(fs::exists(tool())) << tool();
+  const std::string in = write_file("tool/text.jsonl", "{\"text\": \"hi\"}\n{\"text\": \"\"}\n");
+  std::string log;
+  ASSERT_EQ(coe::test::run_command(tool() + " --tokenizer byte < " + in, &log), 0) << log;
+  EXPECT_EQ(log, "{\"ids\":[104,105]}\n{\"ids\":[]}\n");
+}
+
+TEST(CoeTokenizeTool, BadLinesFailWithTheLineNumber) {
+  ASSERT_TRUE(fs::exists(tool())) << tool();
+  std::string log;
+  const std::string malformed = write_file("tool/malformed.jsonl", "{\"text\": \"ok\"}\n{\"text\": oops}\n");
+  EXPECT_NE(run_tool("--tokenizer byte", malformed, "/dev/null", &log), 0);
+  EXPECT_NE(log.find("line 2"), std::string::npos) << log;
+  EXPECT_NE(log.find("malformed JSON"), std::string::npos) << log;
+
+  const std::string missing = write_file("tool/missing.jsonl", "{\"body\": \"x\"}\n");
+  EXPECT_NE(run_tool("--tokenizer byte --threads 2", missing, "/dev/null", &log), 0);
+  EXPECT_NE(log.find("line 1"), std::string::npos) << log;
+  EXPECT_NE(log.find("'text'"), std::string::npos) << log;
+
+  const std::string bad_ids = write_file("tool/bad_ids.jsonl", "{\"ids\": [1, 2]}\n{\"ids\": [1, \"x\"]}\n");
+  EXPECT_NE(run_tool("--tokenizer byte --decode", bad_ids, "/dev/null", &log), 0);
+  EXPECT_NE(log.find("line 2"), std::string::npos) << log;
+
+  EXPECT_NE(run_tool("--tokenizer /nonexistent.json", "/dev/null", "/dev/null", &log), 0);
+  EXPECT_NE(log.find("/nonexistent.json"), std::string::npos) << log;
+}
+
+#else  // !COE_WITH_HF_TOKENIZER
+
+TEST(HfTokenizer, NotBuilt) { GTEST_SKIP() << "coe was configured without PCRE2/utf8proc"; }
+
+#endif
