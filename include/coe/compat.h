@@ -8,3 +8,63 @@
 
 // at::scaled_dot_product_attention (flash / memory-efficient / cuDNN kernels) exists from 2.0.
 #define COE_HAS_SDPA COE_TORCH_AT_LEAST(2, 0)
+
+// ---- CUDA autocast (trainer: bf16 compute over float32 master weights) ------------------------
+// torch 2.4 replaced the CUDA-only at::autocast::set_enabled / set_autocast_gpu_dtype with
+// per-device-type functions (the old ones warn as deprecated).
+#include <ATen/autocast_mode.h>
+
+namespace coe::compat {
+
+inline bool cuda_autocast_enabled() {
+#if COE_TORCH_AT_LEAST(2, 4)
+  return at::autocast::is_autocast_enabled(at::kCUDA);
+#else
+  return at::autocast::is_enabled();
+#endif
+}
+
+inline at::ScalarType cuda_autocast_dtype() {
+#if COE_TORCH_AT_LEAST(2, 4)
+  return at::autocast::get_autocast_dtype(at::kCUDA);
+#else
+  return at::autocast::get_autocast_gpu_dtype();
+#endif
+}
+
+inline void set_cuda_autocast(bool enabled, at::ScalarType dtype) {
+#if COE_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_enabled(at::kCUDA, enabled);
+  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
+  at::autocast::set_enabled(enabled);
+  at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+}
+
+// `with torch.autocast("cuda", dtype)`: enabled for the guard's lifetime, then restored; the cast
+// cache is cleared when the outermost guard exits. A disabled guard changes nothing.
+class CudaAutocastGuard {
+ public:
+  CudaAutocastGuard(bool enabled, at::ScalarType dtype) : active_(enabled) {
+    if (!active_) return;
+    prev_enabled_ = cuda_autocast_enabled();
+    prev_dtype_ = cuda_autocast_dtype();
+    set_cuda_autocast(true, dtype);
+    at::autocast::increment_nesting();
+  }
+  ~CudaAutocastGuard() {
+    if (!active_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    set_cuda_autocast(prev_enabled_, prev_dtype_);
+  }
+  CudaAutocastGuard(const CudaAutocastGuard&) = delete;
+  CudaAutocastGuard& operator=(const CudaAutocastGuard&) = delete;
+
+ private:
+  bool active_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kHalf;
+};
+
+}  // namespace coe::compat

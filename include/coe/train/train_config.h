@@ -1,0 +1,90 @@
+#pragma once
+// The run configuration of coe-train: one YAML file with four sections.
+//
+//   model:    ModelConfig fields inline, or `from: path/to/config.json` plus overriding fields
+//   data:     the data library's DataConfig (coe/data/data_config.h)
+//   optim:    AdamW, learning-rate schedule, clipping (OptimConfig)
+//   trainer:  steps, batch sizes, validation, checkpoints, device (TrainerConfig)
+//
+// Every key is checked: unknown keys are errors that suggest the nearest valid key; a wrong type
+// or an out-of-range value names file:line and the dotted key. `--set section.key=value`
+// overrides are applied to the YAML document before it is read. docs/training.md lists every key.
+#include "coe/data/data_config.h"
+#include "coe/model/config.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace YAML { class Node; }
+
+namespace coe {
+
+enum class LrScheduleKind { kConstant, kCosine, kLinear };
+// Which parameters weight decay applies to: every one (the reference: torch AdamW over
+// model.parameters()), or only matrices/expert stacks (dim >= 2; norms and biases excluded).
+enum class DecayMode { kAll, kNoNormsBiases };
+
+const char* to_string(LrScheduleKind kind);
+const char* to_string(DecayMode mode);
+
+struct OptimConfig {
+  double lr = 3e-4;
+  double beta1 = 0.9, beta2 = 0.95;  // `betas: [0.9, 0.95]`
+  double weight_decay = 0.01;
+  double eps = 1e-8;
+  // At most one of them; neither given: warmup_ratio 0.1 (the reference's warmup_steps_ratio).
+  std::optional<double> warmup_ratio;   // fraction of trainer.total_steps, in [0, 1]
+  std::optional<int64_t> warmup_steps;  // absolute, >= 0
+  LrScheduleKind schedule = LrScheduleKind::kConstant;
+  double min_lr = 0.0;    // floor of cosine / linear decay (ignored by constant)
+  double clip_grad = 1.0; // max global L2 norm of the gradients; 0 disables clipping
+  DecayMode decay = DecayMode::kAll;
+
+  // Warmup length for a run of `total_steps` (warmup_steps, or floor(warmup_ratio * total_steps)
+  // as verl/HF compute it).
+  int64_t resolved_warmup_steps(int64_t total_steps) const;
+};
+
+struct TrainerConfig {
+  int64_t total_steps = 1000;   // optimizer steps
+  int64_t global_batch = 64;    // sequences per optimizer step
+  int64_t micro_batch = 16;     // sequences per forward/backward; must divide global_batch
+  int64_t val_interval = 0;     // validate every N steps (0: only at the end)
+  int64_t val_batches = 0;      // micro_batch-sized validation batches per evaluation (0: whole split)
+  int64_t save_interval = 0;    // checkpoint every N steps (0: only the final / interrupt checkpoint)
+  int64_t keep_last = 3;        // keep the newest K step-N checkpoints (0: keep all)
+  std::string out_dir = "runs/coe";
+  uint64_t seed = 1;            // model init (torch's generator) and data shuffling
+  std::string device = "cpu";   // cpu | cuda | cuda:N
+  std::string dtype = "float32";  // float32 | bfloat16 (CUDA autocast, float32 master weights)
+  bool activation_checkpointing = false;
+  int64_t log_interval = 10;    // console line every N steps (metrics.jsonl gets every step)
+  int threads = 0;              // torch intra-op threads (0: torch's default)
+  std::string resume = "never"; // never | auto | a checkpoint directory
+
+  int64_t accumulation_steps() const { return global_batch / micro_batch; }
+};
+
+struct TrainConfig {
+  std::string source;  // the YAML file it came from
+  ModelConfig model;
+  bool model_vocab_given = true;  // false: vocab_size was not set; the trainer takes the tokenizer's
+  std::string model_from;         // model.from, when used
+  DataConfig data;
+  OptimConfig optim;
+  TrainerConfig trainer;
+};
+
+// Reads `path`, applies `overrides` ("section.key=value", parsed as YAML values) and checks every
+// key. Throws coe::Error with a one-line message naming the file, line and key.
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same for a parsed document; `file` is used in messages and to resolve model.from.
+TrainConfig parse_train_config(const YAML::Node& root, const std::string& file);
+
+// The resolved configuration (every key with its value, defaults filled in) as YAML text that
+// load_train_config reads back to the same TrainConfig.
+std::string train_config_to_yaml(const TrainConfig& config);
+
+}  // namespace coe

@@ -1,0 +1,180 @@
+#include "coe/train/train_step.h"
+
+#include "coe/compat.h"
+#include "coe/model/causal_lm.h"
+#include "coe/util/error.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+namespace coe {
+
+int64_t count_loss_tokens(const TokenBatch& batch) {
+  int64_t n = 0;
+  for (int64_t b = 0; b < batch.batch_size; ++b) {
+    const int32_t* row = batch.labels.data() + b * batch.seq_len;
+    for (int64_t s = 1; s < batch.seq_len; ++s) n += row[s] != kIgnoreLabel;
+  }
+  return n;
+}
+
+TokenBatch slice_rows(const TokenBatch& batch, int64_t first, int64_t count) {
+  if (first < 0 || count < 0 || first + count > batch.batch_size)
+    fail("slice_rows: rows [{}, {}) outside a batch of {}", first, first + count, batch.batch_size);
+  TokenBatch out;
+  out.batch_size = count;
+  out.seq_len = batch.seq_len;
+  const auto begin = static_cast<size_t>(first * batch.seq_len), end = static_cast<size_t>((first + count) * batch.seq_len);
+  out.input_ids.assign(batch.input_ids.begin() + begin, batch.input_ids.begin() + end);
+  out.labels.assign(batch.labels.begin() + begin, batch.labels.begin() + end);
+  if (!batch.record_index.empty())
+    out.record_index.assign(batch.record_index.begin() + first, batch.record_index.begin() + first + count);
+  if (!batch.lengths.empty())
+    out.lengths.assign(batch.lengths.begin() + first, batch.lengths.begin() + first + count);
+  return out;
+}
+
+std::vector<TokenBatch> split_micro_batches(const TokenBatch& batch, int64_t micro_batch) {
+  if (micro_batch <= 0) fail("split_micro_batches: micro_batch must be positive, got {}", micro_batch);
+  std::vector<TokenBatch> out;
+  for (int64_t first = 0; first < batch.batch_size; first += micro_batch)
+    out.push_back(slice_rows(batch, first, std::min(micro_batch, batch.batch_size - first)));
+  return out;
+}
+
+DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device) {
+  const size_t expected = static_cast<size_t>(batch.batch_size * batch.seq_len);
+  if (batch.input_ids.size() != expected || batch.labels.size() != expected)
+    fail("batch: {} ids / {} labels for {} rows of {} tokens", batch.input_ids.size(), batch.labels.size(),
+         batch.batch_size, batch.seq_len);
+  auto as_tensor = [&](const std::vector<int32_t>& v) {
+    at::Tensor t = at::from_blob(const_cast<int32_t*>(v.data()), {batch.batch_size, batch.seq_len}, at::kInt);
+    return t.to(at::kLong).to(device);
+  };
+  return {as_tensor(batch.input_ids), as_tensor(batch.labels)};
+}
+
+AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,
+                                        const c10::Device& device, bool bf16_autocast) {
+  model.train();
+  AccumulationResult r;
+  for (const auto& mb : micro_batches) {
+    r.loss_tokens += count_loss_tokens(mb);
+    r.rows += mb.batch_size;
+    r.tokens += mb.batch_size * mb.seq_len;
+  }
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  r.loss = at::zeros({}, f32);
+  r.aux_loss = at::zeros({}, f32);
+  if (r.rows == 0) return r;
+  for (const auto& mb : micro_batches) {
+    if (mb.batch_size == 0) continue;
+    const DeviceBatch db = to_device(mb, device);
+    const int64_t n = count_loss_tokens(mb);
+    LmOutput out;
+    {
+      compat::CudaAutocastGuard autocast(bf16_autocast, at::kBFloat16);
+      ForwardOptions options;
+      options.return_logits = false;
+      out = model.forward(db.input_ids, db.labels, options);
+    }
+    if (out.loss_tokens > 0 && out.loss_tokens != n)
+      fail("internal: the model counted {} loss tokens where the trainer counted {}", out.loss_tokens, n);
+    // Weights are host numbers: no synchronisation.
+    at::Tensor aux = out.aux_loss.to(at::kFloat) * (static_cast<double>(mb.batch_size) / static_cast<double>(r.rows));
+    at::Tensor total = aux;
+    if (n > 0) {
+      at::Tensor lm = out.loss.to(at::kFloat) * (static_cast<double>(n) / static_cast<double>(r.loss_tokens));
+      total = lm + aux;
+      r.loss.add_(lm.detach());
+    }
+    r.aux_loss.add_(aux.detach());
+    if (total.requires_grad()) total.backward();
+  }
+  return r;
+}
+
+at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params) {
+    const at::Tensor& g = p.param.grad();
+    if (!g.defined()) continue;
+    grads.push_back(g);
+    norms.push_back(at::norm(g, 2).to(at::kFloat));
+  }
+  if (norms.empty()) return at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(params.empty() ? at::kCPU : params[0].param.device()));
+  at::Tensor total = at::norm(at::stack(norms), 2);
+  if (max_norm > 0) {
+    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    for (auto& g : grads) g.mul_(coef.to(g.scalar_type()));
+  }
+  return total;
+}
+
+EvalResult evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::Device& device, bool bf16_autocast) {
+  const bool was_training = model.is_training();
+  model.eval();
+  torch::NoGradGuard no_grad;
+  EvalResult r;
+  at::Tensor sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+  loader.reset();
+  TokenBatch batch;
+  while (loader.next(&batch)) {
+    ++r.batches;
+    if (batch.batch_size == 0) continue;
+    r.rows += batch.batch_size;
+    const int64_t n = count_loss_tokens(batch);
+    if (n == 0) continue;
+    const DeviceBatch db = to_device(batch, device);
+    compat::CudaAutocastGuard autocast(bf16_autocast, at::kBFloat16);
+    ForwardOptions options;
+    options.return_logits = false;
+    LmOutput out = model.forward(db.input_ids, db.labels, options);
+    sum.add_(out.loss.to(at::kDouble) * static_cast<double>(n));
+    r.tokens += n;
+  }
+  loader.reset();
+  model.train(was_training);
+  r.loss = r.tokens > 0 ? sum.item<double>() / static_cast<double>(r.tokens) : 0.0;
+  return r;
+}
+
+std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedParameter>& params,
+                                const std::vector<TokenBatch>& micro_batches, const c10::Device& device,
+                                bool bf16_autocast) {
+  torch::NoGradGuard no_grad;
+  auto finite = [](const at::Tensor& t) { return !t.defined() || at::isfinite(t).all().item<bool>(); };
+  for (const auto& p : params)
+    if (!finite(p.param)) return fmt::format("parameter '{}' holds non-finite values", p.name);
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    const TokenBatch& mb = micro_batches[i];
+    if (mb.batch_size == 0) continue;
+    const DeviceBatch db = to_device(mb, device);
+    compat::CudaAutocastGuard autocast(bf16_autocast, at::kBFloat16);
+    at::Tensor h = model.embed_tokens(db.input_ids);
+    if (!finite(h)) return fmt::format("embedding output is non-finite (micro-batch {})", i);
+    const RotaryTables rope = rotary_tables(model.config(), mb.seq_len, device);
+    int64_t l = 0;
+    for (const auto& module : *model.layers) {
+      LayerOutput out = module->as<CoeLayerImpl>()->forward(h, rope);
+      if (!finite(out.hidden))
+        return fmt::format("decoder layer {} (model.layers.{}) produced non-finite activations (micro-batch {})", l, l, i);
+      if (!finite(out.aux_loss))
+        return fmt::format("decoder layer {} (model.layers.{}) produced a non-finite aux loss (micro-batch {})", l, l, i);
+      h = out.hidden;
+      ++l;
+    }
+    at::Tensor logits = at::linear(model.norm(h), model.lm_head_weight());
+    if (!finite(logits)) return fmt::format("final norm / lm_head produced non-finite logits (micro-batch {})", i);
+  }
+  // Forward finite: the overflow happened in backward. Gradients flow from the last layer to the
+  // first, so the deepest parameter with a non-finite gradient is nearest to where it began.
+  for (auto it = params.rbegin(); it != params.rend(); ++it)
+    if (!finite(it->param.grad()))
+      return fmt::format("the forward pass is finite; the deepest non-finite gradient is in '{}'", it->name);
+  return "the forward pass is finite and no gradient is non-finite (the loss reduction overflowed)";
+}
+
+}  // namespace coe

@@ -1,0 +1,429 @@
+#include "coe/train/trainer.h"
+
+#include "coe/data/prepare.h"
+#include "coe/data/prepared.h"
+#include "coe/train/signals.h"
+#include "coe/train/train_step.h"
+#include "coe/util/device_memory.h"
+#include "coe/util/error.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/cuda.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+namespace fs = std::filesystem;
+
+namespace coe {
+
+const char* to_string(TrainStatus status) {
+  switch (status) {
+    case TrainStatus::kCompleted: return "completed";
+    case TrainStatus::kInterrupted: return "interrupted";
+    case TrainStatus::kStopped: return "stopped";
+    case TrainStatus::kNonFinite: return "non-finite";
+  }
+  return "?";
+}
+
+int exit_code(TrainStatus status) { return status == TrainStatus::kNonFinite ? 3 : 0; }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto total = static_cast<int64_t>(std::llround(s));
+  const int64_t h = total / 3600, m = (total / 60) % 60, sec = total % 60;
+  if (h > 0) return fmt::format("{}h{:02d}m", h, m);
+  if (m > 0) return fmt::format("{}m{:02d}s", m, sec);
+  return fmt::format("{}s", sec);
+}
+
+std::string format_count(double v) {
+  if (v >= 1e9) return fmt::format("{:.2f}G", v / 1e9);
+  if (v >= 1e6) return fmt::format("{:.2f}M", v / 1e6);
+  if (v >= 1e4) return fmt::format("{:.1f}k", v / 1e3);
+  return fmt::format("{:.0f}", v);
+}
+
+// Keeps the lines of a .jsonl log whose "step" is <= max_step (drops the steps a resumed run will
+// redo, or everything for a fresh run), then opens it for appending.
+void open_log(std::ofstream& out, const fs::path& path, int64_t max_step) {
+  std::vector<std::string> keep;
+  if (max_step > 0 && fs::exists(path)) {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+      try {
+        auto j = nlohmann::json::parse(line);
+        if (j.at("step").get<int64_t>() <= max_step) keep.push_back(line);
+      } catch (...) {
+        // A torn last line of a killed process, or foreign text: dropped.
+      }
+    }
+  }
+  {
+    const fs::path tmp = path.string() + ".tmp";
+    std::ofstream rewrite(tmp, std::ios::trunc);
+    for (const auto& l : keep) rewrite << l << '\n';
+    rewrite.close();
+    if (!rewrite) fail("{}: write failed", tmp.string());
+    fs::rename(tmp, path);
+  }
+  out.open(path, std::ios::app);
+  if (!out) fail("{}: cannot open for writing", path.string());
+}
+
+void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) {
+  const fs::path tmp = path.string() + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  out << j.dump(2) << '\n';
+  out.close();
+  if (!out) fail("{}: write failed", tmp.string());
+  fs::rename(tmp, path);
+}
+
+nlohmann::ordered_json optional_json(const std::optional<double>& v) {
+  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+}
+
+// Lists the top-level sections whose resolved YAML differs between two configurations.
+std::vector<std::string> changed_sections(const std::string& a, const std::string& b) {
+  std::vector<std::string> out;
+  try {
+    YAML::Node x = YAML::Load(a), y = YAML::Load(b);
+    for (const char* section : {"model", "data", "optim", "trainer"}) {
+      YAML::Emitter ex, ey;
+      ex << x[section];
+      ey << y[section];
+      if (std::string(ex.c_str()) != ey.c_str()) out.push_back(section);
+    }
+  } catch (const YAML::Exception&) {
+    out.push_back("(unreadable)");
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Trainer::StepStats {
+  int64_t step = 0;
+  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
+  int64_t tokens = 0, loss_tokens = 0;
+};
+
+Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(config)), options_(options) {
+  const TrainerConfig& tc = config_.trainer;
+  out_dir_ = tc.out_dir;
+  if (tc.threads > 0) at::set_num_threads(tc.threads);
+
+  // Device and precision.
+  try {
+    device_ = c10::Device(tc.device);
+  } catch (const std::exception&) {
+    fail("{}: trainer.device: cannot parse '{}'", config_.source, tc.device);
+  }
+  if (device_.is_cuda()) {
+    if (!torch::cuda::is_available())
+      fail("{}: trainer.device is '{}' but no CUDA device is available (is this a CPU-only libtorch?)",
+           config_.source, tc.device);
+    if (device_.has_index() && device_.index() >= static_cast<int>(torch::cuda::device_count()))
+      fail("{}: trainer.device '{}': only {} CUDA device(s)", config_.source, tc.device, torch::cuda::device_count());
+    if (!device_.has_index()) device_ = c10::Device(c10::kCUDA, 0);
+  }
+  bf16_ = tc.dtype == "bfloat16";
+  if (bf16_ && !device_.is_cuda())
+    fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
+
+  // Where to resume from, decided before anything is written into out_dir.
+  const auto existing = latest_checkpoint(out_dir_);
+  if (options_.resume || tc.resume == "auto") {
+    if (existing) resumed_from_ = existing->dir;
+    else if (options_.resume)
+      fail("--resume: no complete checkpoint (step-N/ with state.json) in {}", out_dir_);
+  } else if (tc.resume != "never") {
+    if (!fs::exists(fs::path(tc.resume) / "state.json"))
+      fail("{}: trainer.resume: '{}' is not a complete checkpoint directory (no state.json)", config_.source, tc.resume);
+    resumed_from_ = tc.resume;
+  } else if (existing) {
+    fail("{} already holds checkpoints (newest: {}); pass --resume (or trainer.resume: auto) to continue, or "
+         "choose another trainer.out_dir",
+         out_dir_, existing->dir);
+  }
+  fs::create_directories(out_dir_);
+
+  // Data: prepare (or reuse) the dataset, then the loaders.
+  if (config_.data.prepared_dir.empty()) config_.data.prepared_dir = (fs::path(out_dir_) / "prepared").string();
+  PrepareOptions prep;
+  if (options_.console) prep.log = [](const std::string& line) { spdlog::info("data: {}", line); };
+  const PrepareResult prepared = prepare_dataset(config_.data, prep);
+  auto train_split = open_split(prepared.dir, "train");
+  if (!config_.model_vocab_given) {
+    config_.model.vocab_size = train_split->vocab_size();
+    config_.model_vocab_given = true;
+  } else if (config_.model.vocab_size < train_split->vocab_size()) {
+    fail("{}: model.vocab_size {} is smaller than the vocabulary of data.tokenizer '{}' ({})", config_.source,
+         config_.model.vocab_size, config_.data.tokenizer, train_split->vocab_size());
+  }
+  config_.model.validate(config_.source);
+  train_loader_ = std::make_unique<Loader>(train_split, loader_options(config_.data, tc.global_batch, tc.seed));
+  if (prepared.val_records > 0) {
+    const int64_t max_records = tc.val_batches > 0 ? tc.val_batches * tc.micro_batch : -1;
+    val_loader_ = std::make_unique<SequentialLoader>(
+        open_split(prepared.dir, "val"), loader_options(config_.data, tc.micro_batch, tc.seed), max_records);
+  } else if (tc.val_interval > 0) {
+    fail("{}: trainer.val_interval is {} but the data has no validation split (set data.val_count, "
+         "data.val_fraction or data.val_files)",
+         config_.source, tc.val_interval);
+  }
+
+  // Model (initialised from the seeded generator), optimizer, schedule.
+  at::manual_seed(tc.seed);
+  model_ = CausalLM(config_.model);
+  model_->to(device_);
+  model_->set_activation_checkpointing(tc.activation_checkpointing);
+  model_->train();
+  for (const auto& p : model_->parameters()) params_ += p.numel();
+  AdamWOptions adam;
+  adam.beta1 = config_.optim.beta1;
+  adam.beta2 = config_.optim.beta2;
+  adam.eps = config_.optim.eps;
+  adam.weight_decay = config_.optim.weight_decay;
+  optimizer_ = std::make_unique<AdamW>(optimizer_parameters(*model_, config_.optim.decay), adam);
+  schedule_ = LrSchedule::from_config(config_.optim, tc.total_steps);
+  state_.scheduler = {{"kind", to_string(schedule_.kind)}, {"lr", schedule_.lr},
+                      {"min_lr", schedule_.min_lr}, {"warmup_steps", schedule_.warmup_steps},
+                      {"total_steps", schedule_.total_steps}};
+  config_yaml_ = train_config_to_yaml(config_);
+
+  const int cuda_index = device_.is_cuda() ? device_.index() : -1;
+  if (!resumed_from_.empty()) {
+    const fs::path saved_config = fs::path(resumed_from_) / "config.yaml";
+    if (fs::exists(saved_config)) {
+      std::ifstream in(saved_config);
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      for (const auto& section : changed_sections(text, config_yaml_))
+        spdlog::warn("resume: the {} section differs from the checkpoint's config.yaml", section);
+    }
+    state_ = read_checkpoint(resumed_from_, *model_, *optimizer_, cuda_index);
+    state_.scheduler = {{"kind", to_string(schedule_.kind)}, {"lr", schedule_.lr},
+                        {"min_lr", schedule_.min_lr}, {"warmup_steps", schedule_.warmup_steps},
+                        {"total_steps", schedule_.total_steps}};
+    train_loader_->restore(LoaderState::from_json(state_.loader));
+    last_saved_step_ = state_.step;
+  }
+
+  // Run directory files.
+  {
+    std::ofstream out(fs::path(out_dir_) / "config.yaml", std::ios::trunc);
+    out << config_yaml_;
+    if (!out) fail("{}: cannot write config.yaml", out_dir_);
+  }
+  open_log(metrics_, fs::path(out_dir_) / "metrics.jsonl", state_.step);
+  open_log(val_log_, fs::path(out_dir_) / "val.jsonl", state_.step);
+}
+
+std::optional<double> Trainer::validate() {
+  if (!val_loader_) return std::nullopt;
+  const auto t0 = Clock::now();
+  const EvalResult r = evaluate(*model_, *val_loader_, device_, bf16_);
+  state_.last_val_loss = r.loss;
+  if (!state_.best_val_loss || r.loss < *state_.best_val_loss) state_.best_val_loss = r.loss;
+  nlohmann::ordered_json j;
+  j["step"] = state_.step;
+  j["val_loss"] = r.loss;
+  j["tokens"] = r.tokens;
+  j["rows"] = r.rows;
+  j["batches"] = r.batches;
+  j["seconds"] = seconds_since(t0);
+  val_log_ << j.dump() << '\n';
+  val_log_.flush();
+  if (options_.console)
+    spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", state_.step, r.loss,
+                 format_count(static_cast<double>(r.tokens)), r.rows, seconds_since(t0));
+  return r.loss;
+}
+
+std::string Trainer::save() {
+  state_.loader = train_loader_->state().to_json();
+  state_.scheduler["last_lr"] = schedule_.at(std::max<int64_t>(state_.step, 1));
+  const auto t0 = Clock::now();
+  const std::string dir = write_checkpoint(out_dir_, state_, *model_, *optimizer_, config_yaml_,
+                                           device_.is_cuda() ? device_.index() : -1);
+  prune_checkpoints(out_dir_, config_.trainer.keep_last);
+  last_saved_step_ = state_.step;
+  if (options_.console) spdlog::info("saved {} ({:.1f}s)", dir, seconds_since(t0));
+  return dir;
+}
+
+void Trainer::log_step(const StepStats& s) {
+  nlohmann::ordered_json j;
+  j["step"] = s.step;
+  j["loss"] = s.loss;
+  j["aux_loss"] = s.aux_loss;
+  j["lr"] = s.lr;
+  j["grad_norm"] = s.grad_norm;
+  j["tokens"] = s.tokens;
+  j["loss_tokens"] = s.loss_tokens;
+  j["tokens_per_s"] = s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0;
+  j["time"] = state_.elapsed_s;
+  metrics_ << j.dump() << '\n';
+  metrics_.flush();
+
+  window_time_ += s.seconds;
+  window_steps_ += 1;
+  window_tokens_ += s.tokens;
+  const int64_t total = config_.trainer.total_steps;
+  if (options_.console && (s.step % config_.trainer.log_interval == 0 || s.step == total || s.step == 1)) {
+    const double per_step = window_time_ / static_cast<double>(window_steps_);
+    std::string line = fmt::format(
+        "step {:>{}}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", s.step,
+        std::to_string(total).size(), total, s.loss, s.aux_loss, s.lr, s.grad_norm,
+        format_count(static_cast<double>(window_tokens_) / window_time_),
+        format_duration(per_step * static_cast<double>(total - s.step)));
+    if (device_.is_cuda())
+      line += fmt::format(" | gpu peak {:.2f} GiB", static_cast<double>(peak_memory(device_).bytes) / (1u << 30));
+    spdlog::info("{}", line);
+    window_time_ = 0;
+    window_steps_ = window_tokens_ = 0;
+  }
+}
+
+void Trainer::write_final(const TrainResult& r) {
+  nlohmann::ordered_json j;
+  j["steps"] = r.step;
+  j["final_val_loss"] = optional_json(r.final_val_loss);
+  j["best_val_loss"] = optional_json(r.best_val_loss);
+  j["final_train_loss"] = r.last_loss;
+  j["tokens"] = r.tokens;
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["params"] = r.params;
+  j["elapsed_s"] = state_.elapsed_s;
+  j["checkpoint"] = r.checkpoint;
+  write_json_file(fs::path(out_dir_) / "final.json", j);
+}
+
+TrainResult Trainer::run() {
+  const TrainerConfig& tc = config_.trainer;
+  std::unique_ptr<StopSignalGuard> signals;
+  if (options_.handle_signals) signals = std::make_unique<StopSignalGuard>();
+  const auto params = optimizer_->parameters();
+
+  TrainResult result;
+  result.params = params_;
+  result.checkpoint = resumed_from_;
+  if (options_.console) {
+    spdlog::info("model: {} parameters | {} layers, hidden {}, {} routed experts (top-{}), inner_iter {}",
+                 format_count(static_cast<double>(params_)), config_.model.num_hidden_layers,
+                 config_.model.hidden_size, config_.model.n_routed_experts, config_.model.num_experts_per_tok,
+                 config_.model.inner_iter);
+    spdlog::info("train: {} steps x {} sequences of {} tokens ({} micro-batches of {}) | warmup {} | {} lr {:.3e} | "
+                 "device {} {} | {} threads",
+                 tc.total_steps, tc.global_batch, config_.data.max_length, tc.accumulation_steps(), tc.micro_batch,
+                 schedule_.warmup_steps, to_string(schedule_.kind), schedule_.lr, device_.str(), tc.dtype,
+                 at::get_num_threads());
+    if (!resumed_from_.empty()) spdlog::info("resumed from {} (step {})", resumed_from_, state_.step);
+  }
+
+  const auto run_start = Clock::now();
+  double train_seconds = 0;
+  int64_t run_tokens = 0, run_steps = 0;
+  auto finish = [&](TrainStatus status) {
+    result.status = status;
+    result.step = state_.step;
+    result.tokens = state_.tokens_seen;
+    result.tokens_per_s = train_seconds > 0 ? static_cast<double>(run_tokens) / train_seconds : 0.0;
+    result.best_val_loss = state_.best_val_loss;
+    return result;
+  };
+
+  while (state_.step < tc.total_steps) {
+    const int64_t step = state_.step + 1;
+    const double lr = schedule_.at(step);
+    const auto t0 = Clock::now();
+
+    // Forward/backward over the micro-batches of one global batch, then clip.
+    const std::vector<TokenBatch> micro = split_micro_batches(train_loader_->next(), tc.micro_batch);
+    optimizer_->zero_grad();
+    const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, bf16_);
+    const at::Tensor grad_norm = clip_grad_norm(params, config_.optim.clip_grad);
+    const at::Tensor host = at::stack({acc.loss, acc.aux_loss.to(at::kFloat), grad_norm}).to(at::kCPU);
+    const float* v = host.data_ptr<float>();
+    StepStats s;
+    s.step = step;
+    s.loss = v[0];
+    s.aux_loss = v[1];
+    s.grad_norm = v[2];
+    s.lr = lr;
+    s.tokens = acc.tokens;
+    s.loss_tokens = acc.loss_tokens;
+
+    // A non-finite loss or gradient: stop before the update; the last checkpoint stays as it was.
+    if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.grad_norm)) {
+      const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
+      result.message = fmt::format("non-finite values at step {} (loss {}, aux_loss {}, grad_norm {}): {}; {}", step,
+                                   s.loss, s.aux_loss, s.grad_norm, where,
+                                   last_saved_step_ >= 0 ? fmt::format("the last good checkpoint is step-{}", last_saved_step_)
+                                                         : std::string("no checkpoint was written"));
+      if (options_.console) spdlog::error("{}", result.message);
+      return finish(TrainStatus::kNonFinite);
+    }
+
+    optimizer_->step(lr);
+    synchronize(device_);  // CUDA: the step's kernels are done before the clock is read
+    s.seconds = seconds_since(t0);
+    train_seconds += s.seconds;
+    run_tokens += acc.tokens;
+    ++run_steps;
+    state_.step = step;
+    state_.tokens_seen += acc.tokens;
+    state_.loss_tokens_seen += acc.loss_tokens;
+    state_.elapsed_s += s.seconds;
+    result.last_loss = s.loss;
+    log_step(s);
+
+    if (tc.val_interval > 0 && step % tc.val_interval == 0) result.final_val_loss = validate();
+    if (tc.save_interval > 0 && step % tc.save_interval == 0) result.checkpoint = save();
+    if (state_.step >= tc.total_steps) break;
+    if (options_.max_steps >= 0 && run_steps >= options_.max_steps) {
+      if (last_saved_step_ != state_.step) result.checkpoint = save();
+      if (options_.console) spdlog::info("stopped after {} steps of this run (step {})", run_steps, state_.step);
+      return finish(TrainStatus::kStopped);
+    }
+    if (signals && StopSignalGuard::received() != 0) {
+      if (options_.console)
+        spdlog::warn("{} received: saving step {} and stopping",
+                     StopSignalGuard::received() == SIGINT ? "SIGINT" : "SIGTERM", state_.step);
+      if (last_saved_step_ != state_.step) result.checkpoint = save();
+      if (options_.console) spdlog::info("resume with --resume");
+      return finish(TrainStatus::kInterrupted);
+    }
+  }
+
+  // End of training: final validation (unless it just ran), final checkpoint, summary.
+  const bool validated_now = tc.val_interval > 0 && state_.step % tc.val_interval == 0 && run_steps > 0;
+  if (!validated_now) result.final_val_loss = validate();
+  else result.final_val_loss = state_.last_val_loss;
+  if (last_saved_step_ != state_.step) result.checkpoint = save();
+  finish(TrainStatus::kCompleted);
+  write_final(result);
+  if (options_.console) {
+    spdlog::info("done: {} steps | train loss {:.4f} | val loss {} (best {}) | {} tok/s | {}", result.step,
+                 result.last_loss,
+                 result.final_val_loss ? fmt::format("{:.4f}", *result.final_val_loss) : std::string("-"),
+                 result.best_val_loss ? fmt::format("{:.4f}", *result.best_val_loss) : std::string("-"),
+                 format_count(result.tokens_per_s), format_duration(seconds_since(run_start)));
+  }
+  return result;
+}
+
+}  // namespace coe

@@ -1,0 +1,293 @@
+// Run-configuration parsing (every error names its key), the resolved-config round trip, and the
+// learning-rate schedule against closed-form values.
+#include "coe/train/lr_schedule.h"
+#include "coe/train/train_config.h"
+#include "coe/util/error.h"
+
+#include "support/test_env.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* const kBase = R"(model:
+  vocab_size: 259
+  hidden_size: 32
+  intermediate_size: 64
+  moe_intermediate_size: 16
+  num_hidden_layers: 2
+  num_attention_heads: 4
+  kv_lora_rank: 16
+  qk_nope_head_dim: 8
+  qk_rope_head_dim: 8
+  v_head_dim: 8
+  n_routed_experts: 8
+  num_experts_per_tok: 2
+  max_position_embeddings: 128
+data:
+  train_files: [train.jsonl]
+  text_keys: [question, answer]
+  max_length: 64
+  truncation: right
+optim:
+  lr: 3.0e-4
+  schedule: cosine
+  min_lr: 3.0e-5
+trainer:
+  total_steps: 100
+  global_batch: 8
+  micro_batch: 2
+)";
+
+class TrainConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = coe::test::make_temp_dir("train-config"); }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string write(const std::string& text, const std::string& name = "run.yaml") {
+    const fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p.string();
+  }
+
+  // The error message of loading `text` with `overrides`, "" when it loads.
+  std::string error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
+    try {
+      coe::load_train_config(write(text), overrides);
+    } catch (const coe::Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(TrainConfigTest, DefaultsAndValues) {
+  coe::TrainConfig c = coe::load_train_config(write(kBase));
+  EXPECT_EQ(c.model.hidden_size, 32);
+  EXPECT_TRUE(c.model_vocab_given);
+  EXPECT_EQ(c.data.max_length, 64);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.optim.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optim.weight_decay, 0.01);
+  EXPECT_DOUBLE_EQ(c.optim.eps, 1e-8);
+  EXPECT_DOUBLE_EQ(c.optim.clip_grad, 1.0);
+  EXPECT_EQ(c.optim.decay, coe::DecayMode::kAll);
+  EXPECT_EQ(c.optim.schedule, coe::LrScheduleKind::kCosine);
+  EXPECT_EQ(c.optim.resolved_warmup_steps(100), 10);  // warmup_ratio 0.1 by default
+  EXPECT_EQ(c.trainer.accumulation_steps(), 4);
+  EXPECT_EQ(c.trainer.device, "cpu");
+  EXPECT_EQ(c.trainer.dtype, "float32");
+  EXPECT_EQ(c.trainer.resume, "never");
+}
+
+TEST_F(TrainConfigTest, OverridesApply) {
+  coe::TrainConfig c = coe::load_train_config(
+      write(kBase), {"trainer.total_steps=7", "optim.betas=[0.8, 0.99]", "model.inner_iter=2", "optim.warmup_steps=3"});
+  EXPECT_EQ(c.trainer.total_steps, 7);
+  EXPECT_DOUBLE_EQ(c.optim.beta1, 0.8);
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.99);
+  EXPECT_EQ(c.model.inner_iter, 2);
+  EXPECT_EQ(c.optim.resolved_warmup_steps(7), 3);
+}
+
+TEST_F(TrainConfigTest, ResolvedYamlRoundTrips) {
+  coe::TrainConfig c = coe::load_train_config(write(kBase), {"optim.decay=no_norms_biases", "data.val_count=10"});
+  const std::string yaml = coe::train_config_to_yaml(c);
+  EXPECT_NE(yaml.find("lr: 0.0003\n"), std::string::npos) << yaml;  // shortest form, not 17 digits
+  coe::TrainConfig back = coe::load_train_config(write(yaml, "resolved.yaml"));
+  EXPECT_EQ(coe::train_config_to_yaml(back), yaml);
+  EXPECT_EQ(back.optim.decay, coe::DecayMode::kNoNormsBiases);
+  EXPECT_EQ(back.data.split.val_count.value_or(-1), 10);
+  EXPECT_EQ(back.model.kv_lora_rank, 16);
+  EXPECT_DOUBLE_EQ(back.optim.min_lr, 3e-5);
+}
+
+TEST_F(TrainConfigTest, ModelFromJsonWithOverrides) {
+  std::ofstream(dir_ / "config.json") << R"({"vocab_size": 300, "hidden_size": 48, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 8,
+    "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "architectures": ["CoeForCausalLM"]})";
+  std::string text = kBase;
+  text.replace(0, text.find("data:"), "model:\n  from: config.json\n  hidden_size: 64\n");
+  coe::TrainConfig c = coe::load_train_config(write(text));  // from: is found beside the run config
+  EXPECT_EQ(c.model.hidden_size, 64);
+  EXPECT_EQ(c.model.num_hidden_layers, 3);
+  EXPECT_EQ(c.model.vocab_size, 300);
+  EXPECT_EQ(c.model_from, "config.json");
+}
+
+TEST_F(TrainConfigTest, VocabOmittedIsTakenFromTheTokenizer) {
+  std::string text = kBase;
+  text.erase(text.find("  vocab_size: 259\n"), std::string("  vocab_size: 259\n").size());
+  EXPECT_FALSE(coe::load_train_config(write(text)).model_vocab_given);
+}
+
+TEST_F(TrainConfigTest, UnknownKeysSuggestTheNearest) {
+  EXPECT_NE(error_of(kBase, {"optim.learning_rat=1"}).find("optim.learning_rat: unknown key"), std::string::npos);
+  std::string e = error_of(std::string(kBase) + "  micro_bach: 4\n");
+  EXPECT_NE(e.find("run.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("trainer.micro_bach: unknown key (did you mean 'micro_batch'?)"), std::string::npos) << e;
+  e = error_of(std::string(kBase) + "traner: {}\n");
+  EXPECT_NE(e.find("traner: unknown key (did you mean 'trainer'?)"), std::string::npos) << e;
+  e = error_of(kBase, {"model.hiden_size=3"});
+  EXPECT_NE(e.find("model.hiden_size: unknown key (did you mean 'hidden_size'?)"), std::string::npos) << e;
+  e = error_of(kBase, {"data.max_lenght=3"});
+  EXPECT_NE(e.find("data.max_lenght: unknown key (did you mean 'max_length'?)"), std::string::npos) << e;
+  e = error_of(kBase, {"trainer.save_intervall=3"});
+  EXPECT_NE(e.find("did you mean 'save_interval'?"), std::string::npos) << e;
+}
+
+TEST_F(TrainConfigTest, BadTypesNameKeyAndFile) {
+  std::string e = error_of(kBase, {"trainer.total_steps=many"});
+  EXPECT_NE(e.find("run.yaml"), std::string::npos) << e;
+  EXPECT_NE(e.find("trainer.total_steps: expected an integer, got 'many'"), std::string::npos) << e;
+  e = error_of(kBase, {"optim.lr=fast"});
+  EXPECT_NE(e.find("optim.lr: expected a number, got 'fast'"), std::string::npos) << e;
+  e = error_of(kBase, {"trainer.activation_checkpointing=maybe"});
+  EXPECT_NE(e.find("trainer.activation_checkpointing: expected true or false"), std::string::npos) << e;
+  e = error_of(kBase, {"optim.betas=0.9"});
+  EXPECT_NE(e.find("optim.betas: expected a list"), std::string::npos) << e;
+  e = error_of(kBase, {"trainer={a: 1}"});
+  EXPECT_NE(e.find("trainer.a: unknown key"), std::string::npos) << e;
+  e = error_of(std::string(kBase) + "  seed: [1]\n");
+  EXPECT_NE(e.find("run.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("trainer.seed: expected an integer, got a list"), std::string::npos) << e;
+}
+
+TEST_F(TrainConfigTest, OutOfRangeValues) {
+  struct Case {
+    const char* override_;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"optim.lr=0", "optim.lr: must be > 0, got 0"},
+      {"optim.lr=-1e-3", "optim.lr: must be > 0"},
+      {"optim.betas=[0.9, 1.0]", "optim.betas: each beta must be in [0, 1), got 1"},
+      {"optim.betas=[0.9]", "optim.betas: expected two values"},
+      {"optim.weight_decay=-0.1", "optim.weight_decay: must be >= 0"},
+      {"optim.eps=0", "optim.eps: must be > 0"},
+      {"optim.warmup_ratio=1.5", "optim.warmup_ratio: must be in [0, 1], got 1.5"},
+      {"optim.warmup_steps=-2", "optim.warmup_steps: must be >= 0"},
+      {"optim.warmup_steps=200", "optim.warmup_steps: 200 exceeds trainer.total_steps 100"},
+      {"optim.schedule=exp", "optim.schedule: unknown schedule 'exp' (constant | cosine | linear)"},
+      {"optim.min_lr=1", "optim.min_lr: must be in [0, lr=0.0003], got 1"},
+      {"optim.clip_grad=-1", "optim.clip_grad: must be >= 0"},
+      {"optim.decay=some", "optim.decay: unknown value 'some' (all | no_norms_biases)"},
+      {"trainer.total_steps=0", "trainer.total_steps: must be >= 1, got 0"},
+      {"trainer.global_batch=0", "trainer.global_batch: must be >= 1"},
+      {"trainer.micro_batch=-4", "trainer.micro_batch: must be >= 1"},
+      {"trainer.micro_batch=3", "trainer.micro_batch: 3 does not divide global_batch 8"},
+      {"trainer.val_interval=-1", "trainer.val_interval: must be >= 0"},
+      {"trainer.keep_last=-1", "trainer.keep_last: must be >= 0"},
+      {"trainer.log_interval=0", "trainer.log_interval: must be >= 1"},
+      {"trainer.threads=-2", "trainer.threads: must be >= 0"},
+      {"trainer.seed=-1", "trainer.seed: must be >= 0"},
+      {"trainer.device=tpu", "trainer.device: unknown device 'tpu' (cpu | cuda | cuda:N)"},
+      {"trainer.dtype=float16", "trainer.dtype: unknown dtype 'float16' (float32 | bfloat16)"},
+      {"trainer.dtype=bfloat16", "trainer.dtype: bfloat16 autocast is only supported on CUDA"},
+      {"data.max_length=256", "data.max_length: 256 exceeds model.max_position_embeddings 128"},
+      {"model.num_experts_per_tok=9", "num_experts_per_tok"},
+  };
+  for (const auto& c : cases) {
+    const std::string e = error_of(kBase, {c.override_});
+    EXPECT_NE(e.find(c.expected), std::string::npos) << c.override_ << " -> '" << e << "'";
+    EXPECT_NE(e.find("run.yaml"), std::string::npos) << c.override_ << " -> '" << e << "'";
+  }
+  // Both warmup forms at once.
+  const std::string e = error_of(kBase, {"optim.warmup_steps=3", "optim.warmup_ratio=0.2"});
+  EXPECT_NE(e.find("set warmup_ratio or warmup_steps, not both"), std::string::npos) << e;
+}
+
+TEST_F(TrainConfigTest, MicroBatchErrorPointsAtTheLine) {
+  std::string text = std::string(kBase);
+  text.replace(text.find("micro_batch: 2"), 14, "micro_batch: 3");
+  const std::string e = error_of(text);
+  EXPECT_NE(e.find("run.yaml:27: trainer.micro_batch: 3 does not divide global_batch 8"), std::string::npos) << e;
+}
+
+TEST_F(TrainConfigTest, FileErrors) {
+  EXPECT_NE(error_of("").find("empty"), std::string::npos);
+  EXPECT_NE(error_of("model: [1, 2]\ndata: {train_files: [a]}\n").find("model: expected a mapping"), std::string::npos);
+  EXPECT_NE(error_of("model: {}\n").find("data"), std::string::npos);
+  EXPECT_NE(error_of("model: {hidden_size: 32\n").find("cannot parse"), std::string::npos);
+  try {
+    coe::load_train_config((dir_ / "missing.yaml").string());
+    FAIL();
+  } catch (const coe::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.yaml: file not found"), std::string::npos);
+  }
+  std::string text = kBase;
+  text.replace(0, text.find("data:"), "model:\n  from: nowhere.json\n");
+  EXPECT_NE(error_of(text).find("model.from: model config 'nowhere.json' not found"), std::string::npos) << error_of(text);
+}
+
+// ---- learning-rate schedule ------------------------------------------------------------------
+
+TEST(LrSchedule, WarmupThenConstant) {
+  coe::LrSchedule s;
+  s.kind = coe::LrScheduleKind::kConstant;
+  s.lr = 1e-3;
+  s.warmup_steps = 10;
+  s.total_steps = 100;
+  EXPECT_DOUBLE_EQ(s.at(1), 1e-4);
+  EXPECT_DOUBLE_EQ(s.at(5), 5e-4);
+  EXPECT_DOUBLE_EQ(s.at(10), 1e-3);
+  EXPECT_DOUBLE_EQ(s.at(11), 1e-3);
+  EXPECT_DOUBLE_EQ(s.at(100), 1e-3);
+}
+
+TEST(LrSchedule, Cosine) {
+  coe::LrSchedule s;
+  s.kind = coe::LrScheduleKind::kCosine;
+  s.lr = 1e-3;
+  s.min_lr = 1e-4;
+  s.warmup_steps = 10;
+  s.total_steps = 110;
+  EXPECT_DOUBLE_EQ(s.at(10), 1e-3);
+  // p = (s - 10) / 100
+  for (int64_t step : {11, 35, 60, 85, 109}) {
+    const double p = (step - 10) / 100.0;
+    EXPECT_NEAR(s.at(step), 1e-4 + 0.9e-3 * 0.5 * (1 + std::cos(M_PI * p)), 1e-15) << step;
+  }
+  EXPECT_NEAR(s.at(60), 1e-4 + 0.45e-3, 1e-15);  // half way: the mean of peak and floor
+  EXPECT_NEAR(s.at(110), 1e-4, 1e-15);           // the floor at the last step
+}
+
+TEST(LrSchedule, Linear) {
+  coe::LrSchedule s;
+  s.kind = coe::LrScheduleKind::kLinear;
+  s.lr = 2e-3;
+  s.min_lr = 0;
+  s.warmup_steps = 4;
+  s.total_steps = 24;
+  EXPECT_DOUBLE_EQ(s.at(2), 1e-3);
+  EXPECT_DOUBLE_EQ(s.at(4), 2e-3);
+  EXPECT_NEAR(s.at(9), 2e-3 * (1 - 5.0 / 20), 1e-15);
+  EXPECT_NEAR(s.at(14), 1e-3, 1e-15);
+  EXPECT_NEAR(s.at(24), 0.0, 1e-15);
+}
+
+TEST(LrSchedule, NoWarmupAndFromConfig) {
+  coe::OptimConfig o;
+  o.lr = 1e-3;
+  o.schedule = coe::LrScheduleKind::kCosine;
+  o.warmup_steps = 0;
+  coe::LrSchedule s = coe::LrSchedule::from_config(o, 50);
+  EXPECT_EQ(s.warmup_steps, 0);
+  EXPECT_NEAR(s.at(1), 1e-3 * 0.5 * (1 + std::cos(M_PI / 50)), 1e-15);
+  EXPECT_NEAR(s.at(50), 0.0, 1e-15);
+  o.warmup_steps.reset();
+  o.warmup_ratio = 0.25;
+  EXPECT_EQ(coe::LrSchedule::from_config(o, 50).warmup_steps, 12);  // floor(0.25 * 50)
+  o.warmup_ratio.reset();
+  EXPECT_EQ(coe::LrSchedule::from_config(o, 50).warmup_steps, 5);   // default ratio 0.1
+}
+
+}  // namespace
