@@ -1,0 +1,116 @@
+#pragma once
+// Sweeps: one YAML file naming a base training config and a list of variants (name + overrides).
+// coe-sweep trains each variant in its own coe-train process into <out_dir>/<name>/, skips the
+// complete ones (final.json), resumes the partial ones, and summarises them (summary.csv,
+// summary.md, plots). See docs/sweeps.md for the file format.
+//
+//   name: gsm8k-small                 # default: the file's stem
+//   base: ../paper/moe-k8.yaml        # a training config (relative to this file, else to the working
+//                                     # directory), or an inline mapping with model/data/optim/trainer
+//   out_dir: runs/sweeps/gsm8k-small  # relative to the working directory (default runs/sweeps/<name>)
+//   baseline: moe                     # the variant plots are relative to (default: the first)
+//   overrides: {trainer.threads: 2}   # applied to every variant first; a map or a list of "k=v"
+//   memory: {micro_batch: 1, seq: 512, checkpointing: true, measure: false}
+//   routing: {enabled: true, data: null, max_records: 100}
+//   variants:
+//     - name: moe
+//     - name: coe
+//       config: other.yaml            # optional, instead of base
+//       overrides: {model.inner_iter: 2, model.num_experts_per_tok: 2}
+#include "coe/train/memory_model.h"
+#include "coe/train/train_config.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace coe {
+
+struct SweepVariant {
+  std::string name;
+  std::string config;                  // the training config file it starts from
+  std::vector<std::string> overrides;  // "section.key=value": the sweep's, then the variant's
+};
+
+struct SweepMemory {
+  std::optional<int64_t> micro_batch, seq;  // default: the variant's trainer.micro_batch / data.max_length
+  std::optional<bool> checkpointing;        // default: trainer.activation_checkpointing
+  bool measure = false;  // after training, coe-memory --measure into <variant>/memory.json
+};
+
+struct SweepRouting {
+  bool enabled = false;  // after training, coe-eval --routing into <variant>/routing.json
+  std::string data;      // default: the run's prepared dataset (its validation split)
+  int64_t max_records = 100;
+};
+
+struct SweepSpec {
+  std::string file;     // the sweep file
+  std::string name;
+  std::string out_dir;
+  std::string baseline;
+  SweepMemory memory;
+  SweepRouting routing;
+  std::vector<SweepVariant> variants;
+  std::string inline_base;  // YAML text of an inline base config ("" when base is a file)
+};
+
+// Parses and checks a sweep file (unknown keys, missing names, duplicate names, names that are
+// not [A-Za-z0-9._-]+, a baseline that is no variant). Errors are one line naming the file, the
+// variant and the key. An inline base is written to <out_dir>/base.yaml when the sweep runs.
+SweepSpec load_sweep(const std::string& path);
+
+// The full training config of every variant (its config file with all overrides applied), in
+// order. Throws "<sweep file>: variant '<name>': <the config error naming the key>" for the first
+// variant that does not resolve.
+std::vector<TrainConfig> resolve_variants(const SweepSpec& spec);
+
+// Writes the inline base config (if any) to <out_dir>/base.yaml and points the variants at it.
+void materialise_inline_base(SweepSpec& spec);
+
+// The directory of one variant's run.
+std::string variant_dir(const SweepSpec& spec, const SweepVariant& variant);
+
+// The model a config trains (vocab_size from the tokenizer when the config leaves it unset, as
+// the trainer does) and the memory-model options for the sweep's memory settings.
+ModelConfig sweep_model(const TrainConfig& config);
+MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory& memory);
+
+// What a variant's run directory says.
+struct VariantResult {
+  std::string name;
+  std::string status = "not run";  // complete | incomplete | failed (exit N) | not run
+  int exit_code = 0;               // of the last coe-train launched by this sweep
+  int64_t steps = 0, total_steps = 0;
+  std::optional<double> final_val_loss, best_val_loss;
+  int64_t tokens = 0;
+  double tokens_per_s = 0;
+  int64_t params_total = 0, params_active = 0;
+  int64_t estimate_bytes = 0;
+  std::optional<int64_t> measured_peak_bytes;
+  std::string measured_source;
+  std::vector<std::pair<int64_t, double>> val_curve;  // (step, val_loss)
+  // Routing (from routing.json): distinct expert sets per CoE layer and the combinatorial bound.
+  std::vector<int64_t> distinct_expert_sets;
+  std::vector<double> unique_experts_per_token;
+  std::string bound_formula;
+  std::optional<double> bound_value;
+  std::vector<std::string> notes;
+};
+
+VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& variant, const TrainConfig& config);
+
+// Writes summary.csv, summary.md and (when gnuplot and tools/plot_sweep.gp are found) PNG plots
+// into out_dir; `plot_script` is the gnuplot script ("" when not found), `plot_note` says why
+// plots were skipped. Returns the paths written.
+std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::vector<VariantResult>& results,
+                                             const std::string& plot_script);
+
+// Per-variant launch status kept in <out_dir>/sweep-status.json across invocations.
+std::map<std::string, std::pair<std::string, int>> read_sweep_status(const SweepSpec& spec);
+void write_sweep_status(const SweepSpec& spec, const std::map<std::string, std::pair<std::string, int>>& status);
+
+}  // namespace coe

@@ -1,0 +1,556 @@
+#include "coe/train/sweep.h"
+
+#include "coe/compat.h"
+#include "coe/data/tokenizer.h"
+#include "coe/util/config_reader.h"
+#include "coe/util/error.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace coe {
+namespace {
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s == "." || s == "..") return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  });
+}
+
+// A config path in a sweep file: absolute, relative to the sweep file's directory, or relative to
+// the working directory (in this order).
+std::string resolve_path(const ConfigReader& r, const std::string& key, const std::string& p) {
+  const fs::path path(p);
+  if (path.is_absolute()) {
+    if (!fs::exists(path)) r.fail_key(key, fmt::format("'{}' not found", p));
+    return p;
+  }
+  const fs::path beside = fs::path(r.file()).parent_path() / path;
+  if (fs::exists(beside)) return beside.lexically_normal().string();
+  if (fs::exists(path)) return path.string();
+  r.fail_key(key, fmt::format("'{}' not found (relative to {} or to the working directory)", p,
+                              fs::path(r.file()).parent_path().string().empty() ? std::string(".")
+                                                                               : fs::path(r.file()).parent_path().string()));
+}
+
+std::string emit_value(const YAML::Node& value) {
+  YAML::Emitter e;
+  e << YAML::Flow << value;
+  return e.c_str();
+}
+
+// `overrides:` as a map (`section.key: value`, nested maps flattened) or a list of "k=v" strings.
+void flatten(const YAML::Node& node, const std::string& prefix, std::vector<std::string>* out) {
+  for (const auto& kv : node) {
+    const std::string key = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
+    if (kv.second.IsMap() && kv.second.size() > 0)
+      flatten(kv.second, key, out);
+    else
+      out->push_back(key + "=" + emit_value(kv.second));
+  }
+}
+
+std::vector<std::string> read_overrides(ConfigReader& r, const std::string& key) {
+  std::vector<std::string> out;
+  if (!r.has(key) || r.is_null(key)) {
+    r.ignore(key);
+    return out;
+  }
+  const YAML::Node n = r.node()[key];
+  r.ignore(key);
+  if (n.IsMap()) {
+    flatten(n, "", &out);
+  } else if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      if (!n[i].IsScalar() || n[i].Scalar().find('=') == std::string::npos || n[i].Scalar().front() == '=')
+        r.fail_key(key, fmt::format("item {}: expected \"section.key=value\"", i));
+      out.push_back(n[i].Scalar());
+    }
+  } else {
+    r.fail_key(key, "expected a mapping of section.key: value or a list of \"section.key=value\" strings");
+  }
+  for (const auto& o : out)
+    if (o.find('.') == std::string::npos || o.find('.') > o.find('='))
+      r.fail_key(key, fmt::format("'{}': keys are section.key (model, data, optim or trainer)", o));
+  return out;
+}
+
+std::optional<double> opt_double(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_number()) return std::nullopt;
+  return j[key].get<double>();
+}
+
+std::vector<std::string> read_lines(const fs::path& p) {
+  std::vector<std::string> out;
+  std::ifstream in(p);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string fmt_loss(const std::optional<double>& v) { return v ? fmt::format("{:.4f}", *v) : std::string("-"); }
+
+std::string fmt_millions(int64_t v) { return fmt::format("{:.2f}M", double(v) / 1e6); }
+
+std::string fmt_gib(int64_t bytes) { return format_bytes(bytes); }
+
+std::string pct(double value, double base) {
+  if (!(base > 0)) return "-";
+  return fmt::format("{:.1f}%", 100.0 * value / base);
+}
+
+}  // namespace
+
+SweepSpec load_sweep(const std::string& path) {
+  if (!fs::exists(path)) fail("{}: file not found", path);
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    fail("{}:{}: cannot parse: {}", path, e.mark.line + 1, e.msg);
+  }
+  if (!root || root.IsNull()) fail("{}: the file is empty", path);
+  if (!root.IsMap()) fail("{}: expected a mapping with base and variants", path);
+  ConfigReader r(root, path);
+  SweepSpec spec;
+  spec.file = path;
+  spec.name = r.get<std::string>("name", fs::path(path).stem().string());
+  if (!valid_name(spec.name)) r.fail_key("name", fmt::format("'{}': use letters, digits, '.', '_' and '-'", spec.name));
+
+  std::string base_path;
+  if (!r.has("base") || r.is_null("base"))
+    r.fail_key("base", "is required: a training config file, or an inline mapping with model/data/optim/trainer");
+  {
+    const YAML::Node base = root["base"];
+    r.ignore("base");
+    if (base.IsMap()) {
+      YAML::Emitter e;
+      e << base;
+      spec.inline_base = e.c_str();
+    } else if (base.IsScalar()) {
+      base_path = resolve_path(r, "base", base.Scalar());
+    } else {
+      r.fail_key("base", "expected a file name or a mapping");
+    }
+  }
+  spec.out_dir = r.get<std::string>("out_dir", "runs/sweeps/" + spec.name);
+  const std::vector<std::string> common = read_overrides(r, "overrides");
+  {
+    ConfigReader m = r.section("memory");
+    spec.memory.micro_batch = m.optional<int64_t>("micro_batch");
+    spec.memory.seq = m.optional<int64_t>("seq");
+    spec.memory.checkpointing = m.optional<bool>("checkpointing");
+    spec.memory.measure = m.get("measure", false);
+    if (spec.memory.micro_batch && *spec.memory.micro_batch < 1) m.fail_key("micro_batch", "must be >= 1");
+    if (spec.memory.seq && *spec.memory.seq < 1) m.fail_key("seq", "must be >= 1");
+    m.finish();
+  }
+  {
+    ConfigReader g = r.section("routing");
+    spec.routing.enabled = g.get("enabled", false);
+    spec.routing.data = g.optional<std::string>("data").value_or("");
+    spec.routing.max_records = g.get<int64_t>("max_records", spec.routing.max_records);
+    g.finish();
+  }
+
+  if (!r.has("variants")) r.fail_key("variants", "is required: a list of {name, overrides}");
+  const YAML::Node list = root["variants"];
+  r.ignore("variants");
+  if (!list.IsSequence() || list.size() == 0) r.fail_key("variants", "expected a non-empty list of {name, overrides}");
+  std::set<std::string> names;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node item = list[i];
+    if (!item.IsMap()) {
+      ConfigReader(list, path, "variants").fail_key(std::to_string(i), "expected a mapping with name and overrides");
+    }
+    std::string name;
+    {
+      ConfigReader probe(item, path, fmt::format("variants[{}]", i));
+      name = probe.require<std::string>("name");
+      if (!valid_name(name))
+        probe.fail_key("name", fmt::format("'{}': use letters, digits, '.', '_' and '-' (it names a directory)", name));
+      if (!names.insert(name).second) probe.fail_key("name", fmt::format("variant '{}' appears twice", name));
+    }
+    ConfigReader v(item, path, "variants." + name);
+    v.ignore("name");
+    SweepVariant var;
+    var.name = name;
+    auto config = v.optional<std::string>("config");
+    var.config = config ? resolve_path(v, "config", *config) : base_path;
+    var.overrides = common;
+    for (auto& o : read_overrides(v, "overrides")) var.overrides.push_back(o);
+    v.finish();
+    spec.variants.push_back(std::move(var));
+  }
+  spec.baseline = r.get<std::string>("baseline", spec.variants.front().name);
+  if (!names.count(spec.baseline)) r.fail_key("baseline", fmt::format("'{}' is not one of the variants", spec.baseline));
+  r.finish();
+  return spec;
+}
+
+std::vector<TrainConfig> resolve_variants(const SweepSpec& spec) {
+  std::vector<TrainConfig> out;
+  for (const auto& v : spec.variants) {
+    try {
+      if (!v.config.empty()) {
+        out.push_back(load_train_config(v.config, v.overrides));
+      } else {
+        YAML::Node root = YAML::Load(spec.inline_base);
+        for (const auto& o : v.overrides) apply_override(root, o);
+        out.push_back(parse_train_config(root, spec.file + " (base)"));
+      }
+      TrainConfig& c = out.back();
+      ModelConfig m = sweep_model(c);
+      m.validate(c.source);
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+      fail("{}: variant '{}': {}", spec.file, v.name, msg);
+    }
+  }
+  return out;
+}
+
+void materialise_inline_base(SweepSpec& spec) {
+  if (spec.inline_base.empty()) return;
+  fs::create_directories(spec.out_dir);
+  const fs::path base = fs::path(spec.out_dir) / "base.yaml";
+  std::ofstream out(base, std::ios::trunc);
+  out << "# The inline base config of " << spec.file << " (written by coe-sweep).\n" << spec.inline_base << "\n";
+  out.close();
+  if (!out) fail("{}: cannot write", base.string());
+  for (auto& v : spec.variants)
+    if (v.config.empty()) v.config = base.string();
+}
+
+std::string variant_dir(const SweepSpec& spec, const SweepVariant& variant) {
+  return (fs::path(spec.out_dir) / variant.name).string();
+}
+
+ModelConfig sweep_model(const TrainConfig& config) {
+  ModelConfig m = config.model;
+  if (!config.model_vocab_given) {
+    try {
+      m.vocab_size = load_tokenizer(config.data.tokenizer)->vocab_size();
+    } catch (const std::exception& e) {
+      fail("{}: model.vocab_size is not set and the tokenizer '{}' cannot be loaded to take it from: {}",
+           config.source, config.data.tokenizer, e.what());
+    }
+  }
+  return m;
+}
+
+MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory& memory) {
+  MemoryOptions o;
+  o.micro_batch = memory.micro_batch.value_or(config.trainer.micro_batch);
+  o.seq_len = memory.seq.value_or(config.data.max_length);
+  o.checkpointing = memory.checkpointing.value_or(config.trainer.activation_checkpointing);
+  o.bf16 = config.trainer.dtype == "bfloat16";
+  const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
+  o.fused_attention = cuda || COE_TORCH_AT_LEAST(2, 1);
+  o.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  return o;
+}
+
+std::map<std::string, std::pair<std::string, int>> read_sweep_status(const SweepSpec& spec) {
+  std::map<std::string, std::pair<std::string, int>> out;
+  const fs::path p = fs::path(spec.out_dir) / "sweep-status.json";
+  if (!fs::exists(p)) return out;
+  try {
+    std::ifstream in(p);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    for (const auto& [name, v] : j.items()) out[name] = {v.value("status", ""), v.value("exit_code", 0)};
+  } catch (...) {
+    // A damaged status file only loses the "failed" labels of earlier invocations.
+  }
+  return out;
+}
+
+void write_sweep_status(const SweepSpec& spec, const std::map<std::string, std::pair<std::string, int>>& status) {
+  fs::create_directories(spec.out_dir);
+  nlohmann::ordered_json j;
+  for (const auto& [name, s] : status) j[name] = {{"status", s.first}, {"exit_code", s.second}};
+  const fs::path p = fs::path(spec.out_dir) / "sweep-status.json";
+  std::ofstream(p.string() + ".tmp", std::ios::trunc) << j.dump(2) << "\n";
+  fs::rename(p.string() + ".tmp", p);
+}
+
+VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& variant, const TrainConfig& config) {
+  VariantResult r;
+  r.name = variant.name;
+  r.total_steps = config.trainer.total_steps;
+  const fs::path dir = variant_dir(spec, variant);
+  const ModelConfig model = sweep_model(config);
+  const ParamCounts p = count_parameters(model);
+  r.params_total = p.total();
+  r.params_active = p.active_per_token;
+  r.estimate_bytes = estimate_memory(model, sweep_memory_options(config, spec.memory)).total_bytes();
+
+  for (const auto& line : read_lines(dir / "val.jsonl")) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      r.val_curve.push_back({j.at("step").get<int64_t>(), j.at("val_loss").get<double>()});
+    } catch (...) {
+    }
+  }
+  if (fs::exists(dir / "final.json")) {
+    r.status = "complete";
+    try {
+      std::ifstream in(dir / "final.json");
+      const auto j = nlohmann::json::parse(in);
+      r.steps = j.value("steps", int64_t(0));
+      r.final_val_loss = opt_double(j, "final_val_loss");
+      r.best_val_loss = opt_double(j, "best_val_loss");
+      r.tokens = j.value("tokens", int64_t(0));
+      r.tokens_per_s = j.value("tokens_per_s", 0.0);
+      if (j.contains("peak_memory_bytes") && j["peak_memory_bytes"].is_number_integer()) {
+        r.measured_peak_bytes = j["peak_memory_bytes"].get<int64_t>();
+        r.measured_source = "final.json";
+      }
+    } catch (const std::exception& e) {
+      r.notes.push_back(fmt::format("final.json unreadable: {}", e.what()));
+    }
+  } else {
+    const auto metrics = read_lines(dir / "metrics.jsonl");
+    if (!metrics.empty()) r.status = "incomplete";
+    double tps = 0;
+    int64_t n = 0;
+    for (const auto& line : metrics) {
+      try {
+        const auto j = nlohmann::json::parse(line);
+        r.steps = j.at("step").get<int64_t>();
+        r.tokens += j.value("tokens", int64_t(0));
+        tps += j.value("tokens_per_s", 0.0), ++n;
+      } catch (...) {
+      }
+    }
+    if (n > 0) r.tokens_per_s = tps / double(n);
+    if (!r.val_curve.empty()) {
+      r.final_val_loss = r.val_curve.back().second;
+      double best = r.val_curve.front().second;
+      for (const auto& [s, v] : r.val_curve) best = std::min(best, v);
+      r.best_val_loss = best;
+    }
+  }
+  if (fs::exists(dir / "memory.json")) {
+    try {
+      std::ifstream in(dir / "memory.json");
+      const auto j = nlohmann::json::parse(in);
+      if (j.contains("measured_peak_bytes")) {
+        r.measured_peak_bytes = j["measured_peak_bytes"].get<int64_t>();
+        r.measured_source = j.value("measured_source", std::string("coe-memory --measure"));
+      }
+    } catch (...) {
+      r.notes.push_back("memory.json unreadable");
+    }
+  }
+  if (fs::exists(dir / "routing.json")) {
+    try {
+      std::ifstream in(dir / "routing.json");
+      const auto j = nlohmann::json::parse(in);
+      for (const auto& c : j.value("chains", nlohmann::json::array())) {
+        r.distinct_expert_sets.push_back(c.value("distinct_expert_sets", int64_t(0)));
+        r.unique_experts_per_token.push_back(c.value("mean_unique_experts", 0.0));
+      }
+      if (j.contains("combinatorial_bound")) {
+        r.bound_formula = j["combinatorial_bound"].value("formula", std::string());
+        r.bound_value = opt_double(j["combinatorial_bound"], "value");
+      }
+    } catch (...) {
+      r.notes.push_back("routing.json unreadable");
+    }
+  }
+  return r;
+}
+
+std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::vector<VariantResult>& results,
+                                             const std::string& plot_script) {
+  fs::create_directories(spec.out_dir);
+  const fs::path out(spec.out_dir);
+  std::vector<std::string> written;
+
+  // ---- summary.csv ----
+  {
+    std::ofstream csv(out / "summary.csv", std::ios::trunc);
+    csv << "variant,status,steps,total_steps,final_val_loss,best_val_loss,tokens,tokens_per_s,params_total,"
+           "params_active_per_token,estimate_bytes,measured_peak_bytes,distinct_expert_sets,combinatorial_bound\n";
+    for (const auto& r : results) {
+      std::string sets;
+      for (size_t i = 0; i < r.distinct_expert_sets.size(); ++i)
+        sets += (i ? ";" : "") + std::to_string(r.distinct_expert_sets[i]);
+      csv << csv_field(r.name) << ',' << csv_field(r.status) << ',' << r.steps << ',' << r.total_steps << ','
+          << (r.final_val_loss ? fmt::format("{:.6f}", *r.final_val_loss) : "") << ','
+          << (r.best_val_loss ? fmt::format("{:.6f}", *r.best_val_loss) : "") << ',' << r.tokens << ','
+          << fmt::format("{:.1f}", r.tokens_per_s) << ',' << r.params_total << ',' << r.params_active << ','
+          << r.estimate_bytes << ',' << (r.measured_peak_bytes ? std::to_string(*r.measured_peak_bytes) : "") << ','
+          << csv_field(sets) << ',' << (r.bound_value ? fmt::format("{:.6g}", *r.bound_value) : "") << '\n';
+    }
+    csv.close();
+    if (!csv) fail("{}: cannot write", (out / "summary.csv").string());
+    written.push_back((out / "summary.csv").string());
+  }
+
+  const VariantResult* base = nullptr;
+  for (const auto& r : results)
+    if (r.name == spec.baseline) base = &r;
+
+  // ---- plots ----
+  std::string plot_note;
+  std::vector<std::string> pngs;
+  if (plot_script.empty()) {
+    plot_note = "the gnuplot script tools/plot_sweep.gp was not found (set COE_PLOT_SCRIPT)";
+  } else if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    plot_note = "gnuplot is not installed (apt-get install gnuplot-nox)";
+  } else {
+    const fs::path data = out / "plots";
+    fs::create_directories(data);
+    std::string names;
+    for (const auto& r : results) {
+      if (r.val_curve.empty()) continue;
+      std::ofstream f(data / ("val-" + r.name + ".dat"), std::ios::trunc);
+      f << "# step val_loss\n";
+      for (const auto& [s, v] : r.val_curve) f << s << ' ' << fmt::format("{:.6f}", v) << '\n';
+      names += (names.empty() ? "" : " ") + r.name;
+    }
+    bool measured = base && base->measured_peak_bytes;
+    {
+      std::ofstream f(data / "bars.dat", std::ios::trunc);
+      f << "# variant params% active% memory_estimate% memory_measured% (relative to " << spec.baseline << ")\n";
+      for (const auto& r : results) {
+        auto rel = [&](double v, double b) { return b > 0 ? fmt::format("{:.3f}", 100.0 * v / b) : std::string("?"); };
+        f << r.name << ' ' << rel(double(r.params_total), base ? double(base->params_total) : 0) << ' '
+          << rel(double(r.params_active), base ? double(base->params_active) : 0) << ' '
+          << rel(double(r.estimate_bytes), base ? double(base->estimate_bytes) : 0) << ' '
+          << (measured && r.measured_peak_bytes ? rel(double(*r.measured_peak_bytes), double(*base->measured_peak_bytes))
+                                                : std::string("?"))
+          << '\n';
+      }
+    }
+    auto quote = [](const std::string& s) {
+      std::string q;
+      for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);  // gnuplot single-quote escape
+      return "'" + q + "'";
+    };
+    const std::string vars = fmt::format("datadir={}; outdir={}; names={}; baseline={}; title_text={}; has_measured={}",
+                                         quote(data.string()), quote(out.string()), quote(names),
+                                         quote(spec.baseline), quote(spec.name), measured ? 1 : 0);
+    std::string cmd = "gnuplot -e \"" + vars + "\" '" + plot_script + "' > '" + (data / "gnuplot.log").string() +
+                      "' 2>&1";
+    fs::remove(out / "val_loss.png");
+    fs::remove(out / "relative.png");
+    const int rc = std::system(cmd.c_str());
+    for (const char* png : {"val_loss.png", "relative.png"})
+      if (fs::exists(out / png) && fs::file_size(out / png) > 0) pngs.push_back(png);
+    if (rc != 0 || pngs.empty())
+      plot_note = fmt::format("gnuplot failed (exit {}); see {}", rc, (data / "gnuplot.log").string());
+    for (const auto& p : pngs) written.push_back((out / p).string());
+  }
+
+  // ---- summary.md ----
+  std::string md;
+  md += fmt::format("# Sweep {}\n\nSweep file: `{}`. Run directories: `{}/<variant>/`. Baseline: `{}`.\n\n", spec.name,
+                    spec.file, spec.out_dir, spec.baseline);
+  md += "| variant | status | steps | final val loss | best val loss | tokens | tokens/s | params | active params/token "
+        "| memory estimate | measured peak |\n";
+  md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const auto& r : results)
+    md += fmt::format("| {} | {} | {}/{} | {} | {} | {} | {:.0f} | {} | {} | {} | {} |\n", r.name, r.status, r.steps,
+                      r.total_steps, fmt_loss(r.final_val_loss), fmt_loss(r.best_val_loss), r.tokens, r.tokens_per_s,
+                      fmt_millions(r.params_total), fmt_millions(r.params_active), fmt_gib(r.estimate_bytes),
+                      r.measured_peak_bytes ? fmt_gib(*r.measured_peak_bytes) : std::string("-"));
+  const auto& mem = spec.memory;
+  md += fmt::format(
+      "\nMemory estimate: `coe-memory`'s analytical training total (docs/memory.md) at micro-batch {}, sequence {}, "
+      "checkpointing {} (defaults: each variant's trainer.micro_batch, data.max_length, "
+      "trainer.activation_checkpointing). Measured peak: {}.\n",
+      mem.micro_batch ? std::to_string(*mem.micro_batch) : "(config)", mem.seq ? std::to_string(*mem.seq) : "(config)",
+      mem.checkpointing ? (*mem.checkpointing ? "on" : "off") : "(config)",
+      mem.measure ? "`coe-memory --measure` after training, same settings (CUDA: caching-allocator peak; CPU: peak "
+                    "live tensor storage)"
+                  : "not measured (set memory.measure: true)");
+
+  if (base) {
+    md += fmt::format("\n## Relative to {}\n\n", spec.baseline);
+    md += "| variant | params | active params/token | memory estimate | measured peak | best val loss - baseline |\n";
+    md += "| --- | --- | --- | --- | --- | --- |\n";
+    for (const auto& r : results) {
+      std::string dv = "-";
+      if (r.best_val_loss && base->best_val_loss) dv = fmt::format("{:+.4f}", *r.best_val_loss - *base->best_val_loss);
+      md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.name, pct(double(r.params_total), double(base->params_total)),
+                        pct(double(r.params_active), double(base->params_active)),
+                        pct(double(r.estimate_bytes), double(base->estimate_bytes)),
+                        r.measured_peak_bytes && base->measured_peak_bytes
+                            ? pct(double(*r.measured_peak_bytes), double(*base->measured_peak_bytes))
+                            : std::string("-"),
+                        dv);
+    }
+  }
+
+  bool any_routing = false;
+  for (const auto& r : results) any_routing = any_routing || !r.distinct_expert_sets.empty() || r.bound_value;
+  if (any_routing) {
+    md += "\n## Routing (coe-eval --routing on the final checkpoint)\n\n";
+    md += "| variant | distinct expert sets per layer | unique experts per token | combinatorial bound |\n";
+    md += "| --- | --- | --- | --- |\n";
+    for (const auto& r : results) {
+      std::string sets, uniq;
+      for (size_t i = 0; i < r.distinct_expert_sets.size(); ++i) {
+        sets += (i ? ", " : "") + std::to_string(r.distinct_expert_sets[i]);
+        uniq += (i ? ", " : "") + fmt::format("{:.2f}", r.unique_experts_per_token[i]);
+      }
+      md += fmt::format("| {} | {} | {} | {} |\n", r.name, sets.empty() ? "-" : sets, uniq.empty() ? "-" : uniq,
+                        r.bound_value ? fmt::format("{} = {:.4g}", r.bound_formula, *r.bound_value) : std::string("-"));
+    }
+  }
+  md += fmt::format(
+      "\nCombinatorial bound: C(N,K)^C / C(N,C*K) counts ordered sequences of C expert sets of size K against "
+      "unordered sets of C*K experts. The paper's \"823x\" is quoted for C(64,4)^2 / C(64,8), which evaluates to "
+      "{:.1f}; coe-eval uses the routed-expert count N = n_routed_experts.\n",
+      combinatorial_ratio(64, 4, 2));
+
+  md += "\n## Plots\n\n";
+  if (!pngs.empty()) {
+    for (const auto& p : pngs) md += fmt::format("![{}]({})\n\n", p, p);
+    md += fmt::format("Data behind them: `{}/plots/` (val-<variant>.dat, bars.dat).\n", spec.out_dir);
+  } else {
+    md += "Plots skipped: " + plot_note + ".\n";
+  }
+  bool any_notes = false;
+  for (const auto& r : results) any_notes = any_notes || !r.notes.empty();
+  if (any_notes) {
+    md += "\n## Notes\n\n";
+    for (const auto& r : results)
+      for (const auto& n : r.notes) md += fmt::format("- {}: {}\n", r.name, n);
+  }
+  {
+    std::ofstream f(out / "summary.md", std::ios::trunc);
+    f << md;
+    f.close();
+    if (!f) fail("{}: cannot write", (out / "summary.md").string());
+    written.push_back((out / "summary.md").string());
+  }
+  return written;
+}
+
+}  // namespace coe

@@ -1,0 +1,161 @@
+// Sweep files are checked before anything runs: a malformed file, a variant without a name, an
+// unknown key in a variant and an unknown config key in a variant's overrides each fail with one
+// line naming the variant and the key. Also: override maps (flat or nested) and lists resolve to
+// the same config.
+#include "coe/train/sweep.h"
+#include "coe/util/error.h"
+
+#include "support/test_env.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+class SweepErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = coe::test::make_temp_dir("sweep-errors");
+    std::ofstream(dir_ / "base.yaml") << "model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
+                                         "  num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4,\n"
+                                         "  qk_rope_head_dim: 4, v_head_dim: 4, n_routed_experts: 4,\n"
+                                         "  num_experts_per_tok: 2, max_position_embeddings: 64}\n"
+                                         "data: {train_files: [x.jsonl], tokenizer: byte, max_length: 32}\n"
+                                         "trainer: {total_steps: 2, global_batch: 2, micro_batch: 2}\n";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path write(const std::string& name, const std::string& text) {
+    const fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p;
+  }
+  // The one-line error of load_sweep + resolve_variants ("" when it succeeds).
+  std::string error_of(const fs::path& p) {
+    try {
+      coe::resolve_variants(coe::load_sweep(p.string()));
+    } catch (const coe::Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+  fs::path dir_;
+};
+
+TEST_F(SweepErrors, MalformedYaml) {
+  const fs::path p = write("bad.yaml", "base: base.yaml\nvariants:\n  - name: a\n    overrides: {model.inner_iter: 2\n");
+  const std::string e = error_of(p);
+  EXPECT_NE(e.find("bad.yaml"), std::string::npos) << e;
+  EXPECT_NE(e.find("cannot parse"), std::string::npos) << e;
+}
+
+TEST_F(SweepErrors, VariantWithoutName) {
+  const std::string e =
+      error_of(write("noname.yaml", "base: base.yaml\nvariants:\n  - name: a\n  - overrides: {model.inner_iter: 2}\n"));
+  EXPECT_NE(e.find("variants[1].name"), std::string::npos) << e;
+  EXPECT_NE(e.find("is required"), std::string::npos) << e;
+}
+
+TEST_F(SweepErrors, UnknownKeyInAVariant) {
+  const std::string e = error_of(
+      write("typo.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overide: {model.inner_iter: 2}\n"));
+  EXPECT_NE(e.find("variants.coe.overide"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'overrides'"), std::string::npos) << e;
+}
+
+TEST_F(SweepErrors, UnknownConfigKeyInOverrides) {
+  const std::string e = error_of(write(
+      "key.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overrides: {model.inner_iterz: 2}\n"));
+  EXPECT_NE(e.find("variant 'coe'"), std::string::npos) << e;
+  EXPECT_NE(e.find("inner_iterz"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+}
+
+TEST_F(SweepErrors, BadValueInOverrides) {
+  const std::string e = error_of(write(
+      "value.yaml", "base: base.yaml\nvariants:\n  - name: big-k\n    overrides: [\"model.num_experts_per_tok=9\"]\n"));
+  EXPECT_NE(e.find("variant 'big-k'"), std::string::npos) << e;
+  EXPECT_NE(e.find("num_experts_per_tok"), std::string::npos) << e;
+}
+
+TEST_F(SweepErrors, DuplicateNamesAndUnknownBaseline) {
+  EXPECT_NE(error_of(write("dup.yaml", "base: base.yaml\nvariants:\n  - name: a\n  - name: a\n")).find("appears twice"),
+            std::string::npos);
+  EXPECT_NE(error_of(write("bl.yaml", "base: base.yaml\nbaseline: b\nvariants:\n  - name: a\n"))
+                .find("'b' is not one of the variants"),
+            std::string::npos);
+  EXPECT_NE(error_of(write("slash.yaml", "base: base.yaml\nvariants:\n  - name: a/b\n")).find("variants[0].name"),
+            std::string::npos);
+  EXPECT_NE(error_of(write("nobase.yaml", "variants:\n  - name: a\n")).find("base"), std::string::npos);
+}
+
+TEST_F(SweepErrors, OverrideFormsAgree) {
+  const fs::path p = write("forms.yaml",
+                           "base: base.yaml\noverrides: [\"trainer.total_steps=3\"]\nvariants:\n"
+                           "  - name: flat\n    overrides: {model.inner_iter: 2, data.text_keys: [q, a]}\n"
+                           "  - name: nested\n    overrides: {model: {inner_iter: 2}, data: {text_keys: [q, a]}}\n"
+                           "  - name: list\n    overrides: [\"model.inner_iter=2\", \"data.text_keys=[q, a]\"]\n");
+  const auto spec = coe::load_sweep(p.string());
+  const auto configs = coe::resolve_variants(spec);
+  ASSERT_EQ(configs.size(), 3u);
+  for (const auto& c : configs) {
+    EXPECT_EQ(c.model.inner_iter, 2);
+    EXPECT_EQ(c.trainer.total_steps, 3);
+    EXPECT_EQ(c.data.text.text_keys, (std::vector<std::string>{"q", "a"}));
+  }
+  EXPECT_EQ(spec.baseline, "flat");
+  EXPECT_EQ(spec.out_dir, "runs/sweeps/forms");
+}
+
+TEST_F(SweepErrors, CommandLineNamesVariantAndKey) {
+  const fs::path p = write(
+      "cli.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overrides: {model.inner_iterz: 2}\n");
+  std::string out;
+  EXPECT_EQ(coe::test::run_command(coe::test::tool_path("coe-sweep").string() + " " + p.string() + " --dry-run", &out),
+            1);
+  EXPECT_NE(out.find("error: "), std::string::npos) << out;
+  EXPECT_NE(out.find("variant 'coe'"), std::string::npos) << out;
+  EXPECT_NE(out.find("inner_iterz"), std::string::npos) << out;
+}
+
+TEST(PaperConfigs, EveryPaperConfigLoadsWithItsGrid) {
+  struct Expect {
+    const char* name;
+    int64_t routed, shared, k, c, layers;
+  };
+  const Expect grid[] = {{"moe-k8", 63, 1, 8, 1, 4},         {"coe-c2-k4", 63, 1, 4, 2, 4},
+                         {"coe-c2-k8", 63, 1, 8, 2, 4},      {"moe-k16", 63, 1, 16, 1, 4},
+                         {"moe-k24", 63, 1, 24, 1, 4},       {"coe-c2-k4-n48", 47, 1, 4, 2, 4},
+                         {"moe-k8-l8", 63, 1, 8, 1, 8},      {"moe-k8-l12", 63, 1, 8, 1, 12},
+                         {"dense-c1", 8, 0, 8, 1, 4},        {"dense-c2", 8, 0, 8, 2, 4},
+                         {"coe-c2-k8-shared-gate", 63, 1, 8, 2, 4}, {"coe-c2-k8-outer-residual", 63, 1, 8, 2, 4}};
+  for (const auto& g : grid) {
+    SCOPED_TRACE(g.name);
+    const fs::path p = coe::test::source_root() / "configs" / "paper" / (std::string(g.name) + ".yaml");
+    const coe::TrainConfig c = coe::load_train_config(p.string());
+    EXPECT_EQ(c.model.n_routed_experts, g.routed);
+    EXPECT_EQ(c.model.n_shared_experts, g.shared);
+    EXPECT_EQ(c.model.num_experts_per_tok, g.k);
+    EXPECT_EQ(c.model.inner_iter, g.c);
+    EXPECT_EQ(c.model.num_hidden_layers, g.layers);
+    EXPECT_EQ(c.model.hidden_size, 1024);
+    EXPECT_EQ(c.model.vocab_size, 102400);
+    EXPECT_EQ(c.model.use_igate, std::string(g.name) != "coe-c2-k8-shared-gate");
+    EXPECT_EQ(c.model.outer_residual, std::string(g.name) == "coe-c2-k8-outer-residual");
+    EXPECT_EQ(c.trainer.global_batch, 64);
+    EXPECT_EQ(c.trainer.total_steps, 1000);
+    EXPECT_EQ(c.data.max_length, 512);
+    EXPECT_EQ(c.trainer.val_batches * c.trainer.micro_batch, 100);
+  }
+  for (const auto& entry : fs::directory_iterator(coe::test::source_root() / "configs" / "sweeps")) {
+    SCOPED_TRACE(entry.path().string());
+    const auto spec = coe::load_sweep(entry.path().string());
+    EXPECT_NO_THROW(coe::resolve_variants(spec));
+  }
+}
+
+}  // namespace

@@ -1,0 +1,142 @@
+// coe-sweep end to end on CPU: a two-variant, few-step sweep of a tiny model on a GSM8K subset
+// (byte tokenizer) writes summary.csv / summary.md with both rows and the routing analysis,
+// resumes a partial run with --resume, and a second invocation skips both complete variants.
+#include "support/test_env.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + what.size())) ++n;
+  return n;
+}
+
+TEST(SweepRun, TwoVariantsSummariseAndResume) {
+  const fs::path dir = coe::test::make_temp_dir("sweep-run");
+  const fs::path gsm8k = coe::test::shared_root() / "data" / "gsm8k" / "train.jsonl";
+  ASSERT_TRUE(fs::exists(gsm8k)) << gsm8k;
+  {
+    std::ifstream in(gsm8k);
+    std::ofstream out(dir / "gsm8k-80.jsonl");
+    std::string line;
+    for (int i = 0; i < 80 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  const fs::path sweep = dir / "tiny-sweep.yaml";
+  std::ofstream(sweep) << "name: tiny\n"
+                          "out_dir: " << (dir / "out").string() << "\n"
+                          "baseline: moe\n"
+                          "base:\n"
+                          "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
+                          "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
+                          "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
+                          "          max_position_embeddings: 128}\n"
+                          "  data: {train_files: [" << (dir / "gsm8k-80.jsonl").string() << "], prepared_dir: "
+                       << (dir / "prepared").string() << ",\n"
+                          "         tokenizer: byte, text_keys: [question, answer], val_count: 8, max_length: 64,\n"
+                          "         packing: true, threads: 1}\n"
+                          "  optim: {lr: 1.0e-3}\n"
+                          "  trainer: {total_steps: 4, global_batch: 4, micro_batch: 4, val_interval: 2,\n"
+                          "            val_batches: 1, threads: 1, log_interval: 1}\n"
+                          "routing: {enabled: true, max_records: 8}\n"
+                          "variants:\n"
+                          "  - name: moe\n"
+                          "  - name: coe\n"
+                          "    overrides: {model.inner_iter: 2, model.num_experts_per_tok: 1}\n";
+  const std::string sweep_cmd = coe::test::tool_path("coe-sweep").string() + " " + sweep.string();
+  const fs::path out = dir / "out";
+
+  {
+    std::string dry;
+    ASSERT_EQ(coe::test::run_command(sweep_cmd + " --dry-run", &dry), 0) << dry;
+    EXPECT_NE(dry.find("[1/2] moe: new"), std::string::npos) << dry;
+    EXPECT_FALSE(fs::exists(out / "moe")) << "--dry-run must not create run directories";
+    ASSERT_EQ(coe::test::run_command(sweep_cmd + " --only nonexistent", &dry), 1) << dry;
+    EXPECT_NE(dry.find("nonexistent"), std::string::npos) << dry;
+  }
+
+  std::string run1;
+  const int rc1 = coe::test::run_command(sweep_cmd, &run1);
+  ASSERT_EQ(rc1, 0) << run1 << read_file(out / "moe" / "train.log") << read_file(out / "coe" / "train.log");
+  for (const char* v : {"moe", "coe"}) {
+    EXPECT_TRUE(fs::exists(out / v / "final.json")) << v;
+    EXPECT_TRUE(fs::exists(out / v / "routing.json")) << v << "\n" << read_file(out / v / "eval.log");
+    EXPECT_EQ(count(read_file(out / v / "train.log"), "=== "), 1u) << v;
+  }
+  const std::string csv = read_file(out / "summary.csv");
+  EXPECT_EQ(count(csv, "\n"), 3u) << csv;  // header + 2 rows
+  EXPECT_NE(csv.find("\nmoe,complete,4,4,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\ncoe,complete,4,4,"), std::string::npos) << csv;
+  const std::string md = read_file(out / "summary.md");
+  EXPECT_NE(md.find("| moe | complete |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| coe | complete |"), std::string::npos) << md;
+  EXPECT_NE(md.find("distinct expert sets"), std::string::npos) << md;
+  EXPECT_NE(md.find("C(64,4)^2 / C(64,8)"), std::string::npos) << md;
+  EXPECT_TRUE(md.find("![val_loss.png]") != std::string::npos || md.find("Plots skipped:") != std::string::npos) << md;
+
+  // Second invocation: both variants are complete and skipped; nothing is trained again.
+  std::string run2;
+  ASSERT_EQ(coe::test::run_command(sweep_cmd, &run2), 0) << run2;
+  EXPECT_EQ(count(run2, "complete, skipped"), 2u) << run2;
+  for (const char* v : {"moe", "coe"}) EXPECT_EQ(count(read_file(out / v / "train.log"), "=== "), 1u) << v;
+
+  // A partial run (checkpoint, no final.json) is continued with --resume.
+  fs::remove(out / "coe" / "final.json");
+  std::string run3;
+  ASSERT_EQ(coe::test::run_command(sweep_cmd + " --only coe", &run3), 0) << run3;
+  EXPECT_NE(run3.find("coe: resuming"), std::string::npos) << run3;
+  EXPECT_NE(read_file(out / "coe" / "train.log").find("--resume"), std::string::npos);
+  EXPECT_TRUE(fs::exists(out / "coe" / "final.json"));
+  fs::remove_all(dir);
+}
+
+TEST(SweepRun, FailedVariantDoesNotStopTheOthers) {
+  const fs::path dir = coe::test::make_temp_dir("sweep-fail");
+  // The first variant's data file does not exist: coe-train fails; the second one still runs
+  // (it is given synthetic data through its overrides) and the sweep exits non-zero.
+  const fs::path data = dir / "records.jsonl";
+  {
+    std::ofstream out(data);
+    for (int i = 0; i < 40; ++i)
+      out << "{\"question\": \"What is " << i << " plus " << i << "?\", \"answer\": \"" << 2 * i << "\"}\n";
+  }
+  const fs::path sweep = dir / "fail.yaml";
+  std::ofstream(sweep) << "out_dir: " << (dir / "out").string() << "\n"
+                          "base:\n"
+                          "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
+                          "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
+                          "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
+                          "          max_position_embeddings: 128}\n"
+                          "  data: {train_files: [" << (dir / "missing.jsonl").string() << "],\n"
+                          "         tokenizer: byte, text_keys: [question, answer], max_length: 32, packing: true}\n"
+                          "  trainer: {total_steps: 2, global_batch: 2, micro_batch: 2, threads: 1}\n"
+                          "variants:\n"
+                          "  - name: broken\n"
+                          "  - name: works\n"
+                          "    overrides: {data.train_files: [" << data.string() << "]}\n";
+  std::string out;
+  EXPECT_EQ(coe::test::run_command(coe::test::tool_path("coe-sweep").string() + " " + sweep.string(), &out), 1) << out;
+  EXPECT_NE(out.find("broken: FAILED with exit status 1"), std::string::npos) << out;
+  EXPECT_TRUE(fs::exists(dir / "out" / "works" / "final.json")) << out;
+  EXPECT_NE(read_file(dir / "out" / "broken" / "train.log").find("missing.jsonl"), std::string::npos);
+  const std::string csv = read_file(dir / "out" / "summary.csv");
+  EXPECT_NE(csv.find("broken,failed (exit 1)"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("works,complete"), std::string::npos) << csv;
+  fs::remove_all(dir);
+}
+
+}  // namespace

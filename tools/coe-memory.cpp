@@ -1,0 +1,349 @@
+// coe-memory: parameter counts per component and the training-memory estimate of a run config
+// (weights, gradients, AdamW moments, activations with and without checkpointing), optionally
+// beside a measurement of real training steps. See docs/memory.md.
+//
+//   coe-memory CONFIG.yaml [--set k=v ...] [--micro-batch M] [--seq S] [--checkpointing | --no-checkpointing]
+//              [--dtype float32|bfloat16] [--attention auto|fused|materialized] [--measure] [--json OUT]
+//   coe-memory --compare A.yaml B.yaml [same options]
+#include "coe/compat.h"
+#include "coe/data/tokenizer.h"
+#include "coe/model/causal_lm.h"
+#include "coe/train/adamw.h"
+#include "coe/train/memory_model.h"
+#include "coe/train/train_config.h"
+#include "coe/train/train_step.h"
+#include "coe/util/device_memory.h"
+#include "coe/util/error.h"
+
+#include <CLI/CLI.hpp>
+#include <ATen/ATen.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <random>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---- exact CPU peak: a counting wrapper around the c10 CPU allocator ------------------------
+// Every CPU tensor's storage comes from c10::GetCPUAllocator(); the wrapper keeps the live byte
+// count and its maximum. It covers tensor storage only (not the allocator's own slack, MKL/oneDNN
+// scratch buffers or anything outside torch). Both the const (libtorch < 2.3) and the non-const
+// (>= 2.3) allocate() signatures are defined, and copy_data (pure virtual from 2.3), so the class
+// is concrete under either.
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
+
+  c10::DataPtr allocate(size_t n) const { return wrap(n); }
+  c10::DataPtr allocate(size_t n) { return wrap(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
+  void copy_data(void* dest, const void* src, std::size_t count) { std::memcpy(dest, src, count); }
+
+  int64_t current() const { return current_.load(); }
+  int64_t peak() const { return peak_.load(); }
+  void reset_peak() { peak_.store(current_.load()); }
+
+ private:
+  struct Context {
+    c10::DataPtr inner;
+    int64_t bytes;
+    const CountingCpuAllocator* owner;
+  };
+  static void release(void* ctx) {
+    auto* c = static_cast<Context*>(ctx);
+    c->owner->current_.fetch_sub(c->bytes);
+    delete c;  // frees the storage through the wrapped allocator's deleter
+  }
+  c10::DataPtr wrap(size_t n) const {
+    c10::DataPtr inner = base_->allocate(n);
+    void* data = inner.get();
+    const c10::Device device = inner.device();
+    auto* ctx = new Context{std::move(inner), static_cast<int64_t>(n), this};
+    const int64_t now = current_.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
+    int64_t seen = peak_.load();
+    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
+    }
+    return c10::DataPtr(data, ctx, &CountingCpuAllocator::release, device);
+  }
+
+  c10::Allocator* base_;
+  mutable std::atomic<int64_t> current_{0}, peak_{0};
+};
+
+CountingCpuAllocator* g_counting = nullptr;  // installed by --measure on CPU; never destroyed
+
+int64_t read_status_kib(const char* key) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  const std::string prefix = std::string(key) + ":";
+  while (std::getline(status, line))
+    if (line.rfind(prefix, 0) == 0) return std::strtoll(line.c_str() + prefix.size(), nullptr, 10);
+  return 0;
+}
+
+struct Options {
+  std::vector<std::string> overrides;
+  int64_t micro_batch = 0, seq = 0;
+  std::optional<bool> checkpointing;
+  std::string dtype, attention = "auto";
+  bool measure = false;
+  int64_t measure_steps = 3, measure_accumulation = 2;
+};
+
+struct Loaded {
+  coe::TrainConfig config;
+  coe::MemoryOptions memory;
+};
+
+Loaded load(const std::string& path, const Options& opt) {
+  Loaded r;
+  r.config = coe::load_train_config(path, opt.overrides);
+  coe::TrainConfig& c = r.config;
+  if (!c.model_vocab_given) {
+    // The trainer takes the tokenizer's vocabulary when model.vocab_size is not set.
+    try {
+      c.model.vocab_size = coe::load_tokenizer(c.data.tokenizer)->vocab_size();
+    } catch (const std::exception& e) {
+      coe::fail("{}: model.vocab_size is not set and the tokenizer '{}' cannot be loaded to take it from: {}", path,
+                c.data.tokenizer, e.what());
+    }
+    c.model_vocab_given = true;
+  }
+  c.model.validate(path);
+  coe::MemoryOptions& m = r.memory;
+  m.micro_batch = opt.micro_batch > 0 ? opt.micro_batch : c.trainer.micro_batch;
+  m.seq_len = opt.seq > 0 ? opt.seq : c.data.max_length;
+  m.checkpointing = opt.checkpointing ? *opt.checkpointing : c.trainer.activation_checkpointing;
+  std::string dtype = opt.dtype.empty() ? c.trainer.dtype : opt.dtype;
+  if (dtype == "bf16") dtype = "bfloat16";
+  if (dtype == "fp32") dtype = "float32";
+  if (dtype != "float32" && dtype != "bfloat16") coe::fail("--dtype: expected float32 or bfloat16, got '{}'", dtype);
+  m.bf16 = dtype == "bfloat16";
+  const bool cuda = c.trainer.device.rfind("cuda", 0) == 0;
+  if (opt.attention == "auto")
+    // CUDA runs use libtorch 2.x (SDPA's fused kernels); on CPU, whatever this build has.
+    m.fused_attention = cuda || COE_TORCH_AT_LEAST(2, 1);
+  else if (opt.attention == "fused")
+    m.fused_attention = true;
+  else if (opt.attention == "materialized" || opt.attention == "materialised")
+    m.fused_attention = false;
+  else
+    coe::fail("--attention: expected auto, fused or materialized, got '{}'", opt.attention);
+  // libtorch 1.x keeps x^2 in every RMSNorm; CUDA configurations run on libtorch 2.x.
+  m.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  if (m.seq_len > c.model.max_position_embeddings)
+    coe::fail("{}: sequence length {} exceeds model.max_position_embeddings {}", path, m.seq_len,
+              c.model.max_position_embeddings);
+  return r;
+}
+
+struct Measurement {
+  int64_t peak_bytes = 0;
+  std::string source;
+  int64_t saved_bytes = -1;   // allocator growth over one training-mode forward (CPU only)
+  int64_t vmhwm_growth = -1;  // CPU: VmHWM after - before (best effort)
+  int64_t steps = 0, accumulation = 0;
+};
+
+// Real optimizer steps (the trainer's accumulate_gradients / clip_grad_norm / AdamW) on random
+// tokens with the estimate's shapes.
+Measurement measure(const Loaded& l, const Options& opt) {
+  const coe::TrainConfig& cfg = l.config;
+  const coe::MemoryOptions& mo = l.memory;
+  const c10::Device device(cfg.trainer.device);
+  if (mo.bf16 && !device.is_cuda()) coe::fail("--measure: bfloat16 autocast needs a CUDA device (trainer.device)");
+  if (mo.fused_attention != bool(COE_TORCH_AT_LEAST(2, 1)))
+    coe::fail("--measure: this libtorch {} attention; pass --attention {}",
+              COE_TORCH_AT_LEAST(2, 1) ? "uses fused SDPA" : "materialises the softmax",
+              COE_TORCH_AT_LEAST(2, 1) ? "fused" : "materialized");
+  if (cfg.trainer.threads > 0) at::set_num_threads(cfg.trainer.threads);
+  Measurement r;
+  r.steps = opt.measure_steps;
+  r.accumulation = opt.measure_accumulation;
+  const int64_t hwm_before = read_status_kib("VmHWM") * 1024;
+
+  torch::manual_seed(static_cast<int64_t>(cfg.trainer.seed));
+  coe::CausalLM model(cfg.model);
+  model->to(device);
+  model->train();
+  model->set_activation_checkpointing(mo.checkpointing);
+  coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay),
+                       {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
+  std::mt19937_64 rng(cfg.trainer.seed);
+  auto batch = [&] {
+    coe::TokenBatch b;
+    b.batch_size = mo.micro_batch;
+    b.seq_len = mo.seq_len;
+    b.input_ids.resize(static_cast<size_t>(mo.micro_batch * mo.seq_len));
+    for (auto& id : b.input_ids) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(cfg.model.vocab_size));
+    b.labels = b.input_ids;
+    b.record_index.assign(static_cast<size_t>(mo.micro_batch), -1);
+    b.lengths.assign(static_cast<size_t>(mo.micro_batch), mo.seq_len);
+    return b;
+  };
+
+  // Saved activations: allocator growth over one training-mode forward (CPU: exact storage bytes).
+  if (g_counting) {
+    const coe::DeviceBatch db = coe::to_device(batch(), device);
+    const int64_t before = g_counting->current();
+    coe::ForwardOptions fo;
+    fo.return_logits = false;
+    coe::LmOutput out = model->forward(db.input_ids, db.labels, fo);
+    r.saved_bytes = g_counting->current() - before;
+  }
+
+  coe::reset_peak_memory(device);
+  if (g_counting) g_counting->reset_peak();
+  for (int64_t s = 0; s < opt.measure_steps; ++s) {
+    std::vector<coe::TokenBatch> micro;
+    for (int64_t i = 0; i < opt.measure_accumulation; ++i) micro.push_back(batch());
+    optimizer.zero_grad();
+    coe::accumulate_gradients(*model, micro, device, mo.bf16);
+    coe::clip_grad_norm(optimizer.parameters(), cfg.optim.clip_grad);
+    optimizer.step(cfg.optim.lr);
+  }
+  coe::synchronize(device);
+  if (device.is_cuda()) {
+    const coe::PeakMemory p = coe::peak_memory(device);
+    r.peak_bytes = p.bytes;
+    r.source = "CUDA caching allocator: peak allocated bytes";
+  } else {
+    r.peak_bytes = g_counting ? g_counting->peak() : 0;
+    r.source = "CPU: peak live tensor storage through c10's CPU allocator (counting wrapper)";
+    r.vmhwm_growth = read_status_kib("VmHWM") * 1024 - hwm_before;
+  }
+  return r;
+}
+
+std::string measurement_text(const Measurement& m, const coe::MemoryEstimate& e) {
+  const int64_t est = e.total_bytes();
+  std::string out = fmt::format("\nmeasured ({} optimizer steps of {} micro-batches, random tokens)\n", m.steps,
+                                m.accumulation);
+  out += fmt::format("  {:<58} {:>11}   ({})\n", "peak", coe::format_bytes(m.peak_bytes), m.source);
+  out += fmt::format("  {:<58} {:>11}   error of the estimate {:+.1f}%\n", "estimate", coe::format_bytes(est),
+                     m.peak_bytes > 0 ? 100.0 * double(est - m.peak_bytes) / double(m.peak_bytes) : 0.0);
+  if (m.saved_bytes >= 0) {
+    const int64_t es = e.activations().saved_bytes;
+    out += fmt::format("  {:<58} {:>11}   estimate {} ({:+.1f}%)\n", "activations saved by one forward (measured)",
+                       coe::format_bytes(m.saved_bytes), coe::format_bytes(es),
+                       m.saved_bytes > 0 ? 100.0 * double(es - m.saved_bytes) / double(m.saved_bytes) : 0.0);
+  }
+  if (m.vmhwm_growth >= 0)
+    out += fmt::format("  {:<58} {:>11}   (best effort: resident-set high-water mark, includes allocator slack)\n",
+                       "VmHWM growth of the process over the measurement", coe::format_bytes(m.vmhwm_growth));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"coe-memory: parameter counts and training-memory estimate of a run config (docs/memory.md)"};
+  std::string config_path, json_out;
+  std::vector<std::string> compare;
+  Options opt;
+  bool ckpt = false, no_ckpt = false;
+  app.add_option("config", config_path, "run config (YAML)");
+  app.add_option("--set", opt.overrides, "override a config key: section.key=value (repeatable)")->take_all();
+  app.add_option("--micro-batch", opt.micro_batch, "rows per micro-batch (default: trainer.micro_batch)");
+  app.add_option("--seq", opt.seq, "sequence length (default: data.max_length)");
+  app.add_flag("--checkpointing", ckpt, "activation checkpointing on (default: trainer.activation_checkpointing)");
+  app.add_flag("--no-checkpointing", no_ckpt, "activation checkpointing off");
+  app.add_option("--dtype", opt.dtype, "float32 | bfloat16 (default: trainer.dtype)");
+  app.add_option("--attention", opt.attention,
+                 "auto | fused | materialized (auto: fused for CUDA configs, else what this libtorch does)")
+      ->capture_default_str();
+  app.add_flag("--measure", opt.measure, "also run real training steps and report the allocator's peak");
+  app.add_option("--measure-steps", opt.measure_steps, "optimizer steps for --measure")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--measure-accumulation", opt.measure_accumulation, "micro-batches per step for --measure")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--json", json_out, "write the result as one JSON object");
+  app.add_option("--compare", compare, "compare two run configs: A.yaml B.yaml")->expected(2);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  if (ckpt && no_ckpt) {
+    std::fprintf(stderr, "error: --checkpointing and --no-checkpointing exclude each other\n");
+    return 1;
+  }
+  if (ckpt) opt.checkpointing = true;
+  if (no_ckpt) opt.checkpointing = false;
+  if (compare.empty() == config_path.empty()) {
+    std::fprintf(stderr, "error: give either CONFIG.yaml or --compare A.yaml B.yaml\n");
+    return 1;
+  }
+
+  try {
+    if (opt.measure) {
+      if (!compare.empty()) coe::fail("--measure applies to a single config, not --compare");
+      // Install the counting allocator before any tensor exists.
+      g_counting = new CountingCpuAllocator(c10::GetCPUAllocator());
+      c10::SetCPUAllocator(g_counting, /*priority=*/1);
+    }
+    if (!compare.empty()) {
+      const Loaded a = load(compare[0], opt), b = load(compare[1], opt);
+      const coe::MemoryEstimate ea = coe::estimate_memory(a.config.model, a.memory);
+      const coe::MemoryEstimate eb = coe::estimate_memory(b.config.model, b.memory);
+      fmt::print("{}\n{}\n", coe::format_memory_report(ea, "A: " + compare[0]),
+                 coe::format_memory_report(eb, "B: " + compare[1]));
+      fmt::print("== comparison ==\n{}", coe::format_memory_comparison(ea, compare[0], eb, compare[1]));
+      if (!json_out.empty()) {
+        nlohmann::json ja = coe::memory_to_json(ea), jb = coe::memory_to_json(eb);
+        ja["config"] = compare[0];
+        jb["config"] = compare[1];
+        nlohmann::json rel;
+        for (const char* key : {"params_total", "params_active_per_token", "states_bytes", "activations_peak_bytes",
+                                "estimate_bytes"}) {
+          const double x = ja[key].get<double>(), y = jb[key].get<double>();
+          rel[key] = x != 0 ? (y - x) / x : 0.0;
+        }
+        std::ofstream(json_out) << nlohmann::json{{"a", ja}, {"b", jb}, {"relative_difference", rel}}.dump(2) << "\n";
+      }
+      return 0;
+    }
+
+    const Loaded l = load(config_path, opt);
+    const coe::MemoryEstimate e = coe::estimate_memory(l.config.model, l.memory);
+    fmt::print("{}", coe::format_memory_report(e, config_path));
+    nlohmann::json j = coe::memory_to_json(e);
+    j["config"] = config_path;
+    if (opt.measure) {
+      const Measurement m = measure(l, opt);
+      fmt::print("{}", measurement_text(m, e));
+      j["measured_peak_bytes"] = m.peak_bytes;
+      j["measured_source"] = m.source;
+      j["measured_device"] = l.config.trainer.device;
+      j["measure_steps"] = m.steps;
+      j["measure_accumulation"] = m.accumulation;
+      j["estimate_error"] = m.peak_bytes > 0 ? double(e.total_bytes() - m.peak_bytes) / double(m.peak_bytes) : 0.0;
+      if (m.saved_bytes >= 0) j["measured_saved_activations_bytes"] = m.saved_bytes;
+      if (m.vmhwm_growth >= 0) j["cpu_vmhwm_growth_bytes"] = m.vmhwm_growth;
+    }
+    if (!json_out.empty()) {
+      std::ofstream out(json_out);
+      out << j.dump(2) << "\n";
+      if (!out) coe::fail("{}: cannot write", json_out);
+    }
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    std::fprintf(stderr, "error: %s\n", msg.c_str());
+    return 1;
+  }
+  return 0;
+}

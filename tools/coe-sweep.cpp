@@ -1,0 +1,304 @@
+// coe-sweep: trains every variant of a sweep file in its own coe-train process and summarises
+// them (summary.csv, summary.md, plots). See docs/sweeps.md.
+//
+//   coe-sweep SWEEP.yaml [--only NAME ...] [--dry-run] [--report] [--out DIR] [--no-routing]
+//
+// A variant whose run directory holds final.json is complete and skipped; one with a checkpoint
+// continues with coe-train --resume. A failing variant (its exit status and log in
+// <out>/<name>/train.log) does not stop the others; the exit status is 1 when any variant failed,
+// 130 when interrupted (SIGINT/SIGTERM: the running coe-train saves a checkpoint and stops).
+#include "coe/train/checkpoint.h"
+#include "coe/train/sweep.h"
+#include "coe/util/error.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+volatile pid_t g_child = 0;
+
+void on_signal(int sig) {
+  g_stop = sig;
+  if (g_child > 0) kill(g_child, sig);  // also reaches the child when it was not sent to the group
+}
+
+fs::path self_dir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) coe::fail("cannot resolve /proc/self/exe: {}", ec.message());
+  return exe.parent_path();
+}
+
+fs::path tool(const std::string& name) {
+  const fs::path p = self_dir() / name;
+  if (!fs::exists(p)) coe::fail("{} not found beside coe-sweep ({}); build it first", name, p.string());
+  return p;
+}
+
+std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./=:,+") ==
+                        std::string::npos)
+    return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string command_line(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) s += (s.empty() ? "" : " ") + shell_quote(a);
+  return s;
+}
+
+// Runs argv with stdout and stderr appended to `log`; returns the exit status (128 + signal when
+// killed by one).
+int run_logged(const std::vector<std::string>& argv, const fs::path& log) {
+  fs::create_directories(log.parent_path());
+  {
+    std::ofstream out(log, std::ios::app);
+    const std::time_t now = std::time(nullptr);
+    char when[64];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+    out << "=== " << when << " coe-sweep runs: " << command_line(argv) << "\n";
+  }
+  const int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+  if (fd < 0) coe::fail("{}: cannot open for writing", log.string());
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    ::close(fd);
+    coe::fail("fork failed");
+  }
+  if (pid == 0) {
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    ::close(fd);
+    execv(args[0], args.data());
+    std::fprintf(stderr, "error: cannot execute %s\n", args[0]);
+    _exit(127);
+  }
+  ::close(fd);
+  g_child = pid;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      g_child = 0;
+      coe::fail("waitpid failed");
+    }
+  }
+  g_child = 0;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+std::vector<std::string> tail_lines(const fs::path& p, size_t n) {
+  std::deque<std::string> lines;
+  std::ifstream in(p);
+  std::string line;
+  while (std::getline(in, line)) {
+    lines.push_back(line);
+    if (lines.size() > n) lines.pop_front();
+  }
+  return {lines.begin(), lines.end()};
+}
+
+std::string duration(double s) {
+  const auto t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t / 60) % 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+// The resolved config.yaml coe-train wrote into the run directory: where its data was prepared.
+std::string prepared_dir_of(const fs::path& run) {
+  try {
+    const YAML::Node n = YAML::LoadFile((run / "config.yaml").string());
+    return n["data"]["prepared_dir"].as<std::string>();
+  } catch (...) {
+    return "";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"coe-sweep: train the variants of a sweep file and summarise them (docs/sweeps.md)"};
+  std::string sweep_path, out_dir;
+  std::vector<std::string> only;
+  bool dry_run = false, report_only = false, no_routing = false;
+  app.add_option("sweep", sweep_path, "sweep file (YAML)")->required();
+  app.add_option("--only", only, "run only this variant (repeatable; the report still lists all)");
+  app.add_flag("--dry-run", dry_run, "validate every variant and print the commands; run nothing");
+  app.add_flag("--report", report_only, "only (re)write summary.csv, summary.md and the plots");
+  app.add_option("--out", out_dir, "sweep output directory (overrides out_dir)");
+  app.add_flag("--no-routing", no_routing, "skip the coe-eval routing analysis");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+
+  try {
+    coe::SweepSpec spec = coe::load_sweep(sweep_path);
+    if (!out_dir.empty()) spec.out_dir = out_dir;
+    if (no_routing) spec.routing.enabled = false;
+    // Every variant's full config is resolved before anything is launched.
+    const std::vector<coe::TrainConfig> configs = coe::resolve_variants(spec);
+    std::set<std::string> selected(only.begin(), only.end());
+    for (const auto& name : selected) {
+      bool found = false;
+      for (const auto& v : spec.variants) found = found || v.name == name;
+      if (!found) coe::fail("--only {}: no such variant in {}", name, sweep_path);
+    }
+    if (!dry_run && !report_only) coe::materialise_inline_base(spec);
+    if (spec.inline_base.size() && dry_run)
+      for (auto& v : spec.variants) v.config = (fs::path(spec.out_dir) / "base.yaml").string();
+
+    auto train_command = [&](const coe::SweepVariant& v, bool resume) {
+      std::vector<std::string> cmd{tool("coe-train").string(), v.config};
+      for (const auto& o : v.overrides) cmd.insert(cmd.end(), {"--set", o});
+      cmd.insert(cmd.end(), {"--out", coe::variant_dir(spec, v)});
+      if (resume) cmd.push_back("--resume");
+      return cmd;
+    };
+    auto memory_command = [&](const coe::SweepVariant& v, const coe::TrainConfig& c) {
+      const coe::MemoryOptions m = coe::sweep_memory_options(c, spec.memory);
+      std::vector<std::string> cmd{tool("coe-memory").string(), v.config};
+      for (const auto& o : v.overrides) cmd.insert(cmd.end(), {"--set", o});
+      cmd.insert(cmd.end(), {"--micro-batch", std::to_string(m.micro_batch), "--seq", std::to_string(m.seq_len),
+                             m.checkpointing ? "--checkpointing" : "--no-checkpointing", "--measure", "--json",
+                             (fs::path(coe::variant_dir(spec, v)) / "memory.json").string()});
+      return cmd;
+    };
+    auto routing_command = [&](const coe::SweepVariant& v, const coe::TrainConfig& c) {
+      const fs::path dir = coe::variant_dir(spec, v);
+      std::string data = spec.routing.data.empty() ? prepared_dir_of(dir) : spec.routing.data;
+      return std::vector<std::string>{tool("coe-eval").string(), "--checkpoint", dir.string(), "--data", data,
+                                      "--max-records", std::to_string(spec.routing.max_records), "--max-length",
+                                      std::to_string(c.data.max_length), "--batch", std::to_string(c.trainer.micro_batch),
+                                      "--device", c.trainer.device, "--routing", (dir / "routing.json").string(),
+                                      "--json", (dir / "eval.json").string()};
+    };
+
+    auto status = coe::read_sweep_status(spec);
+    bool any_failed = false;
+    if (!report_only) {
+      if (!dry_run) {
+        struct sigaction sa {};
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, nullptr);
+        sigaction(SIGTERM, &sa, nullptr);
+      }
+      const size_t n = spec.variants.size();
+      for (size_t i = 0; i < n && !g_stop; ++i) {
+        const coe::SweepVariant& v = spec.variants[i];
+        const coe::TrainConfig& c = configs[i];
+        if (!selected.empty() && !selected.count(v.name)) continue;
+        const fs::path dir = coe::variant_dir(spec, v);
+        const bool complete = fs::exists(dir / "final.json");
+        const bool partial = !complete && coe::latest_checkpoint(dir.string()).has_value();
+        const std::string tag = fmt::format("[{}/{}] {}", i + 1, n, v.name);
+        if (dry_run) {
+          fmt::print("{}: {}\n", tag, complete ? "complete (would skip)" : partial ? "partial (would resume)" : "new");
+          if (!complete) fmt::print("  {}\n", command_line(train_command(v, partial)));
+          const coe::ModelConfig model = coe::sweep_model(c);
+          const coe::ParamCounts p = coe::count_parameters(model);
+          const auto est = coe::estimate_memory(model, coe::sweep_memory_options(c, spec.memory));
+          fmt::print("  params {:.2f}M, active/token {:.2f}M, memory estimate {}\n", double(p.total()) / 1e6,
+                     double(p.active_per_token) / 1e6, coe::format_bytes(est.total_bytes()));
+          continue;
+        }
+        if (complete) {
+          fmt::print("{}: complete, skipped ({})\n", tag, (dir / "final.json").string());
+          status[v.name] = {"complete", 0};
+        } else {
+          fmt::print("{}: {} -> {}\n", tag, partial ? "resuming" : "training", dir.string());
+          std::fflush(stdout);
+          const auto t0 = std::chrono::steady_clock::now();
+          const int rc = run_logged(train_command(v, partial), dir / "train.log");
+          const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          if (rc == 0 && fs::exists(dir / "final.json")) {
+            fmt::print("{}: done in {}\n", tag, duration(secs));
+            status[v.name] = {"complete", 0};
+          } else if (rc == 0 || g_stop) {
+            fmt::print("{}: stopped after {} (checkpoint saved; run the sweep again to resume)\n", tag, duration(secs));
+            status[v.name] = {"incomplete", rc};
+          } else {
+            any_failed = true;
+            status[v.name] = {fmt::format("failed (exit {})", rc), rc};
+            fmt::print(stderr, "{}: FAILED with exit status {} after {}; log: {}\n", tag, rc, duration(secs),
+                       (dir / "train.log").string());
+            for (const auto& line : tail_lines(dir / "train.log", 15)) fmt::print(stderr, "  | {}\n", line);
+          }
+          coe::write_sweep_status(spec, status);
+        }
+        if (g_stop || !fs::exists(dir / "final.json")) continue;
+        // Post-training analyses, each run once (their output files mark them done).
+        if (spec.memory.measure && !fs::exists(dir / "memory.json")) {
+          fmt::print("{}: measuring memory (coe-memory --measure)\n", tag);
+          const int rc = run_logged(memory_command(v, c), dir / "memory.log");
+          if (rc != 0) fmt::print(stderr, "{}: coe-memory failed (exit {}); see {}\n", tag, rc, (dir / "memory.log").string());
+        }
+        if (spec.routing.enabled && !fs::exists(dir / "routing.json")) {
+          fmt::print("{}: routing analysis (coe-eval --routing)\n", tag);
+          const int rc = run_logged(routing_command(v, c), dir / "eval.log");
+          if (rc != 0) fmt::print(stderr, "{}: coe-eval failed (exit {}); see {}\n", tag, rc, (dir / "eval.log").string());
+        }
+      }
+      if (dry_run) return 0;
+    }
+
+    // ---- report ----
+    std::vector<coe::VariantResult> results;
+    for (size_t i = 0; i < spec.variants.size(); ++i) {
+      coe::VariantResult r = coe::read_variant_result(spec, spec.variants[i], configs[i]);
+      auto it = status.find(r.name);
+      if (it != status.end() && r.status != "complete" && it->second.first.rfind("failed", 0) == 0) {
+        r.status = it->second.first;
+        r.exit_code = it->second.second;
+      }
+      results.push_back(std::move(r));
+    }
+    std::string script;
+    if (const char* env = std::getenv("COE_PLOT_SCRIPT")) script = env;
+    if (script.empty())
+      for (const fs::path& p : {self_dir() / ".." / ".." / "tools" / "plot_sweep.gp",
+                                self_dir() / ".." / "share" / "coe" / "plot_sweep.gp", fs::path("tools/plot_sweep.gp")})
+        if (fs::exists(p)) {
+          script = fs::weakly_canonical(p).string();
+          break;
+        }
+    for (const auto& f : coe::write_sweep_summary(spec, results, script)) fmt::print("wrote {}\n", f);
+    if (g_stop) return 130;
+    return any_failed ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    std::fprintf(stderr, "error: %s\n", msg.c_str());
+    return 1;
+  }
+}
