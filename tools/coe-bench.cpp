@@ -3,10 +3,12 @@
 #include "coe/model/causal_lm.h"
 #include "coe/model/flops.h"
 #include "coe/train/adamw.h"
+#include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
 #include "coe/util/device_memory.h"
 #include "coe/util/error.h"
+#include "coe/util/host_runtime.h"
 
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
@@ -51,10 +53,12 @@ int main(int argc, char** argv) {
                  "the device's dense peak for MFU (default: 989 for CUDA bf16 = H100 SXM; none on CPU)");
   app.add_option("--json", json_out, "write {tokens_per_s, step_ms, mfu, peak_bytes, config}");
   CLI11_PARSE(app, argc, argv);
+  coe::tune_host_allocator();
 
   try {
     if (micro_batch > 0) overrides.push_back(fmt::format("trainer.micro_batch={}", micro_batch));
     coe::TrainConfig cfg = coe::load_train_config(config_path, overrides);
+    coe::resolve_model_vocab(cfg);  // the model coe-train would build: the tokenizer's vocabulary
     const coe::TrainerConfig& t = cfg.trainer;
     const int64_t seq_len = seq > 0 ? seq : cfg.data.max_length;
     const c10::Device device(t.device);
@@ -99,10 +103,16 @@ int main(int argc, char** argv) {
     const double achieved_tflops = tokens_per_s * flops.total() / 1e12;
     const double mfu = peak_tflops > 0 ? achieved_tflops / peak_tflops : 0.0;
     const coe::PeakMemory peak = coe::peak_memory(device);
+    const std::string blas = device.is_cpu() ? coe::blas_library() : std::string();
 
     fmt::print("config           {}\n", config_path);
     fmt::print("device           {} ({}, activation checkpointing {})\n", device.str(), t.dtype,
                t.activation_checkpointing ? "on" : "off");
+    if (device.is_cpu())
+      fmt::print("cpu runtime      {} threads, BLAS {}\n", at::get_num_threads(),
+                 blas.empty() ? std::string("unknown") : blas);
+    fmt::print("model            vocab {}, {} layers, hidden {}\n", cfg.model.vocab_size, cfg.model.num_hidden_layers,
+               cfg.model.hidden_size);
     fmt::print("batch            {} x {} tokens (micro-batch {}, {} accumulation steps)\n", t.global_batch, seq_len,
                t.micro_batch, t.accumulation_steps());
     fmt::print("step time        {:.1f} ms median of {} (min {:.1f}, max {:.1f})\n", median_ms, step_ms.size(),
@@ -126,6 +136,9 @@ int main(int argc, char** argv) {
                           {"global_batch", t.global_batch},
                           {"micro_batch", t.micro_batch},
                           {"seq_len", seq_len},
+                          {"vocab_size", cfg.model.vocab_size},
+                          {"threads", at::get_num_threads()},
+                          {"blas", blas},
                           {"config", config_path},
                           {"overrides", overrides}};
       std::ofstream(json_out) << j.dump(2) << "\n";

@@ -5,6 +5,7 @@
 #include "coe/io/hf_checkpoint.h"
 #include "coe/train/eval_report.h"
 #include "coe/util/error.h"
+#include "coe/util/host_runtime.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_out, "write the report as one JSON object");
   app.add_option("--routing", routing_out, "write routing statistics with co-activation matrices (JSON)");
   CLI11_PARSE(app, argc, argv);
+  coe::tune_host_allocator();
 
   DataSource source;
   try {

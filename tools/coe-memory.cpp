@@ -6,10 +6,11 @@
 //              [--dtype float32|bfloat16] [--attention auto|fused|materialized] [--measure] [--json OUT]
 //   coe-memory --compare A.yaml B.yaml [same options]
 #include "coe/compat.h"
-#include "coe/data/tokenizer.h"
 #include "coe/model/causal_lm.h"
+#include "coe/model/chunked_loss.h"
 #include "coe/train/adamw.h"
 #include "coe/train/memory_model.h"
+#include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
 #include "coe/util/device_memory.h"
@@ -108,16 +109,7 @@ Loaded load(const std::string& path, const Options& opt) {
   Loaded r;
   r.config = coe::load_train_config(path, opt.overrides);
   coe::TrainConfig& c = r.config;
-  if (!c.model_vocab_given) {
-    // The trainer takes the tokenizer's vocabulary when model.vocab_size is not set.
-    try {
-      c.model.vocab_size = coe::load_tokenizer(c.data.tokenizer)->vocab_size();
-    } catch (const std::exception& e) {
-      coe::fail("{}: model.vocab_size is not set and the tokenizer '{}' cannot be loaded to take it from: {}", path,
-                c.data.tokenizer, e.what());
-    }
-    c.model_vocab_given = true;
-  }
+  coe::resolve_model_vocab(c);
   c.model.validate(path);
   coe::MemoryOptions& m = r.memory;
   m.micro_batch = opt.micro_batch > 0 ? opt.micro_batch : c.trainer.micro_batch;
@@ -140,6 +132,7 @@ Loaded load(const std::string& path, const Options& opt) {
     coe::fail("--attention: expected auto, fused or materialized, got '{}'", opt.attention);
   // libtorch 1.x keeps x^2 in every RMSNorm; CUDA configurations run on libtorch 2.x.
   m.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  m.loss_chunk_tokens = coe::default_loss_chunk_tokens(c.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   if (m.seq_len > c.model.max_position_embeddings)
     coe::fail("{}: sequence length {} exceeds model.max_position_embeddings {}", path, m.seq_len,
               c.model.max_position_embeddings);

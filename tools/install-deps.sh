@@ -2,7 +2,12 @@
 # Installs coe's build and test dependencies from Debian 12's archive (run as root or with sudo).
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-          libgtest-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgloo-dev)
+          libgtest-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgloo-dev
+          # Debian's libtorch calls the system BLAS (update-alternatives libblas.so.3); without this
+          # it is the reference BLAS, ~7x slower for CPU training (docs/performance.md).
+          libopenblas0-openmp
+          # coe-sweep's plots (tools/plot_sweep.gp); the tables are written without it.
+          gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -127,7 +127,7 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
       out.loss = at::cross_entropy_loss(out.logits.narrow(1, 0, S - 1).reshape({-1, out.logits.size(-1)}),
                                         shift_labels, /*weight=*/{}, at::Reduction::Mean, /*ignore_index=*/-100);
   }
-  if (labels.defined()) out.loss_tokens = shift_labels.ne(-100).sum().item<int64_t>();
+  if (labels.defined() && options.count_loss_tokens) out.loss_tokens = shift_labels.ne(-100).sum().item<int64_t>();
   return out;
 }
 

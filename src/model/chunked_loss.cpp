@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
+
 namespace coe {
 namespace {
 
@@ -29,12 +31,13 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
       at::Tensor lse = logits.logsumexp(-1);
       loss_sum += ((lse - logits.gather(1, target).squeeze(1)) * valid).sum();
       if (!need_grad) continue;
-      // d(sum CE)/d logits = softmax - onehot, zero on ignored rows. Reuse the logits buffer.
+      // d(sum CE)/d logits = softmax - onehot, zero on ignored rows. Reuse the logits buffer; the
+      // ignored rows are zeroed on the [n, H] side of each product, not on the [n, V] one.
       at::Tensor g = logits.sub_(lse.unsqueeze(1)).exp_();
       g.scatter_add_(1, target, at::full({n, 1}, -1.0, g.options()));
-      g.mul_(valid.unsqueeze(1));
-      grad_hidden.narrow(0, start, n).copy_(at::matmul(g.to(weight.scalar_type()), weight));
-      grad_weight.add_(at::matmul(g.t(), h.to(acc)));
+      at::Tensor row_mask = valid.unsqueeze(1);
+      grad_hidden.narrow(0, start, n).copy_(at::matmul(g.to(weight.scalar_type()), weight).mul_(row_mask));
+      grad_weight.add_(at::matmul(g.t(), h.to(acc) * row_mask));
     }
     ctx->save_for_backward({grad_hidden, grad_weight, count});
     ctx->saved_data["weight_dtype"] = weight.scalar_type();
@@ -56,7 +59,15 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
 
 at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
                                         int64_t chunk_tokens) {
+  if (chunk_tokens <= 0) chunk_tokens = default_loss_chunk_tokens(weight.size(0), hidden.device());
   return ChunkedCrossEntropy::apply(hidden, weight, labels, chunk_tokens);
+}
+
+int64_t default_loss_chunk_tokens(int64_t vocab_size, const c10::Device& device) {
+  constexpr int64_t kMaxTokens = 2048;
+  if (device.is_cuda()) return kMaxTokens;
+  constexpr int64_t kCpuChunkBytes = int64_t{24} << 20;
+  return std::clamp<int64_t>(kCpuChunkBytes / (4 * std::max<int64_t>(vocab_size, 1)), 16, kMaxTokens);
 }
 
 }  // namespace coe

@@ -1,7 +1,8 @@
 #include "coe/train/sweep.h"
 
 #include "coe/compat.h"
-#include "coe/data/tokenizer.h"
+#include "coe/model/chunked_loss.h"
+#include "coe/train/model_vocab.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
 
@@ -249,16 +250,9 @@ std::string variant_dir(const SweepSpec& spec, const SweepVariant& variant) {
 }
 
 ModelConfig sweep_model(const TrainConfig& config) {
-  ModelConfig m = config.model;
-  if (!config.model_vocab_given) {
-    try {
-      m.vocab_size = load_tokenizer(config.data.tokenizer)->vocab_size();
-    } catch (const std::exception& e) {
-      fail("{}: model.vocab_size is not set and the tokenizer '{}' cannot be loaded to take it from: {}",
-           config.source, config.data.tokenizer, e.what());
-    }
-  }
-  return m;
+  TrainConfig resolved = config;
+  resolve_model_vocab(resolved);
+  return resolved.model;
 }
 
 MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory& memory) {
@@ -270,6 +264,7 @@ MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory&
   const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
   o.fused_attention = cuda || COE_TORCH_AT_LEAST(2, 1);
   o.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  o.loss_chunk_tokens = default_loss_chunk_tokens(sweep_model(config).vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   return o;
 }
 

@@ -21,7 +21,10 @@ struct ForwardOptions {
   // and the [B, S, V] logits are never materialised.
   bool return_logits = true;
   bool record_routing = false;     // fill LmOutput::routing
-  int64_t loss_chunk_tokens = 2048;
+  int64_t loss_chunk_tokens = 0;  // rows per loss chunk; 0: default_loss_chunk_tokens
+  // Fill LmOutput::loss_tokens. Counting needs a device->host copy, which stalls the GPU stream;
+  // the trainer counts on the host from the batch instead.
+  bool count_loss_tokens = false;
 };
 
 struct LmOutput {
@@ -29,7 +32,7 @@ struct LmOutput {
   torch::Tensor loss;      // scalar float32 LM loss (if labels were given)
   torch::Tensor aux_loss;  // scalar: sum of all routers' aux losses (0 when none); add it to the loss
                            // for backward, as the reference does, but report it separately
-  int64_t loss_tokens = 0; // number of labels that count (labels[:,1:] != -100)
+  int64_t loss_tokens = 0; // labels that count (labels[:,1:] != -100); 0 unless requested
   std::vector<RoutingTrace> routing;
 };
 

@@ -1,0 +1,19 @@
+#include "coe/train/model_vocab.h"
+
+#include "coe/data/tokenizer.h"
+#include "coe/util/error.h"
+
+namespace coe {
+
+void resolve_model_vocab(TrainConfig& config) {
+  if (config.model_vocab_given) return;
+  try {
+    config.model.vocab_size = load_tokenizer(config.data.tokenizer)->vocab_size();
+  } catch (const std::exception& e) {
+    fail("{}: model.vocab_size is not set and the tokenizer '{}' cannot be loaded to take it from: {}", config.source,
+         config.data.tokenizer, e.what());
+  }
+  config.model_vocab_given = true;
+}
+
+}  // namespace coe
