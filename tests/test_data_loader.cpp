@@ -25,29 +25,16 @@ namespace fs = std::filesystem;
 using coe::kIgnoreLabel;
 using coe::LoaderOptions;
 using coe::TokenBatch;
+using coe::test::scratch_dir;
 
 namespace {
-
-// A fresh temporary directory, removed when the test binary exits (kept if COE_KEEP_TEST_DIRS is set).
-fs::path scratch(const std::string& tag) {
-  static std::vector<fs::path> dirs;
-  static struct Cleanup {
-    ~Cleanup() {
-      if (std::getenv("COE_KEEP_TEST_DIRS")) return;
-      std::error_code ec;
-      for (const auto& d : dirs) fs::remove_all(d, ec);
-    }
-  } cleanup;
-  dirs.push_back(coe::test::make_temp_dir(tag));
-  return dirs.back();
-}
 
 constexpr int32_t kPad = 256, kEos = 258;  // byte tokenizer
 
 // Records whose byte tokens are their text, via the template "{t}".
 std::shared_ptr<const coe::PreparedSplit> tiny_split(const std::vector<std::string>& texts) {
   static int n = 0;
-  const fs::path dir = scratch("loader-tiny-" + std::to_string(n++));
+  const fs::path dir = scratch_dir("loader-tiny-" + std::to_string(n++));
   {
     std::ofstream out(dir / "tiny.jsonl");
     for (const auto& t : texts) out << nlohmann::json{{"t", t}}.dump() << "\n";
@@ -62,7 +49,7 @@ std::shared_ptr<const coe::PreparedSplit> tiny_split(const std::vector<std::stri
 
 const std::shared_ptr<const coe::PreparedSplit>& gsm_split() {
   static std::shared_ptr<const coe::PreparedSplit> split = [] {
-    const fs::path dir = scratch("loader-gsm");
+    const fs::path dir = scratch_dir("loader-gsm");
     coe::DataConfig cfg;
     cfg.train_files = {(coe::test::shared_root() / "data" / "gsm8k" / "test.jsonl").string()};
     cfg.prepared_dir = (dir / "p").string();

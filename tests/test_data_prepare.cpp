@@ -31,42 +31,19 @@
 #include <vector>
 
 namespace fs = std::filesystem;
+using coe::test::read_file;
 using coe::test::run_command;
+using coe::test::scratch_dir;
 using coe::test::shared_root;
 using coe::test::tool_path;
+using coe::test::write_file;
 
 namespace {
-
-// A fresh temporary directory, removed when the test binary exits (kept if COE_KEEP_TEST_DIRS is set).
-fs::path scratch(const std::string& tag) {
-  static std::vector<fs::path> dirs;
-  static struct Cleanup {
-    ~Cleanup() {
-      if (std::getenv("COE_KEEP_TEST_DIRS")) return;
-      std::error_code ec;
-      for (const auto& d : dirs) fs::remove_all(d, ec);
-    }
-  } cleanup;
-  dirs.push_back(coe::test::make_temp_dir(tag));
-  return dirs.back();
-}
 
 fs::path gsm(const std::string& split) {
   fs::path p = shared_root() / "data" / "gsm8k" / (split + ".jsonl");
   if (!fs::exists(p)) throw std::runtime_error("shared test data missing: " + p.string() + " (set COE_SHARED)");
   return p;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
 }
 
 template <typename T>
@@ -118,7 +95,7 @@ std::string error_of(const std::function<void()>& f) {
 }  // namespace
 
 TEST(DataPrepare, Gsm8kByteTokenizerRecordsTokensOffsets) {
-  const fs::path dir = scratch("prep-gsm");
+  const fs::path dir = scratch_dir("prep-gsm");
   coe::PrepareResult r = coe::prepare_dataset(gsm_config(dir / "gsm"));
   EXPECT_FALSE(r.reused);
   const auto texts = gsm_texts(gsm("train"));
@@ -167,7 +144,7 @@ TEST(DataPrepare, Gsm8kByteTokenizerRecordsTokensOffsets) {
 }
 
 TEST(DataPrepare, SplitByCountAndFraction) {
-  const fs::path dir = scratch("prep-split");
+  const fs::path dir = scratch_dir("prep-split");
   auto cfg = gsm_config(dir / "count");
   cfg.split.val_count = 1000;
   cfg.split.seed = 1;
@@ -200,7 +177,7 @@ TEST(DataPrepare, SplitByCountAndFraction) {
 }
 
 TEST(DataPrepare, DeterministicAcrossRunsAndThreadCounts) {
-  const fs::path dir = scratch("prep-det");
+  const fs::path dir = scratch_dir("prep-det");
   auto a = gsm_config(dir / "a");
   a.split.val_count = 500;
   a.split.seed = 7;
@@ -237,7 +214,7 @@ TEST(DataPrepare, NumpySplitReproducesTheReferenceDraw) {
   EXPECT_EQ(mm[997], 142434);
   EXPECT_EQ(mm[999], 243596);
 
-  const fs::path dir = scratch("prep-numpy");
+  const fs::path dir = scratch_dir("prep-numpy");
   auto cfg = gsm_config(dir / "np");
   cfg.split.val_count = 1000;
   cfg.split.seed = 42;
@@ -258,7 +235,7 @@ TEST(DataPrepare, NumpySplitReproducesTheReferenceDraw) {
 }
 
 TEST(DataPrepare, GroupedSplitNeverSharesAGroup) {
-  const fs::path dir = scratch("prep-group");
+  const fs::path dir = scratch_dir("prep-group");
   const fs::path synth = dir / "synth.json";
   coe::write_synth_file(synth.string(), 3000, 11);
   const auto records = coe::generate_synth_records(3000, 11);
@@ -296,7 +273,7 @@ TEST(DataPrepare, GroupedSplitNeverSharesAGroup) {
 }
 
 TEST(DataPrepare, PerRecordTypesInMetadata) {
-  const fs::path dir = scratch("prep-types");
+  const fs::path dir = scratch_dir("prep-types");
   const fs::path synth = dir / "s.json";
   coe::write_synth_file(synth.string(), 50, 5);
   const auto records = coe::generate_synth_records(50, 5);
@@ -310,7 +287,7 @@ TEST(DataPrepare, PerRecordTypesInMetadata) {
 }
 
 TEST(DataPrepare, ReusesUnchangedAndRebuildsOnChange) {
-  const fs::path dir = scratch("prep-reuse");
+  const fs::path dir = scratch_dir("prep-reuse");
   const fs::path input = dir / "in.jsonl";
   fs::copy_file(gsm("test"), input);
   coe::DataConfig cfg = gsm_config(dir / "p");
@@ -367,7 +344,7 @@ TEST(DataPrepare, ReusesUnchangedAndRebuildsOnChange) {
 }
 
 TEST(DataPrepare, ErrorLeavesNoOutputAndKeepsTheOldOne) {
-  const fs::path dir = scratch("prep-atomic");
+  const fs::path dir = scratch_dir("prep-atomic");
   const fs::path input = dir / "in.jsonl";
   std::string good = read_file(gsm("test"));
   // Break a record late in the file, after thousands of good ones were tokenized.
@@ -393,7 +370,7 @@ TEST(DataPrepare, ErrorLeavesNoOutputAndKeepsTheOldOne) {
 }
 
 TEST(DataPrepare, InputErrorsAreOneLineAndNameTheSpot) {
-  const fs::path dir = scratch("prep-errors");
+  const fs::path dir = scratch_dir("prep-errors");
   std::vector<std::string> messages;
   auto prepare = [&](const std::string& name, const std::string& content, std::optional<std::string> tmpl = {}) {
     write_file(dir / name, content);
@@ -462,7 +439,7 @@ TEST(DataPrepare, InputErrorsAreOneLineAndNameTheSpot) {
 }
 
 TEST(DataPrepare, BadPreparedDirectoryIsAClearError) {
-  const fs::path dir = scratch("prep-badsplit");
+  const fs::path dir = scratch_dir("prep-badsplit");
   auto cfg = gsm_config(dir / "p");
   cfg.train_files = {gsm("test").string()};
   coe::prepare_dataset(cfg);
@@ -515,7 +492,7 @@ TEST(DataPrepare, HfTokenizerRoundTrip) {
     if (std::string(e.what()).find("no HF tokenizer support") != std::string::npos) GTEST_SKIP() << e.what();
     throw;
   }
-  const fs::path dir = scratch("prep-neox");
+  const fs::path dir = scratch_dir("prep-neox");
   auto cfg = gsm_config(dir / "p");
   cfg.train_files = {gsm("test").string()};
   cfg.tokenizer = neox.string();
@@ -536,7 +513,7 @@ TEST(DataPrepare, HfTokenizerRoundTrip) {
 }
 
 TEST(DataPrepare, ToolFlagsConfigAndErrors) {
-  const fs::path dir = scratch("prep-tool");
+  const fs::path dir = scratch_dir("prep-tool");
   const std::string tool = tool_path("coe-prepare").string();
   std::string out;
   std::string cmd = tool + " --input " + gsm("test").string() + " --tokenizer byte --out " + (dir / "p").string() +
@@ -592,7 +569,7 @@ TEST(DataPrepare, ToolFlagsConfigAndErrors) {
 }
 
 TEST(DataConfig, ParsesTheDataSection) {
-  const fs::path dir = scratch("prep-config");
+  const fs::path dir = scratch_dir("prep-config");
   write_file(dir / "run.yaml",
              "data:\n"
              "  train_files: [a.json, b/]\n"
@@ -716,7 +693,7 @@ TEST(DataSynth, ReproducibleAndArithmeticallyRight) {
   EXPECT_GT(rephrased, 500u);
 
   // The written file parses back as MetaMathQA records and reads with coe's record reader.
-  const fs::path dir = scratch("synth");
+  const fs::path dir = scratch_dir("synth");
   coe::write_synth_file((dir / "s.json").string(), 25, 123);
   coe::RecordFile file((dir / "s.json").string());
   EXPECT_TRUE(file.is_json_array());

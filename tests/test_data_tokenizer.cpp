@@ -4,6 +4,7 @@
 #include "coe/data/hf_tokenizer.h"
 #include "coe/data/tokenizer.h"
 #include "coe/util/error.h"
+#include "support/expect_error.h"
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
@@ -25,20 +26,13 @@ using nlohmann::json;
 using coe::HfTokenizer;
 using Strings = std::vector<std::string>;
 using Ids = std::vector<int32_t>;
+using coe::test::expect_error;
+using coe::test::read_jsonl;
 
 namespace {
 
 fs::path tokenizer_dir() { return coe::test::shared_root() / "data" / "tokenizers"; }
 fs::path gsm8k_test() { return coe::test::shared_root() / "data" / "gsm8k" / "test.jsonl"; }
-
-std::vector<json> read_jsonl(const fs::path& path, size_t limit = SIZE_MAX) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in) << "cannot read " << path;
-  std::vector<json> out;
-  std::string line;
-  while (out.size() < limit && std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
 
 // The real tokenizers are large; load each once per test binary.
 const HfTokenizer& shared_tokenizer(const std::string& name) {
@@ -49,24 +43,8 @@ const HfTokenizer& shared_tokenizer(const std::string& name) {
 }
 
 std::string write_file(const std::string& name, const std::string& text) {
-  static const fs::path dir = coe::test::make_temp_dir("tokenizer");
-  fs::path p = dir / name;
-  fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary) << text;
-  return p.string();
-}
-
-// Runs `fn`, expects a one-line coe::Error containing every fragment.
-template <typename Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const coe::Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
-  }
+  static const fs::path dir = coe::test::scratch_dir("tokenizer");
+  return coe::test::write_file(dir / name, text);
 }
 
 // GPT-2's byte-level alphabet, written independently of the library.

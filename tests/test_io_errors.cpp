@@ -5,6 +5,7 @@
 #include "coe/model/config.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
+#include "support/expect_error.h"
 #include "support/test_env.h"
 
 #include <ATen/ATen.h>
@@ -14,29 +15,12 @@
 #include <fstream>
 
 namespace fs = std::filesystem;
+using coe::test::expect_error;
+using coe::test::write_file;
 
 namespace {
 
 fs::path fixture_dir() { return coe::test::shared_root() / "fixtures" / "coe_c2_igate_inner_yarn"; }
-
-std::string write_file(const fs::path& dir, const std::string& name, const std::string& text) {
-  fs::path p = dir / name;
-  std::ofstream(p, std::ios::binary) << text;
-  return p.string();
-}
-
-// Runs `fn`, expects a coe::Error whose message contains every fragment.
-template <typename Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const coe::Error& e) {
-    std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
-  }
-}
 
 const char* kGoodYaml = R"(vocab_size: 128
 hidden_size: 64
@@ -61,7 +45,7 @@ class ConfigErrors : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = coe::test::make_temp_dir("config"); }
   void TearDown() override { fs::remove_all(dir_); }
-  std::string yaml(const std::string& extra) { return write_file(dir_, "model.yaml", std::string(kGoodYaml) + extra); }
+  std::string yaml(const std::string& extra) { return write_file(dir_ / "model.yaml", std::string(kGoodYaml) + extra); }
   fs::path dir_;
 };
 
@@ -75,7 +59,7 @@ TEST_F(ConfigErrors, GoodYamlAndReferenceJsonLoad) {
   EXPECT_DOUBLE_EQ(f.rope_scaling->factor, 40.0);
   // A config written by coe reads back to the same JSON.
   std::string json = coe::model_config_to_json(f);
-  coe::ModelConfig again = coe::load_model_config(write_file(dir_, "c.json", json));
+  coe::ModelConfig again = coe::load_model_config(write_file(dir_ / "c.json", json));
   EXPECT_EQ(coe::model_config_to_json(again), json);
 }
 
@@ -102,11 +86,11 @@ TEST_F(ConfigErrors, ImpossibleValues) {
                                                    "eos_token_id: 1\n")));  // every documented key is accepted
   std::string nine = std::string(kGoodYaml);
   nine.replace(nine.find("num_experts_per_tok: 2"), 22, "num_experts_per_tok: 9");
-  expect_error([&] { coe::load_model_config(write_file(dir_, "k.yaml", nine)); },
+  expect_error([&] { coe::load_model_config(write_file(dir_ / "k.yaml", nine)); },
                {"num_experts_per_tok", "exceeds n_routed_experts 8"});
   std::string zero = std::string(kGoodYaml);
   zero.replace(zero.find("hidden_size: 64"), 15, "hidden_size: 0");
-  expect_error([&] { coe::load_model_config(write_file(dir_, "z.yaml", zero)); }, {"z.yaml", "hidden_size", "must be > 0"});
+  expect_error([&] { coe::load_model_config(write_file(dir_ / "z.yaml", zero)); }, {"z.yaml", "hidden_size", "must be > 0"});
   expect_error([&] { coe::load_model_config(yaml("hidden_size: 32\n")); }, {"model.yaml:16", "hidden_size", "duplicate key"});
   expect_error([&] { coe::load_model_config(yaml("rope_scaling: {type: ntk, factor: 2}\n")); },
                {"rope_scaling.type", "unknown rope type 'ntk'"});
@@ -117,7 +101,7 @@ TEST_F(ConfigErrors, ImpossibleValues) {
 }
 
 TEST_F(ConfigErrors, DuplicateKeyIsReportedByTheParser) {
-  std::string p = write_file(dir_, "bad.yaml", "hidden_size: [1, 2\n");
+  std::string p = write_file(dir_ / "bad.yaml", "hidden_size: [1, 2\n");
   expect_error([&] { coe::load_model_config(p); }, {"bad.yaml", "cannot parse"});
 }
 
@@ -141,7 +125,7 @@ class SafetensorsErrors : public ::testing::Test {
     bytes_.assign(std::istreambuf_iterator<char>(in), {});
   }
   void TearDown() override { fs::remove_all(dir_); }
-  std::string variant(const std::string& bytes) { return write_file(dir_, "bad.safetensors", bytes); }
+  std::string variant(const std::string& bytes) { return write_file(dir_ / "bad.safetensors", bytes); }
   std::string with_header(const std::string& header) {
     std::string out(8, '\0');
     uint64_t n = header.size();

@@ -12,13 +12,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using coe::test::read_file;
 
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;

@@ -1,9 +1,13 @@
 #include "support/test_env.h"
 
+#include <gtest/gtest.h>
+
 #include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +29,50 @@ std::filesystem::path make_temp_dir(const std::string& tag) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+std::filesystem::path scratch_dir(const std::string& tag) {
+  static std::vector<std::filesystem::path> dirs;
+  static struct Cleanup {
+    ~Cleanup() {
+      if (std::getenv("COE_KEEP_TEST_DIRS")) return;
+      std::error_code ec;
+      for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+    }
+  } cleanup;
+  dirs.push_back(make_temp_dir(tag));
+  return dirs.back();
+}
+
+std::string write_file(const std::filesystem::path& path, const std::string& text) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+  return path.string();
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& path, size_t limit, bool allow_partial_last) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (lines.size() < limit && std::getline(in, line))
+    if (!line.empty()) lines.push_back(line);
+  std::vector<nlohmann::json> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    try {
+      out.push_back(nlohmann::json::parse(lines[i]));
+    } catch (const nlohmann::json::exception& e) {
+      if (!(allow_partial_last && i + 1 == lines.size()))
+        ADD_FAILURE() << path << ":" << i + 1 << ": not JSON: " << e.what();
+    }
+  }
+  return out;
 }
 
 int run_command(const std::string& command, std::string* output) {

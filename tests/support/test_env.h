@@ -1,8 +1,13 @@
 #pragma once
 // Where tests find their inputs: the shared test data (../shared, or $COE_SHARED) and the
 // freshly built command-line tools.
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace coe::test {
 
@@ -14,6 +19,16 @@ std::filesystem::path tool_path(const std::string& name);
 std::filesystem::path source_root();
 // A fresh, empty temporary directory unique to this test process.
 std::filesystem::path make_temp_dir(const std::string& tag);
+// A fresh temporary directory removed when the test binary exits (kept when COE_KEEP_TEST_DIRS
+// is set, for looking at what a failing test wrote).
+std::filesystem::path scratch_dir(const std::string& tag);
+// Writes `text` to `path` (binary, truncating; parent directories created). Returns `path`.
+std::string write_file(const std::filesystem::path& path, const std::string& text);
+std::string read_file(const std::filesystem::path& path);
+// One JSON value per line, at most `limit` lines. A line that does not parse fails the test
+// (ADD_FAILURE) and is skipped; `allow_partial_last` tolerates a last line still being written.
+std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& path, size_t limit = SIZE_MAX,
+                                       bool allow_partial_last = false);
 // Runs a shell command, returns its exit status; stdout+stderr are captured into `output`.
 int run_command(const std::string& command, std::string* output = nullptr);
 
