@@ -9,6 +9,7 @@
 #include "coe/util/device_memory.h"
 #include "coe/util/error.h"
 #include "coe/util/host_runtime.h"
+#include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
   app.add_option("--peak-tflops", peak_tflops,
                  "the device's dense peak for MFU (default: 989 for CUDA bf16 = H100 SXM; none on CPU)");
   app.add_option("--json", json_out, "write {tokens_per_s, step_ms, mfu, peak_bytes, config}");
-  CLI11_PARSE(app, argc, argv);
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   coe::tune_host_allocator();
 
   try {

@@ -6,6 +6,7 @@
 #include "coe/train/eval_report.h"
 #include "coe/util/error.h"
 #include "coe/util/host_runtime.h"
+#include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -94,7 +95,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_name, "cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--json", json_out, "write the report as one JSON object");
   app.add_option("--routing", routing_out, "write routing statistics with co-activation matrices (JSON)");
-  CLI11_PARSE(app, argc, argv);
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   coe::tune_host_allocator();
 
   DataSource source;

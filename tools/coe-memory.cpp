@@ -15,6 +15,7 @@
 #include "coe/train/train_step.h"
 #include "coe/util/device_memory.h"
 #include "coe/util/error.h"
+#include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
@@ -263,13 +264,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--json", json_out, "write the result as one JSON object");
   app.add_option("--compare", compare, "compare two run configs: A.yaml B.yaml")->expected(2);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   if (ckpt && no_ckpt) {
     std::fprintf(stderr, "error: --checkpointing and --no-checkpointing exclude each other\n");
     return 1;

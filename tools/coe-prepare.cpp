@@ -11,6 +11,7 @@
 #include "coe/data/synth.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
+#include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -70,15 +71,7 @@ int main(int argc, char** argv) {
   synth->add_option("--seed", synth_seed, "generator seed")->required();
   synth->add_option("--out", synth_out, "output .json file")->required();
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::fputs(app.help().c_str(), stdout);
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
-    return 1;
-  }
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
 
   try {
     if (synth->parsed()) {

@@ -10,6 +10,7 @@
 #include "coe/train/checkpoint.h"
 #include "coe/train/sweep.h"
 #include "coe/util/error.h"
+#include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -153,13 +154,7 @@ int main(int argc, char** argv) {
   app.add_flag("--report", report_only, "only (re)write summary.csv, summary.md and the plots");
   app.add_option("--out", out_dir, "sweep output directory (overrides out_dir)");
   app.add_flag("--no-routing", no_routing, "skip the coe-eval routing analysis");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
 
   try {
     coe::SweepSpec spec = coe::load_sweep(sweep_path);

@@ -8,6 +8,7 @@
 // A malformed line or a missing field stops the run: the error names the line, the exit code is 1.
 #include "coe/data/tokenizer.h"
 #include "coe/util/error.h"
+#include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -188,7 +189,7 @@ int main(int argc, char** argv) {
   app.add_flag("--decode", decode, "read {\"ids\":[...]} lines and write {\"text\": ...} lines");
   app.add_flag("--bench", run_bench, "report encoding throughput on the input instead of writing ids");
   app.add_option("--repeat", repeat, "passes over the input in --bench mode")->check(CLI::Range(1, 1000));
-  CLI11_PARSE(app, argc, argv);
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   if (fields.empty()) fields = {"text"};
   if (decode && run_bench) {
     fmt::print(stderr, "coe-tokenize: --decode and --bench cannot be combined\n");

@@ -124,14 +124,7 @@ std::string pct(double value, double base) {
 }  // namespace
 
 SweepSpec load_sweep(const std::string& path) {
-  if (!fs::exists(path)) fail("{}: file not found", path);
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    fail("{}:{}: cannot parse: {}", path, e.mark.line + 1, e.msg);
-  }
-  if (!root || root.IsNull()) fail("{}: the file is empty", path);
+  const YAML::Node root = load_yaml_file(path);
   if (!root.IsMap()) fail("{}: expected a mapping with base and variants", path);
   ConfigReader r(root, path);
   SweepSpec spec;

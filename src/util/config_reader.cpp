@@ -109,7 +109,7 @@ ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
   }
 }
 
-ConfigReader ConfigReader::from_file(const std::string& file) {
+YAML::Node load_yaml_file(const std::string& file) {
   if (!std::filesystem::exists(file)) fail("{}: file not found", file);
   YAML::Node root;
   try {
@@ -118,8 +118,10 @@ ConfigReader ConfigReader::from_file(const std::string& file) {
     fail("{}:{}: cannot parse: {}", file, e.mark.line + 1, e.msg);
   }
   if (!root || root.IsNull()) fail("{}: the file is empty", file);
-  return ConfigReader(root, file);
+  return root;
 }
+
+ConfigReader ConfigReader::from_file(const std::string& file) { return ConfigReader(load_yaml_file(file), file); }
 
 std::string ConfigReader::dotted(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 

@@ -55,6 +55,10 @@ class ConfigReader {
   std::set<std::string> used_;
 };
 
+// A YAML document from `file`: errors name the file ("file not found", "file:line: cannot parse",
+// "the file is empty").
+YAML::Node load_yaml_file(const std::string& file);
+
 // Nearest string by edit distance (for "did you mean"), empty if nothing is close.
 std::string nearest_key(const std::string& key, const std::vector<std::string>& candidates);
 
