@@ -26,3 +26,13 @@ if(COE_HF_TOKENIZER AND PkgConfig_FOUND)
   endif()
 endif()
 message(STATUS "coe: torch ${Torch_VERSION}, HF tokenizer support: ${COE_HAVE_HF_TOKENIZER}")
+
+# Data-parallel training (src/dist, docs/distributed.md). c10d's ProcessGroupGloo.hpp includes
+# Gloo's own headers (Debian: libgloo-dev; libtorch's symbols come from libtorch_cpu) and
+# ProcessGroupNCCL.hpp includes nccl.h (CUDA toolkit, NCCL_INCLUDE_DIR, or pip's nvidia-nccl wheel
+# beside torch in site-packages). A backend whose headers are missing is left out of the build and
+# asking for it at run time is an error that says so.
+find_path(COE_GLOO_INCLUDE_DIR gloo/rendezvous/store.h HINTS ${TORCH_INCLUDE_DIRS})
+find_path(COE_NCCL_INCLUDE_DIR nccl.h
+  HINTS ENV NCCL_INCLUDE_DIR ${TORCH_INCLUDE_DIRS} "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include"
+        ${CUDA_INCLUDE_DIRS} ${CUDAToolkit_INCLUDE_DIRS})

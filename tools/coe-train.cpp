@@ -6,8 +6,16 @@
 // (a checkpoint of the last completed step was written; continue with --resume); 1 on an error
 // (one line "error: ..." on stderr); 3 when the loss or gradient norm became non-finite (nothing
 // was saved for that step; the last good checkpoint is intact). See docs/training.md.
+//
+// Launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or Slurm
+// (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID with MASTER_ADDR/MASTER_PORT), each process is one
+// rank of a data-parallel job (docs/distributed.md); without those variables it is a single
+// process. In a job, error lines name the rank: "error: rank 1: ...".
+#include "coe/dist/env.h"
 #include "coe/train/trainer.h"
 #include "coe/util/error.h"
+#include "coe/util/host_runtime.h"
+#include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -29,30 +37,31 @@ int main(int argc, char** argv) {
   app.add_flag("--resume", resume, "continue from the newest complete checkpoint in the run directory");
   app.add_option("--out", out_dir, "run directory (overrides trainer.out_dir)");
   app.add_option("--max-steps", max_steps, "stop (with a checkpoint) after N steps of this invocation");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
+  coe::tune_host_allocator();
 
   spdlog::set_pattern("[%H:%M:%S] %^%v%$");
+  std::string who;  // "rank R: " in a data-parallel job
   try {
+    const coe::dist::DistEnv env = coe::dist::dist_env_from_process();
+    if (env.distributed()) who = "rank " + std::to_string(env.rank) + ": ";
     coe::TrainConfig config = coe::load_train_config(config_path, overrides);
     if (!out_dir.empty()) config.trainer.out_dir = out_dir;
     coe::TrainOptions options;
     options.resume = resume;
     options.max_steps = max_steps;
+    options.dist_env = env;
     coe::Trainer trainer(std::move(config), options);
     const coe::TrainResult result = trainer.run();
-    if (result.status == coe::TrainStatus::kNonFinite) std::fprintf(stderr, "error: %s\n", result.message.c_str());
+    // The same message on every rank: rank 0 prints it.
+    if (result.status == coe::TrainStatus::kNonFinite && trainer.dist().is_main())
+      std::fprintf(stderr, "error: %s\n", result.message.c_str());
     return coe::exit_code(result.status);
   } catch (const std::exception& e) {
     std::string msg = e.what();
     // One line: torch errors carry a C++ backtrace after the first line.
     if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    std::fprintf(stderr, "error: %s\n", msg.c_str());
+    std::fprintf(stderr, "error: %s%s\n", who.c_str(), msg.c_str());
     return 1;
   }
 }

@@ -147,6 +147,13 @@ TrainerConfig parse_trainer(ConfigReader& r) {
     if (resume.empty()) r.fail_key("resume", "expected never, auto or a checkpoint directory");
     t.resume = resume == "false" ? "never" : resume == "true" ? "auto" : resume;
   }
+  t.dist_timeout_s = r.get("dist_timeout_s", t.dist_timeout_s);
+  if (!(t.dist_timeout_s > 0) || !std::isfinite(t.dist_timeout_s))
+    r.fail_key("dist_timeout_s", fmt::format("must be > 0 seconds, got {}", t.dist_timeout_s));
+  t.dist_bucket_mb = r.get("dist_bucket_mb", t.dist_bucket_mb);
+  if (!(t.dist_bucket_mb > 0) || !std::isfinite(t.dist_bucket_mb))
+    r.fail_key("dist_bucket_mb", fmt::format("must be > 0 MB, got {}", t.dist_bucket_mb));
+  t.dist_overlap = r.get("dist_overlap", t.dist_overlap);
   r.finish();
   return t;
 }
@@ -189,14 +196,7 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& file) 
 }
 
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
-  if (!fs::exists(path)) fail("{}: file not found", path);
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    fail("{}:{}: cannot parse: {}", path, e.mark.line + 1, e.msg);
-  }
-  if (!root || root.IsNull()) fail("{}: the file is empty", path);
+  YAML::Node root = load_yaml_file(path);
   if (!root.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", path);
   for (const auto& o : overrides) apply_override(root, o);
   return parse_train_config(root, path);
@@ -300,6 +300,10 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   trainer["log_interval"] = t.log_interval;
   trainer["threads"] = t.threads;
   trainer["resume"] = t.resume;
+  // Shortest round-trip form (not tidy_numbers over the section: out_dir or resume may look numeric).
+  trainer["dist_timeout_s"] = fmt::format("{}", t.dist_timeout_s);
+  trainer["dist_bucket_mb"] = fmt::format("{}", t.dist_bucket_mb);
+  trainer["dist_overlap"] = t.dist_overlap;
   root["trainer"] = trainer;
 
   YAML::Emitter out;

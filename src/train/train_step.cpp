@@ -56,6 +56,13 @@ DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device) {
 
 AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,
                                         const c10::Device& device, bool bf16_autocast) {
+  AccumulationOptions options;
+  options.bf16_autocast = bf16_autocast;
+  return accumulate_gradients(model, micro_batches, device, options);
+}
+
+AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,
+                                        const c10::Device& device, const AccumulationOptions& options) {
   model.train();
   AccumulationResult r;
   for (const auto& mb : micro_batches) {
@@ -63,17 +70,24 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
     r.rows += mb.batch_size;
     r.tokens += mb.batch_size * mb.seq_len;
   }
+  // The normalisers: this call's counts, or the global batch's over all ranks.
+  const int64_t total_tokens = options.global_loss_tokens > 0 ? options.global_loss_tokens : r.loss_tokens;
+  const int64_t total_rows = options.global_rows > 0 ? options.global_rows : r.rows;
+  if (total_tokens < r.loss_tokens || total_rows < r.rows)
+    fail("accumulate_gradients: global counts ({} loss tokens, {} rows) below this call's ({}, {})", total_tokens,
+         total_rows, r.loss_tokens, r.rows);
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   r.loss = at::zeros({}, f32);
   r.aux_loss = at::zeros({}, f32);
   if (r.rows == 0) return r;
-  for (const auto& mb : micro_batches) {
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    const TokenBatch& mb = micro_batches[i];
     if (mb.batch_size == 0) continue;
     const DeviceBatch db = to_device(mb, device);
     const int64_t n = count_loss_tokens(mb);
     LmOutput out;
     {
-      compat::CudaAutocastGuard autocast(bf16_autocast, at::kBFloat16);
+      compat::CudaAutocastGuard autocast(options.bf16_autocast, at::kBFloat16);
       ForwardOptions options;
       options.return_logits = false;
       out = model.forward(db.input_ids, db.labels, options);
@@ -81,15 +95,19 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
     if (out.loss_tokens > 0 && out.loss_tokens != n)
       fail("internal: the model counted {} loss tokens where the trainer counted {}", out.loss_tokens, n);
     // Weights are host numbers: no synchronisation.
-    at::Tensor aux = out.aux_loss.to(at::kFloat) * (static_cast<double>(mb.batch_size) / static_cast<double>(r.rows));
+    at::Tensor aux =
+        out.aux_loss.to(at::kFloat) * (static_cast<double>(mb.batch_size) / static_cast<double>(total_rows));
     at::Tensor total = aux;
     if (n > 0) {
-      at::Tensor lm = out.loss.to(at::kFloat) * (static_cast<double>(n) / static_cast<double>(r.loss_tokens));
+      at::Tensor lm = out.loss.to(at::kFloat) * (static_cast<double>(n) / static_cast<double>(total_tokens));
       total = lm + aux;
       r.loss.add_(lm.detach());
     }
     r.aux_loss.add_(aux.detach());
-    if (total.requires_grad()) total.backward();
+    if (total.requires_grad()) {
+      if (options.before_backward) options.before_backward(i, i + 1 == micro_batches.size());
+      total.backward();
+    }
   }
   return r;
 }
@@ -137,7 +155,8 @@ EvalResult evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
   }
   loader.reset();
   model.train(was_training);
-  r.loss = r.tokens > 0 ? sum.item<double>() / static_cast<double>(r.tokens) : 0.0;
+  r.loss_sum = sum.item<double>();
+  r.loss = r.tokens > 0 ? r.loss_sum / static_cast<double>(r.tokens) : 0.0;
   return r;
 }
 

@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
@@ -83,14 +84,17 @@ void open_log(std::ofstream& out, const fs::path& path, int64_t max_step) {
   if (!out) fail("{}: cannot open for writing", path.string());
 }
 
-void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) {
+// Written to <path>.tmp and renamed: readers never see a partial file.
+void write_text_file(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.string() + ".tmp";
   std::ofstream out(tmp, std::ios::trunc);
-  out << j.dump(2) << '\n';
+  out << text;
   out.close();
   if (!out) fail("{}: write failed", tmp.string());
   fs::rename(tmp, path);
 }
+
+void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) { write_text_file(path, j.dump(2) + "\n"); }
 
 nlohmann::ordered_json optional_json(const std::optional<double>& v) {
   return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
@@ -119,32 +123,11 @@ struct Trainer::StepStats {
   int64_t step = 0;
   double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
   int64_t tokens = 0, loss_tokens = 0;
+  double comm_wait_s = -1;  // data parallel: waiting for the gradient all-reduce (< 0: not logged)
 };
 
-Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(config)), options_(options) {
+void Trainer::decide_resume() {
   const TrainerConfig& tc = config_.trainer;
-  out_dir_ = tc.out_dir;
-  if (tc.threads > 0) at::set_num_threads(tc.threads);
-
-  // Device and precision.
-  try {
-    device_ = c10::Device(tc.device);
-  } catch (const std::exception&) {
-    fail("{}: trainer.device: cannot parse '{}'", config_.source, tc.device);
-  }
-  if (device_.is_cuda()) {
-    if (!torch::cuda::is_available())
-      fail("{}: trainer.device is '{}' but no CUDA device is available (is this a CPU-only libtorch?)",
-           config_.source, tc.device);
-    if (device_.has_index() && device_.index() >= static_cast<int>(torch::cuda::device_count()))
-      fail("{}: trainer.device '{}': only {} CUDA device(s)", config_.source, tc.device, torch::cuda::device_count());
-    if (!device_.has_index()) device_ = c10::Device(c10::kCUDA, 0);
-  }
-  bf16_ = tc.dtype == "bfloat16";
-  if (bf16_ && !device_.is_cuda())
-    fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
-
-  // Where to resume from, decided before anything is written into out_dir.
   const auto existing = latest_checkpoint(out_dir_);
   if (options_.resume || tc.resume == "auto") {
     if (existing) resumed_from_ = existing->dir;
@@ -160,12 +143,87 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
          out_dir_, existing->dir);
   }
   fs::create_directories(out_dir_);
+}
 
-  // Data: prepare (or reuse) the dataset, then the loaders.
+Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(config)), options_(options) {
+  const TrainerConfig& tc = config_.trainer;
+  const dist::DistEnv& env = options_.dist_env;
+  out_dir_ = tc.out_dir;
+  if (tc.threads > 0) at::set_num_threads(tc.threads);
+
+  // Device and precision.
+  try {
+    device_ = c10::Device(tc.device);
+  } catch (const std::exception&) {
+    fail("{}: trainer.device: cannot parse '{}'", config_.source, tc.device);
+  }
+  if (device_.is_cuda()) {
+    if (!torch::cuda::is_available())
+      fail("{}: trainer.device is '{}' but no CUDA device is available (is this a CPU-only libtorch?)",
+           config_.source, tc.device);
+    if (env.distributed()) {
+      device_ = dist::rank_device(env, device_, config_.source);  // cuda:LOCAL_RANK
+    } else {
+      if (device_.has_index() && device_.index() >= static_cast<int>(torch::cuda::device_count()))
+        fail("{}: trainer.device '{}': only {} CUDA device(s)", config_.source, tc.device, torch::cuda::device_count());
+      if (!device_.has_index()) device_ = c10::Device(c10::kCUDA, 0);
+    }
+  }
+  bf16_ = tc.dtype == "bfloat16";
+  if (bf16_ && !device_.is_cuda())
+    fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
+
+  // Data parallelism: the split of the global batch is checked before any network activity, then
+  // the job is joined (every rank, or an error naming the missing one).
+  const int64_t world = env.distributed() ? env.world_size : 1;
+  if (world > 1 && tc.global_batch % (world * tc.micro_batch) != 0) {
+    const char* world_var = env.launcher == "slurm" ? "SLURM_NTASKS" : "WORLD_SIZE";
+    fail("{}: trainer.global_batch {} is not divisible by {} {} x trainer.micro_batch {} (each rank reads "
+         "global_batch / {} sequences per step, in micro-batches of micro_batch)",
+         config_.source, tc.global_batch, world_var, world, tc.micro_batch, world_var);
+  }
+  if (world > 1) {
+    dist::DistOptions dopt;
+    dopt.timeout_s = tc.dist_timeout_s;
+    dopt.device = device_;
+    dist_ = std::make_unique<dist::DistContext>(env, dopt);
+  } else {
+    dist_ = std::make_unique<dist::DistContext>();
+  }
+  console_ = options_.console && dist_->is_main();
+  const bool distributed = dist_->distributed();
+
+  // Where to resume from, decided (by rank 0) before anything is written into out_dir.
+  dist_->main_first("choosing the checkpoint to resume", [&] { decide_resume(); });
+  if (distributed) {
+    resumed_from_ = dist_->broadcast_string(resumed_from_, "the checkpoint to resume");
+    if (!dist_->is_main() && !resumed_from_.empty() && !fs::exists(fs::path(resumed_from_) / "state.json"))
+      fail("rank {} does not see {}, the checkpoint rank 0 resumes from (trainer.out_dir must be on a filesystem "
+           "every rank sees)",
+           dist_->rank(), resumed_from_);
+  }
+
+  // Data: rank 0 prepares (or reuses) the dataset while the others wait, then the loaders.
   if (config_.data.prepared_dir.empty()) config_.data.prepared_dir = (fs::path(out_dir_) / "prepared").string();
   PrepareOptions prep;
-  if (options_.console) prep.log = [](const std::string& line) { spdlog::info("data: {}", line); };
-  const PrepareResult prepared = prepare_dataset(config_.data, prep);
+  if (console_) prep.log = [](const std::string& line) { spdlog::info("data: {}", line); };
+  PrepareResult prepared;
+  dist_->main_first("preparing the dataset", [&] { prepared = prepare_dataset(config_.data, prep); });
+  if (distributed) {
+    prepared.dir = dist_->broadcast_string(prepared.dir, "the prepared dataset directory");
+    if (!dist_->is_main()) {
+      nlohmann::json manifest;
+      try {
+        manifest = read_manifest(prepared.dir);
+      } catch (const std::exception& e) {
+        fail("rank {} cannot read the dataset rank 0 prepared ({}): data.prepared_dir must be on a filesystem every "
+             "rank sees",
+             dist_->rank(), e.what());
+      }
+      const auto splits = manifest.value("splits", nlohmann::json::object());
+      if (splits.contains("val")) prepared.val_records = splits["val"].value("records", int64_t{0});
+    }
+  }
   auto train_split = open_split(prepared.dir, "train");
   if (!config_.model_vocab_given) {
     config_.model.vocab_size = train_split->vocab_size();
@@ -175,11 +233,16 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
          config_.model.vocab_size, config_.data.tokenizer, train_split->vocab_size());
   }
   config_.model.validate(config_.source);
-  train_loader_ = std::make_unique<Loader>(train_split, loader_options(config_.data, tc.global_batch, tc.seed));
+  // Rank r reads global_batch / W rows of every global batch (rows r, r + W, ... of it).
+  const int64_t rank = dist_->rank();
+  train_loader_ = std::make_unique<Loader>(
+      train_split, loader_options(config_.data, tc.global_batch / world, tc.seed, rank, world));
   if (prepared.val_records > 0) {
+    // val_batches counts micro_batch-sized batches of the whole evaluation, shared by the ranks.
     const int64_t max_records = tc.val_batches > 0 ? tc.val_batches * tc.micro_batch : -1;
     val_loader_ = std::make_unique<SequentialLoader>(
-        open_split(prepared.dir, "val"), loader_options(config_.data, tc.micro_batch, tc.seed), max_records);
+        open_split(prepared.dir, "val"), loader_options(config_.data, tc.micro_batch, tc.seed, rank, world),
+        max_records);
   } else if (tc.val_interval > 0) {
     fail("{}: trainer.val_interval is {} but the data has no validation split (set data.val_count, "
          "data.val_fraction or data.val_files)",
@@ -204,11 +267,19 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
                       {"min_lr", schedule_.min_lr}, {"warmup_steps", schedule_.warmup_steps},
                       {"total_steps", schedule_.total_steps}};
   config_yaml_ = train_config_to_yaml(config_);
+  if (distributed) {
+    // Every rank must run the same configuration (the same file and --set overrides).
+    const std::string main_yaml = dist_->broadcast_string(config_yaml_, "the resolved configuration");
+    if (main_yaml != config_yaml_)
+      fail("the resolved configuration differs from rank 0's in the {} section(s); every rank must run the same "
+           "config file with the same --set overrides",
+           fmt::format("{}", fmt::join(changed_sections(main_yaml, config_yaml_), ", ")));
+  }
 
   const int cuda_index = device_.is_cuda() ? device_.index() : -1;
   if (!resumed_from_.empty()) {
     const fs::path saved_config = fs::path(resumed_from_) / "config.yaml";
-    if (fs::exists(saved_config)) {
+    if (dist_->is_main() && fs::exists(saved_config)) {
       std::ifstream in(saved_config);
       const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       for (const auto& section : changed_sections(text, config_yaml_))
@@ -222,32 +293,50 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
     last_saved_step_ = state_.step;
   }
 
-  // Run directory files.
-  {
-    std::ofstream out(fs::path(out_dir_) / "config.yaml", std::ios::trunc);
-    out << config_yaml_;
-    if (!out) fail("{}: cannot write config.yaml", out_dir_);
+  if (distributed) {
+    // Every rank starts from rank 0's parameters (the same seed gives the same initialisation on
+    // identical builds; the broadcast makes it so everywhere, also after a resume).
+    dist_->broadcast_tensors(model_->parameters(), 0, tc.dist_bucket_mb, "initial parameter broadcast");
+    dist::GradReducerOptions ro;
+    ro.bucket_mb = tc.dist_bucket_mb;
+    ro.overlap = tc.dist_overlap;
+    reducer_ = std::make_unique<dist::GradReducer>(*dist_, model_->parameters(), ro);
   }
-  open_log(metrics_, fs::path(out_dir_) / "metrics.jsonl", state_.step);
-  open_log(val_log_, fs::path(out_dir_) / "val.jsonl", state_.step);
+
+  // Run directory files: rank 0 alone writes them.
+  if (dist_->is_main()) {
+    write_text_file(fs::path(out_dir_) / "config.yaml", config_yaml_);
+    open_log(metrics_, fs::path(out_dir_) / "metrics.jsonl", state_.step);
+    open_log(val_log_, fs::path(out_dir_) / "val.jsonl", state_.step);
+  }
 }
 
 std::optional<double> Trainer::validate() {
   if (!val_loader_) return std::nullopt;
   const auto t0 = Clock::now();
-  const EvalResult r = evaluate(*model_, *val_loader_, device_, bf16_);
+  EvalResult r = evaluate(*model_, *val_loader_, device_, bf16_);
+  if (dist_->distributed()) {
+    // Each rank evaluated its share of the records: token-weighted over all of them.
+    r.loss_sum = dist_->all_reduce_sum(std::vector<double>{r.loss_sum}, "validation loss all-reduce")[0];
+    const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{r.tokens, r.rows}, "validation count all-reduce");
+    r.tokens = counts[0];
+    r.rows = counts[1];
+    r.loss = r.tokens > 0 ? r.loss_sum / static_cast<double>(r.tokens) : 0.0;
+  }
   state_.last_val_loss = r.loss;
   if (!state_.best_val_loss || r.loss < *state_.best_val_loss) state_.best_val_loss = r.loss;
-  nlohmann::ordered_json j;
-  j["step"] = state_.step;
-  j["val_loss"] = r.loss;
-  j["tokens"] = r.tokens;
-  j["rows"] = r.rows;
-  j["batches"] = r.batches;
-  j["seconds"] = seconds_since(t0);
-  val_log_ << j.dump() << '\n';
-  val_log_.flush();
-  if (options_.console)
+  if (dist_->is_main()) {
+    nlohmann::ordered_json j;
+    j["step"] = state_.step;
+    j["val_loss"] = r.loss;
+    j["tokens"] = r.tokens;
+    j["rows"] = r.rows;
+    j["batches"] = r.batches;
+    j["seconds"] = seconds_since(t0);
+    val_log_ << j.dump() << '\n';
+    val_log_.flush();
+  }
+  if (console_)
     spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", state_.step, r.loss,
                  format_count(static_cast<double>(r.tokens)), r.rows, seconds_since(t0));
   return r.loss;
@@ -257,33 +346,50 @@ std::string Trainer::save() {
   state_.loader = train_loader_->state().to_json();
   state_.scheduler["last_lr"] = schedule_.at(std::max<int64_t>(state_.step, 1));
   const auto t0 = Clock::now();
-  const std::string dir = write_checkpoint(out_dir_, state_, *model_, *optimizer_, config_yaml_,
-                                           device_.is_cuda() ? device_.index() : -1);
-  prune_checkpoints(out_dir_, config_.trainer.keep_last);
+  if (dist_->distributed()) {
+    // The checkpoint stands for every rank: their parameters must all be rank 0's.
+    const auto named = model_->named_parameters();
+    const int64_t bad = dist_->first_mismatch(model_->parameters(), "parameter check before saving");
+    if (bad >= 0)
+      fail("data parallelism: at step {} parameter '{}' differs between the ranks (their updates diverged); not "
+           "saving",
+           state_.step, named[static_cast<size_t>(bad)].key());
+  }
+  std::string dir;
+  // Rank 0 writes while the others wait, so the checkpoint is complete before anyone goes on.
+  dist_->main_first(fmt::format("writing checkpoint step-{}", state_.step), [&] {
+    dir = write_checkpoint(out_dir_, state_, *model_, *optimizer_, config_yaml_,
+                           device_.is_cuda() ? device_.index() : -1);
+    prune_checkpoints(out_dir_, config_.trainer.keep_last);
+  });
+  if (dist_->distributed()) dir = dist_->broadcast_string(dir, "the checkpoint directory");
   last_saved_step_ = state_.step;
-  if (options_.console) spdlog::info("saved {} ({:.1f}s)", dir, seconds_since(t0));
+  if (console_) spdlog::info("saved {} ({:.1f}s)", dir, seconds_since(t0));
   return dir;
 }
 
 void Trainer::log_step(const StepStats& s) {
-  nlohmann::ordered_json j;
-  j["step"] = s.step;
-  j["loss"] = s.loss;
-  j["aux_loss"] = s.aux_loss;
-  j["lr"] = s.lr;
-  j["grad_norm"] = s.grad_norm;
-  j["tokens"] = s.tokens;
-  j["loss_tokens"] = s.loss_tokens;
-  j["tokens_per_s"] = s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0;
-  j["time"] = state_.elapsed_s;
-  metrics_ << j.dump() << '\n';
-  metrics_.flush();
+  if (dist_->is_main()) {
+    nlohmann::ordered_json j;
+    j["step"] = s.step;
+    j["loss"] = s.loss;
+    j["aux_loss"] = s.aux_loss;
+    j["lr"] = s.lr;
+    j["grad_norm"] = s.grad_norm;
+    j["tokens"] = s.tokens;
+    j["loss_tokens"] = s.loss_tokens;
+    j["tokens_per_s"] = s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0;
+    j["time"] = state_.elapsed_s;
+    if (s.comm_wait_s >= 0) j["comm_wait_s"] = s.comm_wait_s;
+    metrics_ << j.dump() << '\n';
+    metrics_.flush();
+  }
 
   window_time_ += s.seconds;
   window_steps_ += 1;
   window_tokens_ += s.tokens;
   const int64_t total = config_.trainer.total_steps;
-  if (options_.console && (s.step % config_.trainer.log_interval == 0 || s.step == total || s.step == 1)) {
+  if (console_ && (s.step % config_.trainer.log_interval == 0 || s.step == total || s.step == 1)) {
     const double per_step = window_time_ / static_cast<double>(window_steps_);
     std::string line = fmt::format(
         "step {:>{}}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", s.step,
@@ -309,11 +415,14 @@ void Trainer::write_final(const TrainResult& r) {
   j["params"] = r.params;
   j["elapsed_s"] = state_.elapsed_s;
   j["checkpoint"] = r.checkpoint;
+  if (dist_->distributed()) j["world_size"] = dist_->world_size();
   write_json_file(fs::path(out_dir_) / "final.json", j);
 }
 
 TrainResult Trainer::run() {
   const TrainerConfig& tc = config_.trainer;
+  const bool distributed = dist_->distributed();
+  const int64_t world = dist_->world_size();
   std::unique_ptr<StopSignalGuard> signals;
   if (options_.handle_signals) signals = std::make_unique<StopSignalGuard>();
   const auto params = optimizer_->parameters();
@@ -321,28 +430,39 @@ TrainResult Trainer::run() {
   TrainResult result;
   result.params = params_;
   result.checkpoint = resumed_from_;
-  if (options_.console) {
+  const int64_t rank_rows = tc.global_batch / world;
+  const int64_t accumulation = rank_rows / tc.micro_batch;
+  if (console_) {
     spdlog::info("model: {} parameters | {} layers, hidden {}, {} routed experts (top-{}), inner_iter {}",
                  format_count(static_cast<double>(params_)), config_.model.num_hidden_layers,
                  config_.model.hidden_size, config_.model.n_routed_experts, config_.model.num_experts_per_tok,
                  config_.model.inner_iter);
-    spdlog::info("train: {} steps x {} sequences of {} tokens ({} micro-batches of {}) | warmup {} | {} lr {:.3e} | "
+    spdlog::info("train: {} steps x {} sequences of {} tokens ({} micro-batches of {}{}) | warmup {} | {} lr {:.3e} | "
                  "device {} {} | {} threads",
-                 tc.total_steps, tc.global_batch, config_.data.max_length, tc.accumulation_steps(), tc.micro_batch,
-                 schedule_.warmup_steps, to_string(schedule_.kind), schedule_.lr, device_.str(), tc.dtype,
-                 at::get_num_threads());
+                 tc.total_steps, tc.global_batch, config_.data.max_length, accumulation, tc.micro_batch,
+                 distributed ? " per rank" : "", schedule_.warmup_steps, to_string(schedule_.kind), schedule_.lr,
+                 device_.str(), tc.dtype, at::get_num_threads());
+    if (distributed)
+      spdlog::info("data parallel: {} ranks ({}), timeout {} s | each rank: {} of the {} sequences per step, {} "
+                   "micro-batches of {} | {} gradient buckets of <= {} MB, {}",
+                   world, dist_->backend(), tc.dist_timeout_s, rank_rows, tc.global_batch, accumulation, tc.micro_batch,
+                   reducer_->num_buckets(), tc.dist_bucket_mb,
+                   tc.dist_overlap ? "all-reduced during the last backward" : "all-reduced after backward");
     if (!resumed_from_.empty()) spdlog::info("resumed from {} (step {})", resumed_from_, state_.step);
   }
 
   const auto run_start = Clock::now();
   double train_seconds = 0;
   int64_t run_tokens = 0, run_steps = 0;
-  auto finish = [&](TrainStatus status) {
+  // Fills the result; every rank ends here in the same step, and leaves the job together.
+  auto finish = [&](TrainStatus status, bool final_summary = false) {
     result.status = status;
     result.step = state_.step;
     result.tokens = state_.tokens_seen;
     result.tokens_per_s = train_seconds > 0 ? static_cast<double>(run_tokens) / train_seconds : 0.0;
     result.best_val_loss = state_.best_val_loss;
+    if (final_summary && dist_->is_main()) write_final(result);
+    dist_->finish();
     return result;
   };
 
@@ -351,10 +471,36 @@ TrainResult Trainer::run() {
     const double lr = schedule_.at(step);
     const auto t0 = Clock::now();
 
-    // Forward/backward over the micro-batches of one global batch, then clip.
+    // Forward/backward over this rank's micro-batches of one global batch, then clip.
     const std::vector<TokenBatch> micro = split_micro_batches(train_loader_->next(), tc.micro_batch);
     optimizer_->zero_grad();
-    const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, bf16_);
+    AccumulationOptions acc_options;
+    acc_options.bf16_autocast = bf16_;
+    int64_t tokens = 0, loss_tokens = 0;
+    if (distributed) {
+      // The loss is normalised over the counted tokens (and the aux loss over the rows) of the
+      // whole global batch: the ranks' host counts are summed before any backward.
+      int64_t rows = 0;
+      for (const auto& mb : micro) {
+        loss_tokens += count_loss_tokens(mb);
+        rows += mb.batch_size;
+        tokens += mb.batch_size * mb.seq_len;
+      }
+      const auto counts =
+          dist_->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows, tokens}, "token count all-reduce");
+      loss_tokens = counts[0];
+      tokens = counts[2];
+      acc_options.global_loss_tokens = counts[0];
+      acc_options.global_rows = counts[1];
+      acc_options.before_backward = [this](size_t, bool last) { reducer_->arm(last); };
+    }
+    const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, acc_options);
+    if (distributed) {
+      reducer_->finish();  // every .grad() is now the sum over the ranks: the same everywhere
+    } else {
+      tokens = acc.tokens;
+      loss_tokens = acc.loss_tokens;
+    }
     const at::Tensor grad_norm = clip_grad_norm(params, config_.optim.clip_grad);
     const at::Tensor host = at::stack({acc.loss, acc.aux_loss.to(at::kFloat), grad_norm}).to(at::kCPU);
     const float* v = host.data_ptr<float>();
@@ -364,17 +510,29 @@ TrainResult Trainer::run() {
     s.aux_loss = v[1];
     s.grad_norm = v[2];
     s.lr = lr;
-    s.tokens = acc.tokens;
-    s.loss_tokens = acc.loss_tokens;
+    s.tokens = tokens;
+    s.loss_tokens = loss_tokens;
+    bool stop_requested = false;
+    if (distributed) {
+      // The ranks' shares of the loss, and whether any rank was asked to stop (so that all stop
+      // after the same step).
+      const double stop_here = signals && StopSignalGuard::received() != 0 ? 1.0 : 0.0;
+      const auto sums = dist_->all_reduce_sum(std::vector<double>{v[0], v[1], stop_here}, "metrics all-reduce");
+      s.loss = sums[0];
+      s.aux_loss = sums[1];
+      stop_requested = sums[2] > 0;
+      s.comm_wait_s = reducer_->stats().wait_s;
+    }
 
     // A non-finite loss or gradient: stop before the update; the last checkpoint stays as it was.
+    // (Data parallel: the values are the same on every rank, so all stop here.)
     if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.grad_norm)) {
       const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
       result.message = fmt::format("non-finite values at step {} (loss {}, aux_loss {}, grad_norm {}): {}; {}", step,
                                    s.loss, s.aux_loss, s.grad_norm, where,
                                    last_saved_step_ >= 0 ? fmt::format("the last good checkpoint is step-{}", last_saved_step_)
                                                          : std::string("no checkpoint was written"));
-      if (options_.console) spdlog::error("{}", result.message);
+      if (console_) spdlog::error("{}", result.message);
       return finish(TrainStatus::kNonFinite);
     }
 
@@ -382,11 +540,11 @@ TrainResult Trainer::run() {
     synchronize(device_);  // CUDA: the step's kernels are done before the clock is read
     s.seconds = seconds_since(t0);
     train_seconds += s.seconds;
-    run_tokens += acc.tokens;
+    run_tokens += tokens;
     ++run_steps;
     state_.step = step;
-    state_.tokens_seen += acc.tokens;
-    state_.loss_tokens_seen += acc.loss_tokens;
+    state_.tokens_seen += tokens;
+    state_.loss_tokens_seen += loss_tokens;
     state_.elapsed_s += s.seconds;
     result.last_loss = s.loss;
     log_step(s);
@@ -396,15 +554,20 @@ TrainResult Trainer::run() {
     if (state_.step >= tc.total_steps) break;
     if (options_.max_steps >= 0 && run_steps >= options_.max_steps) {
       if (last_saved_step_ != state_.step) result.checkpoint = save();
-      if (options_.console) spdlog::info("stopped after {} steps of this run (step {})", run_steps, state_.step);
+      if (console_) spdlog::info("stopped after {} steps of this run (step {})", run_steps, state_.step);
       return finish(TrainStatus::kStopped);
     }
-    if (signals && StopSignalGuard::received() != 0) {
-      if (options_.console)
-        spdlog::warn("{} received: saving step {} and stopping",
-                     StopSignalGuard::received() == SIGINT ? "SIGINT" : "SIGTERM", state_.step);
+    if (distributed ? stop_requested : signals && StopSignalGuard::received() != 0) {
+      if (console_) {
+        const int sig = StopSignalGuard::received();
+        spdlog::warn("{}: saving step {} and stopping",
+                     sig == SIGINT    ? "SIGINT received"
+                     : sig == SIGTERM ? "SIGTERM received"
+                                      : "another rank received a stop signal",
+                     state_.step);
+      }
       if (last_saved_step_ != state_.step) result.checkpoint = save();
-      if (options_.console) spdlog::info("resume with --resume");
+      if (console_) spdlog::info("resume with --resume");
       return finish(TrainStatus::kInterrupted);
     }
   }
@@ -414,14 +577,19 @@ TrainResult Trainer::run() {
   if (!validated_now) result.final_val_loss = validate();
   else result.final_val_loss = state_.last_val_loss;
   if (last_saved_step_ != state_.step) result.checkpoint = save();
-  finish(TrainStatus::kCompleted);
-  write_final(result);
-  if (options_.console) {
+  finish(TrainStatus::kCompleted, /*final_summary=*/true);
+  if (console_) {
     spdlog::info("done: {} steps | train loss {:.4f} | val loss {} (best {}) | {} tok/s | {}", result.step,
                  result.last_loss,
                  result.final_val_loss ? fmt::format("{:.4f}", *result.final_val_loss) : std::string("-"),
                  result.best_val_loss ? fmt::format("{:.4f}", *result.best_val_loss) : std::string("-"),
                  format_count(result.tokens_per_s), format_duration(seconds_since(run_start)));
+    if (distributed) {
+      const auto& st = reducer_->stats();
+      spdlog::info("gradient all-reduce: {} buckets per step, {} of them started during backward (last step) | "
+                   "{:.2f} s waited for communication in {} steps",
+                   st.buckets, st.launched_by_hooks, st.total_wait_s, st.reductions);
+    }
   }
   return result;
 }

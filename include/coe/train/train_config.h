@@ -63,6 +63,10 @@ struct TrainerConfig {
   int64_t log_interval = 10;    // console line every N steps (metrics.jsonl gets every step)
   int threads = 0;              // torch intra-op threads (0: torch's default)
   std::string resume = "never"; // never | auto | a checkpoint directory
+  // Data parallelism (docs/distributed.md); used only when a launcher starts several ranks.
+  double dist_timeout_s = 300;  // rendezvous, each collective, heartbeat silence before an abort
+  double dist_bucket_mb = 25;   // gradient all-reduce bucket size
+  bool dist_overlap = true;     // start bucket all-reduces from backward hooks (else after backward)
 
   int64_t accumulation_steps() const { return global_batch / micro_batch; }
 };

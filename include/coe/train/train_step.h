@@ -13,6 +13,10 @@
 // for token-level aux loss (seq_aux: false) the load statistics are per micro-batch, so the
 // result approximates the big-batch loss (the mean of the fractions' products differs from the
 // product of the means), as under any gradient accumulation.
+//
+// Data parallelism (docs/distributed.md): each rank passes the counts of the whole global batch
+// (N and R summed over all ranks) as AccumulationOptions::global_loss_tokens / global_rows, so that
+// the gradients summed over the ranks are exactly those of one process holding the global batch.
 #include "coe/data/batch.h"
 #include "coe/data/loader.h"
 #include "coe/train/adamw.h"
@@ -21,6 +25,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -42,11 +47,25 @@ struct DeviceBatch {
 DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device);
 
 struct AccumulationResult {
-  at::Tensor loss;          // scalar float32 on the device, detached: mean LM loss over the N tokens
-  at::Tensor aux_loss;      // scalar float32 on the device, detached: row-weighted mean aux loss
-  int64_t loss_tokens = 0;  // N
+  // Scalar float32 on the device, detached: mean LM loss over the N tokens, and the row-weighted
+  // mean aux loss. With global counts (AccumulationOptions) they are this rank's share: their sums
+  // over the ranks are the global batch's values.
+  at::Tensor loss;
+  at::Tensor aux_loss;
+  int64_t loss_tokens = 0;  // this call's counted labels (N when not distributed)
   int64_t tokens = 0;       // positions processed: sum r_i * seq_len
-  int64_t rows = 0;         // R
+  int64_t rows = 0;         // this call's rows (R when not distributed)
+};
+
+struct AccumulationOptions {
+  bool bf16_autocast = false;  // forward under CUDA autocast to bfloat16
+  // The normalisers N and R: counted labels and rows of the whole global batch, over all ranks.
+  // 0: this call's own (a single process).
+  int64_t global_loss_tokens = 0;
+  int64_t global_rows = 0;
+  // Called before each micro-batch's backward with its index and whether it is the last
+  // micro-batch (data parallelism: arms the gradient reducer's hooks for the last backward).
+  std::function<void(size_t index, bool last)> before_backward;
 };
 
 // Forward and backward of every micro-batch (model in training mode); gradients add up in each
@@ -54,6 +73,8 @@ struct AccumulationResult {
 // autocast to bfloat16 (backward outside it, as torch recommends).
 AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,
                                         const c10::Device& device, bool bf16_autocast = false);
+AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,
+                                        const c10::Device& device, const AccumulationOptions& options);
 
 // Global L2 norm of the gradients before clipping (float32 scalar on the device); when
 // max_norm > 0 scales every gradient by min(1, max_norm / (norm + 1e-6)) as
@@ -62,6 +83,7 @@ at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_
 
 struct EvalResult {
   double loss = 0.0;   // mean LM loss over all counted tokens (token-weighted across batches)
+  double loss_sum = 0.0;  // sum of the per-token losses (loss * tokens; summed over ranks when sharded)
   int64_t tokens = 0;  // counted tokens
   int64_t rows = 0;
   int64_t batches = 0;

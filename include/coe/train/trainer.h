@@ -12,7 +12,18 @@
 // the resume); run() is the loop: for each step, draw the global batch, accumulate gradients over
 // its micro-batches, clip, check for non-finite values, update, log; validate and checkpoint at
 // their intervals; stop cleanly on SIGINT/SIGTERM. See docs/training.md.
+//
+// Data parallelism (docs/distributed.md): with TrainOptions::dist_env naming a job of W > 1 ranks,
+// each process is one rank. Construction joins the job (c10d TCPStore + Gloo/NCCL process group),
+// rank 0 prepares the data and decides the resume while the others wait, and rank 0's parameters
+// are broadcast. Each step a rank reads its 1/W of the global batch, the ranks' token and row
+// counts are summed so that the loss is normalised over the whole global batch, gradients are
+// summed in buckets (grad_reducer.h), and every rank applies the same update. Rank 0 alone writes
+// the run directory; every rank can resume from it.
 #include "coe/data/loader.h"
+#include "coe/dist/context.h"
+#include "coe/dist/env.h"
+#include "coe/dist/grad_reducer.h"
 #include "coe/model/causal_lm.h"
 #include "coe/train/adamw.h"
 #include "coe/train/checkpoint.h"
@@ -38,8 +49,11 @@ struct TrainOptions {
   int64_t max_steps = -1;
   // Install SIGINT/SIGTERM handlers during run(): finish the step, save, return kInterrupted.
   bool handle_signals = true;
-  // Log progress lines through spdlog's default logger.
+  // Log progress lines through spdlog's default logger (rank 0 only in a data-parallel job).
   bool console = true;
+  // The data-parallel job this process is a rank of (coe-train: dist::dist_env_from_process()).
+  // The default is the single process: no store, no process group, no communication.
+  dist::DistEnv dist_env;
 };
 
 enum class TrainStatus {
@@ -75,9 +89,12 @@ class Trainer {
   const LrSchedule& schedule() const { return schedule_; }
   // Whether run() will start from a checkpoint, and which.
   const std::string& resumed_from() const { return resumed_from_; }
+  // This process's place in the data-parallel job (rank 0 of 1 for a single process).
+  dist::DistContext& dist() { return *dist_; }
 
  private:
   struct StepStats;
+  void decide_resume();
   std::optional<double> validate();
   std::string save();
   void log_step(const StepStats& s);
@@ -85,6 +102,10 @@ class Trainer {
 
   TrainConfig config_;
   TrainOptions options_;
+  // Declared before the model and the reducer: destroyed after them (the reducer's hooks refer to
+  // the context and sit on the model's parameters).
+  std::unique_ptr<dist::DistContext> dist_;
+  bool console_ = true;  // options_.console on rank 0
   std::string out_dir_, config_yaml_, resumed_from_;
   c10::Device device_{c10::kCPU};
   bool bf16_ = false;
@@ -96,6 +117,7 @@ class Trainer {
   TrainState state_;
   int64_t params_ = 0;
   int64_t last_saved_step_ = -1;
+  std::unique_ptr<dist::GradReducer> reducer_;  // data parallelism only
   std::ofstream metrics_, val_log_;
   // Console window (since the last log line).
   double window_time_ = 0;

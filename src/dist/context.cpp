@@ -1,0 +1,728 @@
+#include "coe/dist/context.h"
+
+#include "coe/compat.h"  // COE_TORCH_AT_LEAST
+
+// CMake defines COE_WITH_GLOO when Gloo's headers are reachable and COE_WITH_NCCL when nccl.h is
+// (CUDA builds only). Only those decide what is compiled here: libtorch's exported USE_C10D_*
+// macros (Debian's torch_cpu exports USE_C10D_GLOO) do not guarantee the headers behind them. The
+// c10d headers guard their content with the USE_C10D_* macros, so they are defined when missing.
+#if defined(COE_WITH_GLOO)
+#define COE_DIST_GLOO 1
+#if !defined(USE_C10D_GLOO)
+#define USE_C10D_GLOO
+#endif
+#endif
+#if defined(COE_WITH_CUDA) && defined(COE_WITH_NCCL)
+#define COE_DIST_NCCL 1
+#if !defined(USE_C10D_NCCL)
+#define USE_C10D_NCCL
+#endif
+#endif
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+// torch 2.0 split the backends (Gloo, NCCL: c10d::Backend) from the ProcessGroup dispatcher
+// front; 1.13's backends are ProcessGroups themselves. The collective calls are the same.
+#if COE_TORCH_AT_LEAST(2, 0)
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#endif
+#ifdef COE_DIST_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef COE_DIST_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+namespace coe::dist {
+namespace {
+
+#if COE_TORCH_AT_LEAST(2, 0)
+using Backend = c10d::Backend;
+#else
+using Backend = c10d::ProcessGroup;
+#endif
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(std::max(seconds, 0.001) * 1000.0));
+}
+
+// The first line of an exception's message (c10 errors carry a backtrace after it).
+std::string first_line(const std::exception& e) {
+  std::string msg;
+  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) msg = ce->what_without_backtrace();
+  else msg = e.what();
+  if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+  while (!msg.empty() && (msg.back() == ' ' || msg.back() == '\r')) msg.pop_back();
+  return msg;
+}
+
+std::vector<uint8_t> to_bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+std::string to_string(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
+
+std::string format_seconds(double s) { return s < 10 ? fmt::format("{:.1f}", s) : fmt::format("{:.0f}", s); }
+
+const char* kAbortKey = "coe/abort";
+// Every key of this job lives under this prefix: a store served by torchrun's agent outlives the
+// workers, and a restart of them must not see the previous attempt's keys.
+std::string key_prefix(const DistEnv& env) { return fmt::format("coe/attempt_{}", env.restart_count); }
+std::string hb_key(int r) { return fmt::format("coe/hb/{}", r); }
+std::string exit_key(int r) { return fmt::format("coe/exit/{}", r); }
+
+}  // namespace
+
+struct DistContext::Impl {
+  DistEnv env;
+  DistOptions opts;
+  c10::Device comm_device{c10::kCPU};
+  std::string backend_name = "none";
+  c10::intrusive_ptr<c10d::Store> store;      // this rank's client (rank 0: also the server)
+  c10::intrusive_ptr<c10d::Store> hb_store;   // the heartbeat thread's own connection
+  c10::intrusive_ptr<Backend> pg;
+  std::atomic<uint64_t> seq{0};
+  std::atomic<bool> failed{false};
+  bool finished = false;
+  uint64_t key_counter = 0;
+
+  std::thread hb_thread;
+  std::mutex hb_mutex;
+  std::condition_variable hb_cv;
+  bool hb_stop = false;
+  std::mutex verdict_mutex;
+  std::string verdict;  // a peer failure the watchdog saw (exit_on_peer_failure off)
+  std::vector<int> gone;  // ranks diagnose() found dead or exited (rank 0 does not wait for them)
+
+  double heartbeat_period() const {
+    // Each beat costs a handful of store operations on rank 0's server: slow down for big jobs.
+    return std::max(opts.heartbeat_s, env.world_size / 500.0);
+  }
+
+  void start_heartbeat() {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(env.master_port);
+    o.isServer = false;
+    o.waitWorkers = false;
+    o.timeout = to_ms(opts.timeout_s);
+    hb_store = c10::make_intrusive<c10d::PrefixStore>(
+        key_prefix(env), c10::make_intrusive<c10d::TCPStore>(env.master_addr, o));
+    hb_store->set(hb_key(env.rank), to_bytes("0 0"));
+    hb_thread = std::thread([this] { heartbeat_loop(); });
+  }
+
+  void stop_heartbeat() {
+    if (!hb_thread.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(hb_mutex);
+      hb_stop = true;
+    }
+    hb_cv.notify_all();
+    hb_thread.join();
+  }
+
+  bool stopping() {
+    std::lock_guard<std::mutex> lock(hb_mutex);
+    return hb_stop;
+  }
+
+  // The watchdog's verdict: end the process (the main thread may be blocked where no exception
+  // reaches it), or record it for the next collective.
+  void peer_failed(const std::string& message) {
+    if (failed.exchange(true)) return;  // this rank is already reporting a failure of its own
+    if (!opts.exit_on_peer_failure) {
+      std::lock_guard<std::mutex> lock(verdict_mutex);
+      verdict = message;
+      return;
+    }
+    try {
+      if (!hb_store->check({kAbortKey})) hb_store->set(kAbortKey, to_bytes(message));
+      hb_store->set(exit_key(env.rank), to_bytes("error"));
+    } catch (...) {
+    }
+    std::fprintf(stderr, "error: rank %d: %s\n", env.rank, message.c_str());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+
+  void heartbeat_loop() {
+    const auto period = std::chrono::duration<double>(heartbeat_period());
+    const int watched = (env.rank + 1) % env.world_size;
+    std::string last_seen;
+    auto last_change = Clock::now();
+    bool watched_left = false;
+    uint64_t beat = 0;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(hb_mutex);
+        if (hb_cv.wait_for(lock, period, [&] { return hb_stop; })) return;
+      }
+      try {
+        hb_store->set(hb_key(env.rank), to_bytes(fmt::format("{} {}", ++beat, seq.load())));
+        if (hb_store->check({kAbortKey})) {
+          peer_failed(to_string(hb_store->get(kAbortKey)));
+          return;
+        }
+        if (watched_left) continue;
+        if (hb_store->check({exit_key(watched)})) {
+          if (to_string(hb_store->get(exit_key(watched))) == "error") {
+            peer_failed(fmt::format("rank {} exited with an error (see its output)", watched));
+            return;
+          }
+          watched_left = true;  // finished normally
+          continue;
+        }
+        const std::string now_seen =
+            hb_store->check({hb_key(watched)}) ? to_string(hb_store->get(hb_key(watched))) : std::string();
+        if (now_seen != last_seen) {
+          last_seen = now_seen;
+          last_change = Clock::now();
+        } else if (seconds_since(last_change) > opts.timeout_s) {
+          peer_failed(fmt::format("rank {} did not answer within {} s (dead or hung: no heartbeat for {} s)", watched,
+                                  format_seconds(opts.timeout_s), format_seconds(seconds_since(last_change))));
+          return;
+        }
+      } catch (const std::exception& e) {
+        if (stopping() || failed.load()) return;
+        peer_failed(fmt::format("rank 0 stopped answering (dead or hung: the rendezvous store it hosts is gone) ({})",
+                                first_line(e)));
+        return;
+      }
+    }
+  }
+
+  void throw_if_failed() {
+    std::lock_guard<std::mutex> lock(verdict_mutex);
+    if (!verdict.empty()) throw DistError(verdict);
+    if (failed.load()) throw DistError("an earlier collective failed; this process group is unusable");
+  }
+
+  std::optional<std::string> try_get(const std::string& key) {
+    if (!store->check({key})) return std::nullopt;
+    return to_string(store->get(key));
+  }
+
+  // Which rank(s) made a collective fail, from the exit keys and heartbeats. "" if no rank looks
+  // at fault (then the backend's reason stands alone).
+  std::string diagnose(Clock::time_point t0) {
+    const double failed_after = seconds_since(t0);
+    try {
+      if (auto a = try_get(kAbortKey)) return *a;
+      std::vector<std::string> culprits;
+      for (int q = 0; q < env.world_size; ++q) {
+        if (q == env.rank) continue;
+        if (auto e = try_get(exit_key(q))) {
+          gone.push_back(q);
+          culprits.push_back(*e == "error" ? fmt::format("rank {} exited with an error (see its output)", q)
+                                           : fmt::format("rank {} had already finished", q));
+        }
+      }
+      if (!culprits.empty()) return fmt::format("{}", fmt::join(culprits, "; "));
+      std::vector<std::optional<std::string>> before(env.world_size);
+      for (int q = 0; q < env.world_size; ++q)
+        if (q != env.rank) before[q] = try_get(hb_key(q));
+      // A live rank beats several times in this window.
+      const double window = std::max(2.5, 5 * heartbeat_period());
+      std::this_thread::sleep_for(to_ms(window));
+      const uint64_t mine = seq.load();
+      for (int q = 0; q < env.world_size; ++q) {
+        if (q == env.rank) continue;
+        if (auto e = try_get(exit_key(q))) {
+          gone.push_back(q);
+          culprits.push_back(*e == "error" ? fmt::format("rank {} exited with an error (see its output)", q)
+                                           : fmt::format("rank {} had already finished", q));
+          continue;
+        }
+        const auto after = try_get(hb_key(q));
+        if (after == before[q]) {
+          gone.push_back(q);
+          // Early: a peer's socket closed (killed, crashed); at the timeout: it never answered.
+          culprits.push_back(failed_after < 0.9 * opts.timeout_s
+                                 ? fmt::format("rank {} stopped answering (dead or hung: no heartbeat for {} s)", q,
+                                               format_seconds(window))
+                                 : fmt::format("rank {} did not answer within {} s (dead or hung: no heartbeat for {} s)",
+                                               q, format_seconds(failed_after), format_seconds(window)));
+          continue;
+        }
+        uint64_t beat = 0, their_seq = 0;
+        std::istringstream(after.value_or("0 0")) >> beat >> their_seq;
+        if (their_seq < mine)
+          culprits.push_back(fmt::format("rank {} is alive but did not reach collective #{} within {} s (hung or "
+                                         "far behind: it is at #{})",
+                                         q, mine, format_seconds(failed_after), their_seq));
+      }
+      return fmt::format("{}", fmt::join(culprits, "; "));
+    } catch (const std::exception&) {
+      if (env.rank != 0)
+        return "rank 0 stopped answering (dead or hung: the rendezvous store it hosts is gone)";
+      return "";
+    }
+  }
+
+  [[noreturn]] void collective_failed(const std::string& what, const std::exception& e, Clock::time_point t0) {
+    std::string pending_verdict;
+    {
+      std::lock_guard<std::mutex> lock(verdict_mutex);
+      pending_verdict = verdict;
+    }
+    failed.store(true);
+    const std::string reason = first_line(e);
+    const std::string culprit = pending_verdict.empty() ? diagnose(t0) : pending_verdict;
+    const std::string message = culprit.empty()
+                                    ? fmt::format("{} failed after {} s: {}", what, format_seconds(seconds_since(t0)), reason)
+                                    : fmt::format("{} failed: {} ({})", what, culprit, reason);
+    try {
+      if (!store->check({kAbortKey})) store->set(kAbortKey, to_bytes(message));
+    } catch (...) {
+    }
+    throw DistError(message);
+  }
+
+  // Runs one collective to completion; any failure becomes a DistError naming the culprit.
+  void run(const std::string& what, const std::function<c10::intrusive_ptr<c10d::Work>()>& launch) {
+    throw_if_failed();
+    ++seq;
+    const auto t0 = Clock::now();
+    try {
+      auto work = launch();
+      work->wait();
+    } catch (const std::exception& e) {
+      collective_failed(what, e, t0);
+    }
+  }
+
+  void check_tensor(const at::Tensor& t, const std::string& what) const {
+    if (!t.defined()) fail("{}: undefined tensor", what);
+    if (!t.is_contiguous()) fail("{}: the tensor must be contiguous", what);
+    if (t.device() != comm_device)
+      fail("{}: tensor on {}, but this process group communicates on {}", what, t.device().str(), comm_device.str());
+  }
+
+  // Polls `key` until rank 0 posts it; store trouble means rank 0 is gone.
+  std::string wait_for_main(const std::string& key, const std::string& what) {
+    const auto t0 = Clock::now();
+    auto sleep = std::chrono::milliseconds(2);
+    while (true) {
+      throw_if_failed();
+      try {
+        if (store->check({key})) return to_string(store->get(key));
+        const bool aborted = store->check({kAbortKey});
+        const bool main_left = !aborted && store->check({exit_key(0)});
+        // Rank 0 posts `key` (also its own failure, "error ...") before it leaves: look again, it
+        // may have arrived between the first check and these.
+        if ((aborted || main_left) && store->check({key})) return to_string(store->get(key));
+        if (aborted) {
+          failed.store(true);
+          throw DistError(to_string(store->get(kAbortKey)));
+        }
+        if (main_left) {
+          failed.store(true);
+          throw DistError(fmt::format("waiting for rank 0 ({}): rank 0 exited with an error (see its output)", what));
+        }
+      } catch (const DistError&) {
+        throw;
+      } catch (const std::exception& e) {
+        failed.store(true);
+        throw DistError(fmt::format("waiting for rank 0 ({}): rank 0 stopped answering (dead or hung: the rendezvous "
+                                    "store it hosts is gone after {} s of waiting) ({})",
+                                    what, format_seconds(seconds_since(t0)), first_line(e)));
+      }
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(sleep * 2, std::chrono::milliseconds(100));
+    }
+  }
+};
+
+namespace {
+
+class CompletedOp : public PendingOp {
+ public:
+  void wait() override {}
+};
+
+}  // namespace
+
+namespace {
+
+class AsyncAllReduce : public PendingOp {
+ public:
+  using OnFailure = std::function<void(const std::exception&)>;
+  AsyncAllReduce(c10::intrusive_ptr<c10d::Work> work, at::Tensor tensor, OnFailure on_failure)
+      : work_(std::move(work)), tensor_(std::move(tensor)), on_failure_(std::move(on_failure)) {}
+  void wait() override {
+    if (!work_) return;
+    auto work = std::move(work_);
+    try {
+      work->wait();
+    } catch (const std::exception& e) {
+      on_failure_(e);  // throws DistError
+    }
+    tensor_ = at::Tensor();
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  at::Tensor tensor_;  // kept alive while the backend works on it
+  OnFailure on_failure_;
+};
+
+}  // namespace
+
+DistContext::DistContext() : impl_(std::make_unique<Impl>()) {}
+
+DistContext::DistContext(const DistEnv& env, const DistOptions& options)
+    : env_(env), options_(options), impl_(std::make_unique<Impl>()) {
+  Impl& I = *impl_;
+  I.env = env;
+  I.opts = options;
+  if (!env.distributed()) {
+    env_ = DistEnv{};
+    I.env = env_;
+    return;
+  }
+  if (options.timeout_s <= 0) fail("trainer.dist_timeout_s must be positive, got {}", options.timeout_s);
+  const auto timeout = to_ms(options.timeout_s);
+  const std::string where = fmt::format("{}:{}", env.master_addr, env.master_port);
+
+  // The store: rank 0 serves it (unless torchrun's agent does); everyone (rank 0 too) talks to it
+  // as a client.
+  const bool serve = env.rank == 0 && !env.agent_store;
+  try {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(env.master_port);
+    o.isServer = serve;
+    o.waitWorkers = false;  // the join below is ours, with a precise error
+    o.timeout = timeout;
+    I.store = c10::make_intrusive<c10d::PrefixStore>(key_prefix(env),
+                                                     c10::make_intrusive<c10d::TCPStore>(env.master_addr, o));
+  } catch (const std::exception& e) {
+    if (serve)
+      throw DistError(fmt::format("rank 0 cannot serve the rendezvous store on MASTER_PORT={} ({}); is the port in use "
+                                  "by another job (or by a launcher that serves it: then it sets "
+                                  "TORCHELASTIC_USE_AGENT_STORE=True)?",
+                                  env.master_port, first_line(e)));
+    if (env.agent_store)
+      throw DistError(fmt::format("rank {} cannot reach the launcher's rendezvous store at MASTER_ADDR:MASTER_PORT={} "
+                                  "within {} s ({}); TORCHELASTIC_USE_AGENT_STORE=True says torchrun serves it",
+                                  env.rank, where, format_seconds(options.timeout_s), first_line(e)));
+    throw DistError(fmt::format("rank {} cannot reach the rendezvous store at MASTER_ADDR:MASTER_PORT={} within {} s "
+                                "({}); is rank 0 running, with the same MASTER_ADDR/MASTER_PORT?",
+                                env.rank, where, format_seconds(options.timeout_s), first_line(e)));
+  }
+
+  // Join: the same world size everywhere, each rank exactly once, everybody present.
+  const auto t0 = Clock::now();
+  try {
+    if (env.rank == 0) I.store->set("coe/world_size", to_bytes(std::to_string(env.world_size)));
+    const std::string theirs = to_string(I.store->get("coe/world_size"));
+    if (theirs != std::to_string(env.world_size))
+      throw DistError(fmt::format("{}={} on rank {} but rank 0 has {} (every rank must be launched with the same world "
+                                  "size)",
+                                  env.launcher == "slurm" ? "SLURM_NTASKS" : "WORLD_SIZE", env.world_size, env.rank,
+                                  theirs));
+    if (I.store->add(fmt::format("coe/rank/{}", env.rank), 1) != 1)
+      throw DistError(fmt::format("two processes have {}={} (ranks must be unique)",
+                                  env.launcher == "slurm" ? "SLURM_PROCID" : "RANK", env.rank));
+    I.store->add("coe/joined", 1);
+    while (true) {
+      const int64_t joined = I.store->add("coe/joined", 0);
+      if (joined >= env.world_size) break;
+      if (seconds_since(t0) > options.timeout_s) {
+        std::vector<int> missing;
+        for (int q = 0; q < env.world_size; ++q)
+          if (!I.store->check({fmt::format("coe/rank/{}", q)})) missing.push_back(q);
+        throw DistError(fmt::format("only {} of {} ranks joined within {} s (missing: rank {})", joined,
+                                    env.world_size, format_seconds(options.timeout_s), fmt::join(missing, ", ")));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw DistError(fmt::format("rendezvous at {} failed on rank {} after {} s: {}", where, env.rank,
+                                format_seconds(seconds_since(t0)), first_line(e)));
+  }
+
+  // The process group, on its own key prefix of the store.
+  auto pg_store = c10::make_intrusive<c10d::PrefixStore>("coe/pg", I.store);
+  if (options.device.is_cuda()) {
+#ifdef COE_DIST_NCCL
+    try {
+      auto o = c10d::ProcessGroupNCCL::Options::create();
+      o->timeout = timeout;
+      I.pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(pg_store, env.rank, env.world_size, o);
+    } catch (const std::exception& e) {
+      throw DistError(fmt::format("creating the NCCL process group failed on rank {}: {}", env.rank, first_line(e)));
+    }
+    I.backend_name = "nccl";
+    I.comm_device = options.device;
+#else
+    throw DistError(
+        "this build has no NCCL process group (libtorch without CUDA, or nccl.h was not found at configure time: "
+        "set NCCL_INCLUDE_DIR and reconfigure); data-parallel CUDA training needs it");
+#endif
+  } else {
+#ifdef COE_DIST_GLOO
+    try {
+      auto o = c10d::ProcessGroupGloo::Options::create(timeout);
+      const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+      if (ifname && *ifname) {
+        std::stringstream ss(ifname);
+        std::string name;
+        while (std::getline(ss, name, ','))
+          if (!name.empty()) o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+      } else {
+        o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
+      o->threads = static_cast<int>(o->devices.size()) * 2;
+      I.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(pg_store, env.rank, env.world_size, o);
+    } catch (const std::exception& e) {
+      throw DistError(fmt::format("creating the Gloo process group failed on rank {}: {} (set GLOO_SOCKET_IFNAME to "
+                                  "the network interface the ranks share)",
+                                  env.rank, first_line(e)));
+    }
+    I.backend_name = "gloo";
+    I.comm_device = c10::Device(c10::kCPU);
+#else
+    throw DistError("this build has no Gloo process group (Gloo's headers were not found at configure time: install "
+                    "libgloo-dev or use a libtorch that ships them); data-parallel CPU training needs it");
+#endif
+  }
+  I.start_heartbeat();
+}
+
+DistContext::~DistContext() {
+  if (!impl_ || !distributed()) return;
+  Impl& I = *impl_;
+  I.stop_heartbeat();
+  if (!I.finished) {
+    // Leaving with an error: tell the peers, so they stop waiting for this rank at once.
+    try {
+      I.store->set(exit_key(env_.rank), to_bytes("error"));
+    } catch (...) {
+    }
+  }
+  if (I.failed.load() && env_.rank == 0) {
+    // This process hosts the store: give the others a moment to read the abort message (their
+    // watchdogs post an exit key before they end) instead of seeing the store vanish.
+    const auto t0 = Clock::now();
+    const double linger = 2 * I.heartbeat_period() + 1.0;
+    try {
+      for (int q = 1; q < env_.world_size; ++q)
+        while (std::find(I.gone.begin(), I.gone.end(), q) == I.gone.end() && !I.store->check({exit_key(q)}) &&
+               seconds_since(t0) < linger)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    } catch (...) {
+    }
+  }
+  if (I.failed.load() && I.pg) {
+    // A failed group may hold work that would block its destructor until each times out; the
+    // process is about to end anyway.
+    (void)I.pg.release();
+  }
+}
+
+std::string DistContext::backend() const { return impl_->backend_name; }
+
+uint64_t DistContext::collectives() const { return impl_->seq.load(); }
+
+void DistContext::all_reduce_sum(at::Tensor& tensor, const std::string& what) {
+  if (!distributed()) return;
+  impl_->check_tensor(tensor, what);
+  impl_->run(what, [&] {
+    std::vector<at::Tensor> v{tensor};
+    return impl_->pg->allreduce(v, c10d::AllreduceOptions());
+  });
+}
+
+std::unique_ptr<PendingOp> DistContext::all_reduce_sum_async(at::Tensor tensor, const std::string& what) {
+  if (!distributed()) return std::make_unique<CompletedOp>();
+  Impl& I = *impl_;
+  I.check_tensor(tensor, what);
+  I.throw_if_failed();
+  ++I.seq;
+  const auto t0 = Clock::now();
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    std::vector<at::Tensor> v{tensor};
+    work = I.pg->allreduce(v, c10d::AllreduceOptions());
+  } catch (const std::exception& e) {
+    I.collective_failed(what, e, t0);
+  }
+  Impl* impl = impl_.get();
+  return std::make_unique<AsyncAllReduce>(std::move(work), std::move(tensor),
+                                          [impl, what, t0](const std::exception& e) { impl->collective_failed(what, e, t0); });
+}
+
+std::vector<int64_t> DistContext::all_reduce_sum(const std::vector<int64_t>& values, const std::string& what) {
+  if (!distributed() || values.empty()) return values;
+  at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::TensorOptions().dtype(at::kLong));
+  std::copy(values.begin(), values.end(), t.data_ptr<int64_t>());
+  at::Tensor d = t.to(impl_->comm_device);
+  all_reduce_sum(d, what);
+  at::Tensor h = d.to(at::kCPU).contiguous();
+  return std::vector<int64_t>(h.data_ptr<int64_t>(), h.data_ptr<int64_t>() + h.numel());
+}
+
+std::vector<double> DistContext::all_reduce_sum(const std::vector<double>& values, const std::string& what) {
+  if (!distributed() || values.empty()) return values;
+  at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::TensorOptions().dtype(at::kDouble));
+  std::copy(values.begin(), values.end(), t.data_ptr<double>());
+  at::Tensor d = t.to(impl_->comm_device);
+  all_reduce_sum(d, what);
+  at::Tensor h = d.to(at::kCPU).contiguous();
+  return std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
+}
+
+void DistContext::broadcast(at::Tensor& tensor, int root, const std::string& what) {
+  if (!distributed()) return;
+  if (root < 0 || root >= world_size()) fail("{}: root rank {} outside 0 .. {}", what, root, world_size() - 1);
+  impl_->check_tensor(tensor, what);
+  impl_->run(what, [&] {
+    std::vector<at::Tensor> v{tensor};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.rootTensor = 0;
+    return impl_->pg->broadcast(v, o);
+  });
+}
+
+void DistContext::broadcast_tensors(const std::vector<at::Tensor>& tensors, int root, double bucket_mb,
+                                    const std::string& what) {
+  if (!distributed() || tensors.empty()) return;
+  at::NoGradGuard no_grad;
+  const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024));
+  size_t begin = 0;
+  int bucket = 0;
+  while (begin < tensors.size()) {
+    // A bucket: consecutive tensors of one dtype, up to `cap` bytes (at least one tensor).
+    size_t end = begin;
+    int64_t bytes = 0;
+    const auto dtype = tensors[begin].scalar_type();
+    while (end < tensors.size() && tensors[end].scalar_type() == dtype &&
+           (end == begin || bytes + tensors[end].numel() * static_cast<int64_t>(tensors[end].element_size()) <= cap)) {
+      bytes += tensors[end].numel() * static_cast<int64_t>(tensors[end].element_size());
+      ++end;
+    }
+    std::vector<at::Tensor> flat_parts;
+    for (size_t i = begin; i < end; ++i) flat_parts.push_back(tensors[i].detach().reshape({-1}).to(impl_->comm_device));
+    at::Tensor flat = at::cat(flat_parts);
+    broadcast(flat, root, fmt::format("{} (bucket {})", what, ++bucket));
+    if (rank() != root) {
+      int64_t offset = 0;
+      for (size_t i = begin; i < end; ++i) {
+        at::Tensor t = tensors[i];
+        t.detach().copy_(flat.narrow(0, offset, t.numel()).view(t.sizes()));
+        offset += t.numel();
+      }
+    }
+    begin = end;
+  }
+}
+
+int64_t DistContext::first_mismatch(const std::vector<at::Tensor>& tensors, const std::string& what) {
+  if (!distributed() || tensors.empty()) return -1;
+  at::NoGradGuard no_grad;
+  // Two float64 checksums per tensor: the sum and a position-weighted sum (catches permutations).
+  std::vector<at::Tensor> sums;
+  for (const auto& t : tensors) {
+    at::Tensor d = t.detach().reshape({-1}).to(at::kDouble);
+    at::Tensor w = at::arange(1, d.numel() + 1, d.options()).remainder(1021.0);
+    sums.push_back(d.sum());
+    sums.push_back((d * w).sum());
+  }
+  at::Tensor local = at::stack(sums).to(impl_->comm_device).contiguous();
+  at::Tensor reference = local.clone();
+  broadcast(reference, 0, what);
+  at::Tensor differs = local.ne(reference).view({-1, 2}).any(1).to(at::kLong).contiguous();
+  all_reduce_sum(differs, what);
+  at::Tensor host = differs.to(at::kCPU);
+  const int64_t* d = host.data_ptr<int64_t>();
+  for (int64_t i = 0; i < host.numel(); ++i)
+    if (d[i] != 0) return i;
+  return -1;
+}
+
+void DistContext::barrier(const std::string& what) {
+  if (!distributed()) return;
+  at::Tensor t = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(impl_->comm_device));
+  all_reduce_sum(t, what);
+}
+
+std::string DistContext::broadcast_string(const std::string& value, const std::string& what) {
+  if (!distributed()) return value;
+  Impl& I = *impl_;
+  const std::string key = fmt::format("coe/string/{}", I.key_counter++);
+  if (is_main()) {
+    I.store->set(key, to_bytes(value));
+    return value;
+  }
+  return I.wait_for_main(key, what);
+}
+
+void DistContext::main_first(const std::string& what, const std::function<void()>& main_fn,
+                             const std::function<void()>& others_fn) {
+  if (!distributed()) {
+    if (main_fn) main_fn();
+    return;
+  }
+  Impl& I = *impl_;
+  I.throw_if_failed();
+  const std::string key = fmt::format("coe/main_first/{}", I.key_counter++);
+  if (is_main()) {
+    try {
+      if (main_fn) main_fn();
+    } catch (const std::exception& e) {
+      try {
+        I.store->set(key, to_bytes("error " + first_line(e)));
+      } catch (...) {
+      }
+      throw;
+    }
+    I.store->set(key, to_bytes("ok"));
+    return;
+  }
+  const std::string result = I.wait_for_main(key, what);
+  if (result.rfind("error ", 0) == 0) throw DistError(fmt::format("rank 0 failed during {}: {}", what, result.substr(6)));
+  if (others_fn) others_fn();
+}
+
+void DistContext::finish() {
+  if (!distributed() || impl_->finished) return;
+  Impl& I = *impl_;
+  barrier("final barrier");
+  I.stop_heartbeat();
+  I.store->set(exit_key(rank()), to_bytes("ok"));
+  if (is_main()) {
+    // The store lives in this process: keep it up until every rank has left.
+    const auto t0 = Clock::now();
+    for (int q = 1; q < world_size(); ++q) {
+      while (!I.store->check({exit_key(q)}) && seconds_since(t0) < options_.timeout_s)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  I.finished = true;
+}
+
+}  // namespace coe::dist

@@ -1,0 +1,371 @@
+// coe-train data-parallel over Gloo, two processes on this machine launched the way torchrun does
+// (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT): the same global batch gives the same
+// losses and parameters as one process (to float32 rounding), a two-rank run resumes exactly, a
+// two-rank checkpoint resumes in one process, a killed rank (either) ends the other with an error
+// naming it, SIGTERM to one rank stops both after the same step, one rank's error ends both, and an
+// indivisible global batch is refused.
+#include "coe/data/synth.h"
+#include "coe/io/safetensors.h"
+#include "coe/train/checkpoint.h"
+
+#include "support/dist_launch.h"
+#include "support/test_env.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <regex>
+#include <set>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      out.push_back(nlohmann::json::parse(line));
+    } catch (...) {
+    }
+  }
+  return out;
+}
+
+class DistTrain : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = coe::test::make_temp_dir("dist-train");
+    coe::write_synth_file((root_ / "synth.json").string(), 400, 7);
+    // A tiny MoE (seq_aux routers: the aux loss is exact under any split of the batch). Per rank:
+    // 4 of the 8 rows, 2 micro-batches of 2. Several small gradient buckets. Padded rows (not
+    // packed): records shorter than max_length count fewer labels, so the ranks hold different
+    // numbers of loss tokens and a mean of the ranks' mean losses would differ from the global
+    // token mean.
+    std::ofstream(root_ / "run.yaml")
+        << "model:\n"
+           "  hidden_size: 32\n  intermediate_size: 64\n  moe_intermediate_size: 32\n"
+           "  num_hidden_layers: 2\n  num_attention_heads: 4\n  kv_lora_rank: 16\n"
+           "  qk_nope_head_dim: 8\n  qk_rope_head_dim: 8\n  v_head_dim: 8\n"
+           "  n_routed_experts: 8\n  num_experts_per_tok: 2\n  max_position_embeddings: 256\n"
+           "data:\n  train_files: ["
+        << (root_ / "synth.json").string() << "]\n  prepared_dir: " << (root_ / "prepared").string()
+        << "\n  val_count: 24\n  max_length: 256\n  packing: false\n  truncation: right\n"
+           "optim:\n  lr: 2.0e-3\n  warmup_steps: 2\n  schedule: cosine\n"
+           "trainer:\n  total_steps: 6\n  global_batch: 8\n  micro_batch: 2\n  val_interval: 3\n  val_batches: 3\n"
+           "  log_interval: 1\n  seed: 5\n  threads: 1\n  dist_timeout_s: 20\n  dist_bucket_mb: 0.02\n";
+  }
+  static void TearDownTestSuite() { fs::remove_all(root_); }
+
+  // coe-train with `args` as `world` ranks (world 0: a plain single process without any launcher
+  // variable). Returns the processes after they ended (or were killed at the deadline).
+  static std::vector<coe::test::RankProcess> train(const std::string& name, int world,
+                                                   const std::vector<std::string>& args, double deadline_s = 240) {
+    std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
+                                  (root_ / name).string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const int port = coe::test::free_port();
+    std::vector<coe::test::RankProcess> procs;
+    for (int r = 0; r < std::max(world, 1); ++r) {
+      auto env = world > 0 ? coe::test::rank_env(r, world, port) : std::map<std::string, std::string>{};
+      env["OMP_NUM_THREADS"] = "1";
+      procs.push_back(coe::test::spawn_process(argv, env, root_ / (name + "-rank" + std::to_string(r) + ".log")));
+    }
+    coe::test::wait_all(procs, deadline_s);
+    return procs;
+  }
+
+  static std::string logs(const std::vector<coe::test::RankProcess>& procs) {
+    std::string out;
+    for (size_t i = 0; i < procs.size(); ++i)
+      out += "---- rank " + std::to_string(i) + " (exit " + std::to_string(procs[i].exit_code) + ", " +
+             std::to_string(procs[i].seconds) + " s)\n" + procs[i].output();
+    return out;
+  }
+
+  static void expect_success(const std::vector<coe::test::RankProcess>& procs) {
+    for (const auto& p : procs) ASSERT_EQ(p.exit_code, 0) << logs(procs);
+  }
+
+  static std::map<std::string, at::Tensor> weights(const std::string& run, int step) {
+    return coe::io::load_safetensors((root_ / run / ("step-" + std::to_string(step)) / "model.safetensors").string())
+        .tensors;
+  }
+
+  // Largest |a - b| over all parameters.
+  static double max_abs_diff(const std::map<std::string, at::Tensor>& a, const std::map<std::string, at::Tensor>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    double m = 0;
+    for (const auto& [name, t] : a) {
+      auto it = b.find(name);
+      if (it == b.end()) {
+        ADD_FAILURE() << "missing " << name;
+        continue;
+      }
+      m = std::max(m, (t.to(at::kDouble) - it->second.to(at::kDouble)).abs().max().item<double>());
+    }
+    return m;
+  }
+
+  static fs::path root_;
+};
+
+fs::path DistTrain::root_;
+
+TEST_F(DistTrain, TwoRanksMatchOneProcessAndResume) {
+  // One process, then the same run as two ranks.
+  const auto single = train("single", 0, {});
+  expect_success(single);
+  const auto two = train("two", 2, {});
+  expect_success(two);
+  const std::string rank0 = two[0].output(), rank1 = two[1].output();
+  EXPECT_NE(rank0.find("data parallel: 2 ranks (gloo)"), std::string::npos) << rank0;
+  EXPECT_NE(rank0.find("each rank: 4 of the 8 sequences per step, 2 micro-batches of 2"), std::string::npos) << rank0;
+  EXPECT_EQ(rank1.find("step "), std::string::npos) << "only rank 0 logs progress:\n" << rank1;
+  // Rank 0 alone writes the run directory.
+  EXPECT_TRUE(fs::exists(root_ / "two" / "final.json"));
+  // The gradient buckets were all-reduced while backward was still running (hooks on the real
+  // model's gradient accumulators), not all after it.
+  std::smatch m;
+  const std::regex summary("gradient all-reduce: (\\d+) buckets per step, (\\d+) of them started during backward");
+  ASSERT_TRUE(std::regex_search(rank0, m, summary)) << rank0;
+  EXPECT_GE(std::stoi(m[1]), 2) << rank0;
+  EXPECT_GE(std::stoi(m[2]), 1) << rank0;
+
+  const auto a = read_jsonl(root_ / "single" / "metrics.jsonl");
+  const auto b = read_jsonl(root_ / "two" / "metrics.jsonl");
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  // The rows really hold different numbers of counted labels (see the config above).
+  std::set<int64_t> counts;
+  for (const auto& line : a) counts.insert(line["loss_tokens"].get<int64_t>());
+  EXPECT_GT(counts.size(), 1u);
+  EXPECT_FALSE(a[0].contains("comm_wait_s"));
+  EXPECT_TRUE(b[0].contains("comm_wait_s"));
+  double worst_loss = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(b[i]["step"], a[i]["step"]);
+    EXPECT_EQ(b[i]["tokens"], a[i]["tokens"]);
+    EXPECT_EQ(b[i]["loss_tokens"], a[i]["loss_tokens"]);
+    EXPECT_EQ(b[i]["lr"], a[i]["lr"]);
+    for (const char* key : {"loss", "aux_loss", "grad_norm"}) {
+      const double x = a[i][key].get<double>(), y = b[i][key].get<double>();
+      EXPECT_LE(std::abs(x - y), 1e-5 * std::max(1.0, std::abs(x))) << "step " << i + 1 << " " << key;
+      if (std::string(key) == "loss") worst_loss = std::max(worst_loss, std::abs(x - y));
+    }
+  }
+  const auto va = read_jsonl(root_ / "single" / "val.jsonl");
+  const auto vb = read_jsonl(root_ / "two" / "val.jsonl");
+  ASSERT_EQ(va.size(), 2u);
+  ASSERT_EQ(vb.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(vb[i]["tokens"], va[i]["tokens"]);
+    EXPECT_EQ(vb[i]["rows"], va[i]["rows"]);
+    EXPECT_NEAR(vb[i]["val_loss"].get<double>(), va[i]["val_loss"].get<double>(), 1e-5);
+  }
+  const double worst_param = max_abs_diff(weights("single", 6), weights("two", 6));
+  EXPECT_LT(worst_param, 1e-5);
+  std::printf("1 vs 2 processes after 6 steps: max |loss diff| %.3g, max |param diff| %.3g, final val loss %.7f vs "
+              "%.7f\n",
+              worst_loss, worst_param, va[1]["val_loss"].get<double>(), vb[1]["val_loss"].get<double>());
+  RecordProperty("max_loss_diff", std::to_string(worst_loss));
+  RecordProperty("max_param_diff", std::to_string(worst_param));
+
+  // Two ranks: 3 steps, stop, resume for the other 3 = the straight two-rank run, bit for bit.
+  expect_success(train("resumed", 2, {"--max-steps", "3"}));
+  ASSERT_TRUE(fs::exists(root_ / "resumed" / "step-3" / "state.json"));
+  fs::copy(root_ / "resumed", root_ / "resumed-single", fs::copy_options::recursive);
+  const auto second = train("resumed", 2, {"--resume"});
+  expect_success(second);
+  EXPECT_NE(second[0].output().find("resumed from"), std::string::npos) << logs(second);
+  const auto c = read_jsonl(root_ / "resumed" / "metrics.jsonl");
+  ASSERT_EQ(c.size(), 6u);
+  for (size_t i = 0; i < 6; ++i)
+    for (const char* key : {"loss", "aux_loss", "grad_norm", "tokens", "loss_tokens"})
+      EXPECT_EQ(c[i][key], b[i][key]) << "step " << i + 1 << " " << key;
+  EXPECT_EQ(max_abs_diff(weights("two", 6), weights("resumed", 6)), 0.0);
+
+  // The two-rank checkpoint resumed by one process (the loader cursor counts units, not batches):
+  // the single-process run's steps 4-6, to float32 rounding.
+  expect_success(train("resumed-single", 0, {"--resume"}));
+  const auto d = read_jsonl(root_ / "resumed-single" / "metrics.jsonl");
+  ASSERT_EQ(d.size(), 6u);
+  for (size_t i = 3; i < 6; ++i) {
+    EXPECT_EQ(d[i]["loss_tokens"], a[i]["loss_tokens"]) << "step " << i + 1;
+    EXPECT_NEAR(d[i]["loss"].get<double>(), a[i]["loss"].get<double>(), 1e-5) << "step " << i + 1;
+  }
+  EXPECT_LT(max_abs_diff(weights("single", 6), weights("resumed-single", 6)), 1e-5);
+}
+
+// SIGKILL one rank mid-run: the other exits non-zero with a line naming the dead rank, well within
+// dist_timeout_s (20 s) + a margin, instead of hanging. Rank 1 (a plain peer) and rank 0 (which
+// also hosts the rendezvous store) are both tried.
+class DistTrainKilled : public DistTrain, public ::testing::WithParamInterface<int> {};
+
+TEST_P(DistTrainKilled, KilledRankEndsTheOtherWithAnError) {
+  const int victim = GetParam(), survivor = 1 - victim;
+  const std::string name = "killed" + std::to_string(victim);
+  std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
+                                (root_ / name).string(), "--set", "trainer.total_steps=100000",
+                                "--set", "trainer.val_interval=0", "--set", "trainer.log_interval=1000"};
+  const int port = coe::test::free_port();
+  std::vector<coe::test::RankProcess> procs;
+  for (int r = 0; r < 2; ++r) {
+    auto env = coe::test::rank_env(r, 2, port);
+    env["OMP_NUM_THREADS"] = "1";
+    procs.push_back(coe::test::spawn_process(argv, env, root_ / (name + "-rank" + std::to_string(r) + ".log")));
+  }
+  const fs::path metrics = root_ / name / "metrics.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_jsonl(metrics).size() < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_GE(read_jsonl(metrics).size(), 3u) << logs(procs);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ::kill(procs[victim].pid, SIGKILL);
+  coe::test::wait_all(procs, 60);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  EXPECT_EQ(procs[victim].exit_code, 128 + SIGKILL) << logs(procs);
+  EXPECT_EQ(procs[survivor].exit_code, 1) << logs(procs);
+  EXPECT_FALSE(procs[survivor].timed_out) << logs(procs);
+  EXPECT_LT(took, 20.0 + 10.0) << logs(procs);
+  const std::string out = procs[survivor].output();
+  EXPECT_NE(out.find("error: rank " + std::to_string(survivor) + ": "), std::string::npos) << out;
+  EXPECT_NE(out.find("rank " + std::to_string(victim) + " stopped answering (dead or hung"), std::string::npos) << out;
+  std::printf("rank %d killed: rank %d exited %.1f s later\n", victim, survivor, took);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rank, DistTrainKilled, ::testing::Values(1, 0));
+
+// SIGTERM to one rank only (a launcher forwards it to all; any one suffices): both ranks stop after
+// the same step, rank 0 writes its checkpoint, both exit 0.
+TEST_F(DistTrain, StopSignalOnOneRankStopsEveryRankAtTheSameStep) {
+  std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
+                                (root_ / "sigterm").string(), "--set", "trainer.total_steps=100000",
+                                "--set", "trainer.val_interval=0", "--set", "trainer.log_interval=1000"};
+  const int port = coe::test::free_port();
+  std::vector<coe::test::RankProcess> procs;
+  for (int r = 0; r < 2; ++r) {
+    auto env = coe::test::rank_env(r, 2, port);
+    env["OMP_NUM_THREADS"] = "1";
+    procs.push_back(coe::test::spawn_process(argv, env, root_ / ("sigterm-rank" + std::to_string(r) + ".log")));
+  }
+  const fs::path metrics = root_ / "sigterm" / "metrics.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_jsonl(metrics).size() < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_GE(read_jsonl(metrics).size(), 3u) << logs(procs);
+  ::kill(procs[1].pid, SIGTERM);
+  coe::test::wait_all(procs, 60);
+  expect_success(procs);
+  const auto lines = read_jsonl(metrics);
+  ASSERT_FALSE(lines.empty());
+  const int64_t last = lines.back()["step"].get<int64_t>();
+  const auto saved = coe::latest_checkpoint((root_ / "sigterm").string());
+  ASSERT_TRUE(saved.has_value()) << logs(procs);
+  EXPECT_EQ(saved->step, last) << logs(procs);
+  EXPECT_NE(procs[0].output().find("another rank received a stop signal: saving step " + std::to_string(last)),
+            std::string::npos)
+      << logs(procs);
+  EXPECT_FALSE(fs::exists(root_ / "sigterm" / "final.json"));
+}
+
+// Errors of one rank reach the others: a rank started with other overrides is refused (and rank 0
+// names it), and rank 0's refusal to resume reaches rank 1.
+TEST_F(DistTrain, OneRanksErrorEndsEveryRank) {
+  {
+    const int port = coe::test::free_port();
+    std::vector<coe::test::RankProcess> procs;
+    for (int r = 0; r < 2; ++r) {
+      std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
+                                    (root_ / "mismatch").string()};
+      if (r == 1) argv.insert(argv.end(), {"--set", "optim.lr=1e-3"});
+      auto env = coe::test::rank_env(r, 2, port);
+      env["OMP_NUM_THREADS"] = "1";
+      procs.push_back(coe::test::spawn_process(argv, env, root_ / ("mismatch-rank" + std::to_string(r) + ".log")));
+    }
+    coe::test::wait_all(procs, 60);
+    for (const auto& p : procs) EXPECT_EQ(p.exit_code, 1) << logs(procs);
+    EXPECT_NE(procs[1].output().find("error: rank 1: the resolved configuration differs from rank 0's in the optim "
+                                     "section(s)"),
+              std::string::npos)
+        << logs(procs);
+    EXPECT_NE(procs[0].output().find("rank 1 exited with an error"), std::string::npos) << logs(procs);
+  }
+  {
+    const auto procs = train("nothing-to-resume", 2, {"--resume"}, 60);
+    for (const auto& p : procs) EXPECT_EQ(p.exit_code, 1) << logs(procs);
+    EXPECT_NE(procs[0].output().find("error: rank 0: --resume: no complete checkpoint"), std::string::npos)
+        << logs(procs);
+    EXPECT_NE(procs[1].output().find("error: rank 1: rank 0 failed during choosing the checkpoint to resume: --resume: "
+                                     "no complete checkpoint"),
+              std::string::npos)
+        << logs(procs);
+  }
+}
+
+TEST_F(DistTrain, GlobalBatchMustSplitOverRanks) {
+  const auto procs = train("indivisible", 2, {"--set", "trainer.global_batch=6"}, 60);
+  for (const auto& p : procs) {
+    EXPECT_EQ(p.exit_code, 1) << logs(procs);
+    EXPECT_NE(p.output().find("trainer.global_batch 6 is not divisible by WORLD_SIZE 2 x trainer.micro_batch 2"),
+              std::string::npos)
+        << logs(procs);
+  }
+}
+
+// The data-parallel keys are checked like every other key (also in a single process).
+TEST_F(DistTrain, DistKeysAreChecked) {
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"trainer.dist_timeout_s=0", "trainer.dist_timeout_s: must be > 0 seconds, got 0"},
+      {"trainer.dist_bucket_mb=-1", "trainer.dist_bucket_mb: must be > 0 MB, got -1"},
+      {"trainer.dist_overlap=maybe", "trainer.dist_overlap"}};
+  for (const auto& [set, message] : cases) {
+    const auto procs = train("bad-key", 0, {"--set", set}, 60);
+    EXPECT_EQ(procs[0].exit_code, 1) << logs(procs);
+    const std::string out = procs[0].output();
+    EXPECT_NE(out.find("error: "), std::string::npos) << out;
+    EXPECT_NE(out.find(message), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line:\n" << out;
+  }
+}
+
+// torchrun (torch 2.x) serving the store from its agent: TORCHELASTIC_USE_AGENT_STORE=True, rank 0
+// must not serve one, and a restart of the workers (TORCHELASTIC_RESTART_COUNT) joins the same
+// store again without tripping over the previous attempt's keys. This test process plays the agent.
+TEST_F(DistTrain, LauncherServedStoreAndRestart) {
+  const int port = coe::test::free_port();
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<uint16_t>(port);
+  o.isServer = true;
+  o.waitWorkers = false;
+  o.timeout = std::chrono::milliseconds(30000);
+  auto agent_store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", o);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
+                                  (root_ / "agent").string(), "--set", "trainer.val_interval=0"};
+    if (attempt == 0) argv.insert(argv.end(), {"--max-steps", "2"});
+    else argv.push_back("--resume");
+    std::vector<coe::test::RankProcess> procs;
+    for (int r = 0; r < 2; ++r) {
+      auto env = coe::test::rank_env(r, 2, port);
+      env["OMP_NUM_THREADS"] = "1";
+      env["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+      env["TORCHELASTIC_RESTART_COUNT"] = std::to_string(attempt);
+      procs.push_back(coe::test::spawn_process(
+          argv, env, root_ / ("agent" + std::to_string(attempt) + "-rank" + std::to_string(r) + ".log")));
+    }
+    coe::test::wait_all(procs, 120);
+    expect_success(procs);
+  }
+  EXPECT_EQ(read_jsonl(root_ / "agent" / "metrics.jsonl").size(), 6u);
+  EXPECT_TRUE(fs::exists(root_ / "agent" / "final.json"));
+}
+
+}  // namespace
