@@ -26,18 +26,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      out.push_back(nlohmann::json::parse(line));
-    } catch (...) {
-    }
-  }
-  return out;
-}
+// metrics.jsonl may be read while a rank is still appending to it.
+std::vector<nlohmann::json> read_jsonl(const fs::path& path) { return coe::test::read_jsonl(path, SIZE_MAX, true); }
 
 class DistTrain : public ::testing::Test {
  protected:

@@ -21,15 +21,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
+using coe::test::read_jsonl;
 
 class TrainLoop : public ::testing::Test {
  protected:

@@ -27,18 +27,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      out.push_back(nlohmann::json::parse(line));
-    } catch (...) {
-    }
-  }
-  return out;
-}
+// metrics.jsonl may be read while a rank is still appending to it.
+std::vector<nlohmann::json> read_jsonl(const fs::path& path) { return coe::test::read_jsonl(path, SIZE_MAX, true); }
 
 // Starts `args` with stdout+stderr into `log`; returns the pid.
 pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
