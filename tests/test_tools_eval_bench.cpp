@@ -1,0 +1,125 @@
+// coe-eval and coe-bench as a user runs them. A tiny CoE trained by coe-train on real GSM8K
+// records: coe-eval on its checkpoint and validation split reports the loss the trainer logged
+// for the same records (same token averaging), the routing file carries the combinatorial bound
+// C(N,K)^C / C(N,C*K), and coe-bench runs training steps on CPU and writes its JSON, taking the
+// vocabulary from the tokenizer. Bad flags are one-line errors.
+#include "support/test_env.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+using coe::test::read_file;
+using coe::test::read_jsonl;
+using coe::test::run_command;
+using coe::test::tool_path;
+
+class ToolsEvalBench : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = coe::test::scratch_dir("tools");
+    std::ifstream in(coe::test::shared_root() / "data" / "gsm8k" / "train.jsonl");
+    ASSERT_TRUE(in) << "GSM8K train split missing under " << coe::test::shared_root();
+    std::ofstream out(root_ / "gsm8k-96.jsonl");
+    std::string line;
+    for (int i = 0; i < 96 && std::getline(in, line); ++i) out << line << "\n";
+    out.close();
+    // Padded rows (no packing), 16 validation records = 4 full validation batches of 4.
+    coe::test::write_file(root_ / "run.yaml",
+                          "model:\n"
+                          "  hidden_size: 32\n  moe_intermediate_size: 16\n  num_hidden_layers: 2\n"
+                          "  num_attention_heads: 2\n  kv_lora_rank: 16\n  qk_nope_head_dim: 8\n  qk_rope_head_dim: 8\n"
+                          "  v_head_dim: 8\n  n_routed_experts: 8\n  n_shared_experts: 1\n  num_experts_per_tok: 2\n"
+                          "  inner_iter: 2\n  max_position_embeddings: 256\n"
+                          "data:\n  train_files: [" + (root_ / "gsm8k-96.jsonl").string() + "]\n"
+                          "  prepared_dir: " + (root_ / "prepared").string() + "\n"
+                          "  tokenizer: byte\n  text_keys: [question, answer]\n  val_count: 16\n"
+                          "  max_length: 160\n  packing: false\n  truncation: right\n"
+                          "optim:\n  lr: 2.0e-3\n"
+                          "trainer:\n  total_steps: 4\n  global_batch: 8\n  micro_batch: 4\n  val_interval: 4\n"
+                          "  val_batches: 100\n  save_interval: 4\n  log_interval: 1\n  threads: 1\n  seed: 3\n");
+    std::string out_text;
+    const int rc = run_command(tool_path("coe-train").string() + " " + (root_ / "run.yaml").string() + " --out " +
+                                   (root_ / "run").string(),
+                               &out_text);
+    ASSERT_EQ(rc, 0) << out_text;
+  }
+
+  static fs::path root_;
+};
+
+fs::path ToolsEvalBench::root_;
+
+TEST_F(ToolsEvalBench, EvalMatchesTheTrainersValidationLoss) {
+  const auto val = read_jsonl(root_ / "run" / "val.jsonl");
+  ASSERT_FALSE(val.empty());
+  const double trained = val.back()["val_loss"].get<double>();
+  const int64_t trained_tokens = val.back()["tokens"].get<int64_t>();
+
+  const fs::path report = root_ / "eval.json";
+  const fs::path routing = root_ / "routing.json";
+  std::string out;
+  const int rc = run_command(tool_path("coe-eval").string() + " --checkpoint " + (root_ / "run").string() + " --data " +
+                                 (root_ / "prepared").string() + " --split val --batch 4 --max-length 160 --json " +
+                                 report.string() + " --routing " + routing.string(),
+                             &out);
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(read_file(report));
+  EXPECT_EQ(j["records"].get<int64_t>(), 16);
+  EXPECT_EQ(j["tokens"].get<int64_t>(), trained_tokens);
+  EXPECT_NEAR(j["val_loss"].get<double>(), trained, 1e-5 * trained);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(j["val_loss"].get<double>()), 1e-6 * j["perplexity"].get<double>());
+  const double accuracy = j["accuracy"].get<double>();
+  EXPECT_GE(accuracy, 0.0);
+  EXPECT_LE(accuracy, 1.0);
+
+  const auto r = nlohmann::json::parse(read_file(routing));
+  ASSERT_TRUE(r.contains("combinatorial_bound")) << r.dump();
+  EXPECT_EQ(r["combinatorial_bound"]["formula"].get<std::string>(), "C(8,2)^2 / C(8,4)");
+  EXPECT_NEAR(r["combinatorial_bound"]["value"].get<double>(), 28.0 * 28.0 / 70.0, 1e-9);
+  ASSERT_TRUE(r.contains("chains"));
+  ASSERT_EQ(r["chains"].size(), 2u);  // one per CoE layer
+}
+
+TEST_F(ToolsEvalBench, BenchRunsOnCpuAndWritesJson) {
+  const fs::path json = root_ / "bench.json";
+  std::string out;
+  const int rc = run_command(tool_path("coe-bench").string() + " " + (root_ / "run.yaml").string() +
+                                 " --steps 2 --warmup 1 --seq 64 --json " + json.string(),
+                             &out);
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(read_file(json));
+  for (const char* key : {"tokens_per_s", "step_ms", "mfu", "peak_bytes", "config", "vocab_size", "blas"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["peak_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(j["vocab_size"].get<int64_t>(), 259);  // omitted in the config: the byte tokenizer's
+  EXPECT_EQ(j["seq_len"].get<int64_t>(), 64);
+  EXPECT_EQ(j["step_ms_all"].size(), 2u);
+}
+
+TEST_F(ToolsEvalBench, BadFlagsAreOneLineErrors) {
+  for (const std::string tool : {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep"}) {
+    std::string out;
+    const int rc = run_command(tool_path(tool).string() + " --no-such-flag", &out);
+    EXPECT_EQ(rc, 1) << tool << ": " << out;
+    EXPECT_EQ(out.rfind("error: ", 0), 0u) << tool << ": " << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << tool << ": " << out;
+  }
+  std::string out;
+  const int rc = run_command(tool_path("coe-eval").string() + " --checkpoint " + (root_ / "nowhere").string() +
+                                 " --data " + (root_ / "prepared").string(),
+                             &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("nowhere"), std::string::npos) << out;
+}
+
+}  // namespace
