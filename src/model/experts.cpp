@@ -75,8 +75,8 @@ torch::Tensor MaskedDispatch::run(const torch::Tensor& x, const torch::Tensor& t
   for (int64_t e = 0; e < E; ++e) {
     at::Tensor mask = flat == e;
     // The reference's per-expert Linear: index the stacked weight directly.
-    y = y.index_put({mask}, at::linear(at::silu(at::linear(repeated.index({mask}), w.gate_proj[e])) *
-                                           at::linear(repeated.index({mask}), w.up_proj[e]),
+    const at::Tensor xe = repeated.index({mask});
+    y = y.index_put({mask}, at::linear(at::silu(at::linear(xe, w.gate_proj[e])) * at::linear(xe, w.up_proj[e]),
                                        w.down_proj[e]));
   }
   return (y.view({T, K, -1}).to(accumulate_dtype(x)) * topk_weight.to(accumulate_dtype(x)).unsqueeze(-1)).sum(1).to(x.scalar_type());
