@@ -575,24 +575,31 @@ std::unique_ptr<PendingOp> DistContext::all_reduce_sum_async(at::Tensor tensor, 
                                           [impl, what, t0](const std::exception& e) { impl->collective_failed(what, e, t0); });
 }
 
+namespace {
+
+// Host values through a device tensor: copied in, summed by `reduce`, copied back.
+template <typename T>
+std::vector<T> sum_host_values(const std::vector<T>& values, const c10::Device& device,
+                               const std::function<void(at::Tensor&)>& reduce) {
+  const auto dtype = c10::CppTypeToScalarType<T>::value;
+  at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::TensorOptions().dtype(dtype));
+  std::copy(values.begin(), values.end(), t.data_ptr<T>());
+  at::Tensor d = t.to(device);
+  reduce(d);
+  at::Tensor h = d.to(at::kCPU).contiguous();
+  return std::vector<T>(h.data_ptr<T>(), h.data_ptr<T>() + h.numel());
+}
+
+}  // namespace
+
 std::vector<int64_t> DistContext::all_reduce_sum(const std::vector<int64_t>& values, const std::string& what) {
   if (!distributed() || values.empty()) return values;
-  at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::TensorOptions().dtype(at::kLong));
-  std::copy(values.begin(), values.end(), t.data_ptr<int64_t>());
-  at::Tensor d = t.to(impl_->comm_device);
-  all_reduce_sum(d, what);
-  at::Tensor h = d.to(at::kCPU).contiguous();
-  return std::vector<int64_t>(h.data_ptr<int64_t>(), h.data_ptr<int64_t>() + h.numel());
+  return sum_host_values(values, impl_->comm_device, [&](at::Tensor& d) { all_reduce_sum(d, what); });
 }
 
 std::vector<double> DistContext::all_reduce_sum(const std::vector<double>& values, const std::string& what) {
   if (!distributed() || values.empty()) return values;
-  at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::TensorOptions().dtype(at::kDouble));
-  std::copy(values.begin(), values.end(), t.data_ptr<double>());
-  at::Tensor d = t.to(impl_->comm_device);
-  all_reduce_sum(d, what);
-  at::Tensor h = d.to(at::kCPU).contiguous();
-  return std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
+  return sum_host_values(values, impl_->comm_device, [&](at::Tensor& d) { all_reduce_sum(d, what); });
 }
 
 void DistContext::broadcast(at::Tensor& tensor, int root, const std::string& what) {
