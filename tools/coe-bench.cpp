@@ -21,23 +21,6 @@
 #include <fstream>
 #include <random>
 
-namespace {
-
-// Random tokens from a fixed seed: labels are the inputs (every position counts).
-coe::TokenBatch random_batch(int64_t rows, int64_t seq, int64_t vocab, std::mt19937_64& rng) {
-  coe::TokenBatch b;
-  b.batch_size = rows;
-  b.seq_len = seq;
-  b.input_ids.resize(rows * seq);
-  for (auto& id : b.input_ids) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  b.labels = b.input_ids;
-  b.record_index.assign(rows, -1);
-  b.lengths.assign(rows, seq);
-  return b;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app{"coe-bench: training-step throughput on random tokens"};
   std::string config_path, json_out;
@@ -84,7 +67,7 @@ int main(int argc, char** argv) {
     std::vector<double> step_ms;
     coe::reset_peak_memory(device);
     for (int64_t s = 0; s < warmup + steps; ++s) {
-      coe::TokenBatch batch = random_batch(t.global_batch, seq_len, cfg.model.vocab_size, rng);
+      coe::TokenBatch batch = coe::random_token_batch(t.global_batch, seq_len, cfg.model.vocab_size, rng);
       auto micro = coe::split_micro_batches(batch, t.micro_batch);
       coe::synchronize(device);
       const auto start = std::chrono::steady_clock::now();

@@ -173,17 +173,7 @@ Measurement measure(const Loaded& l, const Options& opt) {
   coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay),
                        {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
   std::mt19937_64 rng(cfg.trainer.seed);
-  auto batch = [&] {
-    coe::TokenBatch b;
-    b.batch_size = mo.micro_batch;
-    b.seq_len = mo.seq_len;
-    b.input_ids.resize(static_cast<size_t>(mo.micro_batch * mo.seq_len));
-    for (auto& id : b.input_ids) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(cfg.model.vocab_size));
-    b.labels = b.input_ids;
-    b.record_index.assign(static_cast<size_t>(mo.micro_batch), -1);
-    b.lengths.assign(static_cast<size_t>(mo.micro_batch), mo.seq_len);
-    return b;
-  };
+  auto batch = [&] { return coe::random_token_batch(mo.micro_batch, mo.seq_len, cfg.model.vocab_size, rng); };
 
   // Saved activations: allocator growth over one training-mode forward (CPU: exact storage bytes).
   if (g_counting) {
