@@ -215,8 +215,9 @@ std::vector<TrainConfig> resolve_variants(const SweepSpec& spec) {
         out.push_back(parse_train_config(root, spec.file + " (base)"));
       }
       TrainConfig& c = out.back();
-      ModelConfig m = sweep_model(c);
-      m.validate(c.source);
+      // Once per variant: the tables and memory estimates below reuse the resolved vocabulary.
+      resolve_model_vocab(c);
+      c.model.validate(c.source);
     } catch (const std::exception& e) {
       std::string msg = e.what();
       if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);

@@ -63,7 +63,8 @@ struct SweepSpec {
 // variant and the key. An inline base is written to <out_dir>/base.yaml when the sweep runs.
 SweepSpec load_sweep(const std::string& path);
 
-// The full training config of every variant (its config file with all overrides applied), in
+// The full training config of every variant (its config file with all overrides applied, the
+// vocabulary resolved from the tokenizer when the config leaves it out), in
 // order. Throws "<sweep file>: variant '<name>': <the config error naming the key>" for the first
 // variant that does not resolve.
 std::vector<TrainConfig> resolve_variants(const SweepSpec& spec);
@@ -75,7 +76,8 @@ void materialise_inline_base(SweepSpec& spec);
 std::string variant_dir(const SweepSpec& spec, const SweepVariant& variant);
 
 // The model a config trains (vocab_size from the tokenizer when the config leaves it unset, as
-// the trainer does) and the memory-model options for the sweep's memory settings.
+// the trainer does; resolve_variants' configs have it resolved already) and the memory-model
+// options for the sweep's memory settings.
 ModelConfig sweep_model(const TrainConfig& config);
 MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory& memory);
 
