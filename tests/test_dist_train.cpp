@@ -54,10 +54,10 @@ class DistTrain : public ::testing::Test {
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 
-  // coe-train with `args` as `world` ranks (world 0: a plain single process without any launcher
-  // variable). Returns the processes after they ended (or were killed at the deadline).
-  static std::vector<coe::test::RankProcess> train(const std::string& name, int world,
-                                                   const std::vector<std::string>& args, double deadline_s = 240) {
+  // Starts coe-train with `args` as `world` ranks (world 0: a plain single process without any
+  // launcher variable) into root_/name.
+  static std::vector<coe::test::RankProcess> launch(const std::string& name, int world,
+                                                    const std::vector<std::string>& args) {
     std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
                                   (root_ / name).string()};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -68,7 +68,27 @@ class DistTrain : public ::testing::Test {
       env["OMP_NUM_THREADS"] = "1";
       procs.push_back(coe::test::spawn_process(argv, env, root_ / (name + "-rank" + std::to_string(r) + ".log")));
     }
+    return procs;
+  }
+
+  // launch(), then waits until the processes ended (or were killed at the deadline).
+  static std::vector<coe::test::RankProcess> train(const std::string& name, int world,
+                                                   const std::vector<std::string>& args, double deadline_s = 240) {
+    auto procs = launch(name, world, args);
     coe::test::wait_all(procs, deadline_s);
+    return procs;
+  }
+
+  // Two ranks of a run that would go on for 100,000 steps, returned once it logged 3 steps (or
+  // after 120 s: the caller checks root_/name/metrics.jsonl).
+  static std::vector<coe::test::RankProcess> launch_endless(const std::string& name) {
+    auto procs = launch(name, 2,
+                        {"--set", "trainer.total_steps=100000", "--set", "trainer.val_interval=0", "--set",
+                         "trainer.log_interval=1000"});
+    const fs::path metrics = root_ / name / "metrics.jsonl";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (read_jsonl(metrics).size() < 3 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     return procs;
   }
 
@@ -202,21 +222,8 @@ class DistTrainKilled : public DistTrain, public ::testing::WithParamInterface<i
 TEST_P(DistTrainKilled, KilledRankEndsTheOtherWithAnError) {
   const int victim = GetParam(), survivor = 1 - victim;
   const std::string name = "killed" + std::to_string(victim);
-  std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
-                                (root_ / name).string(), "--set", "trainer.total_steps=100000",
-                                "--set", "trainer.val_interval=0", "--set", "trainer.log_interval=1000"};
-  const int port = coe::test::free_port();
-  std::vector<coe::test::RankProcess> procs;
-  for (int r = 0; r < 2; ++r) {
-    auto env = coe::test::rank_env(r, 2, port);
-    env["OMP_NUM_THREADS"] = "1";
-    procs.push_back(coe::test::spawn_process(argv, env, root_ / (name + "-rank" + std::to_string(r) + ".log")));
-  }
-  const fs::path metrics = root_ / name / "metrics.jsonl";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (read_jsonl(metrics).size() < 3 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_GE(read_jsonl(metrics).size(), 3u) << logs(procs);
+  auto procs = launch_endless(name);
+  ASSERT_GE(read_jsonl(root_ / name / "metrics.jsonl").size(), 3u) << logs(procs);
   const auto killed_at = std::chrono::steady_clock::now();
   ::kill(procs[victim].pid, SIGKILL);
   coe::test::wait_all(procs, 60);
@@ -236,20 +243,8 @@ INSTANTIATE_TEST_SUITE_P(Rank, DistTrainKilled, ::testing::Values(1, 0));
 // SIGTERM to one rank only (a launcher forwards it to all; any one suffices): both ranks stop after
 // the same step, rank 0 writes its checkpoint, both exit 0.
 TEST_F(DistTrain, StopSignalOnOneRankStopsEveryRankAtTheSameStep) {
-  std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
-                                (root_ / "sigterm").string(), "--set", "trainer.total_steps=100000",
-                                "--set", "trainer.val_interval=0", "--set", "trainer.log_interval=1000"};
-  const int port = coe::test::free_port();
-  std::vector<coe::test::RankProcess> procs;
-  for (int r = 0; r < 2; ++r) {
-    auto env = coe::test::rank_env(r, 2, port);
-    env["OMP_NUM_THREADS"] = "1";
-    procs.push_back(coe::test::spawn_process(argv, env, root_ / ("sigterm-rank" + std::to_string(r) + ".log")));
-  }
+  auto procs = launch_endless("sigterm");
   const fs::path metrics = root_ / "sigterm" / "metrics.jsonl";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (read_jsonl(metrics).size() < 3 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_GE(read_jsonl(metrics).size(), 3u) << logs(procs);
   ::kill(procs[1].pid, SIGTERM);
   coe::test::wait_all(procs, 60);

@@ -58,8 +58,7 @@ int main(int argc, char** argv) {
     model->to(device);
     model->train();
     model->set_activation_checkpointing(t.activation_checkpointing);
-    coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay),
-                         {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
+    coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay), coe::AdamWOptions::from(cfg.optim));
     std::mt19937_64 rng(t.seed);
 
     const coe::FlopsPerToken flops = coe::training_flops_per_token(cfg.model, seq_len);

@@ -170,8 +170,7 @@ Measurement measure(const Loaded& l, const Options& opt) {
   model->to(device);
   model->train();
   model->set_activation_checkpointing(mo.checkpointing);
-  coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay),
-                       {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
+  coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay), coe::AdamWOptions::from(cfg.optim));
   std::mt19937_64 rng(cfg.trainer.seed);
   auto batch = [&] { return coe::random_token_batch(mo.micro_batch, mo.seq_len, cfg.model.vocab_size, rng); };
 

@@ -230,14 +230,17 @@ struct DistContext::Impl {
     try {
       if (auto a = try_get(kAbortKey)) return *a;
       std::vector<std::string> culprits;
-      for (int q = 0; q < env.world_size; ++q) {
-        if (q == env.rank) continue;
-        if (auto e = try_get(exit_key(q))) {
-          gone.push_back(q);
-          culprits.push_back(*e == "error" ? fmt::format("rank {} exited with an error (see its output)", q)
-                                           : fmt::format("rank {} had already finished", q));
-        }
-      }
+      // A rank that posted its exit key: gone, and why.
+      auto exited = [&](int q) {
+        auto e = try_get(exit_key(q));
+        if (!e) return false;
+        gone.push_back(q);
+        culprits.push_back(*e == "error" ? fmt::format("rank {} exited with an error (see its output)", q)
+                                         : fmt::format("rank {} had already finished", q));
+        return true;
+      };
+      for (int q = 0; q < env.world_size; ++q)
+        if (q != env.rank) exited(q);
       if (!culprits.empty()) return fmt::format("{}", fmt::join(culprits, "; "));
       std::vector<std::optional<std::string>> before(env.world_size);
       for (int q = 0; q < env.world_size; ++q)
@@ -247,13 +250,7 @@ struct DistContext::Impl {
       std::this_thread::sleep_for(to_ms(window));
       const uint64_t mine = seq.load();
       for (int q = 0; q < env.world_size; ++q) {
-        if (q == env.rank) continue;
-        if (auto e = try_get(exit_key(q))) {
-          gone.push_back(q);
-          culprits.push_back(*e == "error" ? fmt::format("rank {} exited with an error (see its output)", q)
-                                           : fmt::format("rank {} had already finished", q));
-          continue;
-        }
+        if (q == env.rank || exited(q)) continue;
         const auto after = try_get(hb_key(q));
         if (after == before[q]) {
           gone.push_back(q);

@@ -256,12 +256,8 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
   model_->set_activation_checkpointing(tc.activation_checkpointing);
   model_->train();
   for (const auto& p : model_->parameters()) params_ += p.numel();
-  AdamWOptions adam;
-  adam.beta1 = config_.optim.beta1;
-  adam.beta2 = config_.optim.beta2;
-  adam.eps = config_.optim.eps;
-  adam.weight_decay = config_.optim.weight_decay;
-  optimizer_ = std::make_unique<AdamW>(optimizer_parameters(*model_, config_.optim.decay), adam);
+  optimizer_ = std::make_unique<AdamW>(optimizer_parameters(*model_, config_.optim.decay),
+                                       AdamWOptions::from(config_.optim));
   schedule_ = LrSchedule::from_config(config_.optim, tc.total_steps);
   state_.scheduler = {{"kind", to_string(schedule_.kind)}, {"lr", schedule_.lr},
                       {"min_lr", schedule_.min_lr}, {"warmup_steps", schedule_.warmup_steps},

@@ -28,6 +28,11 @@ struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.01;
+
+  // The run config's optimizer section (the learning rate goes to step()).
+  static AdamWOptions from(const OptimConfig& optim) {
+    return {optim.beta1, optim.beta2, optim.eps, optim.weight_decay};
+  }
 };
 
 struct NamedParameter {
