@@ -227,15 +227,18 @@ TEST_F(MemoryTool, CompareShowsBothConfigs) {
 
 TEST_F(MemoryTool, MeasureOnCpuMatchesTheSavedActivations) {
   const fs::path cfg = write_config("measure.yaml", "  num_experts_per_tok: 2\n  inner_iter: 2\n");
-  for (const char* ckpt : {"--no-checkpointing", "--checkpointing"}) {
-    SCOPED_TRACE(ckpt);
+  for (const std::string dispatch : {"segmented", "grouped"})
+  for (const std::string ckpt : {"--no-checkpointing", "--checkpointing"}) {
+    SCOPED_TRACE(dispatch + " " + ckpt);
     const fs::path json = dir_ / "measure.json";
     std::string out;
     ASSERT_EQ(coe::test::run_command(coe::test::tool_path("coe-memory").string() + " " + cfg.string() + " " + ckpt +
+                                         " --set trainer.expert_dispatch=" + dispatch +
                                          " --measure --measure-steps 2 --json " + json.string(),
                                      &out),
               0)
         << out;
+    EXPECT_NE(out.find(dispatch + " expert dispatch"), std::string::npos) << out;
     std::ifstream in(json);
     const nlohmann::json j = nlohmann::json::parse(in);
     const double measured_saved = j.at("measured_saved_activations_bytes").get<double>();

@@ -9,6 +9,10 @@
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
 
+#include <limits>
+#include <string>
+#include <vector>
+
 namespace {
 
 coe::ModelConfig tiny_config() {
@@ -109,31 +113,149 @@ TEST(GradientCheck, GroupLimitedNormalisedTokenAuxAddInputOuterResidualSharedGat
   gradient_check(*layer, c);
 }
 
-TEST(ExpertDispatch, SegmentedAgreesWithMaskedIncludingEmptyExperts) {
+namespace {
+
+// Output and gradients (input and the three expert stacks) of one dispatch on a fixed problem.
+struct DispatchRun {
+  at::Tensor y;
+  std::vector<at::Tensor> grads;
+};
+
+DispatchRun run_dispatch(const coe::ExpertDispatch& dispatch, coe::RoutedExperts& experts, const at::Tensor& x0,
+                         const at::Tensor& idx, const at::Tensor& w) {
+  at::Tensor x = x0.detach().clone().requires_grad_(true);
+  for (auto& p : experts->parameters())
+    if (p.grad().defined()) p.grad().zero_();
+  DispatchRun r;
+  r.y = dispatch.run(x, idx, w, experts->weights());
+  r.y.pow(2).sum().backward();
+  r.grads.push_back(x.grad().clone());
+  for (auto& p : experts->parameters()) r.grads.push_back(p.grad().clone());
+  return r;
+}
+
+// T tokens routed to K of E experts, experts 0 and E-1 receiving none.
+struct RoutingProblem {
+  at::Tensor x, idx, w;
+};
+RoutingProblem routing_problem(int64_t T, int64_t H, int64_t E, int64_t K, at::ScalarType dtype) {
+  RoutingProblem p;
+  p.x = torch::randn({T, H}, dtype);
+  p.idx = std::get<1>(torch::rand({T, E - 2}).topk(K, -1)) + 1;
+  p.w = torch::rand({T, K}, dtype);
+  return p;
+}
+
+void expect_same_as_masked(const coe::ExpertDispatch& fast, at::ScalarType dtype, double rtol, double atol) {
+  SCOPED_TRACE(fast.name());
   torch::manual_seed(3);
   const int64_t T = 37, H = 12, I = 6, E = 9, K = 3;
   coe::RoutedExperts experts(E, H, I, 0.5);
-  at::Tensor x = torch::randn({T, H}).requires_grad_(true);
-  // Experts 0 and 8 receive no token.
-  at::Tensor idx = std::get<1>(torch::rand({T, E - 2}).topk(K, -1)) + 1;
-  at::Tensor w = torch::rand({T, K});
-  coe::SegmentedDispatch fast;
-  coe::MaskedDispatch reference;
+  experts->to(dtype);
+  const RoutingProblem p = routing_problem(T, H, E, K, dtype);
+  const DispatchRun got = run_dispatch(fast, experts, p.x, p.idx, p.w);
+  const DispatchRun want = run_dispatch(coe::MaskedDispatch(), experts, p.x, p.idx, p.w);
 
-  at::Tensor y1 = fast.run(x, idx, w, experts->weights());
-  y1.pow(2).sum().backward();
-  std::vector<at::Tensor> g1{x.grad().clone()};
-  for (auto& p : experts->parameters()) g1.push_back(p.grad().clone()), p.grad().zero_();
-  x.grad().zero_();
+  EXPECT_EQ(got.y.scalar_type(), dtype);
+  EXPECT_TRUE(at::allclose(got.y, want.y, rtol, atol)) << (got.y - want.y).abs().max().item<double>();
+  for (size_t i = 0; i < got.grads.size(); ++i)
+    EXPECT_TRUE(at::allclose(got.grads[i], want.grads[i], rtol * 10, atol)) << "gradient " << i;
+  EXPECT_EQ(got.grads[1][0].abs().sum().item<double>(), 0.0) << "an expert without tokens gets no gradient";
+  EXPECT_EQ(got.grads[3][E - 1].abs().sum().item<double>(), 0.0) << "an expert without tokens gets no gradient";
+}
 
-  at::Tensor y2 = reference.run(x, idx, w, experts->weights());
-  y2.pow(2).sum().backward();
-  std::vector<at::Tensor> g2{x.grad().clone()};
-  for (auto& p : experts->parameters()) g2.push_back(p.grad().clone());
+}  // namespace
 
-  EXPECT_TRUE(at::allclose(y1, y2, 1e-5, 1e-5));
-  for (size_t i = 0; i < g1.size(); ++i) EXPECT_TRUE(at::allclose(g1[i], g2[i], 1e-4, 1e-5)) << "gradient " << i;
-  EXPECT_EQ(g1[1][0].abs().sum().item<float>(), 0.0f) << "an expert without tokens gets no gradient";
+TEST(ExpertDispatch, SegmentedAgreesWithMaskedIncludingEmptyExperts) {
+  expect_same_as_masked(coe::SegmentedDispatch(), at::kFloat, 1e-5, 1e-5);
+  expect_same_as_masked(coe::SegmentedDispatch(), at::kDouble, 1e-12, 1e-12);
+}
+
+TEST(ExpertDispatch, GroupedAgreesWithMaskedForEveryAlignment) {
+  for (int64_t align : {1, 3, 8}) {
+    SCOPED_TRACE("align " + std::to_string(align));
+    expect_same_as_masked(coe::GroupedDispatch(align), at::kFloat, 1e-5, 1e-5);
+    expect_same_as_masked(coe::GroupedDispatch(align), at::kDouble, 1e-12, 1e-12);
+  }
+}
+
+TEST(ExpertDispatch, GroupedLayoutPadsEveryGroupAndKeepsEachPairOnce) {
+  torch::manual_seed(4);
+  const int64_t T = 23, E = 7, K = 2, align = 8;
+  at::Tensor idx = std::get<1>(torch::rand({T, E - 1}).topk(K, -1));  // expert 6 gets no token
+  const coe::GroupedLayout layout = coe::grouped_layout(idx, E, align);
+  ASSERT_EQ(layout.rows, T * K + E * align);
+  ASSERT_EQ(layout.offs.scalar_type(), at::kInt);
+  ASSERT_EQ(layout.offs.numel(), E);
+
+  // Expected group sizes, counted here on the host.
+  std::vector<int64_t> count(E, 0);
+  for (int64_t p = 0; p < T * K; ++p) ++count[idx.reshape(-1)[p].item<int64_t>()];
+  std::vector<int64_t> end(E);
+  int64_t prev = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    end[e] = layout.offs[e].item<int64_t>();
+    const int64_t size = end[e] - prev;
+    EXPECT_EQ(size % align, 0) << "expert " << e;
+    EXPECT_GE(size, std::max<int64_t>(count[e], align)) << "expert " << e;
+    EXPECT_LT(size, std::max<int64_t>(count[e], 1) + align) << "expert " << e << ": no more padding than needed";
+    prev = end[e];
+  }
+  EXPECT_LE(end[E - 1], layout.rows);
+
+  std::vector<int> seen(layout.rows, 0);
+  for (int64_t p = 0; p < T * K; ++p) {
+    const int64_t row = layout.row_of_pair[p].item<int64_t>();
+    const int64_t e = idx.reshape(-1)[p].item<int64_t>();
+    ASSERT_GE(row, e == 0 ? 0 : end[e - 1]) << "pair " << p;
+    ASSERT_LT(row, end[e]) << "pair " << p;
+    EXPECT_EQ(layout.token_of_row[row].item<int64_t>(), p / K) << "pair " << p;
+    ++seen[row];
+  }
+  int64_t padding = 0;
+  for (int64_t row = 0; row < layout.rows; ++row) {
+    EXPECT_LE(seen[row], 1) << "row " << row << " holds two pairs";
+    if (!seen[row]) {
+      EXPECT_EQ(layout.token_of_row[row].item<int64_t>(), T) << "padding row " << row << " reads the zero row";
+      ++padding;
+    }
+  }
+  EXPECT_EQ(padding, layout.rows - T * K);
+}
+
+// at::_grouped_mm leaves the output rows past offs[-1] uninitialised, in forward and in the input
+// gradient. A GEMM that puts NaN there must not change any output or gradient.
+TEST(ExpertDispatch, GroupedNeverReadsTheRowsTheGemmLeavesUnspecified) {
+  auto poisoned = [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& offs) {
+    const int64_t used = offs[-1].item<int64_t>(), tail = a.size(0) - used;
+    at::Tensor out = coe::grouped_mm_loop(a, b, offs).narrow(0, 0, used);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    // NaN in forward, and NaN into the gradient of a's tail rows in backward.
+    at::Tensor junk = (a.narrow(0, used, tail).sum(-1, true) * nan).expand({tail, b.size(2)});
+    return at::cat({out, junk}, 0);
+  };
+  torch::manual_seed(5);
+  const int64_t T = 19, H = 8, I = 4, E = 6, K = 2;
+  coe::RoutedExperts experts(E, H, I, 0.5);
+  const RoutingProblem p = routing_problem(T, H, E, K, at::kFloat);
+  const DispatchRun got = run_dispatch(coe::GroupedDispatch(8, poisoned), experts, p.x, p.idx, p.w);
+  const DispatchRun want = run_dispatch(coe::GroupedDispatch(8), experts, p.x, p.idx, p.w);
+  EXPECT_TRUE(at::equal(got.y, want.y));
+  for (size_t i = 0; i < got.grads.size(); ++i) EXPECT_TRUE(at::equal(got.grads[i], want.grads[i])) << "gradient " << i;
+}
+
+TEST(ExpertDispatch, MakeDispatchNamesEachImplementation) {
+  const torch::Device cpu(torch::kCPU);
+  EXPECT_EQ(coe::make_dispatch("auto", cpu)->name(), "segmented");
+  EXPECT_EQ(coe::make_dispatch("grouped", cpu)->name(), "grouped");
+  EXPECT_EQ(coe::make_dispatch("segmented", cpu)->name(), "segmented");
+  EXPECT_EQ(coe::make_dispatch("masked", cpu)->name(), "masked");
+  try {
+    coe::make_dispatch("fastest", cpu);
+    ADD_FAILURE() << "no error for an unknown dispatch";
+  } catch (const std::exception& e) {
+    EXPECT_STREQ(e.what(), "unknown expert dispatch 'fastest' (auto | grouped | segmented | masked)");
+  }
 }
 
 TEST(Model, DenseLayersRunTheirMlpOnceAndUseReferenceNames) {

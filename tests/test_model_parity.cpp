@@ -1,6 +1,9 @@
 // Parity with the reference implementation: every fixture under $COE_SHARED/fixtures and under
 // each root of $COE_FIXTURES (colon-separated) must reproduce the reference's eval logits and loss
-// (max abs error <= 1e-4) and its training-mode gradients (relative error <= 1e-3).
+// (max abs error <= 1e-4) and its training-mode gradients (relative error <= 1e-3), with each
+// expert dispatch, on the CPU and, where one is present, on CUDA (float32 there too; bf16 autocast
+// logits within 2e-2 relative).
+#include "coe/compat.h"
 #include "coe/io/hf_checkpoint.h"
 #include "coe/io/safetensors.h"
 #include "coe/model/causal_lm.h"
@@ -9,9 +12,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
+#include <torch/cuda.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -45,16 +50,40 @@ std::vector<fs::path> discover_fixtures() {
 }
 
 double rel_error(const at::Tensor& got, const at::Tensor& want) {
-  double denom = want.to(at::kDouble).norm().item<double>();
-  double num = (got.to(at::kDouble) - want.to(at::kDouble)).norm().item<double>();
+  const at::Tensor g = got.to(at::kCPU, at::kDouble), w = want.to(at::kCPU, at::kDouble);
+  double denom = w.norm().item<double>();
+  double num = (g - w).norm().item<double>();
   return denom > 0 ? num / denom : num;
 }
 
-void check_fixture(const fs::path& dir) {
-  SCOPED_TRACE("fixture " + dir.string());
-  auto expected = coe::io::load_safetensors((dir / "expected.safetensors").string()).tensors;
-  coe::CausalLM model = coe::io::load_hf_checkpoint(dir.string());
-  const at::Tensor ids = expected.at("input_ids").to(at::kLong);
+std::vector<torch::Device> devices() {
+  std::vector<torch::Device> d{torch::kCPU};
+  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA);
+  return d;
+}
+
+const char* const kDispatches[] = {"segmented", "grouped"};
+
+// The fixture's model on `device` with the named expert dispatch, and its expected tensors.
+struct Loaded {
+  coe::CausalLM model{nullptr};
+  std::map<std::string, at::Tensor> expected;
+  at::Tensor ids;
+};
+Loaded load(const fs::path& dir, const std::string& dispatch, const torch::Device& device) {
+  Loaded l;
+  l.expected = coe::io::load_safetensors((dir / "expected.safetensors").string()).tensors;
+  l.model = coe::io::load_hf_checkpoint(dir.string());
+  l.model->to(device);
+  l.model->set_dispatch(coe::make_dispatch(dispatch, device));
+  l.ids = l.expected.at("input_ids").to(device, at::kLong);
+  return l;
+}
+
+void check_fixture(const fs::path& dir, const std::string& dispatch, const torch::Device& device) {
+  const std::string label = dir.filename().string() + " [" + dispatch + ", " + device.str() + "]";
+  SCOPED_TRACE(label);
+  auto [model, expected, ids] = load(dir, dispatch, device);
 
   // Eval mode: logits and loss.
   model->eval();
@@ -63,9 +92,9 @@ void check_fixture(const fs::path& dir) {
     coe::LmOutput out = model->forward(ids, ids);
     const at::Tensor& want = expected.at("logits");
     ASSERT_EQ(out.logits.sizes(), want.sizes());
-    double max_err = (out.logits - want).abs().max().item<double>();
+    double max_err = (out.logits.cpu() - want).abs().max().item<double>();
     EXPECT_LE(max_err, 1e-4) << "eval logits differ";
-    std::cout << "[ parity ] " << dir.filename().string() << ": max |logits - ref| = " << max_err << "\n";
+    std::cout << "[ parity ] " << label << ": max |logits - ref| = " << max_err << "\n";
     double loss_err = std::abs(out.loss.item<double>() - expected.at("loss").item<double>());
     EXPECT_LE(loss_err, 1e-4) << "eval loss " << out.loss.item<double>() << " vs " << expected.at("loss").item<double>();
   }
@@ -91,7 +120,7 @@ void check_fixture(const fs::path& dir) {
     ++checked;
   }
   EXPECT_EQ(checked, static_cast<int>(grads.size())) << "every parameter's gradient must be in the fixture";
-  std::cout << "[ parity ] " << dir.filename().string() << ": " << checked << " gradients, worst relative error "
+  std::cout << "[ parity ] " << label << ": " << checked << " gradients, worst relative error "
             << worst << "\n";
 }
 
@@ -101,11 +130,35 @@ TEST(ModelParity, AllFixturesMatchTheReference) {
   torch::manual_seed(0);
   auto fixtures = discover_fixtures();
   ASSERT_FALSE(fixtures.empty()) << "no fixtures found under " << (coe::test::shared_root() / "fixtures");
-  for (const auto& dir : fixtures) {
-    check_fixture(dir);
-    std::cout << "[ parity ] " << dir.filename().string() << (::testing::Test::HasFailure() ? " FAILED" : " ok")
-              << "\n";
-  }
+  for (const auto& device : devices())
+    for (const char* dispatch : kDispatches)
+      for (const auto& dir : fixtures) {
+        check_fixture(dir, dispatch, device);
+        std::cout << "[ parity ] " << dir.filename().string() << " [" << dispatch << ", " << device.str() << "]"
+                  << (::testing::Test::HasFailure() ? " FAILED" : " ok") << "\n";
+      }
+}
+
+// The trainer's bf16 mode (CUDA autocast over float32 weights): eval logits within 2e-2 relative
+// (Frobenius norm) of the reference's float32 logits.
+TEST(ModelParity, Bf16AutocastLogitsOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto fixtures = discover_fixtures();
+  ASSERT_FALSE(fixtures.empty());
+  const torch::Device cuda(torch::kCUDA);
+  for (const char* dispatch : kDispatches)
+    for (const auto& dir : fixtures) {
+      const std::string label = dir.filename().string() + " [" + dispatch + ", bf16]";
+      SCOPED_TRACE(label);
+      auto [model, expected, ids] = load(dir, dispatch, cuda);
+      model->eval();
+      torch::NoGradGuard no_grad;
+      coe::compat::CudaAutocastGuard autocast(true, at::kBFloat16);
+      coe::LmOutput out = model->forward(ids, ids);
+      const double err = rel_error(out.logits, expected.at("logits"));
+      EXPECT_LE(err, 2e-2);
+      std::cout << "[ parity ] " << label << ": relative logits error " << err << "\n";
+    }
 }
 
 TEST(ModelParity, CheckpointRoundTripIsIdentical) {

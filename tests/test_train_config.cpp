@@ -192,6 +192,7 @@ TEST_F(TrainConfigTest, OutOfRangeValues) {
       {"trainer.device=tpu", "trainer.device: unknown device 'tpu' (cpu | cuda | cuda:N)"},
       {"trainer.dtype=float16", "trainer.dtype: unknown dtype 'float16' (float32 | bfloat16)"},
       {"trainer.dtype=bfloat16", "trainer.dtype: bfloat16 autocast is only supported on CUDA"},
+      {"trainer.expert_dispatch=fast", "trainer.expert_dispatch: unknown dispatch 'fast' (auto | grouped | segmented | masked)"},
       {"data.max_length=256", "data.max_length: 256 exceeds model.max_position_embeddings 128"},
       {"model.num_experts_per_tok=9", "num_experts_per_tok"},
   };

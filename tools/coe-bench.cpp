@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
     model->to(device);
     model->train();
     model->set_activation_checkpointing(t.activation_checkpointing);
+    const auto dispatch = coe::make_dispatch(t.expert_dispatch, device);
+    model->set_dispatch(dispatch);
     coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay), coe::AdamWOptions::from(cfg.optim));
     std::mt19937_64 rng(t.seed);
 
@@ -94,8 +96,8 @@ int main(int argc, char** argv) {
     if (device.is_cpu())
       fmt::print("cpu runtime      {} threads, BLAS {}\n", at::get_num_threads(),
                  blas.empty() ? std::string("unknown") : blas);
-    fmt::print("model            vocab {}, {} layers, hidden {}\n", cfg.model.vocab_size, cfg.model.num_hidden_layers,
-               cfg.model.hidden_size);
+    fmt::print("model            vocab {}, {} layers, hidden {}, expert dispatch {}\n", cfg.model.vocab_size,
+               cfg.model.num_hidden_layers, cfg.model.hidden_size, dispatch->name());
     fmt::print("batch            {} x {} tokens (micro-batch {}, {} accumulation steps)\n", t.global_batch, seq_len,
                t.micro_batch, t.accumulation_steps());
     fmt::print("step time        {:.1f} ms median of {} (min {:.1f}, max {:.1f})\n", median_ms, step_ms.size(),
@@ -116,6 +118,7 @@ int main(int argc, char** argv) {
                           {"peak_source", peak.source},
                           {"device", device.str()},
                           {"dtype", t.dtype},
+                          {"expert_dispatch", dispatch->name()},
                           {"global_batch", t.global_batch},
                           {"micro_batch", t.micro_batch},
                           {"seq_len", seq_len},

@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
     c10::Device device(device_name);
     coe::CausalLM model = coe::io::load_hf_checkpoint(ckpt);
     model->to(device);
+    model->set_dispatch(coe::make_dispatch("auto", device));
     source = open_data(data, split_name, tokenizer, text_keys, template_text, max_length);
     if (source.split->vocab_size() > model->config().vocab_size)
       coe::fail("{}: tokenizer vocabulary {} exceeds the model's vocab_size {}", source.split->dir(),

@@ -133,6 +133,7 @@ Loaded load(const std::string& path, const Options& opt) {
     coe::fail("--attention: expected auto, fused or materialized, got '{}'", opt.attention);
   // libtorch 1.x keeps x^2 in every RMSNorm; CUDA configurations run on libtorch 2.x.
   m.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  m.grouped_dispatch = coe::uses_grouped_dispatch(c.trainer.expert_dispatch, cuda);
   m.loss_chunk_tokens = coe::default_loss_chunk_tokens(c.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   if (m.seq_len > c.model.max_position_embeddings)
     coe::fail("{}: sequence length {} exceeds model.max_position_embeddings {}", path, m.seq_len,
@@ -170,6 +171,7 @@ Measurement measure(const Loaded& l, const Options& opt) {
   model->to(device);
   model->train();
   model->set_activation_checkpointing(mo.checkpointing);
+  model->set_dispatch(coe::make_dispatch(cfg.trainer.expert_dispatch, device));
   coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay), coe::AdamWOptions::from(cfg.optim));
   std::mt19937_64 rng(cfg.trainer.seed);
   auto batch = [&] { return coe::random_token_batch(mo.micro_batch, mo.seq_len, cfg.model.vocab_size, rng); };

@@ -9,12 +9,33 @@
 // at::scaled_dot_product_attention (flash / memory-efficient / cuDNN kernels) exists from 2.0.
 #define COE_HAS_SDPA COE_TORCH_AT_LEAST(2, 0)
 
+// at::_grouped_mm (ragged 2D x 3D and 2D x 2D GEMMs with device-side `offs`, differentiable; a
+// CUTLASS kernel for bf16 on sm_90 / sm_100) exists from 2.8.
+#define COE_HAS_GROUPED_MM COE_TORCH_AT_LEAST(2, 8)
+#if COE_HAS_GROUPED_MM
+#include <ATen/ops/_grouped_mm.h>
+#endif
+
 // ---- CUDA autocast (trainer: bf16 compute over float32 master weights) ------------------------
 // torch 2.4 replaced the CUDA-only at::autocast::set_enabled / set_autocast_gpu_dtype with
 // per-device-type functions (the old ones warn as deprecated).
 #include <ATen/autocast_mode.h>
+#include <ATen/core/grad_mode.h>
 
 namespace coe::compat {
+
+inline constexpr bool kHasGroupedMm = COE_HAS_GROUPED_MM;
+
+// at::_grouped_mm(a, b, offs); callers check kHasGroupedMm first.
+inline at::Tensor native_grouped_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offs) {
+#if COE_HAS_GROUPED_MM
+  return at::_grouped_mm(a, b, offs);
+#else
+  (void)a, (void)b, (void)offs;
+  TORCH_CHECK(false, "at::_grouped_mm needs libtorch >= 2.8");
+  return {};
+#endif
+}
 
 inline bool cuda_autocast_enabled() {
 #if COE_TORCH_AT_LEAST(2, 4)
@@ -40,6 +61,17 @@ inline void set_cuda_autocast(bool enabled, at::ScalarType dtype) {
   at::autocast::set_enabled(enabled);
   at::autocast::set_autocast_gpu_dtype(dtype);
 #endif
+}
+
+// A float32 weight as the CUDA autocast dtype, through autocast's per-forward cast cache when
+// autocast is on and gradients are recorded (a CoE layer's iterations then share one cast of the
+// expert stacks, which backward keeps anyway); a plain cast otherwise, so that the no-grad forward
+// of a checkpointed layer does not hold the copies until the end of the whole forward.
+inline at::Tensor autocast_weight(const at::Tensor& w, at::ScalarType dtype) {
+  if (w.scalar_type() == dtype) return w;
+  if (w.is_cuda() && cuda_autocast_enabled() && dtype == cuda_autocast_dtype() && at::GradMode::is_enabled())
+    return at::autocast::cached_cast(dtype, w, at::kCUDA);
+  return w.to(dtype);
 }
 
 // `with torch.autocast("cuda", dtype)`: enabled for the guard's lifetime, then restored; the cast

@@ -1,6 +1,8 @@
 #include "coe/model/experts.h"
 
+#include "coe/compat.h"
 #include "coe/model/layers.h"
+#include "coe/util/error.h"
 
 #include <ATen/ATen.h>
 
@@ -82,6 +84,89 @@ torch::Tensor MaskedDispatch::run(const torch::Tensor& x, const torch::Tensor& t
   return (y.view({T, K, -1}).to(accumulate_dtype(x)) * topk_weight.to(accumulate_dtype(x)).unsqueeze(-1)).sum(1).to(x.scalar_type());
 }
 
+GroupedLayout grouped_layout(const at::Tensor& topk_idx, int64_t n_experts, int64_t align) {
+  TORCH_CHECK(align >= 1, "grouped_layout: align must be >= 1");
+  const int64_t T = topk_idx.size(0), K = topk_idx.size(1), R = T * K, E = n_experts;
+  const auto i64 = topk_idx.options().dtype(at::kLong);
+  at::Tensor flat = topk_idx.reshape(-1).to(at::kLong);
+  at::Tensor order = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  // Counts by scatter-add: CUDA's bincount reads the largest index back to the host.
+  at::Tensor counts = at::zeros({E}, i64).scatter_add_(0, flat, at::ones({R}, i64));
+  at::Tensor padded = counts.add(align - 1).div(align, "floor").clamp_min(1).mul(align);
+  at::Tensor pad_end = padded.cumsum(0);
+  at::Tensor pad_start = pad_end - padded;
+  at::Tensor start = counts.cumsum(0) - counts;
+  at::Tensor sorted_expert = flat.index_select(0, order);
+  // Sorted pair i of expert e is the (i - start[e])-th row of e's group.
+  at::Tensor row = pad_start.index_select(0, sorted_expert) + at::arange(R, i64) - start.index_select(0, sorted_expert);
+
+  GroupedLayout layout;
+  layout.rows = R + E * align;
+  layout.row_of_pair = at::empty({R}, i64).scatter_(0, order, row);
+  layout.token_of_row = at::full({layout.rows}, T, i64).scatter_(0, row, order.div(K, "floor"));
+  layout.offs = pad_end.to(at::kInt);
+  return layout;
+}
+
+at::Tensor grouped_mm_loop(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offs) {
+  const at::Tensor ends = offs.to(at::kCPU, at::kLong);
+  const int64_t* end = ends.data_ptr<int64_t>();
+  const std::vector<at::Tensor> groups = b.unbind(0);  // one unbind: one stacked gradient for b
+  std::vector<at::Tensor> pieces;
+  int64_t begin = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (end[g] > begin) pieces.push_back(at::mm(a.narrow(0, begin, end[g] - begin), groups[g]));
+    begin = end[g];
+  }
+  if (begin < a.size(0)) pieces.push_back(at::zeros({a.size(0) - begin, b.size(2)}, a.options()));
+  return at::cat(pieces, 0);
+}
+
+bool native_grouped_mm_applies(const at::Tensor& a, const at::Tensor& b) {
+  if (!compat::kHasGroupedMm || !a.is_cuda()) return false;
+  // TMA wants every non-unit stride (here: rows of a, of b and of the output) 16-byte aligned.
+  const int64_t bytes = a.element_size();
+  return (a.size(1) * bytes) % 16 == 0 && (b.size(1) * bytes) % 16 == 0 && (b.size(2) * bytes) % 16 == 0;
+}
+
+at::Tensor grouped_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offs) {
+  return native_grouped_mm_applies(a, b) ? compat::native_grouped_mm(a, b, offs) : grouped_mm_loop(a, b, offs);
+}
+
+GroupedDispatch::GroupedDispatch(int64_t align, GroupedMm mm) : align_(align), mm_(std::move(mm)) {
+  TORCH_CHECK(align_ >= 1, "GroupedDispatch: align must be >= 1");
+  if (!mm_) mm_ = grouped_mm;
+}
+
+torch::Tensor GroupedDispatch::run(const torch::Tensor& x, const torch::Tensor& topk_idx,
+                                   const torch::Tensor& topk_weight, const ExpertWeights& w) const {
+  const int64_t T = x.size(0), K = topk_idx.size(1), H = x.size(1), E = w.gate_proj.size(0);
+  const GroupedLayout layout = grouped_layout(topk_idx, E, align_);
+  // GEMMs in the autocast dtype on CUDA (at::_grouped_mm has no autocast rule of its own).
+  const bool autocast = x.is_cuda() && compat::cuda_autocast_enabled() && x.scalar_type() == at::kFloat;
+  const auto dtype = autocast ? compat::cuda_autocast_dtype() : x.scalar_type();
+  auto weight_t = [&](const at::Tensor& stack) { return compat::autocast_weight(stack, dtype).transpose(1, 2); };
+
+  // Padding rows and the unused tail read the zero row T; whatever the GEMM leaves in the tail
+  // (uninitialised for at::_grouped_mm) is never gathered, and its gradient lands on that row.
+  at::Tensor rows = at::cat({x.to(dtype), at::zeros({1, H}, x.options().dtype(dtype))}, 0)
+                        .index_select(0, layout.token_of_row);
+  at::Tensor h = at::silu(mm_(rows, weight_t(w.gate_proj), layout.offs)) * mm_(rows, weight_t(w.up_proj), layout.offs);
+  at::Tensor y = mm_(h, weight_t(w.down_proj), layout.offs);
+  const auto acc = accumulate_dtype(x);
+  at::Tensor slots = y.index_select(0, layout.row_of_pair).view({T, K, H}).to(acc);
+  return (slots * topk_weight.to(acc).unsqueeze(-1)).sum(1).to(x.scalar_type());
+}
+
 std::shared_ptr<ExpertDispatch> default_dispatch() { return std::make_shared<SegmentedDispatch>(); }
+
+std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name, const torch::Device& device) {
+  if (name == "segmented") return std::make_shared<SegmentedDispatch>();
+  if (name == "grouped") return std::make_shared<GroupedDispatch>();
+  if (name == "masked") return std::make_shared<MaskedDispatch>();
+  if (name == "auto")
+    return device.is_cuda() && compat::kHasGroupedMm ? make_dispatch("grouped", device) : make_dispatch("segmented", device);
+  fail("unknown expert dispatch '{}' (auto | grouped | segmented | masked)", name);
+}
 
 }  // namespace coe

@@ -209,7 +209,19 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
       if (c.topk_method == "group_limited_greedy") router += T * d.E, rf += " + T*E";
       if (c.aux_loss_alpha > 0) router += c.seq_aux ? kF32 * d.B * d.E : kF32 * d.E, rf += c.seq_aux ? " + f*B*E" : " + f*E";
       add(it + "router: softmax scores, top-k indices, aux", router, rf, kF32 * T * d.E);
-      if (ac) {
+      if (o.grouped_dispatch) {
+        // M = R + E*8 rows: every expert's group padded to a multiple of 8 (at least 8).
+        const int64_t M = R + d.E * 8, c = ac ? 2 : kF32;
+        const std::string cf = ac ? "2" : "f";
+        add(it + "grouped dispatch: gathered rows [M, H] (one tensor for gate and up)", c * M * H, cf + "*M*H", c * M * H);
+        add(it + "grouped dispatch: gate, silu, up, product [M, I]", 4 * c * M * d.I, "4 * " + cf + "*M*I", c * M * d.I);
+        add(it + "grouped dispatch: f32 expert outputs of the K slots [R, H]", kF32 * R * H, "f*R*H");
+        add(it + "grouped dispatch: slot weights, row and token indices", kF32 * R + kI64 * (R + M), "f*R + i*(R+M)",
+            kI64 * M);
+        if (ac && t == 0)
+          add("grouped dispatch: bf16 copies of the expert stacks (autocast cache, shared by the iterations)",
+              3 * 2 * d.E * d.I * H, "3 * 2*E*I*H", 2 * d.E * d.I * H);
+      } else if (ac) {
         add(it + "dispatch: bf16 casts of the R gathered rows (gate, up)", 2 * 2 * R * H, "2 * 2*R*H", 2 * R * H);
         add(it + "dispatch: gate, silu, up, product [R, I]", 4 * 2 * R * d.I, "4 * 2*R*I", 2 * R * d.I);
         add(it + "dispatch: f32 expert outputs [R, H]", kF32 * R * H, "f*R*H");
@@ -221,8 +233,10 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
         add(it + "dispatch: gate, silu, up, product [R, I]", 4 * kF32 * R * d.I, "4 * f*R*I", kF32 * R * d.I);
         add(it + "dispatch: expert outputs [R, H]", kF32 * R * H, "f*R*H");
       }
-      add(it + "dispatch: weighted rows (kept by index_add)", kF32 * R * H, "f*R*H");
-      add(it + "dispatch: row weights, token and order indices", kF32 * R + 2 * kI64 * R, "f*R + 2*i*R", kI64 * R);
+      if (!o.grouped_dispatch) {
+        add(it + "dispatch: weighted rows (kept by index_add)", kF32 * R * H, "f*R*H");
+        add(it + "dispatch: row weights, token and order indices", kF32 * R + 2 * kI64 * R, "f*R + 2*i*R", kI64 * R);
+      }
       if (shared) add(it + "shared experts: gate, silu, up, product", 4 * cb * T * d.Is, "4 * c*T*Is", cb * T * d.Is);
     }
   } else {
@@ -256,6 +270,10 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
 }
 
 }  // namespace
+
+bool uses_grouped_dispatch(const std::string& expert_dispatch, bool cuda) {
+  return expert_dispatch == "grouped" || (expert_dispatch == "auto" && cuda);
+}
 
 MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
   MemoryEstimate m;
@@ -409,9 +427,10 @@ std::vector<Line> memory_lines(const MemoryEstimate& m) {
 
 std::string setup_line(const MemoryEstimate& m) {
   const auto& o = m.options;
-  return fmt::format("micro-batch {} x {} tokens, {}, attention {}, checkpointing {}", o.micro_batch, o.seq_len,
-                     o.bf16 ? "bf16 autocast over float32 master weights" : "float32",
-                     o.fused_attention ? "fused (SDPA)" : "materialised softmax", o.checkpointing ? "on" : "off");
+  return fmt::format("micro-batch {} x {} tokens, {}, attention {}, {} expert dispatch, checkpointing {}",
+                     o.micro_batch, o.seq_len, o.bf16 ? "bf16 autocast over float32 master weights" : "float32",
+                     o.fused_attention ? "fused (SDPA)" : "materialised softmax",
+                     o.grouped_dispatch ? "grouped" : "segmented", o.checkpointing ? "on" : "off");
 }
 
 }  // namespace
@@ -528,6 +547,7 @@ nlohmann::json memory_to_json(const MemoryEstimate& m) {
                   {"checkpointing", m.options.checkpointing},
                   {"dtype", m.options.bf16 ? "bfloat16" : "float32"},
                   {"fused_attention", m.options.fused_attention},
+                  {"expert_dispatch", m.options.grouped_dispatch ? "grouped" : "segmented"},
                   {"recompute_autocast", m.options.recompute_autocast},
                   {"loss_chunk_tokens", m.options.loss_chunk_tokens}};
   j["weights_bytes"] = m.states[0].bytes;

@@ -258,6 +258,7 @@ MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory&
   const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
   o.fused_attention = cuda || COE_TORCH_AT_LEAST(2, 1);
   o.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch, cuda);
   o.loss_chunk_tokens = default_loss_chunk_tokens(sweep_model(config).vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   return o;
 }

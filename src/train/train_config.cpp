@@ -138,6 +138,11 @@ TrainerConfig parse_trainer(ConfigReader& r) {
   if (t.dtype == "bfloat16" && t.device == "cpu")
     r.fail_key("dtype", "bfloat16 autocast is only supported on CUDA; train in float32 on CPU");
   t.activation_checkpointing = r.get("activation_checkpointing", t.activation_checkpointing);
+  t.expert_dispatch = r.get("expert_dispatch", t.expert_dispatch);
+  if (t.expert_dispatch != "auto" && t.expert_dispatch != "grouped" && t.expert_dispatch != "segmented" &&
+      t.expert_dispatch != "masked")
+    r.fail_key("expert_dispatch",
+               fmt::format("unknown dispatch '{}' (auto | grouped | segmented | masked)", t.expert_dispatch));
   t.log_interval = at_least("log_interval", r.get("log_interval", t.log_interval), 1);
   t.threads = static_cast<int>(at_least("threads", r.get<int>("threads", t.threads), 0));
   if (r.is_null("resume")) {
@@ -297,6 +302,7 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   trainer["device"] = t.device;
   trainer["dtype"] = t.dtype;
   trainer["activation_checkpointing"] = t.activation_checkpointing;
+  trainer["expert_dispatch"] = t.expert_dispatch;
   trainer["log_interval"] = t.log_interval;
   trainer["threads"] = t.threads;
   trainer["resume"] = t.resume;

@@ -254,6 +254,7 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
   model_ = CausalLM(config_.model);
   model_->to(device_);
   model_->set_activation_checkpointing(tc.activation_checkpointing);
+  model_->set_dispatch(make_dispatch(tc.expert_dispatch, device_));
   model_->train();
   for (const auto& p : model_->parameters()) params_ += p.numel();
   optimizer_ = std::make_unique<AdamW>(optimizer_parameters(*model_, config_.optim.decay),

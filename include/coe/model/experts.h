@@ -8,6 +8,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -47,8 +48,52 @@ class MaskedDispatch final : public ExpertDispatch {
   std::string name() const override { return "masked"; }
 };
 
-// The default dispatch for the current build and device.
+// Where each of the T*K (token, slot) pairs goes in the row buffer of a grouped GEMM, computed on
+// the device with no host synchronisation: pairs sorted by expert, each expert's group padded to a
+// multiple of `align` rows and to at least `align` rows (at::_grouped_mm's weight gradient wants
+// non-empty groups whose row counts are multiples of 8), in a buffer whose row count depends only
+// on T, K and E, so nothing has to wait for the routing to be known on the host.
+struct GroupedLayout {
+  torch::Tensor row_of_pair;   // [T*K] int64: buffer row of pair p = t*K + k
+  torch::Tensor token_of_row;  // [rows] int64: the token each row holds; T (a zero row) for padding
+  torch::Tensor offs;          // [E] int32: cumulative group ends, at::_grouped_mm's `offs`
+  int64_t rows = 0;            // T*K + E*align, an upper bound of offs[E-1]
+};
+GroupedLayout grouped_layout(const torch::Tensor& topk_idx, int64_t n_experts, int64_t align);
+
+// out[offs[g-1]:offs[g]] = a[offs[g-1]:offs[g]] @ b[g] for a [M, K], b [G, K, N], offs [G] int32;
+// rows of `out` past offs[G-1] are unspecified (at::_grouped_mm leaves them uninitialised).
+using GroupedMm = std::function<torch::Tensor(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs)>;
+// One GEMM per group on the host-known group ends (copies `offs` to the host); rows past offs[G-1]
+// are zero. Differentiable; the fallback where at::_grouped_mm is missing or cannot take the shapes.
+torch::Tensor grouped_mm_loop(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
+// at::_grouped_mm (libtorch >= 2.8, CUDA, 16-byte aligned rows) where it applies, else grouped_mm_loop.
+torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
+// Whether grouped_mm runs at::_grouped_mm for these operands.
+bool native_grouped_mm_applies(const torch::Tensor& a, const torch::Tensor& b);
+
+// All experts in three grouped GEMMs (gate, up, down) over the rows of grouped_layout: one gather
+// in, one gather out, then the weighted sum over each token's K slots (no scatter-add). Free of host
+// syncs when the GEMM is at::_grouped_mm, the GPU fast path; on CPU and older libtorch it runs
+// grouped_mm_loop and serves as a second implementation of the same arithmetic.
+class GroupedDispatch final : public ExpertDispatch {
+ public:
+  // `mm` replaces the grouped GEMM (tests use it to poison the unspecified rows).
+  explicit GroupedDispatch(int64_t align = 8, GroupedMm mm = {});
+  torch::Tensor run(const torch::Tensor& x, const torch::Tensor& topk_idx, const torch::Tensor& topk_weight,
+                    const ExpertWeights& w) const override;
+  std::string name() const override { return "grouped"; }
+
+ private:
+  int64_t align_;
+  GroupedMm mm_;
+};
+
+// The dispatch a model starts with (segmented).
 std::shared_ptr<ExpertDispatch> default_dispatch();
+// "segmented", "grouped", "masked", or "auto": grouped on CUDA when the libtorch has
+// at::_grouped_mm, else segmented. Throws coe::Error for any other name.
+std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name, const torch::Device& device);
 
 class RoutedExpertsImpl : public torch::nn::Module {
  public:

@@ -63,7 +63,14 @@ struct MemoryOptions {
   // libtorch 1.x: mean() keeps its input for backward, so every RMSNorm also holds x^2 (libtorch
   // 2.x saves only the sizes). coe-memory sets it from the libtorch a configuration runs on.
   bool legacy_mean_saves_input = false;
+  // The grouped expert dispatch (trainer.expert_dispatch grouped, or auto on CUDA) instead of the
+  // segmented one: rows padded per expert, one gather for gate and up, expert stacks cast once.
+  bool grouped_dispatch = false;
 };
+
+// Whether a run with this trainer.expert_dispatch and device uses the grouped dispatch (CUDA
+// configurations are estimated for a libtorch with at::_grouped_mm).
+bool uses_grouped_dispatch(const std::string& expert_dispatch, bool cuda);
 
 struct MemoryTerm {
   std::string name;

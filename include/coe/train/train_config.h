@@ -60,6 +60,9 @@ struct TrainerConfig {
   std::string device = "cpu";   // cpu | cuda | cuda:N
   std::string dtype = "float32";  // float32 | bfloat16 (CUDA autocast, float32 master weights)
   bool activation_checkpointing = false;
+  // How tokens reach their experts (model/experts.h): auto (grouped GEMMs on CUDA with libtorch
+  // >= 2.8, else segmented) | grouped | segmented | masked.
+  std::string expert_dispatch = "auto";
   int64_t log_interval = 10;    // console line every N steps (metrics.jsonl gets every step)
   int threads = 0;              // torch intra-op threads (0: torch's default)
   std::string resume = "never"; // never | auto | a checkpoint directory
