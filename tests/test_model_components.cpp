@@ -1,5 +1,6 @@
 // Model components on their own: numerical gradient checks in double precision (router + MoE +
 // CoE layer), agreement between expert dispatch implementations, dense layers, checkpointing.
+#include "coe/compat.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/decoder_layer.h"
 #include "coe/model/experts.h"
@@ -8,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
+#include <torch/cuda.h>
 
 #include <limits>
 #include <string>
@@ -242,6 +244,36 @@ TEST(ExpertDispatch, GroupedNeverReadsTheRowsTheGemmLeavesUnspecified) {
   const DispatchRun want = run_dispatch(coe::GroupedDispatch(8), experts, p.x, p.idx, p.w);
   EXPECT_TRUE(at::equal(got.y, want.y));
   for (size_t i = 0; i < got.grads.size(); ++i) EXPECT_TRUE(at::equal(got.grads[i], want.grads[i])) << "gradient " << i;
+}
+
+// The GPU path: bf16 autocast on CUDA, at::_grouped_mm where the libtorch has it, against the
+// float32 CPU reference (relative Frobenius error of the output and of every gradient).
+TEST(ExpertDispatch, GroupedUnderCudaAutocastMatchesTheFloat32Reference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(6);
+  const int64_t T = 512, H = 256, I = 128, E = 16, K = 4;
+  coe::RoutedExperts experts(E, H, I, 0.05);
+  const RoutingProblem p = routing_problem(T, H, E, K, at::kFloat);
+  const DispatchRun want = run_dispatch(coe::MaskedDispatch(), experts, p.x, p.idx, p.w);
+
+  const torch::Device cuda(torch::kCUDA);
+  for (auto& param : experts->parameters()) param.mutable_grad() = at::Tensor();  // CPU grads stay behind
+  experts->to(cuda);
+  EXPECT_EQ(coe::native_grouped_mm_applies(torch::zeros({8, H}, torch::dtype(at::kBFloat16).device(cuda)),
+                                           torch::zeros({E, H, I}, torch::dtype(at::kBFloat16).device(cuda))),
+            coe::compat::kHasGroupedMm);
+  DispatchRun got;
+  {
+    coe::compat::CudaAutocastGuard autocast(true, at::kBFloat16);
+    got = run_dispatch(coe::GroupedDispatch(), experts, p.x.to(cuda), p.idx.to(cuda), p.w.to(cuda));
+  }
+  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+    const at::Tensor x = a.to(at::kCPU, at::kDouble), y = b.to(at::kCPU, at::kDouble);
+    return ((x - y).norm() / y.norm()).item<double>();
+  };
+  EXPECT_EQ(got.y.scalar_type(), at::kFloat);
+  EXPECT_LE(rel(got.y, want.y), 1e-2);
+  for (size_t i = 0; i < got.grads.size(); ++i) EXPECT_LE(rel(got.grads[i], want.grads[i]), 2e-2) << "gradient " << i;
 }
 
 TEST(ExpertDispatch, MakeDispatchNamesEachImplementation) {

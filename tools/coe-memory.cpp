@@ -124,7 +124,7 @@ Loaded load(const std::string& path, const Options& opt) {
   const bool cuda = c.trainer.device.rfind("cuda", 0) == 0;
   if (opt.attention == "auto")
     // CUDA runs use libtorch 2.x (SDPA's fused kernels); on CPU, whatever this build has.
-    m.fused_attention = cuda || COE_TORCH_AT_LEAST(2, 1);
+    m.fused_attention = cuda || coe::compat::kHasSdpa;
   else if (opt.attention == "fused")
     m.fused_attention = true;
   else if (opt.attention == "materialized" || opt.attention == "materialised")
@@ -156,10 +156,10 @@ Measurement measure(const Loaded& l, const Options& opt) {
   const coe::MemoryOptions& mo = l.memory;
   const c10::Device device(cfg.trainer.device);
   if (mo.bf16 && !device.is_cuda()) coe::fail("--measure: bfloat16 autocast needs a CUDA device (trainer.device)");
-  if (mo.fused_attention != bool(COE_TORCH_AT_LEAST(2, 1)))
+  if (mo.fused_attention != coe::compat::kHasSdpa)
     coe::fail("--measure: this libtorch {} attention; pass --attention {}",
-              COE_TORCH_AT_LEAST(2, 1) ? "uses fused SDPA" : "materialises the softmax",
-              COE_TORCH_AT_LEAST(2, 1) ? "fused" : "materialized");
+              coe::compat::kHasSdpa ? "uses fused SDPA" : "materialises the softmax",
+              coe::compat::kHasSdpa ? "fused" : "materialized");
   if (cfg.trainer.threads > 0) at::set_num_threads(cfg.trainer.threads);
   Measurement r;
   r.steps = opt.measure_steps;

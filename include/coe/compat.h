@@ -6,8 +6,12 @@
 #define COE_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
-// at::scaled_dot_product_attention (flash / memory-efficient / cuDNN kernels) exists from 2.0.
-#define COE_HAS_SDPA COE_TORCH_AT_LEAST(2, 0)
+// at::scaled_dot_product_attention (flash / memory-efficient / cuDNN kernels) exists from 2.0;
+// its `scale` argument from 2.1.
+#define COE_HAS_SDPA COE_TORCH_AT_LEAST(2, 1)
+#if COE_HAS_SDPA
+#include <ATen/ops/scaled_dot_product_attention.h>
+#endif
 
 // at::_grouped_mm (ragged 2D x 3D and 2D x 2D GEMMs with device-side `offs`, differentiable; a
 // CUTLASS kernel for bf16 on sm_90 / sm_100) exists from 2.8.
@@ -24,7 +28,19 @@
 
 namespace coe::compat {
 
+inline constexpr bool kHasSdpa = COE_HAS_SDPA;
 inline constexpr bool kHasGroupedMm = COE_HAS_GROUPED_MM;
+
+// Causal at::scaled_dot_product_attention with an explicit softmax scale; callers check kHasSdpa.
+inline at::Tensor causal_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+#if COE_HAS_SDPA
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true, scale);
+#else
+  (void)q, (void)k, (void)v, (void)scale;
+  TORCH_CHECK(false, "at::scaled_dot_product_attention with a scale needs libtorch >= 2.1");
+  return {};
+#endif
+}
 
 // at::_grouped_mm(a, b, offs); callers check kHasGroupedMm first.
 inline at::Tensor native_grouped_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offs) {

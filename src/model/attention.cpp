@@ -51,17 +51,16 @@ torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTabl
   at::Tensor key = at::cat({k_nope, k_pe.expand({B, heads_, S, rope_})}, -1);
 
   at::Tensor out;
-#if COE_TORCH_AT_LEAST(2, 1)
-  // Fused kernels (flash / cuDNN / memory-efficient) where the build has them.
-  out = at::scaled_dot_product_attention(query, key, value.contiguous(), /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                         /*is_causal=*/true, /*scale=*/scale_);
-#else
-  at::Tensor scores = at::matmul(query, key.transpose(2, 3)) * scale_;
-  at::Tensor causal = at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(x.device())).triu(1);
-  scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
-  at::Tensor probs = at::softmax(scores, -1, accumulate_dtype(scores)).to(query.scalar_type());
-  out = at::matmul(probs, value);
-#endif
+  if (compat::kHasSdpa) {
+    // Fused kernels (flash / cuDNN / memory-efficient) where the build has them.
+    out = compat::causal_sdpa(query, key, value.contiguous(), scale_);
+  } else {
+    at::Tensor scores = at::matmul(query, key.transpose(2, 3)) * scale_;
+    at::Tensor causal = at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(x.device())).triu(1);
+    scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+    at::Tensor probs = at::softmax(scores, -1, accumulate_dtype(scores)).to(query.scalar_type());
+    out = at::matmul(probs, value);
+  }
   out = out.transpose(1, 2).reshape({B, S, heads_ * v_});
   return o_proj(out);
 }

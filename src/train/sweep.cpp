@@ -256,7 +256,7 @@ MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory&
   o.checkpointing = memory.checkpointing.value_or(config.trainer.activation_checkpointing);
   o.bf16 = config.trainer.dtype == "bfloat16";
   const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
-  o.fused_attention = cuda || COE_TORCH_AT_LEAST(2, 1);
+  o.fused_attention = cuda || compat::kHasSdpa;
   o.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
   o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch, cuda);
   o.loss_chunk_tokens = default_loss_chunk_tokens(sweep_model(config).vocab_size, cuda ? c10::kCUDA : c10::kCPU);

@@ -254,7 +254,9 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
   model_ = CausalLM(config_.model);
   model_->to(device_);
   model_->set_activation_checkpointing(tc.activation_checkpointing);
-  model_->set_dispatch(make_dispatch(tc.expert_dispatch, device_));
+  const auto dispatch = make_dispatch(tc.expert_dispatch, device_);
+  model_->set_dispatch(dispatch);
+  expert_dispatch_ = dispatch->name();
   model_->train();
   for (const auto& p : model_->parameters()) params_ += p.numel();
   optimizer_ = std::make_unique<AdamW>(optimizer_parameters(*model_, config_.optim.decay),
@@ -430,10 +432,11 @@ TrainResult Trainer::run() {
   const int64_t rank_rows = tc.global_batch / world;
   const int64_t accumulation = rank_rows / tc.micro_batch;
   if (console_) {
-    spdlog::info("model: {} parameters | {} layers, hidden {}, {} routed experts (top-{}), inner_iter {}",
+    spdlog::info("model: {} parameters | {} layers, hidden {}, {} routed experts (top-{}), inner_iter {} | "
+                 "{} expert dispatch",
                  format_count(static_cast<double>(params_)), config_.model.num_hidden_layers,
                  config_.model.hidden_size, config_.model.n_routed_experts, config_.model.num_experts_per_tok,
-                 config_.model.inner_iter);
+                 config_.model.inner_iter, expert_dispatch_);
     spdlog::info("train: {} steps x {} sequences of {} tokens ({} micro-batches of {}{}) | warmup {} | {} lr {:.3e} | "
                  "device {} {} | {} threads",
                  tc.total_steps, tc.global_batch, config_.data.max_length, accumulation, tc.micro_batch,

@@ -116,6 +116,7 @@ class Trainer {
   LrSchedule schedule_;
   TrainState state_;
   int64_t params_ = 0;
+  std::string expert_dispatch_;  // the dispatch trainer.expert_dispatch resolved to
   int64_t last_saved_step_ = -1;
   std::unique_ptr<dist::GradReducer> reducer_;  // data parallelism only
   std::ofstream metrics_, val_log_;
