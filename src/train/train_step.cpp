@@ -47,11 +47,16 @@ DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device) {
   if (batch.input_ids.size() != expected || batch.labels.size() != expected)
     fail("batch: {} ids / {} labels for {} rows of {} tokens", batch.input_ids.size(), batch.labels.size(),
          batch.batch_size, batch.seq_len);
-  auto as_tensor = [&](const std::vector<int32_t>& v) {
-    at::Tensor t = at::from_blob(const_cast<int32_t*>(v.data()), {batch.batch_size, batch.seq_len}, at::kInt);
-    return t.to(at::kLong).to(device);
-  };
-  return {as_tensor(batch.input_ids), as_tensor(batch.labels)};
+  // ids and labels in one int64 tensor, one copy. For CUDA it is pinned and copied asynchronously:
+  // a copy from pageable memory would make the host wait for all queued GPU work (once per
+  // micro-batch); the pinned block is not reused before the copy is done (caching host allocator).
+  const bool cuda = device.is_cuda();
+  at::Tensor host = at::empty({2, batch.batch_size, batch.seq_len}, at::TensorOptions().dtype(at::kLong).pinned_memory(cuda));
+  int64_t k = 0;
+  for (const auto* v : {&batch.input_ids, &batch.labels})
+    host[k++].copy_(at::from_blob(const_cast<int32_t*>(v->data()), {batch.batch_size, batch.seq_len}, at::kInt));
+  const at::Tensor on_device = host.to(device, /*non_blocking=*/cuda);
+  return {on_device[0], on_device[1]};
 }
 
 AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,
