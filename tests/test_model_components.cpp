@@ -186,7 +186,7 @@ TEST(ExpertDispatch, GroupedLayoutPadsEveryGroupAndKeepsEachPairOnce) {
   const int64_t T = 23, E = 7, K = 2, align = 8;
   at::Tensor idx = std::get<1>(torch::rand({T, E - 1}).topk(K, -1));  // expert 6 gets no token
   const coe::GroupedLayout layout = coe::grouped_layout(idx, E, align);
-  ASSERT_EQ(layout.rows, T * K + E * align);
+  ASSERT_EQ(layout.rows(), T * K + E * align);
   ASSERT_EQ(layout.offs.scalar_type(), at::kInt);
   ASSERT_EQ(layout.offs.numel(), E);
 
@@ -203,9 +203,9 @@ TEST(ExpertDispatch, GroupedLayoutPadsEveryGroupAndKeepsEachPairOnce) {
     EXPECT_LT(size, std::max<int64_t>(count[e], 1) + align) << "expert " << e << ": no more padding than needed";
     prev = end[e];
   }
-  EXPECT_LE(end[E - 1], layout.rows);
+  EXPECT_LE(end[E - 1], layout.rows());
 
-  std::vector<int> seen(layout.rows, 0);
+  std::vector<int> seen(layout.rows(), 0);
   for (int64_t p = 0; p < T * K; ++p) {
     const int64_t row = layout.row_of_pair[p].item<int64_t>();
     const int64_t e = idx.reshape(-1)[p].item<int64_t>();
@@ -215,14 +215,14 @@ TEST(ExpertDispatch, GroupedLayoutPadsEveryGroupAndKeepsEachPairOnce) {
     ++seen[row];
   }
   int64_t padding = 0;
-  for (int64_t row = 0; row < layout.rows; ++row) {
+  for (int64_t row = 0; row < layout.rows(); ++row) {
     EXPECT_LE(seen[row], 1) << "row " << row << " holds two pairs";
     if (!seen[row]) {
       EXPECT_EQ(layout.token_of_row[row].item<int64_t>(), T) << "padding row " << row << " reads the zero row";
       ++padding;
     }
   }
-  EXPECT_EQ(padding, layout.rows - T * K);
+  EXPECT_EQ(padding, layout.rows() - T * K);
 }
 
 // at::_grouped_mm leaves the output rows past offs[-1] uninitialised, in forward and in the input

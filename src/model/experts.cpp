@@ -1,6 +1,7 @@
 #include "coe/model/experts.h"
 
 #include "coe/compat.h"
+#include "coe/model/dispatch_name.h"
 #include "coe/model/layers.h"
 #include "coe/util/error.h"
 
@@ -41,6 +42,13 @@ struct ExpertSlices {
   }
 };
 
+// sum_k w[t, k] * slots[t*K + k] for slots [T*K, H], in the accumulation dtype; returned in `out`.
+at::Tensor weighted_slot_sum(const at::Tensor& slots, const at::Tensor& topk_weight, at::ScalarType out) {
+  const auto acc = accumulate_dtype(slots);
+  const int64_t T = topk_weight.size(0), K = topk_weight.size(1);
+  return (slots.view({T, K, -1}).to(acc) * topk_weight.to(acc).unsqueeze(-1)).sum(1).to(out);
+}
+
 }  // namespace
 
 torch::Tensor SegmentedDispatch::run(const torch::Tensor& x, const torch::Tensor& topk_idx,
@@ -70,7 +78,7 @@ torch::Tensor SegmentedDispatch::run(const torch::Tensor& x, const torch::Tensor
 
 torch::Tensor MaskedDispatch::run(const torch::Tensor& x, const torch::Tensor& topk_idx,
                                   const torch::Tensor& topk_weight, const ExpertWeights& w) const {
-  const int64_t T = x.size(0), K = topk_idx.size(1), E = w.gate_proj.size(0);
+  const int64_t K = topk_idx.size(1), E = w.gate_proj.size(0);
   at::Tensor repeated = x.repeat_interleave(K, 0);
   at::Tensor flat = topk_idx.reshape(-1);
   at::Tensor y = at::zeros_like(repeated);
@@ -81,7 +89,7 @@ torch::Tensor MaskedDispatch::run(const torch::Tensor& x, const torch::Tensor& t
     y = y.index_put({mask}, at::linear(at::silu(at::linear(xe, w.gate_proj[e])) * at::linear(xe, w.up_proj[e]),
                                        w.down_proj[e]));
   }
-  return (y.view({T, K, -1}).to(accumulate_dtype(x)) * topk_weight.to(accumulate_dtype(x)).unsqueeze(-1)).sum(1).to(x.scalar_type());
+  return weighted_slot_sum(y, topk_weight, x.scalar_type());
 }
 
 GroupedLayout grouped_layout(const at::Tensor& topk_idx, int64_t n_experts, int64_t align) {
@@ -101,9 +109,8 @@ GroupedLayout grouped_layout(const at::Tensor& topk_idx, int64_t n_experts, int6
   at::Tensor row = pad_start.index_select(0, sorted_expert) + at::arange(R, i64) - start.index_select(0, sorted_expert);
 
   GroupedLayout layout;
-  layout.rows = R + E * align;
   layout.row_of_pair = at::empty({R}, i64).scatter_(0, order, row);
-  layout.token_of_row = at::full({layout.rows}, T, i64).scatter_(0, row, order.div(K, "floor"));
+  layout.token_of_row = at::full({R + E * align}, T, i64).scatter_(0, row, order.div(K, "floor"));
   layout.offs = pad_end.to(at::kInt);
   return layout;
 }
@@ -140,7 +147,7 @@ GroupedDispatch::GroupedDispatch(int64_t align, GroupedMm mm) : align_(align), m
 
 torch::Tensor GroupedDispatch::run(const torch::Tensor& x, const torch::Tensor& topk_idx,
                                    const torch::Tensor& topk_weight, const ExpertWeights& w) const {
-  const int64_t T = x.size(0), K = topk_idx.size(1), H = x.size(1), E = w.gate_proj.size(0);
+  const int64_t H = x.size(1), E = w.gate_proj.size(0);
   const GroupedLayout layout = grouped_layout(topk_idx, E, align_);
   // GEMMs in the autocast dtype on CUDA (at::_grouped_mm has no autocast rule of its own).
   const bool autocast = x.is_cuda() && compat::cuda_autocast_enabled() && x.scalar_type() == at::kFloat;
@@ -153,20 +160,17 @@ torch::Tensor GroupedDispatch::run(const torch::Tensor& x, const torch::Tensor& 
                         .index_select(0, layout.token_of_row);
   at::Tensor h = at::silu(mm_(rows, weight_t(w.gate_proj), layout.offs)) * mm_(rows, weight_t(w.up_proj), layout.offs);
   at::Tensor y = mm_(h, weight_t(w.down_proj), layout.offs);
-  const auto acc = accumulate_dtype(x);
-  at::Tensor slots = y.index_select(0, layout.row_of_pair).view({T, K, H}).to(acc);
-  return (slots * topk_weight.to(acc).unsqueeze(-1)).sum(1).to(x.scalar_type());
+  return weighted_slot_sum(y.index_select(0, layout.row_of_pair), topk_weight, x.scalar_type());
 }
 
 std::shared_ptr<ExpertDispatch> default_dispatch() { return std::make_shared<SegmentedDispatch>(); }
 
 std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name, const torch::Device& device) {
-  if (name == "segmented") return std::make_shared<SegmentedDispatch>();
-  if (name == "grouped") return std::make_shared<GroupedDispatch>();
-  if (name == "masked") return std::make_shared<MaskedDispatch>();
-  if (name == "auto")
-    return device.is_cuda() && compat::kHasGroupedMm ? make_dispatch("grouped", device) : make_dispatch("segmented", device);
-  fail("unknown expert dispatch '{}' (auto | grouped | segmented | masked)", name);
+  const std::string resolved = resolve_dispatch_name(name, device.is_cuda(), compat::kHasGroupedMm);
+  if (resolved == "segmented") return std::make_shared<SegmentedDispatch>();
+  if (resolved == "grouped") return std::make_shared<GroupedDispatch>();
+  if (resolved == "masked") return std::make_shared<MaskedDispatch>();
+  fail("unknown expert dispatch '{}' ({})", name, kExpertDispatchChoices);
 }
 
 }  // namespace coe

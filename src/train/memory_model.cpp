@@ -1,5 +1,6 @@
 #include "coe/train/memory_model.h"
 
+#include "coe/model/dispatch_name.h"
 #include "coe/model/flops.h"
 
 #include <fmt/format.h>
@@ -272,7 +273,7 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
 }  // namespace
 
 bool uses_grouped_dispatch(const std::string& expert_dispatch, bool cuda) {
-  return expert_dispatch == "grouped" || (expert_dispatch == "auto" && cuda);
+  return resolve_dispatch_name(expert_dispatch, cuda, /*has_grouped_mm=*/true) == "grouped";
 }
 
 MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {

@@ -1,5 +1,7 @@
 #include "coe/train/train_config.h"
 
+#include "coe/model/dispatch_name.h"
+
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
 
@@ -139,10 +141,8 @@ TrainerConfig parse_trainer(ConfigReader& r) {
     r.fail_key("dtype", "bfloat16 autocast is only supported on CUDA; train in float32 on CPU");
   t.activation_checkpointing = r.get("activation_checkpointing", t.activation_checkpointing);
   t.expert_dispatch = r.get("expert_dispatch", t.expert_dispatch);
-  if (t.expert_dispatch != "auto" && t.expert_dispatch != "grouped" && t.expert_dispatch != "segmented" &&
-      t.expert_dispatch != "masked")
-    r.fail_key("expert_dispatch",
-               fmt::format("unknown dispatch '{}' (auto | grouped | segmented | masked)", t.expert_dispatch));
+  if (!is_expert_dispatch_name(t.expert_dispatch))
+    r.fail_key("expert_dispatch", fmt::format("unknown dispatch '{}' ({})", t.expert_dispatch, kExpertDispatchChoices));
   t.log_interval = at_least("log_interval", r.get("log_interval", t.log_interval), 1);
   t.threads = static_cast<int>(at_least("threads", r.get<int>("threads", t.threads), 0));
   if (r.is_null("resume")) {

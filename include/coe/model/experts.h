@@ -57,7 +57,7 @@ struct GroupedLayout {
   torch::Tensor row_of_pair;   // [T*K] int64: buffer row of pair p = t*K + k
   torch::Tensor token_of_row;  // [rows] int64: the token each row holds; T (a zero row) for padding
   torch::Tensor offs;          // [E] int32: cumulative group ends, at::_grouped_mm's `offs`
-  int64_t rows = 0;            // T*K + E*align, an upper bound of offs[E-1]
+  int64_t rows() const { return token_of_row.size(0); }  // T*K + E*align, an upper bound of offs[E-1]
 };
 GroupedLayout grouped_layout(const torch::Tensor& topk_idx, int64_t n_experts, int64_t align);
 
