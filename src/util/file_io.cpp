@@ -1,0 +1,92 @@
+#include "coe/util/file_io.h"
+
+#include "coe/util/error.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace fs = std::filesystem;
+
+namespace coe {
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+}  // namespace
+
+void write_all(int fd, std::string_view data, const fs::path& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("{}: cannot write: {}", path.string(), errno_text(errno));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+void write_file_atomic(const fs::path& path, std::string_view content) {
+  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("{}: cannot write: {}", path.string(), errno_text(errno));
+  try {
+    write_all(fd, content, path);
+    if (::fsync(fd) != 0) fail("{}: cannot write: {}", path.string(), errno_text(errno));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: cannot write: {}", path.string(), errno_text(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: cannot write: {}", path.string(), errno_text(err));
+  }
+}
+
+AppendFile::AppendFile(const fs::path& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("{}: cannot open for writing: {}", path.string(), errno_text(errno));
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+AppendFile::AppendFile(AppendFile&& other) noexcept
+    : path_(std::move(other.path_)), fd_(std::exchange(other.fd_, -1)) {}
+
+AppendFile& AppendFile::operator=(AppendFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(other.path_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+void AppendFile::append(std::string_view text) {
+  if (fd_ < 0) fail("{}: not open for writing", path_.string());
+  write_all(fd_, text, path_);
+}
+
+void AppendFile::sync() {
+  if (fd_ >= 0 && ::fdatasync(fd_) != 0) fail("{}: cannot write: {}", path_.string(), errno_text(errno));
+}
+
+void AppendFile::close() {
+  if (fd_ < 0) return;
+  const int rc = ::close(std::exchange(fd_, -1));
+  if (rc != 0) fail("{}: cannot write: {}", path_.string(), errno_text(errno));
+}
+
+}  // namespace coe
