@@ -52,6 +52,23 @@ void AdamW::step(double lr) {
   }
 }
 
+std::string AdamW::first_non_finite() const {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> flags;
+  flags.reserve(3 * params_.size());
+  for (size_t i = 0; i < params_.size(); ++i)
+    for (const at::Tensor* t : {&params_[i].param, &exp_avg_[i], &exp_avg_sq_[i]}) flags.push_back(at::isfinite(*t).all());
+  if (flags.empty()) return "";
+  const at::Tensor ok = at::stack(flags).to(at::kCPU);  // one host sync
+  const bool* v = ok.data_ptr<bool>();
+  for (size_t i = 0; i < flags.size(); ++i) {
+    if (v[i]) continue;
+    const std::string& name = params_[i / 3].name;
+    return i % 3 == 0 ? name : fmt::format("{}'s AdamW {}", name, i % 3 == 1 ? "exp_avg" : "exp_avg_sq");
+  }
+  return "";
+}
+
 void AdamW::zero_grad() {
   for (auto& p : params_) p.param.mutable_grad().reset();
 }

@@ -1,9 +1,11 @@
 #include "coe/train/checkpoint.h"
 
+#include "coe/data/content_hash.h"
 #include "coe/io/hf_checkpoint.h"
 #include "coe/io/safetensors.h"
 #include "coe/model/causal_lm.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -27,23 +30,52 @@ const char* const kState = "state.json";
 const char* const kOptimizer = "optimizer.safetensors";
 const char* const kRng = "rng.safetensors";
 const char* const kConfig = "config.yaml";
+const char* const kMarker = ".coe-checkpoint";
+// The files state.json's checksums cover (the model's are io::save_hf_checkpoint's).
+const char* const kCheckedFiles[] = {"config.json", "model.safetensors", kOptimizer, kRng, kConfig};
 
-std::optional<int64_t> parse_step_dir(const std::string& name, bool tmp) {
-  static const std::regex complete(R"(step-(\d+))"), partial(R"(step-(\d+)\.tmp)");
+// "step-N" (kind ""), "step-N.tmp", "step-N.deleting": the step, else nullopt.
+std::optional<int64_t> parse_step_dir(const std::string& name, const std::string& kind = "") {
+  static const std::regex pattern(R"(step-(\d{1,18})(\.tmp|\.deleting)?)");
   std::smatch m;
-  if (!std::regex_match(name, m, tmp ? partial : complete)) return std::nullopt;
-  try {
-    return std::stoll(m[1].str());
-  } catch (...) {
-    return std::nullopt;
-  }
+  if (!std::regex_match(name, m, pattern) || m[2].str() != kind) return std::nullopt;
+  return std::stoll(m[1].str());
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) fail("{}: write failed", path.string());
+// coe's marker, or (checkpoints of coe before the marker) a coe-train state.json manifest.
+bool written_by_coe(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::is_regular_file(dir / kMarker, ec)) return true;
+  std::ifstream in(dir / kState);
+  if (!in) return false;
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.value("format", "") == "coe-train-checkpoint";
+}
+
+// Whether `name` is a file coe writes into a checkpoint directory, or a temporary of one
+// ("<file>.tmp" of io::save_safetensors, "<file>.tmp-<pid>" of write_file_atomic).
+bool is_checkpoint_file(const std::string& name) {
+  static const std::regex temporary(R"((.+)\.tmp(-\d+)?)");
+  std::smatch m;
+  const std::string base = std::regex_match(name, m, temporary) ? m[1].str() : name;
+  if (base == kState || base == kMarker) return true;
+  for (const char* f : kCheckedFiles)
+    if (base == f) return true;
+  return false;
+}
+
+// Deletes the files coe wrote into a checkpoint directory, then the directory if nothing else is
+// in it. A directory without coe's marker or manifest is not touched; a file coe did not write
+// survives (and with it the directory). Returns whether the directory is gone.
+bool remove_checkpoint_dir(const fs::path& dir) {
+  if (!written_by_coe(dir)) return false;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name != kMarker && entry.is_regular_file() && is_checkpoint_file(name)) fs::remove(entry.path(), ec);
+  }
+  fs::remove(dir / kMarker, ec);
+  return fs::remove(dir, ec);  // fails, leaving it, when a foreign file is still inside
 }
 
 // Flushes a file or directory to disk (best effort: errors are ignored).
@@ -58,15 +90,17 @@ at::Generator cuda_generator(int device) {
   return at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
 }
 
-std::optional<double> optional_double(const nlohmann::json& j, const char* key) {
+template <typename T>
+std::optional<T> optional_field(const nlohmann::json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
-  return it->get<double>();
+  return it->get<T>();
 }
 
 }  // namespace
 
 nlohmann::ordered_json TrainState::to_json() const {
+  auto opt = [](const auto& v) { return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr); };
   nlohmann::ordered_json j;
   j["format"] = "coe-train-checkpoint";
   j["version"] = kCheckpointFormatVersion;
@@ -74,35 +108,77 @@ nlohmann::ordered_json TrainState::to_json() const {
   j["tokens_seen"] = tokens_seen;
   j["loss_tokens_seen"] = loss_tokens_seen;
   j["elapsed_s"] = elapsed_s;
-  j["last_val_loss"] = last_val_loss ? nlohmann::ordered_json(*last_val_loss) : nlohmann::ordered_json(nullptr);
-  j["best_val_loss"] = best_val_loss ? nlohmann::ordered_json(*best_val_loss) : nlohmann::ordered_json(nullptr);
+  j["last_train_loss"] = opt(last_train_loss);
+  j["last_val_loss"] = opt(last_val_loss);
+  j["best_val_loss"] = opt(best_val_loss);
+  j["val_step"] = opt(val_step);
   j["scheduler"] = scheduler;
   j["loader"] = loader;
   j["files"] = {{"model", "model.safetensors"}, {"model_config", "config.json"}, {"optimizer", kOptimizer},
                 {"rng", kRng}, {"config", kConfig}};
+  j["checksums"] = checksums;
   j["torch_version"] = TORCH_VERSION;
   return j;
 }
 
 TrainState TrainState::from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object() || j.value("format", "") != "coe-train-checkpoint")
+    fail("{}: not a coe-train checkpoint state", source);
+  const char* field = "version";
   try {
-    if (!j.is_object() || j.value("format", "") != "coe-train-checkpoint")
-      fail("{}: not a coe-train checkpoint state", source);
     const int version = j.at("version").get<int>();
-    if (version != kCheckpointFormatVersion)
-      fail("{}: checkpoint format version {} (this coe reads version {})", source, version, kCheckpointFormatVersion);
+    if (version != 1 && version != kCheckpointFormatVersion)
+      fail("{}: checkpoint format version {} (this coe reads versions 1 and {})", source, version,
+           kCheckpointFormatVersion);
+    // A value outside its range means a damaged or hand-edited file: resuming from it would
+    // silently train on a wrong schedule or data position.
+    auto check = [&](bool ok, const char* name, const std::string& value) {
+      if (!ok) fail("{}: {}: {} is out of range", source, name, value);
+    };
+    auto finite_loss = [&](const std::optional<double>& v, const char* name) {
+      if (v) check(std::isfinite(*v), name, fmt::format("{}", *v));
+    };
+    constexpr int64_t kMaxCount = int64_t{1} << 53;  // beyond any real run, exact in a JSON double
     TrainState s;
+    field = "step";
     s.step = j.at("step").get<int64_t>();
+    check(s.step >= 0 && s.step <= int64_t{1} << 40, "step", std::to_string(s.step));
+    field = "tokens_seen";
     s.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    check(s.tokens_seen >= 0 && s.tokens_seen <= kMaxCount, "tokens_seen", std::to_string(s.tokens_seen));
+    field = "loss_tokens_seen";
     s.loss_tokens_seen = j.at("loss_tokens_seen").get<int64_t>();
+    check(s.loss_tokens_seen >= 0 && s.loss_tokens_seen <= s.tokens_seen, "loss_tokens_seen",
+          std::to_string(s.loss_tokens_seen));
+    field = "elapsed_s";
     s.elapsed_s = j.at("elapsed_s").get<double>();
-    s.last_val_loss = optional_double(j, "last_val_loss");
-    s.best_val_loss = optional_double(j, "best_val_loss");
+    check(std::isfinite(s.elapsed_s) && s.elapsed_s >= 0, "elapsed_s", fmt::format("{}", s.elapsed_s));
+    field = "last_train_loss";
+    s.last_train_loss = optional_field<double>(j, "last_train_loss");
+    finite_loss(s.last_train_loss, "last_train_loss");
+    field = "last_val_loss";
+    s.last_val_loss = optional_field<double>(j, "last_val_loss");
+    finite_loss(s.last_val_loss, "last_val_loss");
+    field = "best_val_loss";
+    s.best_val_loss = optional_field<double>(j, "best_val_loss");
+    finite_loss(s.best_val_loss, "best_val_loss");
+    field = "val_step";
+    s.val_step = optional_field<int64_t>(j, "val_step");
+    if (s.val_step) check(*s.val_step >= 0 && *s.val_step <= s.step, "val_step", std::to_string(*s.val_step));
+    field = "scheduler";
     s.scheduler = j.value("scheduler", nlohmann::json::object());
+    field = "loader";
     s.loader = j.at("loader");
+    if (!s.loader.is_object()) fail("{}: loader: expected an object", source);
+    field = "checksums";
+    if (version >= 2) {
+      s.checksums = j.at("checksums").get<std::map<std::string, std::string>>();
+      for (const char* f : kCheckedFiles)
+        if (!s.checksums.count(f)) fail("{}: checksums: no entry for {}", source, f);
+    }
     return s;
   } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed checkpoint state: {}", source, e.what());
+    fail("{}: {}: missing or of the wrong type ({})", source, field, e.what());
   }
 }
 
@@ -112,7 +188,7 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& out_dir) {
   if (!fs::is_directory(out_dir, ec)) return out;
   for (const auto& entry : fs::directory_iterator(out_dir)) {
     if (!entry.is_directory()) continue;
-    auto step = parse_step_dir(entry.path().filename().string(), false);
+    auto step = parse_step_dir(entry.path().filename().string());
     if (step && fs::exists(entry.path() / kState)) out.push_back({*step, entry.path().string()});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
@@ -129,11 +205,18 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
                              const AdamW& optimizer, const std::string& config_yaml, int cuda_device) {
   const fs::path final_dir = fs::path(out_dir) / fmt::format("step-{}", state.step);
   const fs::path tmp = fs::path(out_dir) / fmt::format("step-{}.tmp", state.step);
+
+  const std::map<std::string, at::Tensor> optimizer_state = optimizer.state();
+  TrainState saved = state;
   try {
-    fs::remove_all(tmp);
+    // A leftover of the same name is coe's own (it carries the marker), else it is not ours to delete.
+    if (fs::exists(tmp) && !remove_checkpoint_dir(tmp))
+      fail("checkpoint {}: {} exists and holds files coe did not write; not touching it", final_dir.string(),
+           tmp.string());
     fs::create_directories(tmp);
+    write_file_atomic(tmp / kMarker, "coe-train checkpoint\n");
     io::save_hf_checkpoint(model, tmp.string(), at::kFloat);
-    io::save_safetensors((tmp / kOptimizer).string(), optimizer.state(),
+    io::save_safetensors((tmp / kOptimizer).string(), optimizer_state,
                          {{"format", "coe-adamw"}, {"beta1", fmt::format("{}", optimizer.options().beta1)},
                           {"beta2", fmt::format("{}", optimizer.options().beta2)},
                           {"eps", fmt::format("{}", optimizer.options().eps)},
@@ -150,12 +233,16 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
       rng[fmt::format("cuda:{}", cuda_device)] = gen.get_state();
     }
     io::save_safetensors((tmp / kRng).string(), rng);
-    write_text(tmp / kConfig, config_yaml);
+    write_file_atomic(tmp / kConfig, config_yaml);
+    saved.checksums.clear();
+    for (const char* f : kCheckedFiles) saved.checksums[f] = hash_file((tmp / f).string());
     // state.json last: its presence marks the directory complete.
-    write_text(tmp / kState, state.to_json().dump(2) + "\n");
+    write_file_atomic(tmp / kState, saved.to_json().dump(2) + "\n");
     for (const auto& entry : fs::directory_iterator(tmp)) sync_path(entry.path());
     sync_path(tmp);
-    fs::remove_all(final_dir);
+    if (fs::exists(final_dir) && !remove_checkpoint_dir(final_dir))
+      fail("checkpoint {}: the directory exists and holds files coe did not write; not replacing it",
+           final_dir.string());
     fs::rename(tmp, final_dir);
     sync_path(out_dir);
   } catch (const fs::filesystem_error& e) {
@@ -164,19 +251,34 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
   return final_dir.string();
 }
 
-TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& optimizer, int cuda_device) {
+TrainState read_checkpoint_state(const std::string& dir) {
   const fs::path root(dir);
-  if (!fs::exists(root / kState)) fail("{}: not a complete checkpoint (no {})", dir, kState);
+  const fs::path state_file = root / kState;
+  if (!fs::exists(state_file)) fail("{}: not a complete checkpoint (no {})", dir, kState);
   nlohmann::json j;
   {
-    std::ifstream in(root / kState);
+    std::ifstream in(state_file);
     try {
       j = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      fail("{}: cannot parse: {}", (root / kState).string(), e.what());
+      fail("{}: cannot parse: {}", state_file.string(), e.what());
     }
   }
-  TrainState state = TrainState::from_json(j, (root / kState).string());
+  TrainState state = TrainState::from_json(j, state_file.string());
+  for (const auto& [file, expected] : state.checksums) {
+    const fs::path path = root / file;
+    if (!fs::exists(path)) fail("{}: missing (listed in {})", path.string(), kState);
+    const std::string actual = hash_file(path.string());
+    if (actual != expected)
+      fail("{}: checksum mismatch ({} in {}, {} on disk): the file is damaged", path.string(), expected, kState,
+           actual);
+  }
+  return state;
+}
+
+TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& optimizer, int cuda_device) {
+  const fs::path root(dir);
+  TrainState state = read_checkpoint_state(dir);
   io::load_hf_state_dict(model, io::read_hf_weights(dir), dir);
   optimizer.load_state(io::load_safetensors((root / kOptimizer).string()).tensors, (root / kOptimizer).string());
   const auto rng = io::load_safetensors((root / kRng).string()).tensors;
@@ -198,14 +300,53 @@ TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& o
   return state;
 }
 
-void prune_checkpoints(const std::string& out_dir, int64_t keep_last) {
+namespace {
+
+// Renames a checkpoint out of the step-N namespace first, so a prune killed half-way leaves a
+// step-N.deleting (cleaned up by the next run), never a step-N that looks resumable but is not.
+void delete_checkpoint(const fs::path& dir) {
+  if (!written_by_coe(dir)) return;
+  const fs::path doomed = dir.string() + ".deleting";
   std::error_code ec;
-  if (!fs::is_directory(out_dir, ec)) return;
-  for (const auto& entry : fs::directory_iterator(out_dir))
-    if (entry.is_directory() && parse_step_dir(entry.path().filename().string(), true)) fs::remove_all(entry.path(), ec);
+  fs::rename(dir, doomed, ec);
+  if (!ec) remove_checkpoint_dir(doomed);
+}
+
+}  // namespace
+
+void prune_checkpoints(const std::string& out_dir, int64_t keep_last) {
   if (keep_last <= 0) return;
   auto all = list_checkpoints(out_dir);
-  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) fs::remove_all(all[i].dir, ec);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) delete_checkpoint(all[i].dir);
+}
+
+std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(out_dir, ec)) return removed;
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(out_dir)) {
+    if (!entry.is_directory()) continue;
+    const std::string name = entry.path().filename().string();
+    if (parse_step_dir(name, ".tmp") || parse_step_dir(name, ".deleting") ||
+        (parse_step_dir(name) && !fs::exists(entry.path() / kState)))
+      stale.push_back(entry.path());
+  }
+  for (const auto& dir : stale)
+    if (remove_checkpoint_dir(dir)) removed.push_back(dir.string());
+  return removed;
+}
+
+std::vector<std::string> move_checkpoints_after(const std::string& out_dir, int64_t step, const std::string& dest_dir) {
+  std::vector<std::string> moved;
+  for (const auto& c : list_checkpoints(out_dir)) {
+    if (c.step <= step) continue;
+    fs::create_directories(dest_dir);
+    const fs::path dest = fs::path(dest_dir) / fs::path(c.dir).filename();
+    fs::rename(c.dir, dest);
+    moved.push_back(dest.string());
+  }
+  return moved;
 }
 
 }  // namespace coe

@@ -124,6 +124,7 @@ TrainerConfig parse_trainer(ConfigReader& r) {
                                           t.micro_batch, t.global_batch));
   t.val_interval = at_least("val_interval", r.get("val_interval", t.val_interval), 0);
   t.val_batches = at_least("val_batches", r.get("val_batches", t.val_batches), 0);
+  t.val_micro_batch = at_least("val_micro_batch", r.get("val_micro_batch", t.micro_batch), 1);
   t.save_interval = at_least("save_interval", r.get("save_interval", t.save_interval), 0);
   t.keep_last = at_least("keep_last", r.get("keep_last", t.keep_last), 0);
   t.out_dir = r.get("out_dir", t.out_dir);
@@ -295,6 +296,7 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   trainer["micro_batch"] = t.micro_batch;
   trainer["val_interval"] = t.val_interval;
   trainer["val_batches"] = t.val_batches;
+  trainer["val_micro_batch"] = t.val_micro_batch;
   trainer["save_interval"] = t.save_interval;
   trainer["keep_last"] = t.keep_last;
   trainer["out_dir"] = t.out_dir;

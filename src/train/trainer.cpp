@@ -2,10 +2,12 @@
 
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
+#include "coe/train/run_lock.h"
 #include "coe/train/signals.h"
 #include "coe/train/train_step.h"
 #include "coe/util/device_memory.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -16,7 +18,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 
 namespace fs = std::filesystem;
 
@@ -58,43 +62,25 @@ std::string format_count(double v) {
 
 // Keeps the lines of a .jsonl log whose "step" is <= max_step (drops the steps a resumed run will
 // redo, or everything for a fresh run), then opens it for appending.
-void open_log(std::ofstream& out, const fs::path& path, int64_t max_step) {
-  std::vector<std::string> keep;
+AppendFile open_log(const fs::path& path, int64_t max_step) {
+  std::string keep;
   if (max_step > 0 && fs::exists(path)) {
     std::ifstream in(path);
     std::string line;
     while (std::getline(in, line)) {
       try {
         auto j = nlohmann::json::parse(line);
-        if (j.at("step").get<int64_t>() <= max_step) keep.push_back(line);
+        if (j.at("step").get<int64_t>() <= max_step) keep += line + '\n';
       } catch (...) {
         // A torn last line of a killed process, or foreign text: dropped.
       }
     }
   }
-  {
-    const fs::path tmp = path.string() + ".tmp";
-    std::ofstream rewrite(tmp, std::ios::trunc);
-    for (const auto& l : keep) rewrite << l << '\n';
-    rewrite.close();
-    if (!rewrite) fail("{}: write failed", tmp.string());
-    fs::rename(tmp, path);
-  }
-  out.open(path, std::ios::app);
-  if (!out) fail("{}: cannot open for writing", path.string());
+  write_file_atomic(path, keep);
+  return AppendFile(path);
 }
 
-// Written to <path>.tmp and renamed: readers never see a partial file.
-void write_text_file(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  std::ofstream out(tmp, std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) fail("{}: write failed", tmp.string());
-  fs::rename(tmp, path);
-}
-
-void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) { write_text_file(path, j.dump(2) + "\n"); }
+void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) { write_file_atomic(path, j.dump(2) + "\n"); }
 
 nlohmann::ordered_json optional_json(const std::optional<double>& v) {
   return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
@@ -128,6 +114,11 @@ struct Trainer::StepStats {
 
 void Trainer::decide_resume() {
   const TrainerConfig& tc = config_.trainer;
+  // Held until this process ends: nobody else writes into out_dir meanwhile, so whatever an
+  // interrupted save or prune left behind is provably stale.
+  run_lock_ = std::make_unique<RunDirLock>(out_dir_);
+  for (const auto& path : remove_stale_checkpoints(out_dir_))
+    if (console_) spdlog::info("removed {} (left behind by an interrupted save or prune)", path);
   const auto existing = latest_checkpoint(out_dir_);
   if (options_.resume || tc.resume == "auto") {
     if (existing) resumed_from_ = existing->dir;
@@ -137,12 +128,31 @@ void Trainer::decide_resume() {
     if (!fs::exists(fs::path(tc.resume) / "state.json"))
       fail("{}: trainer.resume: '{}' is not a complete checkpoint directory (no state.json)", config_.source, tc.resume);
     resumed_from_ = tc.resume;
+    set_aside_newer_branch(read_checkpoint_state(resumed_from_).step);
   } else if (existing) {
     fail("{} already holds checkpoints (newest: {}); pass --resume (or trainer.resume: auto) to continue, or "
          "choose another trainer.out_dir",
          out_dir_, existing->dir);
   }
-  fs::create_directories(out_dir_);
+}
+
+// Resuming from step N while the run directory holds newer checkpoints starts a new branch of the
+// run: the abandoned one (its newer checkpoints, final.json and the logs as they were) moves to
+// <out_dir>/abandoned-after-step-N-<UTC time>/, and the logs are cut back to step N.
+void Trainer::set_aside_newer_branch(int64_t step) {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  const fs::path aside = fs::path(out_dir_) / fmt::format("abandoned-after-step-{}-{}", step, stamp);
+  const auto moved = move_checkpoints_after(out_dir_, step, aside.string());
+  if (moved.empty()) return;
+  for (const char* log : {"metrics.jsonl", "val.jsonl"})
+    if (fs::exists(fs::path(out_dir_) / log)) fs::copy_file(fs::path(out_dir_) / log, aside / log);
+  if (fs::exists(fs::path(out_dir_) / "final.json")) fs::rename(fs::path(out_dir_) / "final.json", aside / "final.json");
+  spdlog::warn("resuming from step {} starts a new branch: {} newer checkpoint(s) and the logs as they were moved to {}",
+               step, moved.size(), aside.string());
 }
 
 Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(config)), options_(options) {
@@ -238,10 +248,10 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
   train_loader_ = std::make_unique<Loader>(
       train_split, loader_options(config_.data, tc.global_batch / world, tc.seed, rank, world));
   if (prepared.val_records > 0) {
-    // val_batches counts micro_batch-sized batches of the whole evaluation, shared by the ranks.
-    const int64_t max_records = tc.val_batches > 0 ? tc.val_batches * tc.micro_batch : -1;
+    // val_batches counts val_micro_batch-sized batches of the whole evaluation, shared by the ranks.
+    const int64_t max_records = tc.val_batches > 0 ? tc.val_batches * tc.val_micro_batch : -1;
     val_loader_ = std::make_unique<SequentialLoader>(
-        open_split(prepared.dir, "val"), loader_options(config_.data, tc.micro_batch, tc.seed, rank, world),
+        open_split(prepared.dir, "val"), loader_options(config_.data, tc.val_micro_batch, tc.seed, rank, world),
         max_records);
   } else if (tc.val_interval > 0) {
     fail("{}: trainer.val_interval is {} but the data has no validation split (set data.val_count, "
@@ -304,11 +314,13 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
 
   // Run directory files: rank 0 alone writes them.
   if (dist_->is_main()) {
-    write_text_file(fs::path(out_dir_) / "config.yaml", config_yaml_);
-    open_log(metrics_, fs::path(out_dir_) / "metrics.jsonl", state_.step);
-    open_log(val_log_, fs::path(out_dir_) / "val.jsonl", state_.step);
+    write_file_atomic(fs::path(out_dir_) / "config.yaml", config_yaml_);
+    metrics_ = open_log(fs::path(out_dir_) / "metrics.jsonl", state_.step);
+    val_log_ = open_log(fs::path(out_dir_) / "val.jsonl", state_.step);
   }
 }
+
+Trainer::~Trainer() = default;
 
 std::optional<double> Trainer::validate() {
   if (!val_loader_) return std::nullopt;
@@ -323,6 +335,7 @@ std::optional<double> Trainer::validate() {
     r.loss = r.tokens > 0 ? r.loss_sum / static_cast<double>(r.tokens) : 0.0;
   }
   state_.last_val_loss = r.loss;
+  state_.val_step = state_.step;
   if (!state_.best_val_loss || r.loss < *state_.best_val_loss) state_.best_val_loss = r.loss;
   if (dist_->is_main()) {
     nlohmann::ordered_json j;
@@ -332,8 +345,7 @@ std::optional<double> Trainer::validate() {
     j["rows"] = r.rows;
     j["batches"] = r.batches;
     j["seconds"] = seconds_since(t0);
-    val_log_ << j.dump() << '\n';
-    val_log_.flush();
+    val_log_.append(j.dump() + '\n');
   }
   if (console_)
     spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", state_.step, r.loss,
@@ -367,6 +379,11 @@ std::string Trainer::save() {
   return dir;
 }
 
+std::string Trainer::last_good_checkpoint() const {
+  return last_saved_step_ >= 0 ? fmt::format("the last good checkpoint is step-{}", last_saved_step_)
+                               : std::string("no checkpoint was written");
+}
+
 void Trainer::log_step(const StepStats& s) {
   if (dist_->is_main()) {
     nlohmann::ordered_json j;
@@ -380,8 +397,7 @@ void Trainer::log_step(const StepStats& s) {
     j["tokens_per_s"] = s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0;
     j["time"] = state_.elapsed_s;
     if (s.comm_wait_s >= 0) j["comm_wait_s"] = s.comm_wait_s;
-    metrics_ << j.dump() << '\n';
-    metrics_.flush();
+    metrics_.append(j.dump() + '\n');
   }
 
   window_time_ += s.seconds;
@@ -452,14 +468,30 @@ TrainResult Trainer::run() {
   }
 
   const auto run_start = Clock::now();
-  double train_seconds = 0;
-  int64_t run_tokens = 0, run_steps = 0;
+  int64_t run_steps = 0;
+  // Saves a checkpoint of the current state, unless an update made it non-finite: then the run
+  // stops (kNonFinite) and the last good checkpoint stays the newest. Every rank decides alike
+  // (their parameters are equal).
+  auto checkpoint = [&]() -> bool {
+    const std::string bad = optimizer_->first_non_finite();
+    if (!bad.empty()) {
+      result.message = fmt::format("non-finite values in {} after the update of step {}; not saved; {}", bad,
+                                   state_.step, last_good_checkpoint());
+      return false;
+    }
+    result.checkpoint = save();
+    return true;
+  };
   // Fills the result; every rank ends here in the same step, and leaves the job together.
+  // The result comes from the run's state, so a run resumed after its last step (a requeued job,
+  // a kill before final.json) reports the same numbers as the invocation that trained it.
   auto finish = [&](TrainStatus status, bool final_summary = false) {
     result.status = status;
     result.step = state_.step;
     result.tokens = state_.tokens_seen;
-    result.tokens_per_s = train_seconds > 0 ? static_cast<double>(run_tokens) / train_seconds : 0.0;
+    result.tokens_per_s = state_.elapsed_s > 0 ? static_cast<double>(state_.tokens_seen) / state_.elapsed_s : 0.0;
+    result.last_loss = state_.last_train_loss.value_or(0.0);
+    result.final_val_loss = state_.last_val_loss;
     result.best_val_loss = state_.best_val_loss;
     if (final_summary && dist_->is_main()) write_final(result);
     dist_->finish();
@@ -529,31 +561,26 @@ TrainResult Trainer::run() {
     if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.grad_norm)) {
       const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
       result.message = fmt::format("non-finite values at step {} (loss {}, aux_loss {}, grad_norm {}): {}; {}", step,
-                                   s.loss, s.aux_loss, s.grad_norm, where,
-                                   last_saved_step_ >= 0 ? fmt::format("the last good checkpoint is step-{}", last_saved_step_)
-                                                         : std::string("no checkpoint was written"));
-      if (console_) spdlog::error("{}", result.message);
+                                   s.loss, s.aux_loss, s.grad_norm, where, last_good_checkpoint());
       return finish(TrainStatus::kNonFinite);
     }
 
     optimizer_->step(lr);
     synchronize(device_);  // CUDA: the step's kernels are done before the clock is read
     s.seconds = seconds_since(t0);
-    train_seconds += s.seconds;
-    run_tokens += tokens;
     ++run_steps;
     state_.step = step;
     state_.tokens_seen += tokens;
     state_.loss_tokens_seen += loss_tokens;
     state_.elapsed_s += s.seconds;
-    result.last_loss = s.loss;
+    state_.last_train_loss = s.loss;
     log_step(s);
 
-    if (tc.val_interval > 0 && step % tc.val_interval == 0) result.final_val_loss = validate();
-    if (tc.save_interval > 0 && step % tc.save_interval == 0) result.checkpoint = save();
-    if (state_.step >= tc.total_steps) break;
+    if (tc.val_interval > 0 && step % tc.val_interval == 0) validate();
+    if (state_.step >= tc.total_steps) break;  // the final checkpoint follows the final validation
+    if (tc.save_interval > 0 && step % tc.save_interval == 0 && !checkpoint()) return finish(TrainStatus::kNonFinite);
     if (options_.max_steps >= 0 && run_steps >= options_.max_steps) {
-      if (last_saved_step_ != state_.step) result.checkpoint = save();
+      if (last_saved_step_ != state_.step && !checkpoint()) return finish(TrainStatus::kNonFinite);
       if (console_) spdlog::info("stopped after {} steps of this run (step {})", run_steps, state_.step);
       return finish(TrainStatus::kStopped);
     }
@@ -566,17 +593,18 @@ TrainResult Trainer::run() {
                                       : "another rank received a stop signal",
                      state_.step);
       }
-      if (last_saved_step_ != state_.step) result.checkpoint = save();
+      if (last_saved_step_ != state_.step && !checkpoint()) return finish(TrainStatus::kNonFinite);
       if (console_) spdlog::info("resume with --resume");
       return finish(TrainStatus::kInterrupted);
     }
   }
 
-  // End of training: final validation (unless it just ran), final checkpoint, summary.
-  const bool validated_now = tc.val_interval > 0 && state_.step % tc.val_interval == 0 && run_steps > 0;
-  if (!validated_now) result.final_val_loss = validate();
-  else result.final_val_loss = state_.last_val_loss;
-  if (last_saved_step_ != state_.step) result.checkpoint = save();
+  // End of training: final validation (unless it ran at this step, in this or an earlier
+  // invocation), final checkpoint (holding that validation), summary.
+  if (run_steps == 0 && console_)
+    spdlog::info("the run is already complete at step {} ({}); writing its summary", state_.step, resumed_from_);
+  if (state_.val_step != state_.step) validate();
+  if (last_saved_step_ != state_.step && !checkpoint()) return finish(TrainStatus::kNonFinite);
   finish(TrainStatus::kCompleted, /*final_summary=*/true);
   if (console_) {
     spdlog::info("done: {} steps | train loss {:.4f} | val loss {} (best {}) | {} tok/s | {}", result.step,

@@ -55,6 +55,10 @@ class AdamW {
   // Drops every gradient (set to undefined, as torch's zero_grad(set_to_none=True)).
   void zero_grad();
 
+  // The first parameter (or its moment, "<name>'s AdamW exp_avg") holding a NaN or an infinity, ""
+  // when every value is finite. One host sync.
+  std::string first_non_finite() const;
+
   const std::vector<NamedParameter>& parameters() const { return params_; }
   const AdamWOptions& options() const { return options_; }
 

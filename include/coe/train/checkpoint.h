@@ -3,16 +3,20 @@
 //   config.json, model.safetensors  the model in HF layout (io::save_hf_checkpoint, float32)
 //   optimizer.safetensors           AdamW moments and per-parameter step counts
 //   rng.safetensors                 torch's CPU generator state ("cpu"), and "cuda:<i>" when used
-//   state.json                      step, tokens seen, validation losses, scheduler, data loader
 //   config.yaml                     the resolved run configuration
+//   state.json                      the manifest: step, tokens seen, losses, scheduler, data loader,
+//                                   and an xxh64 checksum of every other file (verified on load)
+//   .coe-checkpoint                 coe's marker: only directories carrying it are ever deleted
 // A checkpoint is written into step-N.tmp and renamed to step-N once every file is complete (and
 // flushed), so an interrupted save never leaves a step-N directory: a step-N directory with a
-// state.json is complete.
+// state.json is complete. Pruning renames a checkpoint to step-N.deleting before removing it, so
+// a killed prune leaves no incomplete step-N either.
 #include "coe/train/adamw.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,7 +25,8 @@ namespace coe {
 
 class CausalLMImpl;
 
-inline constexpr int kCheckpointFormatVersion = 1;
+// 2: state.json gained checksums, last_train_loss and val_step (version 1 is still read).
+inline constexpr int kCheckpointFormatVersion = 2;
 
 struct CheckpointInfo {
   int64_t step = 0;
@@ -38,25 +43,45 @@ struct TrainState {
   int64_t tokens_seen = 0;       // positions processed (rows * seq_len)
   int64_t loss_tokens_seen = 0;  // labels that counted in the loss
   double elapsed_s = 0.0;        // training wall time so far, over all resumed runs
+  std::optional<double> last_train_loss;  // training loss of step `step`
   std::optional<double> last_val_loss, best_val_loss;
+  std::optional<int64_t> val_step;  // the step last_val_loss was measured at
   nlohmann::json loader;         // LoaderState::to_json()
   nlohmann::json scheduler;      // informational: kind, lr, min_lr, warmup_steps, total_steps, last lr
+  std::map<std::string, std::string> checksums;  // file name -> "xxh64:<hex>" (filled by write_checkpoint)
 
   nlohmann::ordered_json to_json() const;
+  // Checks every field's type and range; errors name `source` and the field.
   static TrainState from_json(const nlohmann::json& json, const std::string& source);
 };
 
 // Writes <out_dir>/step-<state.step> atomically (replacing an existing one of the same step) and
-// returns its path. `cuda_device` >= 0 also saves that device's generator state.
+// returns its path. `cuda_device` >= 0 also saves that device's generator state. (The trainer
+// checks AdamW::first_non_finite() first: a diverged state is never saved as a checkpoint.)
 std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const CausalLMImpl& model,
                              const AdamW& optimizer, const std::string& config_yaml, int cuda_device = -1);
+
+// Reads and checks a checkpoint's state.json, and verifies every file against its checksum (a
+// coe::Error naming the file on a mismatch). Version-1 checkpoints carry no checksums.
+TrainState read_checkpoint_state(const std::string& dir);
 
 // Loads weights, optimizer state and RNG state (CUDA's when `cuda_device` >= 0 and saved) from a
 // checkpoint directory into an already constructed model / optimizer; returns its state.json.
 TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& optimizer, int cuda_device = -1);
 
-// Deletes all but the newest `keep_last` complete checkpoints (keep_last 0: keeps all), and stale
-// step-N.tmp directories of interrupted saves.
+// Deletes all but the newest `keep_last` complete checkpoints (keep_last 0: keeps all). Only
+// directories carrying coe's marker are deleted.
 void prune_checkpoints(const std::string& out_dir, int64_t keep_last);
+
+// Removes what interrupted saves and prunes left behind: step-N.tmp and step-N.deleting
+// directories, and step-N directories without a state.json, each only when it carries coe's
+// marker. Call it only while holding the run directory's lock (no other writer is alive).
+// Returns the removed paths.
+std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir);
+
+// Moves the complete checkpoints newer than `step` into `dest_dir` (created), keeping their
+// names; returns the moved paths. For resuming from an older step: the abandoned branch is kept
+// aside instead of being mixed with the new one.
+std::vector<std::string> move_checkpoints_after(const std::string& out_dir, int64_t step, const std::string& dest_dir);
 
 }  // namespace coe

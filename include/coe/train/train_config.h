@@ -52,7 +52,11 @@ struct TrainerConfig {
   int64_t global_batch = 64;    // sequences per optimizer step
   int64_t micro_batch = 16;     // sequences per forward/backward; must divide global_batch
   int64_t val_interval = 0;     // validate every N steps (0: only at the end)
-  int64_t val_batches = 0;      // micro_batch-sized validation batches per evaluation (0: whole split)
+  int64_t val_batches = 0;      // val_micro_batch-sized validation batches per evaluation (0: whole split)
+  // Rows per validation forward (default: micro_batch). Validation keeps no activations for
+  // backward, so it can use bigger batches than training; val_batches * val_micro_batch records
+  // are scored, independent of the training micro-batch.
+  int64_t val_micro_batch = 16;
   int64_t save_interval = 0;    // checkpoint every N steps (0: only the final / interrupt checkpoint)
   int64_t keep_last = 3;        // keep the newest K step-N checkpoints (0: keep all)
   std::string out_dir = "runs/coe";

@@ -7,6 +7,8 @@
 //   <out_dir>/step-N/          checkpoints (checkpoint.h)
 //   <out_dir>/final.json       summary, written when total_steps is reached
 //   <out_dir>/prepared/        the prepared dataset when data.prepared_dir is not set
+//   <out_dir>/.coe-lock        flock(2)ed by the one process training into out_dir (run_lock.h)
+//   <out_dir>/abandoned-after-step-N-<time>/  a branch left by resuming from an older step-N
 //
 // Construction does the setup (threads, device, data preparation, model, optimizer, loaders and
 // the resume); run() is the loop: for each step, draw the global batch, accumulate gradients over
@@ -29,16 +31,18 @@
 #include "coe/train/checkpoint.h"
 #include "coe/train/lr_schedule.h"
 #include "coe/train/train_config.h"
+#include "coe/util/file_io.h"
 
 #include <c10/core/Device.h>
 
 #include <cstdint>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 
 namespace coe {
+
+class RunDirLock;
 
 struct TrainOptions {
   // Continue from the newest complete checkpoint in out_dir; an error when there is none
@@ -60,30 +64,33 @@ enum class TrainStatus {
   kCompleted,    // reached trainer.total_steps; final checkpoint and final.json written
   kInterrupted,  // SIGINT/SIGTERM: checkpoint of the last completed step written
   kStopped,      // TrainOptions::max_steps reached: checkpoint written
-  kNonFinite,    // non-finite loss or gradient norm: stopped before the update, nothing saved
+  kNonFinite,    // non-finite loss, gradient norm, weights or moments: stopped, that state not saved
 };
 const char* to_string(TrainStatus status);
 
 struct TrainResult {
   TrainStatus status = TrainStatus::kCompleted;
   int64_t step = 0;         // optimizer steps completed
-  std::string message;      // kNonFinite: the step, values and the located layer, one line
+  std::string message;      // kNonFinite: the step, values and the located layer, one line (not logged:
+                            // the caller prints it once)
   std::string checkpoint;   // newest checkpoint written or resumed from ("" if none)
   std::optional<double> final_val_loss, best_val_loss;
   double last_loss = 0.0;   // training loss of the last completed step
   int64_t tokens = 0;       // positions processed over the whole run (all invocations)
-  double tokens_per_s = 0;  // training throughput of this invocation (steps only, no validation)
+  double tokens_per_s = 0;  // training throughput over the whole run (steps only, no validation)
   int64_t params = 0;
 };
 
 class Trainer {
  public:
   explicit Trainer(TrainConfig config, TrainOptions options = {});
+  ~Trainer();
 
   TrainResult run();
 
   const TrainConfig& config() const { return config_; }  // resolved (vocab, prepared_dir filled in)
   CausalLMImpl& model() { return *model_; }
+  AdamW& optimizer() { return *optimizer_; }
   const TrainState& state() const { return state_; }
   const std::string& out_dir() const { return out_dir_; }
   const LrSchedule& schedule() const { return schedule_; }
@@ -95,16 +102,19 @@ class Trainer {
  private:
   struct StepStats;
   void decide_resume();
+  void set_aside_newer_branch(int64_t step);
   std::optional<double> validate();
   std::string save();
   void log_step(const StepStats& s);
   void write_final(const TrainResult& r);
+  std::string last_good_checkpoint() const;
 
   TrainConfig config_;
   TrainOptions options_;
   // Declared before the model and the reducer: destroyed after them (the reducer's hooks refer to
   // the context and sit on the model's parameters).
   std::unique_ptr<dist::DistContext> dist_;
+  std::unique_ptr<RunDirLock> run_lock_;  // rank 0: held for the trainer's lifetime
   bool console_ = true;  // options_.console on rank 0
   std::string out_dir_, config_yaml_, resumed_from_;
   c10::Device device_{c10::kCPU};
@@ -119,7 +129,7 @@ class Trainer {
   std::string expert_dispatch_;  // the dispatch trainer.expert_dispatch resolved to
   int64_t last_saved_step_ = -1;
   std::unique_ptr<dist::GradReducer> reducer_;  // data parallelism only
-  std::ofstream metrics_, val_log_;
+  AppendFile metrics_, val_log_;
   // Console window (since the last log line).
   double window_time_ = 0;
   int64_t window_steps_ = 0, window_tokens_ = 0;

@@ -1,0 +1,73 @@
+#include "coe/train/run_lock.h"
+
+#include "coe/util/error.h"
+#include "coe/util/file_io.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace coe {
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "?";
+  return buf;
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// What the holder wrote into the lock file ("pid 123 on host gpu-7 since ..."), one line.
+std::string read_holder(int fd) {
+  char buf[512] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+  std::string text = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  if (auto nl = text.find('\n'); nl != std::string::npos) text.resize(nl);
+  return text.empty() ? "a process that has not yet written its name" : text;
+}
+
+}  // namespace
+
+RunDirLock::RunDirLock(const std::string& dir) : path_((fs::path(dir) / ".coe-lock").string()) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("{}: cannot create the run directory: {}", dir, ec.message());
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("{}: cannot open the run directory's lock file: {}", path_, std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    const std::string holder = err == EWOULDBLOCK ? read_holder(fd_) : std::string();
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK)
+      fail("{} is in use by another coe-train ({}); wait for it to end or choose another trainer.out_dir", dir,
+           holder);
+    fail("{}: cannot lock: {}", path_, std::strerror(err));
+  }
+  const std::string me = fmt::format("pid {} on host {} since {}\n", ::getpid(), host_name(), utc_now());
+  if (::ftruncate(fd_, 0) != 0) fail("{}: cannot write: {}", path_, std::strerror(errno));
+  write_all(fd_, me, path_);
+}
+
+RunDirLock::~RunDirLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock; the file stays (deleting it would race)
+}
+
+}  // namespace coe

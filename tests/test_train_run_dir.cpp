@@ -1,0 +1,245 @@
+// The run directory under everything that goes wrong in practice: two trainers on one directory,
+// resuming from an older step, resuming a finished run, a diverged state at a save, a damaged
+// checkpoint, and what killed saves and prunes leave behind.
+#include "coe/io/safetensors.h"
+#include "coe/train/checkpoint.h"
+#include "coe/train/trainer.h"
+#include "coe/util/error.h"
+
+#include "support/expect_error.h"
+#include "support/test_env.h"
+#include "support/tiny_run.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+using coe::test::expect_error;
+using coe::test::read_file;
+using coe::test::read_jsonl;
+using coe::test::write_file;
+
+class RunDir : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    spdlog::set_level(spdlog::level::warn);
+    root_ = coe::test::scratch_dir("run-dir");
+  }
+
+  // A tiny GSM8K run into root_/<run> with `overrides` (the prepared data is shared).
+  static coe::TrainConfig config(const std::string& run, const std::vector<std::string>& overrides = {}) {
+    const fs::path yaml = root_ / (run + ".yaml");
+    write_file(yaml, coe::test::tiny_gsm8k_run_yaml(root_ / "prepared", root_ / run, 6));
+    return coe::load_train_config(yaml.string(), overrides);
+  }
+
+  static coe::TrainOptions options(bool resume = false, int64_t max_steps = -1) {
+    coe::TrainOptions o;
+    o.handle_signals = false;
+    o.resume = resume;
+    o.max_steps = max_steps;
+    return o;
+  }
+
+  static nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(read_file(path)); }
+
+  static fs::path root_;
+};
+
+fs::path RunDir::root_;
+
+TEST_F(RunDir, SecondTrainerOnTheSameDirectoryFailsNamingTheFirst) {
+  auto first = std::make_unique<coe::Trainer>(config("locked", {"trainer.resume=auto"}), options());
+  expect_error([&] { coe::Trainer second(config("locked", {"trainer.resume=auto"}), options()); },
+               {(root_ / "locked").string(), "in use by another coe-train", "pid " + std::to_string(::getpid())});
+  // The lock lives as long as the trainer: once it is gone, the directory is free again.
+  ASSERT_EQ(first->run().status, coe::TrainStatus::kCompleted);
+  first.reset();
+  coe::Trainer again(config("locked", {"trainer.resume=auto"}), options());
+  EXPECT_EQ(again.state().step, 6);
+}
+
+// Resuming from step 2 while steps 4 and 6 exist: the abandoned branch moves aside whole, the logs
+// restart at step 2, pruning keeps the step resumed from, and the new branch retraces the old one
+// (same seed, same data order) to the same losses.
+TEST_F(RunDir, ResumingFromAnOlderStepStartsABranch) {
+  const std::vector<std::string> common{"trainer.save_interval=2", "trainer.keep_last=2", "trainer.val_interval=2"};
+  ASSERT_EQ(coe::Trainer(config("branch", common), options()).run().status, coe::TrainStatus::kCompleted);
+  const fs::path dir = root_ / "branch";
+  const auto old_metrics = read_jsonl(dir / "metrics.jsonl");
+  ASSERT_EQ(old_metrics.size(), 6u);
+  ASSERT_TRUE(fs::exists(dir / "step-4") && fs::exists(dir / "step-6") && fs::exists(dir / "final.json"));
+  // keep_last 2 left steps 4 and 6; bring step 2 back from a copy so there is an older step to resume.
+  {
+    ASSERT_EQ(coe::Trainer(config("branch-src", common), options(false, 2)).run().status,
+              coe::TrainStatus::kStopped);
+    fs::copy(root_ / "branch-src" / "step-2", dir / "step-2", fs::copy_options::recursive);
+  }
+
+  auto resumed = config("branch", common);
+  resumed.trainer.resume = (dir / "step-2").string();
+  auto t = std::make_unique<coe::Trainer>(resumed, options());
+  EXPECT_EQ(t->state().step, 2);
+  std::vector<fs::path> aside;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("abandoned-after-step-2-", 0) == 0) aside.push_back(e.path());
+  ASSERT_EQ(aside.size(), 1u);
+  for (const char* f : {"step-4", "step-6", "final.json", "metrics.jsonl", "val.jsonl"})
+    EXPECT_TRUE(fs::exists(aside[0] / f)) << f;
+  EXPECT_FALSE(fs::exists(dir / "step-4"));
+  EXPECT_FALSE(fs::exists(dir / "final.json"));
+  EXPECT_EQ(read_jsonl(dir / "metrics.jsonl").size(), 2u);
+  EXPECT_EQ(read_jsonl(dir / "val.jsonl").size(), 1u);
+
+  ASSERT_EQ(t->run().status, coe::TrainStatus::kCompleted);
+  t.reset();
+  const auto new_metrics = read_jsonl(dir / "metrics.jsonl");
+  ASSERT_EQ(new_metrics.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(new_metrics[i]["step"].get<int64_t>(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(new_metrics[i]["loss"], old_metrics[i]["loss"]) << "step " << i + 1;
+  }
+  EXPECT_EQ(read_jsonl(dir / "val.jsonl").size(), 3u);  // steps 2, 4, 6: each once
+  const auto kept = coe::list_checkpoints(dir.string());
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[0].step, 4);
+  EXPECT_EQ(kept[1].step, 6);
+  // --resume now follows the new branch: the run is complete.
+  coe::Trainer after(config("branch", common), options(true));
+  EXPECT_EQ(fs::path(after.resumed_from()).filename(), "step-6");
+}
+
+// A requeued job resuming a finished run (or one killed between its last checkpoint and
+// final.json) reports the run's own numbers and validates nothing twice.
+TEST_F(RunDir, ResumingAFinishedRunKeepsItsSummary) {
+  const std::vector<std::string> common{"trainer.val_interval=4"};  // the final validation comes at step 6
+  const coe::TrainResult done = coe::Trainer(config("finished", common), options()).run();
+  ASSERT_EQ(done.status, coe::TrainStatus::kCompleted);
+  const fs::path dir = root_ / "finished";
+  const nlohmann::json summary = read_json(dir / "final.json");
+  const std::string val_log = read_file(dir / "val.jsonl");
+  EXPECT_EQ(read_jsonl(dir / "val.jsonl").size(), 2u);
+  EXPECT_GT(summary["final_train_loss"].get<double>(), 0.0);
+  EXPECT_GT(summary["tokens_per_s"].get<double>(), 0.0);
+
+  for (bool lose_summary : {false, true}) {
+    if (lose_summary) fs::remove(dir / "final.json");
+    const coe::TrainResult again = coe::Trainer(config("finished", common), options(true)).run();
+    EXPECT_EQ(again.status, coe::TrainStatus::kCompleted);
+    EXPECT_EQ(again.last_loss, done.last_loss);
+    EXPECT_EQ(again.final_val_loss, done.final_val_loss);
+    EXPECT_EQ(read_json(dir / "final.json"), summary) << "lost final.json: " << lose_summary;
+    EXPECT_EQ(read_file(dir / "val.jsonl"), val_log);
+  }
+}
+
+// A diverged optimizer state behind finite losses (an infinite second moment, as a gradient
+// spike without clipping leaves it: every later update of that tensor is zero) is not saved as a
+// checkpoint: the run stops naming the tensor and the last good checkpoint.
+TEST_F(RunDir, DivergedStateIsNeverSaved) {
+  const std::vector<std::string> common{"trainer.save_interval=1", "trainer.val_interval=0"};
+  ASSERT_EQ(coe::Trainer(config("diverge", common), options(false, 2)).run().status, coe::TrainStatus::kStopped);
+  coe::Trainer t(config("diverge", common), options(true));
+  {
+    auto state = t.optimizer().state();
+    state.at("model.norm.weight.exp_avg_sq").fill_(INFINITY);
+    t.optimizer().load_state(state, "test");
+  }
+  const coe::TrainResult r = t.run();
+  ASSERT_EQ(r.status, coe::TrainStatus::kNonFinite);
+  EXPECT_EQ(r.step, 3);
+  EXPECT_NE(r.message.find("model.norm.weight's AdamW exp_avg_sq after the update of step 3"), std::string::npos)
+      << r.message;
+  EXPECT_NE(r.message.find("the last good checkpoint is step-2"), std::string::npos) << r.message;
+  const auto kept = coe::list_checkpoints((root_ / "diverge").string());
+  ASSERT_FALSE(kept.empty());
+  EXPECT_EQ(kept.back().step, 2);
+}
+
+// A damaged checkpoint is refused with the file and the reason, never trained from.
+TEST_F(RunDir, DamagedCheckpointsAreRefused) {
+  ASSERT_EQ(coe::Trainer(config("damaged", {"trainer.val_interval=0"}), options(false, 2)).run().status,
+            coe::TrainStatus::kStopped);
+  const fs::path step = root_ / "damaged" / "step-2";
+  const std::string state = read_file(step / "state.json");
+  auto resume = [&] { coe::Trainer t(config("damaged", {"trainer.val_interval=0"}), options(true)); };
+
+  for (const auto& [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"step", -5}, {"step", int64_t{1} << 50}, {"tokens_seen", -1}, {"elapsed_s", -2.0}, {"val_step", 7}}) {
+    nlohmann::json j = nlohmann::json::parse(state);
+    j[field] = value;
+    write_file(step / "state.json", j.dump(2));
+    expect_error(resume, {(step / "state.json").string(), field, "out of range"});
+  }
+  write_file(step / "state.json", state);
+
+  // One flipped byte in the middle of the weights.
+  const fs::path weights = step / "model.safetensors";
+  std::string bytes = read_file(weights);
+  bytes[bytes.size() / 2] ^= 0x10;
+  write_file(weights, bytes);
+  expect_error(resume, {weights.string(), "checksum mismatch"});
+}
+
+// What a killed save or prune leaves is removed on the next run, and only that: a directory coe
+// did not write, and a file a user put into a checkpoint directory, survive.
+TEST_F(RunDir, LeftoversOfKilledSavesAreCleanedAndForeignFilesKept) {
+  const std::vector<std::string> common{"trainer.save_interval=1", "trainer.keep_last=1", "trainer.val_interval=0"};
+  ASSERT_EQ(coe::Trainer(config("leftovers", common), options(false, 2)).run().status, coe::TrainStatus::kStopped);
+  const fs::path dir = root_ / "leftovers";
+  const fs::path good = dir / "step-2";
+  // A save killed before its rename, a prune killed after its rename, and a prune of an older coe
+  // killed half-way (step-N with its state.json already gone).
+  fs::copy(good, dir / "step-3.tmp", fs::copy_options::recursive);
+  fs::remove(dir / "step-3.tmp" / "state.json");
+  fs::copy(good, dir / "step-1.deleting", fs::copy_options::recursive);
+  fs::copy(good, dir / "step-1", fs::copy_options::recursive);
+  fs::remove(dir / "step-1" / "state.json");
+  // Not coe's: no marker.
+  write_file(dir / "step-9.tmp" / "notes.txt", "mine");
+  // A user's file inside a checkpoint that pruning will remove.
+  write_file(good / "notes.txt", "mine too");
+
+  coe::Trainer t(config("leftovers", common), options(true));
+  EXPECT_FALSE(fs::exists(dir / "step-3.tmp"));
+  EXPECT_FALSE(fs::exists(dir / "step-1.deleting"));
+  EXPECT_FALSE(fs::exists(dir / "step-1"));
+  EXPECT_EQ(read_file(dir / "step-9.tmp" / "notes.txt"), "mine");
+  ASSERT_EQ(t.run().status, coe::TrainStatus::kCompleted);
+  // step-2 was pruned (keep_last 1): coe's files are gone, the user's file and its directory stay.
+  EXPECT_EQ(read_file(dir / "step-2.deleting" / "notes.txt"), "mine too");
+  EXPECT_FALSE(fs::exists(dir / "step-2.deleting" / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "step-2"));
+  const auto kept = coe::list_checkpoints(dir.string());
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].step, 6);
+}
+
+// coe-train prints a non-finite stop once, as its error line, and exits 3. (A learning rate of
+// 1e30 gives weights near 1e31 after one update, and an overflowing loss at the next step.)
+TEST_F(RunDir, NonFiniteStopIsPrintedOnce) {
+  const fs::path yaml = root_ / "nonfinite-binary.yaml";
+  write_file(yaml, coe::test::tiny_gsm8k_run_yaml(root_ / "prepared", root_ / "nonfinite-binary", 4));
+  std::string out;
+  const int rc = coe::test::run_command(
+      coe::test::tool_path("coe-train").string() + " " + yaml.string() +
+          " --set optim.lr=1.0e30 --set optim.warmup_steps=0",
+      &out);
+  EXPECT_EQ(rc, 3) << out;
+  size_t count = 0;
+  for (size_t at = out.find("non-finite values"); at != std::string::npos; at = out.find("non-finite values", at + 1))
+    ++count;
+  EXPECT_EQ(count, 1u) << out;
+  EXPECT_NE(out.find("error: non-finite values at step 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("no checkpoint was written"), std::string::npos) << out;
+}
+
+}  // namespace
