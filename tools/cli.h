@@ -1,14 +1,29 @@
 #pragma once
-// The command-line contract of every coe tool: --help prints and exits 0; a bad flag or value is
-// one line "error: <reason> (see --help)" on stderr and exit status 1.
+// The command-line contract of every coe tool: --help prints and exits 0; --version prints the
+// coe version, the git commit, the libtorch version and whether CUDA is built in; a bad flag or
+// value is one line "error: <reason> (see --help)" on stderr and exit status 1; any failure
+// later is one line "error: <reason>" and exit status 1.
+#include "coe_version.h"
+
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <exception>
+#include <string>
 
 namespace coe::cli {
 
+// "coe-eval 0.1.0 (git 1a2b3c4d5e6f), libtorch 1.13.1, CPU only"
+inline std::string version_line(const std::string& tool) {
+  return tool + " " + COE_VERSION + " (git " + COE_GIT_COMMIT + "), libtorch " + COE_TORCH_VERSION +
+         (COE_BUILT_WITH_CUDA ? ", CUDA" : ", CPU only");
+}
+
 // Returns -1 when the tool should go on, else the status to exit with.
 inline int parse(CLI::App& app, int argc, char** argv) {
+  std::string tool = argc > 0 ? argv[0] : "coe";
+  if (const auto slash = tool.rfind('/'); slash != std::string::npos) tool = tool.substr(slash + 1);
+  app.set_version_flag("--version", version_line(tool));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -17,6 +32,19 @@ inline int parse(CLI::App& app, int argc, char** argv) {
     return 1;
   }
   return -1;
+}
+
+// The first line of an error's message: torch's errors carry a C++ backtrace after it.
+inline std::string first_line(const std::exception& e) {
+  std::string message = e.what();
+  if (const auto nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
+  return message;
+}
+
+// Prints "error: <who><first line>" on stderr; returns the exit status for a failure (1).
+inline int report(const std::exception& e, const std::string& who = "") {
+  std::fprintf(stderr, "error: %s%s\n", who.c_str(), first_line(e).c_str());
+  return 1;
 }
 
 }  // namespace coe::cli

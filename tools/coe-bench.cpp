@@ -3,11 +3,13 @@
 #include "coe/model/causal_lm.h"
 #include "coe/model/flops.h"
 #include "coe/train/adamw.h"
+#include "coe/train/memory_model.h"
 #include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
-#include "coe/util/device_memory.h"
+#include "coe/train/device.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
 #include "cli.h"
 
@@ -45,7 +47,7 @@ int main(int argc, char** argv) {
     coe::resolve_model_vocab(cfg);  // the model coe-train would build: the tokenizer's vocabulary
     const coe::TrainerConfig& t = cfg.trainer;
     const int64_t seq_len = seq > 0 ? seq : cfg.data.max_length;
-    const c10::Device device(t.device);
+    const c10::Device device = coe::resolve_device(t.device, config_path + ": trainer.device");
     const bool bf16 = t.dtype == "bfloat16";
     if (bf16 && !device.is_cuda()) coe::fail("{}: trainer.dtype: bfloat16 needs a CUDA device", config_path);
     if (t.threads > 0) at::set_num_threads(t.threads);
@@ -53,6 +55,12 @@ int main(int argc, char** argv) {
       coe::fail("{}: sequence length {} exceeds model.max_position_embeddings {}", config_path, seq_len,
                 cfg.model.max_position_embeddings);
 
+    if (!device.is_cuda()) {
+      coe::MemoryOptions mo = coe::memory_options(cfg);
+      mo.seq_len = seq_len;
+      coe::check_host_memory(coe::estimate_memory(cfg.model, mo).total_bytes(), config_path + ": this benchmark",
+                             "use a smaller model or --micro-batch");
+    }
     torch::manual_seed(static_cast<int64_t>(t.seed));
     coe::CausalLM model(cfg.model);
     model->to(device);
@@ -127,11 +135,10 @@ int main(int argc, char** argv) {
                           {"blas", blas},
                           {"config", config_path},
                           {"overrides", overrides}};
-      std::ofstream(json_out) << j.dump(2) << "\n";
+      coe::write_file_atomic(json_out, j.dump(2) + "\n");
     }
   } catch (const std::exception& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
+    return coe::cli::report(e);
   }
   return 0;
 }

@@ -13,8 +13,9 @@
 #include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
-#include "coe/util/device_memory.h"
+#include "coe/train/device.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "cli.h"
 
 #include <CLI/CLI.hpp>
@@ -83,15 +84,6 @@ class CountingCpuAllocator final : public c10::Allocator {
 
 CountingCpuAllocator* g_counting = nullptr;  // installed by --measure on CPU; never destroyed
 
-int64_t read_status_kib(const char* key) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  const std::string prefix = std::string(key) + ":";
-  while (std::getline(status, line))
-    if (line.rfind(prefix, 0) == 0) return std::strtoll(line.c_str() + prefix.size(), nullptr, 10);
-  return 0;
-}
-
 struct Options {
   std::vector<std::string> overrides;
   int64_t micro_batch = 0, seq = 0;
@@ -113,28 +105,23 @@ Loaded load(const std::string& path, const Options& opt) {
   coe::resolve_model_vocab(c);
   c.model.validate(path);
   coe::MemoryOptions& m = r.memory;
-  m.micro_batch = opt.micro_batch > 0 ? opt.micro_batch : c.trainer.micro_batch;
-  m.seq_len = opt.seq > 0 ? opt.seq : c.data.max_length;
-  m.checkpointing = opt.checkpointing ? *opt.checkpointing : c.trainer.activation_checkpointing;
-  std::string dtype = opt.dtype.empty() ? c.trainer.dtype : opt.dtype;
-  if (dtype == "bf16") dtype = "bfloat16";
-  if (dtype == "fp32") dtype = "float32";
-  if (dtype != "float32" && dtype != "bfloat16") coe::fail("--dtype: expected float32 or bfloat16, got '{}'", dtype);
-  m.bf16 = dtype == "bfloat16";
-  const bool cuda = c.trainer.device.rfind("cuda", 0) == 0;
-  if (opt.attention == "auto")
-    // CUDA runs use libtorch 2.x (SDPA's fused kernels); on CPU, whatever this build has.
-    m.fused_attention = cuda || coe::compat::kHasSdpa;
-  else if (opt.attention == "fused")
+  m = coe::memory_options(c);
+  if (opt.micro_batch > 0) m.micro_batch = opt.micro_batch;
+  if (opt.seq > 0) m.seq_len = opt.seq;
+  if (opt.checkpointing) m.checkpointing = *opt.checkpointing;
+  if (!opt.dtype.empty()) {
+    std::string dtype = opt.dtype;
+    if (dtype == "bf16") dtype = "bfloat16";
+    if (dtype == "fp32") dtype = "float32";
+    if (dtype != "float32" && dtype != "bfloat16") coe::fail("--dtype: expected float32 or bfloat16, got '{}'", dtype);
+    m.bf16 = dtype == "bfloat16";
+  }
+  if (opt.attention == "fused")
     m.fused_attention = true;
   else if (opt.attention == "materialized" || opt.attention == "materialised")
     m.fused_attention = false;
-  else
+  else if (opt.attention != "auto")
     coe::fail("--attention: expected auto, fused or materialized, got '{}'", opt.attention);
-  // libtorch 1.x keeps x^2 in every RMSNorm; CUDA configurations run on libtorch 2.x.
-  m.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
-  m.grouped_dispatch = coe::uses_grouped_dispatch(c.trainer.expert_dispatch, cuda);
-  m.loss_chunk_tokens = coe::default_loss_chunk_tokens(c.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   if (m.seq_len > c.model.max_position_embeddings)
     coe::fail("{}: sequence length {} exceeds model.max_position_embeddings {}", path, m.seq_len,
               c.model.max_position_embeddings);
@@ -154,17 +141,20 @@ struct Measurement {
 Measurement measure(const Loaded& l, const Options& opt) {
   const coe::TrainConfig& cfg = l.config;
   const coe::MemoryOptions& mo = l.memory;
-  const c10::Device device(cfg.trainer.device);
+  const c10::Device device = coe::resolve_device(cfg.trainer.device, cfg.source + ": trainer.device");
   if (mo.bf16 && !device.is_cuda()) coe::fail("--measure: bfloat16 autocast needs a CUDA device (trainer.device)");
   if (mo.fused_attention != coe::compat::kHasSdpa)
     coe::fail("--measure: this libtorch {} attention; pass --attention {}",
               coe::compat::kHasSdpa ? "uses fused SDPA" : "materialises the softmax",
               coe::compat::kHasSdpa ? "fused" : "materialized");
   if (cfg.trainer.threads > 0) at::set_num_threads(cfg.trainer.threads);
+  if (!device.is_cuda())
+    coe::check_host_memory(coe::estimate_memory(cfg.model, mo).total_bytes(), cfg.source + ": --measure",
+                           "measure a smaller configuration, or only estimate it (without --measure)");
   Measurement r;
   r.steps = opt.measure_steps;
   r.accumulation = opt.measure_accumulation;
-  const int64_t hwm_before = read_status_kib("VmHWM") * 1024;
+  const int64_t hwm_before = coe::proc_status_kib("VmHWM") * 1024;
 
   torch::manual_seed(static_cast<int64_t>(cfg.trainer.seed));
   coe::CausalLM model(cfg.model);
@@ -204,7 +194,7 @@ Measurement measure(const Loaded& l, const Options& opt) {
   } else {
     r.peak_bytes = g_counting ? g_counting->peak() : 0;
     r.source = "CPU: peak live tensor storage through c10's CPU allocator (counting wrapper)";
-    r.vmhwm_growth = read_status_kib("VmHWM") * 1024 - hwm_before;
+    r.vmhwm_growth = coe::proc_status_kib("VmHWM") * 1024 - hwm_before;
   }
   return r;
 }
@@ -291,7 +281,8 @@ int main(int argc, char** argv) {
           const double x = ja[key].get<double>(), y = jb[key].get<double>();
           rel[key] = x != 0 ? (y - x) / x : 0.0;
         }
-        std::ofstream(json_out) << nlohmann::json{{"a", ja}, {"b", jb}, {"relative_difference", rel}}.dump(2) << "\n";
+        coe::write_file_atomic(json_out,
+                               nlohmann::json{{"a", ja}, {"b", jb}, {"relative_difference", rel}}.dump(2) + "\n");
       }
       return 0;
     }
@@ -313,16 +304,9 @@ int main(int argc, char** argv) {
       if (m.saved_bytes >= 0) j["measured_saved_activations_bytes"] = m.saved_bytes;
       if (m.vmhwm_growth >= 0) j["cpu_vmhwm_growth_bytes"] = m.vmhwm_growth;
     }
-    if (!json_out.empty()) {
-      std::ofstream out(json_out);
-      out << j.dump(2) << "\n";
-      if (!out) coe::fail("{}: cannot write", json_out);
-    }
+    if (!json_out.empty()) coe::write_file_atomic(json_out, j.dump(2) + "\n");
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    std::fprintf(stderr, "error: %s\n", msg.c_str());
-    return 1;
+    return coe::cli::report(e);
   }
   return 0;
 }

@@ -58,10 +58,6 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", result.message.c_str());
     return coe::exit_code(result.status);
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    // One line: torch errors carry a C++ backtrace after the first line.
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    std::fprintf(stderr, "error: %s%s\n", who.c_str(), msg.c_str());
-    return 1;
+    return coe::cli::report(e, who);
   }
 }

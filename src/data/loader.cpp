@@ -150,7 +150,12 @@ SequentialLoader::SequentialLoader(std::shared_ptr<const PreparedSplit> split, L
     : options_(options), rows_(make_rows(split, options)) {
   records_ = max_records < 0 ? split->size() : std::min(max_records, split->size());
   if (records_ == 0) fail("{}: no records to evaluate (max_records {})", split->dir(), max_records);
-  rows_.set_order(in_order(records_));
+  if (options_.length_buckets && options_.packing) fail("{}: length buckets need padding mode (one record per row)", split->dir());
+  std::vector<int64_t> order = in_order(records_);
+  if (options_.length_buckets)
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return split->record_length(a) > split->record_length(b); });
+  rows_.set_order(std::move(order));
   rows_.check_fits();
   units_ = rows_.rows(true);
 }
@@ -164,6 +169,19 @@ bool SequentialLoader::next(TokenBatch* batch) {
   if (batch_ >= num_batches()) return false;
   const int64_t first = batch_ * options_.batch_size * options_.world_size;
   *batch = build_batch(rows_, options_, first, units_);
+  if (options_.length_buckets && batch->batch_size > 0) {
+    // Positions past a row's first padding are ignored by the loss and, under causal attention,
+    // change nothing before them: drop the columns no row needs.
+    const int64_t longest = *std::max_element(batch->lengths.begin(), batch->lengths.end());
+    const int64_t width = std::min(batch->seq_len, longest + 1);
+    for (int64_t r = 0; r < batch->batch_size; ++r) {
+      std::copy_n(batch->input_ids.begin() + r * batch->seq_len, width, batch->input_ids.begin() + r * width);
+      std::copy_n(batch->labels.begin() + r * batch->seq_len, width, batch->labels.begin() + r * width);
+    }
+    batch->seq_len = width;
+    batch->input_ids.resize(static_cast<size_t>(batch->batch_size * width));
+    batch->labels.resize(batch->input_ids.size());
+  }
   ++batch_;
   return true;
 }

@@ -337,6 +337,25 @@ std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir) {
   return removed;
 }
 
+std::string find_checkpoint(const std::string& path) {
+  std::string dir = path;
+  if (!fs::exists(fs::path(path) / "config.json")) {
+    if (!fs::is_directory(path)) fail("{}: no such checkpoint or run directory", path);
+    const auto newest = latest_checkpoint(path);
+    if (!newest)
+      fail("{}: neither a checkpoint (config.json) nor a run directory with complete step-N checkpoints", path);
+    dir = newest->dir;
+  }
+  if (fs::exists(fs::path(dir) / kState)) read_checkpoint_state(dir);  // checks every file's checksum
+  return dir;
+}
+
+std::optional<TrainConfig> read_run_config(const std::string& checkpoint_dir) {
+  const fs::path file = fs::path(checkpoint_dir) / kConfig;
+  if (!fs::exists(file)) return std::nullopt;
+  return load_train_config(file.string());
+}
+
 std::vector<std::string> move_checkpoints_after(const std::string& out_dir, int64_t step, const std::string& dest_dir) {
   std::vector<std::string> moved;
   for (const auto& c : list_checkpoints(out_dir)) {

@@ -1,7 +1,10 @@
 #include "coe/train/memory_model.h"
 
+#include "coe/compat.h"
+#include "coe/model/chunked_loss.h"
 #include "coe/model/dispatch_name.h"
 #include "coe/model/flops.h"
+#include "coe/train/train_config.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -271,6 +274,21 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
 }
 
 }  // namespace
+
+MemoryOptions memory_options(const TrainConfig& config) {
+  MemoryOptions o;
+  o.micro_batch = config.trainer.micro_batch;
+  o.seq_len = config.data.max_length;
+  o.checkpointing = config.trainer.activation_checkpointing;
+  o.bf16 = config.trainer.dtype == "bfloat16";
+  const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
+  o.fused_attention = cuda || compat::kHasSdpa;
+  // libtorch 1.x keeps x^2 in every RMSNorm; CUDA configurations run on libtorch 2.x.
+  o.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch, cuda);
+  o.loss_chunk_tokens = default_loss_chunk_tokens(config.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
+  return o;
+}
 
 bool uses_grouped_dispatch(const std::string& expert_dispatch, bool cuda) {
   return resolve_dispatch_name(expert_dispatch, cuda, /*has_grouped_mm=*/true) == "grouped";

@@ -250,16 +250,12 @@ ModelConfig sweep_model(const TrainConfig& config) {
 }
 
 MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory& memory) {
-  MemoryOptions o;
-  o.micro_batch = memory.micro_batch.value_or(config.trainer.micro_batch);
-  o.seq_len = memory.seq.value_or(config.data.max_length);
-  o.checkpointing = memory.checkpointing.value_or(config.trainer.activation_checkpointing);
-  o.bf16 = config.trainer.dtype == "bfloat16";
-  const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
-  o.fused_attention = cuda || compat::kHasSdpa;
-  o.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
-  o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch, cuda);
-  o.loss_chunk_tokens = default_loss_chunk_tokens(sweep_model(config).vocab_size, cuda ? c10::kCUDA : c10::kCPU);
+  TrainConfig resolved = config;
+  resolve_model_vocab(resolved);
+  MemoryOptions o = memory_options(resolved);
+  o.micro_batch = memory.micro_batch.value_or(o.micro_batch);
+  o.seq_len = memory.seq.value_or(o.seq_len);
+  o.checkpointing = memory.checkpointing.value_or(o.checkpointing);
   return o;
 }
 

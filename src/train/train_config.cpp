@@ -141,6 +141,7 @@ TrainerConfig parse_trainer(ConfigReader& r) {
   if (t.dtype == "bfloat16" && t.device == "cpu")
     r.fail_key("dtype", "bfloat16 autocast is only supported on CUDA; train in float32 on CPU");
   t.activation_checkpointing = r.get("activation_checkpointing", t.activation_checkpointing);
+  t.memory_check = r.get("memory_check", t.memory_check);
   t.expert_dispatch = r.get("expert_dispatch", t.expert_dispatch);
   if (!is_expert_dispatch_name(t.expert_dispatch))
     r.fail_key("expert_dispatch", fmt::format("unknown dispatch '{}' ({})", t.expert_dispatch, kExpertDispatchChoices));
@@ -304,6 +305,7 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   trainer["device"] = t.device;
   trainer["dtype"] = t.dtype;
   trainer["activation_checkpointing"] = t.activation_checkpointing;
+  trainer["memory_check"] = t.memory_check;
   trainer["expert_dispatch"] = t.expert_dispatch;
   trainer["log_interval"] = t.log_interval;
   trainer["threads"] = t.threads;

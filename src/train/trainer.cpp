@@ -2,10 +2,11 @@
 
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
+#include "coe/train/memory_model.h"
 #include "coe/train/run_lock.h"
 #include "coe/train/signals.h"
 #include "coe/train/train_step.h"
-#include "coe/util/device_memory.h"
+#include "coe/train/device.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 
@@ -14,7 +15,6 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
-#include <torch/cuda.h>
 
 #include <chrono>
 #include <cmath>
@@ -162,23 +162,10 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
   if (tc.threads > 0) at::set_num_threads(tc.threads);
 
   // Device and precision.
-  try {
-    device_ = c10::Device(tc.device);
-  } catch (const std::exception&) {
-    fail("{}: trainer.device: cannot parse '{}'", config_.source, tc.device);
-  }
-  if (device_.is_cuda()) {
-    if (!torch::cuda::is_available())
-      fail("{}: trainer.device is '{}' but no CUDA device is available (is this a CPU-only libtorch?)",
-           config_.source, tc.device);
-    if (env.distributed()) {
-      device_ = dist::rank_device(env, device_, config_.source);  // cuda:LOCAL_RANK
-    } else {
-      if (device_.has_index() && device_.index() >= static_cast<int>(torch::cuda::device_count()))
-        fail("{}: trainer.device '{}': only {} CUDA device(s)", config_.source, tc.device, torch::cuda::device_count());
-      if (!device_.has_index()) device_ = c10::Device(c10::kCUDA, 0);
-    }
-  }
+  const std::string device_setting = config_.source + ": trainer.device";
+  device_ = resolve_device(tc.device, device_setting);
+  if (device_.is_cuda() && env.distributed())
+    device_ = dist::rank_device(env, c10::Device(tc.device), config_.source);  // cuda:LOCAL_RANK
   bf16_ = tc.dtype == "bfloat16";
   if (bf16_ && !device_.is_cuda())
     fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
@@ -258,6 +245,11 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
          "data.val_fraction or data.val_files)",
          config_.source, tc.val_interval);
   }
+
+  if (tc.memory_check && !device_.is_cuda())
+    check_host_memory(estimate_memory(config_.model, memory_options(config_)).total_bytes(),
+                      config_.source + ": this run",
+                      "use a smaller model or trainer.micro_batch, or set trainer.memory_check: false to try anyway");
 
   // Model (initialised from the seeded generator), optimizer, schedule.
   at::manual_seed(tc.seed);

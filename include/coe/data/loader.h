@@ -12,8 +12,9 @@
 // dropped (the reference drops the last incomplete batch too).
 //
 // SequentialLoader: evaluation. One pass over the first `max_records` records (all when < 0) in
-// source order, with the same sharding rule; it yields ceil(U / (W*B)) batches on every rank, the
-// last possibly shorter (even empty on high ranks), so all ranks step together.
+// source order (by length with LoaderOptions::length_buckets), with the same sharding rule; it
+// yields ceil(U / (W*B)) batches on every rank, the last possibly shorter (even empty on high
+// ranks), so all ranks step together.
 #include "coe/data/batch.h"
 #include "coe/data/data_config.h"
 #include "coe/data/prepared.h"
@@ -35,6 +36,10 @@ struct LoaderOptions {
   Truncation truncation = Truncation::kError;
   bool add_eos = false;
   bool shuffle = true;  // Loader only
+  // SequentialLoader, padding mode only: records sorted by length (longest first) and every batch
+  // cut to its longest row + 1 (the first padding position still carries its label), instead of
+  // max_length. The same per-record losses with far less padding (coe-eval).
+  bool length_buckets = false;
   uint64_t seed = 0;
   int64_t rank = 0;
   int64_t world_size = 1;

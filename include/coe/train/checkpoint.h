@@ -12,6 +12,7 @@
 // state.json is complete. Pruning renames a checkpoint to step-N.deleting before removing it, so
 // a killed prune leaves no incomplete step-N either.
 #include "coe/train/adamw.h"
+#include "coe/train/train_config.h"
 
 #include <nlohmann/json.hpp>
 
@@ -78,6 +79,15 @@ void prune_checkpoints(const std::string& out_dir, int64_t keep_last);
 // marker. Call it only while holding the run directory's lock (no other writer is alive).
 // Returns the removed paths.
 std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir);
+
+// A checkpoint directory to evaluate: `path` itself when it holds config.json (a coe checkpoint,
+// the reference's, an HF download), else the newest complete step-N of the run directory `path`.
+// A coe checkpoint's files are verified against its manifest's checksums.
+std::string find_checkpoint(const std::string& path);
+
+// The run configuration a coe-train checkpoint was trained with (its config.yaml), nullopt for a
+// checkpoint without one (the reference's, an HF download). Errors name the file.
+std::optional<TrainConfig> read_run_config(const std::string& checkpoint_dir);
 
 // Moves the complete checkpoints newer than `step` into `dest_dir` (created), keeping their
 // names; returns the moved paths. For resuming from an older step: the abandoned branch is kept

@@ -22,6 +22,8 @@
 
 namespace coe {
 
+struct TrainConfig;
+
 struct ParamCounts {
   int64_t embeddings = 0;      // model.embed_tokens
   int64_t attention = 0;       // q_proj | q_a_proj + q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj
@@ -67,6 +69,11 @@ struct MemoryOptions {
   // segmented one: rows padded per expert, one gather for gate and up, expert stacks cast once.
   bool grouped_dispatch = false;
 };
+
+// The options a run's config trains with: trainer.micro_batch, data.max_length, checkpointing,
+// dtype, and the attention, dispatch and loss chunks this build uses on trainer.device (CUDA
+// configurations are estimated for libtorch 2.x). config.model.vocab_size must be resolved.
+MemoryOptions memory_options(const TrainConfig& config);
 
 // Whether a run with this trainer.expert_dispatch and device uses the grouped dispatch (CUDA
 // configurations are estimated for a libtorch with at::_grouped_mm).

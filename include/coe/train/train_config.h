@@ -64,6 +64,8 @@ struct TrainerConfig {
   std::string device = "cpu";   // cpu | cuda | cuda:N
   std::string dtype = "float32";  // float32 | bfloat16 (CUDA autocast, float32 master weights)
   bool activation_checkpointing = false;
+  // Refuse (before allocating) a CPU run whose estimated memory exceeds the machine's MemAvailable.
+  bool memory_check = true;
   // How tokens reach their experts (model/experts.h): auto (grouped GEMMs on CUDA with libtorch
   // >= 2.8, else segmented) | grouped | segmented | masked.
   std::string expert_dispatch = "auto";
