@@ -5,6 +5,7 @@
 #include "coe/io/hf_checkpoint.h"
 #include "coe/train/eval_report.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
 #include "cli.h"
 
@@ -14,9 +15,12 @@
 #include <ATen/ATen.h>
 #include <c10/core/Device.h>
 
+#include <stdlib.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 namespace fs = std::filesystem;
@@ -42,8 +46,13 @@ std::string resolve_checkpoint(const std::string& path) {
 
 struct DataSource {
   std::shared_ptr<const coe::PreparedSplit> split;
-  std::string temp_dir;  // removed on exit when the data was prepared on the fly
+  std::string temp_dir;  // made by mkdtemp when the data was prepared on the fly; removed on exit
 };
+
+void remove_temp_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!dir.empty()) fs::remove_all(dir, ec);
+}
 
 DataSource open_data(const std::string& data, const std::string& split_name, const std::string& tokenizer,
                      const std::vector<std::string>& text_keys, const std::string& template_text,
@@ -66,10 +75,20 @@ DataSource open_data(const std::string& data, const std::string& split_name, con
   if (!text_keys.empty()) cfg.text.text_keys = text_keys;
   if (!template_text.empty()) cfg.text.template_text = template_text;
   cfg.max_length = max_length;
-  src.temp_dir = (fs::temp_directory_path() / fmt::format("coe-eval-{}", ::getpid())).string();
-  cfg.prepared_dir = src.temp_dir;
-  coe::prepare_dataset(cfg);
-  src.split = coe::open_split(src.temp_dir, "train");
+  // mkdtemp: a fresh directory of our own (mode 0700), not a predictable name in a shared /tmp that
+  // someone could have created first; removing it on exit removes only what coe-eval wrote.
+  std::string tmpl = (fs::temp_directory_path() / "coe-eval-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr)
+    coe::fail("{}: cannot create a temporary directory: {}", tmpl, std::strerror(errno));
+  src.temp_dir = tmpl;
+  cfg.prepared_dir = (fs::path(src.temp_dir) / "data").string();
+  try {
+    coe::prepare_dataset(cfg);
+    src.split = coe::open_split(cfg.prepared_dir, "train");
+  } catch (...) {
+    remove_temp_dir(src.temp_dir);
+    throw;
+  }
   return src;
 }
 
@@ -140,7 +159,7 @@ int main(int argc, char** argv) {
     j["checkpoint"] = ckpt;
     j["data"] = source.split->dir();
     j["seconds"] = seconds;
-    if (!json_out.empty()) std::ofstream(json_out) << j.dump(2) << "\n";
+    if (!json_out.empty()) coe::write_file_atomic(json_out, j.dump(2) + "\n");
     if (!routing_out.empty()) {
       const coe::ModelConfig& c = model->config();
       nlohmann::json r = report.to_json(/*with_coactivation=*/true);
@@ -152,13 +171,13 @@ int main(int argc, char** argv) {
             {"value", std::exp(log_ratio)},
             {"note", "ordered expert-set sequences over C iterations vs unordered sets of C*K experts"}};
       }
-      std::ofstream(routing_out) << r.dump(2) << "\n";
+      coe::write_file_atomic(routing_out, r.dump(2) + "\n");
     }
   } catch (const std::exception& e) {
-    if (!source.temp_dir.empty()) fs::remove_all(source.temp_dir);
+    remove_temp_dir(source.temp_dir);
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }
-  if (!source.temp_dir.empty()) fs::remove_all(source.temp_dir);
+  remove_temp_dir(source.temp_dir);
   return 0;
 }
