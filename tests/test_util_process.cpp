@@ -2,6 +2,7 @@
 // strings they are and run nothing; $PATH lookup skips the working directory; gnuplot -c gets its
 // arguments as data. Plus the JSON nesting cap (json_limits.h) and the marked scratch directories
 // whose leftovers a later run may delete (scratch_dir.h).
+#include "coe/util/config_reader.h"
 #include "coe/util/error.h"
 #include "coe/util/json_limits.h"
 #include "coe/util/scratch_dir.h"
@@ -174,6 +175,14 @@ TEST(JsonLimits, NestingDeeperThanTheCapIsAOneLineError) {
   // Values are kept as parsed.
   const auto j = nlohmann::json::parse(R"({"a": [1, {"b": null}], "c": "d"})", coe::json_depth_limit("x"));
   EXPECT_EQ(j, nlohmann::json::parse(R"({"a": [1, {"b": null}], "c": "d"})"));
+}
+
+TEST(JsonLimits, DeeplyNestedYamlIsAOneLineError) {
+  // YAML parsers recurse per level: yaml-cpp (>= 0.7) stops at its limit, reported as a parse error.
+  const fs::path dir = scratch_dir("deep-yaml");
+  const std::string deep =
+      write_file(dir / "deep.yaml", "base: " + std::string(100000, '[') + std::string(100000, ']') + "\n");
+  expect_error([&] { coe::load_yaml_file(deep); }, {"deep.yaml:1", "cannot parse", "nested deeper"});
 }
 
 TEST(ScratchDir, OnlyMarkedLeftoversOfDeadProcessesAreStale) {
