@@ -1,9 +1,11 @@
 // Child processes without a shell (subprocess.h): arguments with shell syntax arrive as the
 // strings they are and run nothing; $PATH lookup skips the working directory; gnuplot -c gets its
-// arguments as data. Plus the JSON nesting cap (json_limits.h) and the marked scratch directories
-// whose leftovers a later run may delete (scratch_dir.h).
+// arguments as data. Plus the JSON and YAML nesting caps (json_limits.h, config_reader.h), atomic
+// writes that follow no planted symlink (file_io.h), and the marked scratch directories whose
+// leftovers a later run may delete (scratch_dir.h).
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
 #include "coe/util/scratch_dir.h"
 #include "coe/util/subprocess.h"
@@ -183,6 +185,23 @@ TEST(JsonLimits, DeeplyNestedYamlIsAOneLineError) {
   const std::string deep =
       write_file(dir / "deep.yaml", "base: " + std::string(100000, '[') + std::string(100000, ']') + "\n");
   expect_error([&] { coe::load_yaml_file(deep); }, {"deep.yaml:1", "cannot parse", "nested deeper"});
+}
+
+// In a directory others can write to, a symlink planted at the temporary name must not make coe
+// overwrite the file it points to.
+TEST(FileIo, AtomicWriteNeverFollowsAFileAtItsTemporaryName) {
+  const fs::path dir = scratch_dir("atomic");
+  const fs::path victim = write_file(dir / "victim.txt", "precious\n");
+  const fs::path target = dir / "summary.csv";
+  const fs::path tmp = target.string() + ".tmp-" + std::to_string(::getpid());
+  fs::create_symlink(victim, tmp);
+  expect_error([&] { coe::write_file_atomic(target, "report\n"); }, {"summary.csv", "exists"});
+  EXPECT_EQ(read_file(victim), "precious\n");
+  EXPECT_FALSE(fs::exists(target));
+  fs::remove(tmp);
+  coe::write_file_atomic(target, "report\n");
+  EXPECT_EQ(read_file(target), "report\n");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(tmp)));
 }
 
 TEST(ScratchDir, OnlyMarkedLeftoversOfDeadProcessesAreStale) {
