@@ -17,6 +17,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -481,6 +486,123 @@ TEST(DataPrepare, BadPreparedDirectoryIsAClearError) {
   auto r = coe::prepare_dataset(cfg);
   EXPECT_FALSE(r.reused);
   EXPECT_NE(r.reason.find("damaged"), std::string::npos) << r.reason;
+}
+
+// --force and a changed recipe replace the dataset directory; coe deletes only what it wrote there.
+TEST(DataPrepare, RebuildNeverDeletesFilesCoeDidNotWrite) {
+  const fs::path dir = scratch_dir("prep-planted");
+  auto cfg = gsm_config(dir / "p");
+  cfg.train_files = {gsm("test").string()};
+  coe::prepare_dataset(cfg);
+  const std::string manifest = read_file(dir / "p" / "manifest.json");
+  coe::PrepareOptions force;
+  force.force = true;
+
+  for (const std::string planted : {"notes.txt", "train/mine.bin"}) {
+    write_file(dir / "p" / planted, "not coe's\n");
+    std::string e = error_of([&] { coe::prepare_dataset(cfg, force); });
+    EXPECT_NE(e.find("holds '" + planted + "', which coe-prepare did not write"), std::string::npos) << e;
+    EXPECT_NE(e.find("forced rebuild"), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    // A changed recipe is refused the same way; an unchanged one is still reused.
+    auto changed = cfg;
+    changed.text.template_text = "Q: {question}\nA: {answer}";
+    e = error_of([&] { coe::prepare_dataset(changed); });
+    EXPECT_NE(e.find("holds '" + planted + "'"), std::string::npos) << e;
+    EXPECT_TRUE(coe::prepare_dataset(cfg).reused);
+    EXPECT_EQ(read_file(dir / "p" / planted), "not coe's\n");
+    EXPECT_EQ(read_file(dir / "p" / "manifest.json"), manifest);
+    EXPECT_EQ(coe::open_split((dir / "p").string(), "train")->size(), 1319);
+    fs::remove(dir / "p" / planted);
+  }
+  // A symlink where a split file belongs is not coe's file either.
+  fs::rename(dir / "p" / "train" / "meta.json", dir / "meta-elsewhere.json");
+  fs::create_symlink(dir / "meta-elsewhere.json", dir / "p" / "train" / "meta.json");
+  EXPECT_NE(error_of([&] { coe::prepare_dataset(cfg, force); }).find("holds 'train/meta.json'"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir / "meta-elsewhere.json"));
+  fs::remove(dir / "p" / "train" / "meta.json");
+  fs::rename(dir / "meta-elsewhere.json", dir / "p" / "train" / "meta.json");
+
+  // With nothing foreign in it, --force rebuilds, and nothing is left beside the dataset.
+  EXPECT_FALSE(coe::prepare_dataset(cfg, force).reused);
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(dir)) entries.push_back(e.path().filename().string());
+  EXPECT_EQ(entries, std::vector<std::string>{"p"});
+}
+
+namespace {
+
+// Runs prepare_dataset in a child process that the kernel kills (SIGXFSZ) once it has written 64
+// KiB: what a coe-prepare killed in the middle of writing its dataset leaves behind.
+pid_t prepare_killed_midway(const coe::DataConfig& cfg) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_DFL);
+    const rlimit limit{64 << 10, 64 << 10};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      coe::prepare_dataset(cfg);
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ) << "status " << status;
+  return pid;
+}
+
+}  // namespace
+
+TEST(DataPrepare, LeftoversOfKilledRunsAreRemovedOnlyWhenMarkedAndDead) {
+  const fs::path dir = scratch_dir("prep-stale");
+  auto cfg = gsm_config(dir / "p");
+  cfg.train_files = {gsm("test").string()};
+  cfg.threads = 1;
+  // A killed run whose directory someone then put a file of their own into.
+  const pid_t killed2 = prepare_killed_midway(cfg);
+  const fs::path leftover2 = dir / ("p.tmp-" + std::to_string(killed2));
+  ASSERT_TRUE(fs::is_directory(leftover2));
+  write_file(leftover2 / "notes.txt", "mine\n");
+  // Another killed run, after the first (it already found and kept that one).
+  const pid_t killed = prepare_killed_midway(cfg);
+  const fs::path leftover = dir / ("p.tmp-" + std::to_string(killed));
+  ASSERT_TRUE(fs::is_directory(leftover));
+  EXPECT_FALSE(fs::exists(dir / "p"));
+  // The same name pattern without coe's marker (pid of a process that has exited, too).
+  const pid_t exited = ::fork();
+  if (exited == 0) ::_exit(0);
+  ::waitpid(exited, nullptr, 0);
+  const fs::path unmarked = dir / ("p.tmp-" + std::to_string(exited));
+  write_file(unmarked / "train" / "tokens.bin", "precious");
+
+  std::vector<std::string> lines;
+  coe::PrepareOptions opts;
+  opts.log = [&](const std::string& l) { lines.push_back(l); };
+  EXPECT_FALSE(coe::prepare_dataset(cfg, opts).reused);
+  EXPECT_FALSE(fs::exists(leftover)) << "a killed run's directory is removed";
+  EXPECT_EQ(read_file(unmarked / "train" / "tokens.bin"), "precious");
+  EXPECT_EQ(read_file(leftover2 / "notes.txt"), "mine\n");
+  std::set<std::string> left;
+  for (const auto& e : fs::recursive_directory_iterator(leftover2)) left.insert(e.path().filename().string());
+  EXPECT_EQ(left, (std::set<std::string>{"notes.txt", ".coe-scratch.json"})) << "coe's own files in it are gone";
+  std::string log;
+  for (const auto& l : lines) log += l + "\n";
+  EXPECT_NE(log.find("removed " + leftover.string()), std::string::npos) << log;
+  EXPECT_NE(log.find("kept " + leftover2.string()), std::string::npos) << log;
+  EXPECT_EQ(log.find(unmarked.string()), std::string::npos) << log;
+  EXPECT_EQ(coe::open_split((dir / "p").string(), "train")->size(), 1319);
+}
+
+TEST(DataPrepare, DeeplyNestedRecordIsAnError) {
+  const fs::path dir = scratch_dir("prep-deep");
+  auto cfg = gsm_config(dir / "p");
+  cfg.train_files = {write_file(dir / "deep.jsonl", "{\"question\": \"q\", \"answer\": \"a\"}\n{\"question\": " +
+                                                       std::string(100000, '[') + std::string(100000, ']') +
+                                                       ", \"answer\": \"a\"}\n")};
+  const std::string e = error_of([&] { coe::prepare_dataset(cfg); });
+  EXPECT_NE(e.find("deep.jsonl:2: JSON nested deeper than 64 levels"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(dir / "p"));
 }
 
 TEST(DataPrepare, HfTokenizerRoundTrip) {

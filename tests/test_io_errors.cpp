@@ -13,6 +13,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 namespace fs = std::filesystem;
 using coe::test::expect_error;
@@ -168,6 +170,58 @@ TEST_F(SafetensorsErrors, BadHeaders) {
     coe::io::load_safetensors(variant(with_header(
         R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})")));
   }, {"overlap"});
+}
+
+// Files from elsewhere (a downloaded checkpoint) cannot make the reader allocate without bound,
+// overflow a size computation, or read outside the data section.
+TEST_F(SafetensorsErrors, HostileHeadersAreRefusedBeforeAnyAllocation) {
+  std::string capped(8, '\0');
+  const uint64_t len = coe::io::kMaxSafetensorsHeaderBytes + 1;
+  for (int i = 0; i < 8; ++i) capped[i] = static_cast<char>(len >> (8 * i));
+  expect_error([&] { coe::io::load_safetensors(variant(capped + "{}")); }, {"bad.safetensors", "exceeds the limit"});
+  expect_error([&] { coe::io::load_safetensors(variant(with_header("{\"x\":" + std::string(100000, '[') + "}"))); },
+               {"bad.safetensors", "nested deeper than"});
+  // 2^32 * 2^32 * 4 elements wrap to 0 in 64 bits; so would the byte count of 2^62 F32 elements.
+  expect_error([&] {
+    coe::io::load_safetensors(variant(with_header(
+        R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}})")));
+  }, {"tensor 'x'", "too large"});
+  expect_error([&] {
+    coe::io::load_safetensors(variant(with_header(
+        R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})")));
+  }, {"tensor 'x'", "too large"});
+  expect_error([&] {
+    coe::io::load_safetensors(variant(with_header(
+        R"({"x":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,0]}})")));
+  }, {"tensor 'x'", "too large"});
+  expect_error([&] {
+    coe::io::load_safetensors(variant(with_header(R"({"x":{"dtype":"U8","shape":[8],"data_offsets":[60,68]}})")));
+  }, {"tensor 'x'", "data ends at byte 68", "64 data bytes"});
+  // An overlap is found before the tensors are read, whatever their order in the header.
+  expect_error([&] {
+    coe::io::load_safetensors(variant(with_header(
+        R"({"y":{"dtype":"U8","shape":[8],"data_offsets":[8,16]},"x":{"dtype":"U8","shape":[16],"data_offsets":[0,16]}})")));
+  }, {"overlap"});
+}
+
+TEST_F(SafetensorsErrors, ShardIndexNamesFilesInTheCheckpointOnly) {
+  const fs::path ckpt = dir_ / "ckpt";
+  fs::create_directories(ckpt);
+  fs::copy_file(good_, dir_ / "outside.safetensors");
+  for (const std::string& shard :
+       std::vector<std::string>{"../outside.safetensors", (dir_ / "outside.safetensors").string(), ".."}) {
+    write_file(ckpt / "model.safetensors.index.json",
+               R"({"weight_map": {"a": ")" + shard + R"(", "b": ")" + shard + R"("}})");
+    expect_error([&] { coe::io::read_hf_weights(ckpt.string()); },
+                 {"model.safetensors.index.json", "weight_map['a']", "not a file name in this directory"});
+  }
+  write_file(ckpt / "model.safetensors.index.json", "{\"weight_map\": " + std::string(1000, '[') + "}");
+  expect_error([&] { coe::io::read_hf_weights(ckpt.string()); }, {"model.safetensors.index.json", "nested deeper"});
+  // A plain shard name beside the index works.
+  fs::copy_file(good_, ckpt / "shard-1.safetensors");
+  write_file(ckpt / "model.safetensors.index.json",
+             R"({"weight_map": {"a": "shard-1.safetensors", "b": "shard-1.safetensors"}})");
+  EXPECT_EQ(coe::io::read_hf_weights(ckpt.string()).size(), 2u);
 }
 
 TEST_F(SafetensorsErrors, CheckpointTensorProblemsNameTheTensor) {

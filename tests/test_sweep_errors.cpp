@@ -9,8 +9,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 namespace {
 
@@ -109,6 +111,40 @@ TEST_F(SweepErrors, OverrideFormsAgree) {
   }
   EXPECT_EQ(spec.baseline, "flat");
   EXPECT_EQ(spec.out_dir, "runs/sweeps/forms");
+}
+
+// Override keys become coe-train arguments (--set KEY=VALUE): they must never read as an option.
+TEST_F(SweepErrors, OverrideKeysAreConfigKeysOnly) {
+  for (const std::string bad : {"\"--out=/elsewhere\": 1", "\"-model.x\": 1", "\"model.x y\": 1", "\"1model.x\": 1"}) {
+    const std::string e =
+        error_of(write("key.yaml", "base: base.yaml\nvariants:\n  - name: a\n    overrides: {" + bad + "}\n"));
+    EXPECT_NE(e.find("variants.a.overrides"), std::string::npos) << bad << ": " << e;
+    EXPECT_NE(e.find("keys are section.key"), std::string::npos) << bad << ": " << e;
+  }
+  const std::string e = error_of(write("list.yaml", "base: base.yaml\noverrides: [\"--resume=model.x=1\"]\n"
+                                                    "variants:\n  - name: a\n"));
+  EXPECT_NE(e.find("keys are section.key"), std::string::npos) << e;
+}
+
+// YAML aliases can make a few lines name a map with billions of leaves; flattening it as
+// overrides stops at a bound instead of running out of memory.
+TEST_F(SweepErrors, AliasExpansionInOverridesIsBounded) {
+  std::string text = "base: base.yaml\nx-defs:\n  a0: &a0 {k0: 1, k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1}\n";
+  for (int i = 1; i <= 12; ++i) {
+    text += "  a" + std::to_string(i) + ": &a" + std::to_string(i) + " {";
+    for (int k = 0; k < 8; ++k) text += (k ? ", k" : "k") + std::to_string(k) + ": *a" + std::to_string(i - 1);
+    text += "}\n";
+  }
+  text += "overrides: {model: *a12}\nvariants:\n  - name: a\n";
+  const auto start = std::chrono::steady_clock::now();
+  const std::string e = error_of(write("laughs.yaml", text));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_NE(e.find("laughs.yaml"), std::string::npos) << e;
+  EXPECT_NE(e.find("overrides: more than 10000 overrides"), std::string::npos) << e;
+  std::string deep = "base: base.yaml\noverrides: ";
+  for (int i = 0; i < 40; ++i) deep += "{k: ";
+  deep += "1" + std::string(40, '}') + "\nvariants:\n  - name: a\n";
+  EXPECT_NE(error_of(write("deep.yaml", deep)).find("nested deeper than 16 levels"), std::string::npos);
 }
 
 TEST_F(SweepErrors, CommandLineNamesVariantAndKey) {

@@ -1,6 +1,8 @@
 // coe-sweep end to end on CPU: a two-variant, few-step sweep of a tiny model on a GSM8K subset
 // (byte tokenizer) writes summary.csv / summary.md with both rows and the routing analysis,
-// resumes a partial run with --resume, and a second invocation skips both complete variants.
+// resumes a partial run with --resume, and a second invocation skips both complete variants; a
+// sweep whose paths are full of shell syntax runs nothing but coe.
+#include "coe/util/subprocess.h"
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -131,6 +135,85 @@ TEST(SweepRun, FailedVariantDoesNotStopTheOthers) {
   EXPECT_NE(csv.find("broken,failed (exit 1)"), std::string::npos) << csv;
   EXPECT_NE(csv.find("works,complete"), std::string::npos) << csv;
   fs::remove_all(dir);
+}
+
+// A YAML double-quoted scalar holding `s` exactly.
+std::string yaml_quoted(const std::string& s) {
+  std::string q = "\"";
+  for (char c : s) {
+    if (c == '\\' || c == '"')
+      q += std::string("\\") + c;
+    else if (c == '\n')
+      q += "\\n";
+    else
+      q += c;
+  }
+  return q + "\"";
+}
+
+bool is_png(const fs::path& p) { return read_file(p).rfind("\x89PNG\r\n\x1a\n", 0) == 0; }
+
+// The tiny model and data of these tests, as a training config.
+std::string tiny_config(const fs::path& data, const fs::path& prepared, const std::string& model_extra) {
+  return "model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2,\n"
+         "        kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4, v_head_dim: 4, n_routed_experts: 4,\n"
+         "        n_shared_experts: 1, max_position_embeddings: 128" + model_extra + "}\n"
+         "data: {train_files: [" + yaml_quoted(data.string()) + "], prepared_dir: " + yaml_quoted(prepared.string()) +
+         ",\n       tokenizer: byte, text_keys: [question, answer], val_count: 4, max_length: 32, packing: true,\n"
+         "       threads: 1}\n"
+         "trainer: {total_steps: 2, global_batch: 2, micro_batch: 2, val_interval: 1, val_batches: 1, threads: 1}\n";
+}
+
+TEST(SweepRun, ShellSyntaxInPathsRunsNothing) {
+  const fs::path dir = coe::test::scratch_dir("sweep-inject");
+  // One directory name with everything a shell would act on: $(...), backticks, both quotes, a
+  // space and a newline. Each `touch` would create its marker in the working directory.
+  const std::string hostile = "h$(touch PWNED1)`touch PWNED2`'q\"d; touch PWNED3; \" sp\nnl";
+  const fs::path h = dir / hostile;
+  fs::create_directories(h);
+  {
+    std::ifstream in(coe::test::shared_root() / "data" / "gsm8k" / "train.jsonl");
+    std::ofstream out(h / "gsm8k-40.jsonl");
+    std::string line;
+    for (int i = 0; i < 40 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  coe::test::write_file(h / "base.yaml", tiny_config(h / "gsm8k-40.jsonl", h / "prepared", ", num_experts_per_tok: 2"));
+  coe::test::write_file(h / "coe.yaml",
+                        tiny_config(h / "gsm8k-40.jsonl", h / "prepared", ", num_experts_per_tok: 1, inner_iter: 2"));
+  const fs::path out = h / "out $(touch PWNED4)";
+  const std::string sweep = coe::test::write_file(
+      h / "sweep.yaml", "name: inject\n"
+                        "out_dir: " + yaml_quoted(out.string()) + "\n"
+                        "base: " + yaml_quoted((h / "base.yaml").string()) + "\n"
+                        "routing: {enabled: true, max_records: 4}\n"
+                        "variants:\n"
+                        "  - name: moe\n"
+                        "  - name: coe\n"
+                        "    config: " + yaml_quoted((h / "coe.yaml").string()) + "\n");
+
+  std::string output;
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir);
+  const int rc = coe::test::run_argv({coe::test::tool_path("coe-sweep").string(), sweep}, &output);
+  fs::current_path(cwd);
+  ASSERT_EQ(rc, 0) << output << read_file(out / "moe" / "train.log");
+
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    EXPECT_NE(e.path().filename().string().rfind("PWNED", 0), 0u) << "a shell ran: " << e.path();
+  const std::string csv = read_file(out / "summary.csv");
+  EXPECT_NE(csv.find("\nmoe,complete,2,2,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\ncoe,complete,2,2,"), std::string::npos) << csv;
+  for (const char* v : {"moe", "coe"})
+    EXPECT_TRUE(fs::exists(out / v / "routing.json")) << v << "\n" << read_file(out / v / "eval.log");
+  const std::string md = read_file(out / "summary.md");
+  if (coe::find_gnuplot()) {
+    for (const char* png : {"val_loss.png", "relative.png"}) {
+      EXPECT_TRUE(is_png(out / png)) << png << "\n" << md << read_file(out / "plots" / "gnuplot.log");
+      EXPECT_NE(md.find(std::string("![") + png + "]"), std::string::npos) << md;
+    }
+  } else {
+    EXPECT_NE(md.find("Plots skipped: gnuplot is not installed"), std::string::npos) << md;
+  }
 }
 
 }  // namespace

@@ -23,9 +23,11 @@
 #include <ATen/ATen.h>
 #include <c10/core/Device.h>
 
-#include <unistd.h>
+#include <stdlib.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 
@@ -91,7 +93,7 @@ void check_vocabulary(const coe::Tokenizer& tok, const TextSettings& s, const st
 
 struct DataSource {
   std::shared_ptr<const coe::PreparedSplit> split;
-  std::string temp_dir;  // removed on exit when the data was prepared on the fly
+  std::string temp_dir;  // made by mkdtemp when the data was prepared on the fly; removed on exit
   ~DataSource() {
     std::error_code ec;
     if (!temp_dir.empty()) fs::remove_all(temp_dir, ec);
@@ -115,10 +117,15 @@ void open_data(DataSource& src, const Flags& f, const TextSettings& s) {
   cfg.tokenizer = s.tokenizer;
   cfg.text = s.text;
   cfg.max_length = s.max_length;
-  src.temp_dir = (fs::temp_directory_path() / fmt::format("coe-eval-{}", ::getpid())).string();
-  cfg.prepared_dir = src.temp_dir;
+  // mkdtemp: a fresh directory of our own (mode 0700), not a predictable name in a shared /tmp that
+  // someone could have created first; removing it on exit removes only what coe-eval wrote.
+  std::string tmpl = (fs::temp_directory_path() / "coe-eval-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr)
+    coe::fail("{}: cannot create a temporary directory: {}", tmpl, std::strerror(errno));
+  src.temp_dir = tmpl;
+  cfg.prepared_dir = (fs::path(src.temp_dir) / "data").string();
   coe::prepare_dataset(cfg);
-  src.split = coe::open_split(src.temp_dir, "train");
+  src.split = coe::open_split(cfg.prepared_dir, "train");
 }
 
 }  // namespace

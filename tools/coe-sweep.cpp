@@ -10,16 +10,16 @@
 #include "coe/train/checkpoint.h"
 #include "coe/train/sweep.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
+#include "coe/util/subprocess.h"
 #include "cli.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -69,49 +69,32 @@ std::string command_line(const std::vector<std::string>& argv) {
   return s;
 }
 
-// Runs argv with stdout and stderr appended to `log`; returns the exit status (128 + signal when
-// killed by one).
+// Runs argv (no shell: subprocess.h) with stdout and stderr appended to `log`, after a line saying
+// what runs; returns the exit status (128 + signal when killed by one).
 int run_logged(const std::vector<std::string>& argv, const fs::path& log) {
   fs::create_directories(log.parent_path());
   {
-    std::ofstream out(log, std::ios::app);
     const std::time_t now = std::time(nullptr);
     char when[64];
     std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
-    out << "=== " << when << " coe-sweep runs: " << command_line(argv) << "\n";
+    coe::AppendFile out(log);
+    out.append(fmt::format("=== {} coe-sweep runs: {}\n", when, command_line(argv)));
+    out.close();
   }
-  const int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
-  if (fd < 0) coe::fail("{}: cannot open for writing", log.string());
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) {
-    ::close(fd);
-    coe::fail("fork failed");
-  }
-  if (pid == 0) {
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    ::close(fd);
-    execv(args[0], args.data());
-    std::fprintf(stderr, "error: cannot execute %s\n", args[0]);
-    _exit(127);
-  }
-  ::close(fd);
+  const pid_t pid = coe::spawn_process(argv, log);
   g_child = pid;
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      g_child = 0;
-      coe::fail("waitpid failed");
-    }
+  try {
+    const int status = coe::wait_process(pid);
+    g_child = 0;
+    return status;
+  } catch (...) {
+    g_child = 0;
+    throw;
   }
-  g_child = 0;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 1;
 }
+
+// A path as one argument of a coe tool: "-x.yaml" would read as an option.
+std::string path_arg(const std::string& p) { return !p.empty() && p.front() == '-' ? "./" + p : p; }
 
 std::vector<std::string> tail_lines(const fs::path& p, size_t n) {
   std::deque<std::string> lines;
@@ -173,29 +156,33 @@ int main(int argc, char** argv) {
       for (auto& v : spec.variants) v.config = (fs::path(spec.out_dir) / "base.yaml").string();
 
     auto train_command = [&](const coe::SweepVariant& v, bool resume) {
-      std::vector<std::string> cmd{tool("coe-train").string(), v.config};
+      std::vector<std::string> cmd{tool("coe-train").string(), path_arg(v.config)};
       for (const auto& o : v.overrides) cmd.insert(cmd.end(), {"--set", o});
-      cmd.insert(cmd.end(), {"--out", coe::variant_dir(spec, v)});
+      cmd.insert(cmd.end(), {"--out", path_arg(coe::variant_dir(spec, v))});
       if (resume) cmd.push_back("--resume");
       return cmd;
     };
     auto memory_command = [&](const coe::SweepVariant& v, const coe::TrainConfig& c) {
       const coe::MemoryOptions m = coe::sweep_memory_options(c, spec.memory);
-      std::vector<std::string> cmd{tool("coe-memory").string(), v.config};
+      std::vector<std::string> cmd{tool("coe-memory").string(), path_arg(v.config)};
       for (const auto& o : v.overrides) cmd.insert(cmd.end(), {"--set", o});
       cmd.insert(cmd.end(), {"--micro-batch", std::to_string(m.micro_batch), "--seq", std::to_string(m.seq_len),
                              m.checkpointing ? "--checkpointing" : "--no-checkpointing", "--measure", "--json",
-                             (fs::path(coe::variant_dir(spec, v)) / "memory.json").string()});
+                             path_arg((fs::path(coe::variant_dir(spec, v)) / "memory.json").string())});
       return cmd;
     };
     auto routing_command = [&](const coe::SweepVariant& v, const coe::TrainConfig& c) {
       const fs::path dir = coe::variant_dir(spec, v);
       std::string data = spec.routing.data.empty() ? prepared_dir_of(dir) : spec.routing.data;
-      return std::vector<std::string>{tool("coe-eval").string(), "--checkpoint", dir.string(), "--data", data,
-                                      "--max-records", std::to_string(spec.routing.max_records), "--max-length",
-                                      std::to_string(c.data.max_length), "--batch", std::to_string(c.trainer.micro_batch),
-                                      "--device", c.trainer.device, "--routing", (dir / "routing.json").string(),
-                                      "--json", (dir / "eval.json").string()};
+      return std::vector<std::string>{tool("coe-eval").string(),
+                                      "--checkpoint", path_arg(dir.string()),
+                                      "--data", path_arg(data),
+                                      "--max-records", std::to_string(spec.routing.max_records),
+                                      "--max-length", std::to_string(c.data.max_length),
+                                      "--batch", std::to_string(c.trainer.micro_batch),
+                                      "--device", c.trainer.device,
+                                      "--routing", path_arg((dir / "routing.json").string()),
+                                      "--json", path_arg((dir / "eval.json").string())};
     };
 
     auto status = coe::read_sweep_status(spec);
@@ -278,11 +265,13 @@ int main(int argc, char** argv) {
       }
       results.push_back(std::move(r));
     }
+    // A gnuplot script is a program (it may call system()): it comes from the environment or from
+    // beside the binary, never from the working directory, which may be someone else's repository.
     std::string script;
     if (const char* env = std::getenv("COE_PLOT_SCRIPT")) script = env;
     if (script.empty())
       for (const fs::path& p : {self_dir() / ".." / ".." / "tools" / "plot_sweep.gp",
-                                self_dir() / ".." / "share" / "coe" / "plot_sweep.gp", fs::path("tools/plot_sweep.gp")})
+                                self_dir() / ".." / "share" / "coe" / "plot_sweep.gp"})
         if (fs::exists(p)) {
           script = fs::weakly_canonical(p).string();
           break;

@@ -27,14 +27,25 @@ fetch() {
   fi
   mkdir -p "$(dirname "$out")"
   local tmp="$out.part"
-  local auth=()
   echo "downloading $url"
+  # HF_TOKEN never goes on a command line (other users can read those in ps / /proc): curl reads
+  # the header from stdin, wget from a private config file.
   if command -v curl >/dev/null 2>&1; then
-    [[ -n "${HF_TOKEN:-}" ]] && auth=(-H "Authorization: Bearer $HF_TOKEN")
-    curl -fL --retry 3 --progress-bar "${auth[@]}" -o "$tmp" "$url"
+    local headers=()
+    [[ -n "${HF_TOKEN:-}" ]] && headers=(-H @-)
+    printf 'Authorization: Bearer %s\n' "${HF_TOKEN:-}" |
+      curl -fL --retry 3 --progress-bar "${headers[@]}" -o "$tmp" "$url"
   elif command -v wget >/dev/null 2>&1; then
-    [[ -n "${HF_TOKEN:-}" ]] && auth=(--header "Authorization: Bearer $HF_TOKEN")
-    wget -q --show-progress --tries=3 "${auth[@]}" -O "$tmp" "$url"
+    if [[ -n "${HF_TOKEN:-}" ]]; then
+      local rc=0 wgetrc
+      wgetrc=$(mktemp)  # mode 0600
+      printf 'header = Authorization: Bearer %s\n' "$HF_TOKEN" >"$wgetrc"
+      WGETRC="$wgetrc" wget -q --show-progress --tries=3 -O "$tmp" "$url" || rc=$?
+      rm -f "$wgetrc"
+      ((rc == 0)) || exit "$rc"
+    else
+      wget -q --show-progress --tries=3 -O "$tmp" "$url"
+    fi
   else
     echo "error: neither curl nor wget is installed" >&2
     exit 1

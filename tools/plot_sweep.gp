@@ -1,15 +1,37 @@
-# Plots of a coe-sweep run (docs/sweeps.md). coe-sweep calls it with
-#   gnuplot -e "datadir='OUT/plots'; outdir='OUT'; names='a b c'; baseline='a'; title_text='sweep'; has_measured=0" \
-#     tools/plot_sweep.gp
-# reading OUT/plots/val-<variant>.dat (step val_loss) and OUT/plots/bars.dat
-# (variant params% active% memory_estimate% memory_measured%, relative to the baseline), and writes
-# OUT/val_loss.png and OUT/relative.png. Needs gnuplot with the pngcairo terminal (gnuplot-nox).
+# Plots of a coe-sweep run (docs/sweeps.md). coe-sweep runs it without a shell, as the argument
+# vector
+#   gnuplot -c tools/plot_sweep.gp DATADIR VAL_PNG RELATIVE_PNG NAMES BASELINE TITLE HAS_MEASURED
+# reading DATADIR/val-<variant>.dat (step val_loss) for each of the space-separated NAMES and
+# DATADIR/bars.dat (variant params% active% memory_estimate% memory_measured%, relative to
+# BASELINE), and writing VAL_PNG and RELATIVE_PNG; HAS_MEASURED is 1 when bars.dat has measured
+# memory. Needs gnuplot with the pngcairo terminal (gnuplot-nox).
+#
+# The arguments arrive as the strings ARG1..ARG7 and are used only as data (file names, titles):
+# never put them into a command line (`eval`, `@macro`, `system`), where they would run as
+# gnuplot commands. gnuplot opens a data file named '<...' and an output named '|...' through a
+# shell, so the paths must be absolute.
+if (ARGC != 7) {
+  print "usage: gnuplot -c plot_sweep.gp DATADIR VAL_PNG RELATIVE_PNG NAMES BASELINE TITLE HAS_MEASURED"
+  exit status 2
+}
+datadir = ARG1
+val_png = ARG2
+relative_png = ARG3
+names = ARG4
+baseline = ARG5
+title_text = ARG6
+has_measured = (ARG7 eq "1")
+if (datadir[1:1] ne "/" || val_png[1:1] ne "/" || relative_png[1:1] ne "/") {
+  print "plot_sweep.gp: DATADIR, VAL_PNG and RELATIVE_PNG must be absolute paths"
+  exit status 2
+}
+
 set terminal pngcairo size 1100,650 noenhanced font ",11"
 set datafile missing "?"
 set grid
 
 if (strlen(names) > 0) {
-  set output outdir.'/val_loss.png'
+  set output val_png
   set title title_text.': validation loss'
   set xlabel 'step'
   set ylabel 'validation loss'
@@ -18,7 +40,7 @@ if (strlen(names) > 0) {
   unset output
 }
 
-set output outdir.'/relative.png'
+set output relative_png
 set title title_text.': relative to '.baseline.' (100% = '.baseline.')'
 set xlabel ''
 set ylabel '% of '.baseline

@@ -1,6 +1,9 @@
 #include "coe/data/jsonl.h"
 
 #include "coe/util/error.h"
+#include "coe/util/json_limits.h"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -102,7 +105,7 @@ nlohmann::json RecordFile::parse(int64_t i) const {
   std::string_view s = text().substr(span.begin, span.end - span.begin);
   nlohmann::json value;
   try {
-    value = nlohmann::json::parse(s.begin(), s.end());
+    value = nlohmann::json::parse(s.begin(), s.end(), json_depth_limit(fmt::format("{}:{}", path(), span.line)));
   } catch (const nlohmann::json::parse_error& e) {
     size_t upto = std::min(s.size(), e.byte > 0 ? static_cast<size_t>(e.byte - 1) : size_t{0});
     int64_t line = span.line + std::count(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(upto), '\n');

@@ -8,15 +8,19 @@
 #include "coe/data/tokenize_records.h"
 #include "coe/data/tokenizer.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
+#include "coe/util/json_limits.h"
+#include "coe/util/scratch_dir.h"
 
 #include <fmt/format.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
-#include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace coe {
@@ -60,46 +64,122 @@ nlohmann::json describe_split(const DataConfig& cfg) {
 }
 
 void write_json(const fs::path& path, const nlohmann::json& value) {
-  std::ofstream out(path, std::ios::trunc);
-  out << value.dump(1) << "\n";
+  // A fresh file in the build directory: the directory's rename into place makes it atomic.
+  AppendFile out(path);
+  out.append(value.dump(1) + "\n");
   out.close();
-  if (!out) fail("{}: write failed", path.string());
 }
 
-// Removes a temporary build directory unless released.
-class TempDir {
+// What coe-prepare writes into a dataset directory (prepared.h), and nothing else: a rebuild
+// deletes these names only, in a directory whose manifest says it is a coe dataset.
+constexpr const char* kSplitNames[] = {"train", "val"};
+constexpr const char* kSplitFiles[] = {"tokens.bin", "offsets.bin", "source_index.bin", "meta.json"};
+constexpr const char* kScratchTool = "coe-prepare";
+
+bool is_split_file(const std::string& name) {
+  for (const char* f : kSplitFiles)
+    if (name == f) return true;
+  return false;
+}
+
+// The first entry of the dataset directory `dir` that coe-prepare does not write (a path relative
+// to `dir`), or "".
+std::string foreign_entry(const fs::path& dir) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const fs::file_status st = entry.symlink_status();
+    if (name == kManifest && fs::is_regular_file(st)) continue;
+    if ((name == kSplitNames[0] || name == kSplitNames[1]) && fs::is_directory(st)) {
+      for (const auto& file : fs::directory_iterator(entry.path()))
+        if (!is_split_file(file.path().filename().string()) || !fs::is_regular_file(file.symlink_status()))
+          return name + "/" + file.path().filename().string();
+      continue;
+    }
+    return name;
+  }
+  return "";
+}
+
+// Deletes the files coe-prepare writes in the dataset directory `dir` (complete or half built),
+// then each directory that this left empty. A symlink in place of `dir` is removed, not followed.
+void remove_dataset_files(const fs::path& dir) {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(dir, ec);
+  if (fs::is_symlink(st)) {
+    fs::remove(dir, ec);
+    return;
+  }
+  if (!fs::is_directory(st)) return;
+  for (const char* split : kSplitNames) {
+    const fs::path s = dir / split;
+    if (!fs::is_directory(fs::symlink_status(s, ec))) continue;
+    for (const char* f : kSplitFiles) fs::remove(s / f, ec);
+    fs::remove(s, ec);  // fails, and keeps it, when something else is left in it
+  }
+  fs::remove(dir / kManifest, ec);
+  fs::remove(dir, ec);
+}
+
+// Removes a build directory of coe-prepare: the datasets in it ("new": being built, "old": the one
+// it replaced), and then, if nothing else is left, its marker and itself. Returns whether it is gone.
+bool remove_build_dir(const fs::path& dir) {
+  std::error_code ec;
+  remove_dataset_files(dir / "new");
+  remove_dataset_files(dir / "old");
+  fs::directory_iterator it(dir, ec);
+  if (ec) return !fs::exists(fs::symlink_status(dir, ec));
+  for (; it != fs::directory_iterator(); it.increment(ec))
+    if (it->path().filename() != kScratchMarker) return false;
+  fs::remove(dir / kScratchMarker, ec);
+  return fs::remove(dir, ec);
+}
+
+// `<target>.tmp-<pid>`, marked as coe-prepare's (scratch_dir.h): the dataset is built in its "new"
+// and renamed into place; the replaced one passes through its "old". Removed on every way out.
+class BuildDir {
  public:
-  explicit TempDir(fs::path path) : path_(std::move(path)) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
+  explicit BuildDir(const fs::path& target) : path_(scratch_path(target)) {
+    create_scratch_dir(path_, kScratchTool);
+    fs::create_directory(path_ / "new");
   }
-  ~TempDir() {
+  ~BuildDir() {
+    if (!path_.empty()) remove_build_dir(path_);
+  }
+  BuildDir(const BuildDir&) = delete;
+  BuildDir& operator=(const BuildDir&) = delete;
+  fs::path dataset() const { return path_ / "new"; }
+
+  // Replaces `target` by the built dataset with renames only, so readers see the old or the new
+  // directory; then deletes the old one's files. Returns "" or a note that something was kept.
+  std::string swap_into_place(const fs::path& target) {
+    const fs::path old = path_ / "old";
     std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
+    const bool had_old = fs::exists(fs::symlink_status(target, ec));
+    if (had_old) fs::rename(target, old);
+    try {
+      fs::rename(dataset(), target);
+    } catch (...) {
+      if (had_old) fs::rename(old, target, ec);
+      throw;
+    }
+    const fs::path dir = std::exchange(path_, fs::path());
+    if (remove_build_dir(dir)) return "";
+    return fmt::format("kept {}: the replaced dataset held files coe-prepare did not write", dir.string());
   }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  void release() { path_.clear(); }
 
  private:
   fs::path path_;
 };
 
-// Replaces `target` by `built` with renames only, so readers see the old or the new directory.
-void swap_into_place(const fs::path& built, const fs::path& target) {
-  const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(old, ec);
-  const bool had_old = fs::exists(target);
-  if (had_old) fs::rename(target, old);
-  try {
-    fs::rename(built, target);
-  } catch (...) {
-    if (had_old) fs::rename(old, target, ec);
-    throw;
+// Build directories of coe-prepare runs that were killed (their process is gone; scratch_dir.h).
+void remove_stale_build_dirs(const fs::path& target, const std::function<void(const std::string&)>& log) {
+  for (const auto& dir : stale_scratch_dirs(target, kScratchTool)) {
+    const bool gone = remove_build_dir(dir);
+    if (log)
+      log(gone ? fmt::format("removed {}, left by a coe-prepare that did not finish", dir.string())
+               : fmt::format("kept {}, left by a coe-prepare that did not finish: it holds files coe did not write",
+                             dir.string()));
   }
-  if (had_old) fs::remove_all(old, ec);
 }
 
 bool all_synthetic(const TokenizedRecords& records) {
@@ -146,6 +226,17 @@ std::string changed_sections(const nlohmann::json& before, const nlohmann::json&
   return out.empty() ? "recipe" : out;
 }
 
+// cfg.prepared_dir as the directory to replace: "data/p/" is "data/p"; ".", ".." and "/" name
+// no directory coe could build beside and rename.
+fs::path dataset_target(const std::string& prepared_dir) {
+  fs::path p = fs::path(prepared_dir).lexically_normal();
+  if (!p.has_filename() && p.has_relative_path()) p = p.parent_path();
+  const std::string name = p.filename().string();
+  if (name.empty() || name == "." || name == "..")
+    fail("data.prepared_dir '{}': name a directory of its own (not ., .. or /)", prepared_dir);
+  return p;
+}
+
 PrepareResult summarize(const std::string& dir, const nlohmann::json& manifest) {
   PrepareResult r;
   r.dir = dir;
@@ -167,7 +258,7 @@ nlohmann::json read_manifest(const std::string& dir) {
   std::ifstream in(path);
   nlohmann::json manifest;
   try {
-    manifest = nlohmann::json::parse(in);
+    manifest = nlohmann::json::parse(in, json_depth_limit(path.string()));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: unreadable: {}", path.string(), e.what());
   }
@@ -182,7 +273,7 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
   };
   cfg.validate();
   if (cfg.prepared_dir.empty()) fail("data.prepared_dir (coe-prepare --out) is not set: where should the prepared dataset go?");
-  const fs::path target(cfg.prepared_dir);
+  const fs::path target = dataset_target(cfg.prepared_dir);
 
   if (cfg.train_files.empty()) {
     nlohmann::json manifest = read_manifest(cfg.prepared_dir);
@@ -194,6 +285,7 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
     return r;
   }
 
+  remove_stale_build_dirs(target, options.log);
   const auto train_files = resolve_record_files(cfg.train_files);
   const auto val_files = cfg.val_files.empty() ? std::vector<std::string>{} : resolve_record_files(cfg.val_files);
   const TextTemplate text(cfg.text.text_keys, cfg.text.template_text);
@@ -237,6 +329,11 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
       } else {
         reason = "changed: " + changed_sections(manifest.value("recipe", nlohmann::json::object()), recipe);
       }
+      // The rebuild replaces the directory: refuse before any work when it holds anything else.
+      if (const std::string foreign = foreign_entry(target); !foreign.empty())
+        fail("{}: holds '{}', which coe-prepare did not write; move it out before the dataset is rebuilt ({}): coe "
+             "deletes only files it wrote",
+             cfg.prepared_dir, foreign, reason);
     }
   }
   log(fmt::format("preparing {}: {}", cfg.prepared_dir, reason));
@@ -266,15 +363,15 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
   };
 
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  TempDir temp(target.string() + ".tmp-" + std::to_string(::getpid()));
+  BuildDir build(target);
   nlohmann::json splits;
-  SplitSummary t = write_split(temp.path(), "train", train, assignment.train, base_meta(train_sources, train.records_per_file));
+  SplitSummary t = write_split(build.dataset(), "train", train, assignment.train, base_meta(train_sources, train.records_per_file));
   splits["train"] = {{"records", t.records}, {"tokens", t.tokens}};
   if (!assignment.val.empty()) {
-    SplitSummary v = write_split(temp.path(), "val", train, assignment.val, base_meta(train_sources, train.records_per_file));
+    SplitSummary v = write_split(build.dataset(), "val", train, assignment.val, base_meta(train_sources, train.records_per_file));
     splits["val"] = {{"records", v.records}, {"tokens", v.tokens}};
   } else if (val) {
-    SplitSummary v = write_split(temp.path(), "val", *val, iota_indices(val->size()), base_meta(val_sources, val->records_per_file));
+    SplitSummary v = write_split(build.dataset(), "val", *val, iota_indices(val->size()), base_meta(val_sources, val->records_per_file));
     splits["val"] = {{"records", v.records}, {"tokens", v.tokens}};
   }
   const nlohmann::json manifest = {{"format", "coe-prepared-dataset"},
@@ -283,9 +380,8 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
                                    {"train_sources", train_sources},
                                    {"val_sources", val_sources},
                                    {"splits", splits}};
-  write_json(temp.path() / kManifest, manifest);
-  swap_into_place(temp.path(), target);
-  temp.release();
+  write_json(build.dataset() / kManifest, manifest);
+  if (const std::string kept = build.swap_into_place(target); !kept.empty()) log(kept);
 
   PrepareResult r = summarize(cfg.prepared_dir, manifest);
   r.reason = reason;

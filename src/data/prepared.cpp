@@ -1,6 +1,7 @@
 #include "coe/data/prepared.h"
 
 #include "coe/util/error.h"
+#include "coe/util/json_limits.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -48,7 +49,7 @@ std::shared_ptr<const PreparedSplit> PreparedSplit::open(const std::string& spli
   {
     std::ifstream in(meta_path);
     try {
-      s->meta_ = nlohmann::json::parse(in);
+      s->meta_ = nlohmann::json::parse(in, json_depth_limit(meta_path.string()));
     } catch (const nlohmann::json::exception& e) {
       fail("{}: unreadable metadata: {}", meta_path.string(), e.what());
     }

@@ -2,14 +2,12 @@
 
 #include "coe/data/random.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 
 #include <fmt/format.h>
 
 #include <array>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <unistd.h>
 
 namespace coe {
 namespace {
@@ -190,19 +188,10 @@ void write_synth_file(const std::string& path, int64_t count, uint64_t seed) {
   const nlohmann::ordered_json records = synth_records_json(generate_synth_records(count, seed));
   const fs::path target(path);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  const std::string temp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << "[\n";
-    for (size_t i = 0; i < records.size(); ++i) out << records[i].dump() << (i + 1 < records.size() ? ",\n" : "\n");
-    out << "]\n";
-    out.close();
-    if (!out) {
-      std::remove(temp.c_str());
-      fail("{}: write failed", temp);
-    }
-  }
-  fs::rename(temp, target);
+  std::string text = "[\n";
+  for (size_t i = 0; i < records.size(); ++i) text += records[i].dump() + (i + 1 < records.size() ? ",\n" : "\n");
+  text += "]\n";
+  write_file_atomic(target, text);
 }
 
 }  // namespace coe

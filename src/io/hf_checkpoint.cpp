@@ -2,6 +2,7 @@
 
 #include "coe/io/safetensors.h"
 #include "coe/util/error.h"
+#include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -86,7 +87,7 @@ std::map<std::string, at::Tensor> read_hf_weights(const std::string& dir) {
   nlohmann::json j;
   try {
     std::ifstream in(index);
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(in, json_depth_limit(index.string()));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: malformed index: {}", index.string(), e.what());
   }
@@ -96,6 +97,10 @@ std::map<std::string, at::Tensor> read_hf_weights(const std::string& dir) {
   std::set<std::string> shards;
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
     if (!it.value().is_string()) fail("{}: weight_map['{}'] must be a file name", index.string(), it.key());
+    // A shard is a file beside the index, never a path out of the checkpoint directory.
+    const std::string shard = it.value().get<std::string>();
+    if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos)
+      fail("{}: weight_map['{}']: '{}' is not a file name in this directory", index.string(), it.key(), shard);
     wanted[it.key()] = it.value().get<std::string>();
     shards.insert(it.value().get<std::string>());
   }

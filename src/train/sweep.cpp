@@ -5,14 +5,19 @@
 #include "coe/train/model_vocab.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
+#include "coe/util/json_limits.h"
+#include "coe/util/subprocess.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -29,6 +34,15 @@ bool valid_name(const std::string& s) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
            c == '-';
   });
+}
+
+// "section.key" or "section.key.sub": a letter first, then letters, digits, '_' and '.'. It becomes
+// an argument of coe-train (--set KEY=VALUE), so it must never read as an option.
+bool valid_override_key(const std::string& k) {
+  if (k.empty() || !std::isalpha(static_cast<unsigned char>(k.front())) || k.find('.') == std::string::npos)
+    return false;
+  return std::all_of(k.begin(), k.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; });
 }
 
 // A config path in a sweep file: absolute, relative to the sweep file's directory, or relative to
@@ -53,14 +67,22 @@ std::string emit_value(const YAML::Node& value) {
   return e.c_str();
 }
 
+// Bounds on a flattened `overrides:` map. YAML aliases let a few lines name a map of maps with
+// billions of leaves (`a1: &a1 {k0: *a0, k1: *a0, ...}`); flattening it must stop early.
+constexpr size_t kMaxOverrides = 10000;
+constexpr int kMaxOverrideDepth = 16;
+
 // `overrides:` as a map (`section.key: value`, nested maps flattened) or a list of "k=v" strings.
-void flatten(const YAML::Node& node, const std::string& prefix, std::vector<std::string>* out) {
+void flatten(const ConfigReader& r, const std::string& what, const YAML::Node& node, const std::string& prefix,
+             int depth, std::vector<std::string>* out) {
+  if (depth > kMaxOverrideDepth) r.fail_key(what, fmt::format("nested deeper than {} levels", kMaxOverrideDepth));
   for (const auto& kv : node) {
     const std::string key = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
     if (kv.second.IsMap() && kv.second.size() > 0)
-      flatten(kv.second, key, out);
+      flatten(r, what, kv.second, key, depth + 1, out);
     else
       out->push_back(key + "=" + emit_value(kv.second));
+    if (out->size() > kMaxOverrides) r.fail_key(what, fmt::format("more than {} overrides", kMaxOverrides));
   }
 }
 
@@ -73,7 +95,7 @@ std::vector<std::string> read_overrides(ConfigReader& r, const std::string& key)
   const YAML::Node n = r.node()[key];
   r.ignore(key);
   if (n.IsMap()) {
-    flatten(n, "", &out);
+    flatten(r, key, n, "", 0, &out);
   } else if (n.IsSequence()) {
     for (size_t i = 0; i < n.size(); ++i) {
       if (!n[i].IsScalar() || n[i].Scalar().find('=') == std::string::npos || n[i].Scalar().front() == '=')
@@ -84,7 +106,7 @@ std::vector<std::string> read_overrides(ConfigReader& r, const std::string& key)
     r.fail_key(key, "expected a mapping of section.key: value or a list of \"section.key=value\" strings");
   }
   for (const auto& o : out)
-    if (o.find('.') == std::string::npos || o.find('.') > o.find('='))
+    if (!valid_override_key(o.substr(0, o.find('='))))
       r.fail_key(key, fmt::format("'{}': keys are section.key (model, data, optim or trainer)", o));
   return out;
 }
@@ -231,10 +253,11 @@ void materialise_inline_base(SweepSpec& spec) {
   if (spec.inline_base.empty()) return;
   fs::create_directories(spec.out_dir);
   const fs::path base = fs::path(spec.out_dir) / "base.yaml";
-  std::ofstream out(base, std::ios::trunc);
-  out << "# The inline base config of " << spec.file << " (written by coe-sweep).\n" << spec.inline_base << "\n";
-  out.close();
-  if (!out) fail("{}: cannot write", base.string());
+  // The sweep file's name goes into a comment: one line, whatever characters it has.
+  std::string source = spec.file;
+  std::replace(source.begin(), source.end(), '\n', ' ');
+  write_file_atomic(base,
+                    "# The inline base config of " + source + " (written by coe-sweep).\n" + spec.inline_base + "\n");
   for (auto& v : spec.variants)
     if (v.config.empty()) v.config = base.string();
 }
@@ -265,7 +288,7 @@ std::map<std::string, std::pair<std::string, int>> read_sweep_status(const Sweep
   if (!fs::exists(p)) return out;
   try {
     std::ifstream in(p);
-    const nlohmann::json j = nlohmann::json::parse(in);
+    const nlohmann::json j = nlohmann::json::parse(in, json_depth_limit(p.string()));
     for (const auto& [name, v] : j.items()) out[name] = {v.value("status", ""), v.value("exit_code", 0)};
   } catch (...) {
     // A damaged status file only loses the "failed" labels of earlier invocations.
@@ -277,9 +300,7 @@ void write_sweep_status(const SweepSpec& spec, const std::map<std::string, std::
   fs::create_directories(spec.out_dir);
   nlohmann::ordered_json j;
   for (const auto& [name, s] : status) j[name] = {{"status", s.first}, {"exit_code", s.second}};
-  const fs::path p = fs::path(spec.out_dir) / "sweep-status.json";
-  std::ofstream(p.string() + ".tmp", std::ios::trunc) << j.dump(2) << "\n";
-  fs::rename(p.string() + ".tmp", p);
+  write_file_atomic(fs::path(spec.out_dir) / "sweep-status.json", j.dump(2) + "\n");
 }
 
 VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& variant, const TrainConfig& config) {
@@ -295,7 +316,7 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
 
   for (const auto& line : read_lines(dir / "val.jsonl")) {
     try {
-      const auto j = nlohmann::json::parse(line);
+      const auto j = nlohmann::json::parse(line, json_depth_limit((dir / "val.jsonl").string()));
       r.val_curve.push_back({j.at("step").get<int64_t>(), j.at("val_loss").get<double>()});
     } catch (...) {
     }
@@ -304,7 +325,7 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
     r.status = "complete";
     try {
       std::ifstream in(dir / "final.json");
-      const auto j = nlohmann::json::parse(in);
+      const auto j = nlohmann::json::parse(in, json_depth_limit((dir / "final.json").string()));
       r.steps = j.value("steps", int64_t(0));
       r.final_val_loss = opt_double(j, "final_val_loss");
       r.best_val_loss = opt_double(j, "best_val_loss");
@@ -324,7 +345,7 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
     int64_t n = 0;
     for (const auto& line : metrics) {
       try {
-        const auto j = nlohmann::json::parse(line);
+        const auto j = nlohmann::json::parse(line, json_depth_limit((dir / "metrics.jsonl").string()));
         r.steps = j.at("step").get<int64_t>();
         r.tokens += j.value("tokens", int64_t(0));
         tps += j.value("tokens_per_s", 0.0), ++n;
@@ -342,7 +363,7 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
   if (fs::exists(dir / "memory.json")) {
     try {
       std::ifstream in(dir / "memory.json");
-      const auto j = nlohmann::json::parse(in);
+      const auto j = nlohmann::json::parse(in, json_depth_limit((dir / "memory.json").string()));
       if (j.contains("measured_peak_bytes")) {
         r.measured_peak_bytes = j["measured_peak_bytes"].get<int64_t>();
         r.measured_source = j.value("measured_source", std::string("coe-memory --measure"));
@@ -354,7 +375,7 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
   if (fs::exists(dir / "routing.json")) {
     try {
       std::ifstream in(dir / "routing.json");
-      const auto j = nlohmann::json::parse(in);
+      const auto j = nlohmann::json::parse(in, json_depth_limit((dir / "routing.json").string()));
       for (const auto& c : j.value("chains", nlohmann::json::array())) {
         r.distinct_expert_sets.push_back(c.value("distinct_expert_sets", int64_t(0)));
         r.unique_experts_per_token.push_back(c.value("mean_unique_experts", 0.0));
@@ -378,7 +399,7 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
 
   // ---- summary.csv ----
   {
-    std::ofstream csv(out / "summary.csv", std::ios::trunc);
+    std::ostringstream csv;
     csv << "variant,status,steps,total_steps,final_val_loss,best_val_loss,tokens,tokens_per_s,params_total,"
            "params_active_per_token,estimate_bytes,measured_peak_bytes,distinct_expert_sets,combinatorial_bound\n";
     for (const auto& r : results) {
@@ -392,8 +413,7 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
           << r.estimate_bytes << ',' << (r.measured_peak_bytes ? std::to_string(*r.measured_peak_bytes) : "") << ','
           << csv_field(sets) << ',' << (r.bound_value ? fmt::format("{:.6g}", *r.bound_value) : "") << '\n';
     }
-    csv.close();
-    if (!csv) fail("{}: cannot write", (out / "summary.csv").string());
+    write_file_atomic(out / "summary.csv", csv.str());
     written.push_back((out / "summary.csv").string());
   }
 
@@ -406,50 +426,64 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
   std::vector<std::string> pngs;
   if (plot_script.empty()) {
     plot_note = "the gnuplot script tools/plot_sweep.gp was not found (set COE_PLOT_SCRIPT)";
-  } else if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+  } else if (!find_gnuplot()) {
     plot_note = "gnuplot is not installed (apt-get install gnuplot-nox)";
   } else {
-    const fs::path data = out / "plots";
+    // Absolute paths: gnuplot would open a relative name starting with '<' or '|' through a shell.
+    const fs::path abs_out = fs::absolute(out);
+    const fs::path data = abs_out / "plots";
     fs::create_directories(data);
     std::string names;
     for (const auto& r : results) {
       if (r.val_curve.empty()) continue;
-      std::ofstream f(data / ("val-" + r.name + ".dat"), std::ios::trunc);
-      f << "# step val_loss\n";
-      for (const auto& [s, v] : r.val_curve) f << s << ' ' << fmt::format("{:.6f}", v) << '\n';
+      std::string dat = "# step val_loss\n";
+      for (const auto& [s, v] : r.val_curve) dat += fmt::format("{} {:.6f}\n", s, v);
+      write_file_atomic(data / ("val-" + r.name + ".dat"), dat);
       names += (names.empty() ? "" : " ") + r.name;
     }
-    bool measured = base && base->measured_peak_bytes;
+    const bool measured = base && base->measured_peak_bytes;
     {
-      std::ofstream f(data / "bars.dat", std::ios::trunc);
-      f << "# variant params% active% memory_estimate% memory_measured% (relative to " << spec.baseline << ")\n";
+      std::string bars = fmt::format(
+          "# variant params% active% memory_estimate% memory_measured% (relative to {})\n", spec.baseline);
       for (const auto& r : results) {
         auto rel = [&](double v, double b) { return b > 0 ? fmt::format("{:.3f}", 100.0 * v / b) : std::string("?"); };
-        f << r.name << ' ' << rel(double(r.params_total), base ? double(base->params_total) : 0) << ' '
-          << rel(double(r.params_active), base ? double(base->params_active) : 0) << ' '
-          << rel(double(r.estimate_bytes), base ? double(base->estimate_bytes) : 0) << ' '
-          << (measured && r.measured_peak_bytes ? rel(double(*r.measured_peak_bytes), double(*base->measured_peak_bytes))
-                                                : std::string("?"))
-          << '\n';
+        bars += fmt::format(
+            "{} {} {} {} {}\n", r.name, rel(double(r.params_total), base ? double(base->params_total) : 0),
+            rel(double(r.params_active), base ? double(base->params_active) : 0),
+            rel(double(r.estimate_bytes), base ? double(base->estimate_bytes) : 0),
+            measured && r.measured_peak_bytes ? rel(double(*r.measured_peak_bytes), double(*base->measured_peak_bytes))
+                                              : std::string("?"));
+      }
+      write_file_atomic(data / "bars.dat", bars);
+    }
+    // gnuplot draws into fresh names; a finished PNG replaces the previous one by rename.
+    const std::string tmp = ".tmp-" + std::to_string(::getpid());
+    const char* const png_names[] = {"val_loss.png", "relative.png"};
+    const fs::path log = data / "gnuplot.log";
+    int rc = 0;
+    try {
+      write_file_atomic(log, "");
+      rc = run_gnuplot(plot_script,
+                       {data.string(), (abs_out / (png_names[0] + tmp)).string(),
+                        (abs_out / (png_names[1] + tmp)).string(), names, spec.baseline, spec.name,
+                        measured ? "1" : "0"},
+                       log);
+    } catch (const Error& e) {
+      plot_note = e.what();
+      rc = -1;
+    }
+    for (const char* png : png_names) {
+      const fs::path drawn = abs_out / (png + tmp);
+      std::error_code ec;
+      if (rc == 0 && fs::is_regular_file(drawn, ec) && fs::file_size(drawn, ec) > 0) {
+        fs::rename(drawn, out / png);
+        pngs.push_back(png);
+      } else {
+        fs::remove(drawn, ec);
       }
     }
-    auto quote = [](const std::string& s) {
-      std::string q;
-      for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);  // gnuplot single-quote escape
-      return "'" + q + "'";
-    };
-    const std::string vars = fmt::format("datadir={}; outdir={}; names={}; baseline={}; title_text={}; has_measured={}",
-                                         quote(data.string()), quote(out.string()), quote(names),
-                                         quote(spec.baseline), quote(spec.name), measured ? 1 : 0);
-    std::string cmd = "gnuplot -e \"" + vars + "\" '" + plot_script + "' > '" + (data / "gnuplot.log").string() +
-                      "' 2>&1";
-    fs::remove(out / "val_loss.png");
-    fs::remove(out / "relative.png");
-    const int rc = std::system(cmd.c_str());
-    for (const char* png : {"val_loss.png", "relative.png"})
-      if (fs::exists(out / png) && fs::file_size(out / png) > 0) pngs.push_back(png);
-    if (rc != 0 || pngs.empty())
-      plot_note = fmt::format("gnuplot failed (exit {}); see {}", rc, (data / "gnuplot.log").string());
+    if (plot_note.empty() && (rc != 0 || pngs.empty()))
+      plot_note = fmt::format("gnuplot failed (exit {}); see {}", rc, log.string());
     for (const auto& p : pngs) written.push_back((out / p).string());
   }
 
@@ -529,13 +563,8 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
     for (const auto& r : results)
       for (const auto& n : r.notes) md += fmt::format("- {}: {}\n", r.name, n);
   }
-  {
-    std::ofstream f(out / "summary.md", std::ios::trunc);
-    f << md;
-    f.close();
-    if (!f) fail("{}: cannot write", (out / "summary.md").string());
-    written.push_back((out / "summary.md").string());
-  }
+  write_file_atomic(out / "summary.md", md);
+  written.push_back((out / "summary.md").string());
   return written;
 }
 

@@ -2,6 +2,12 @@
 
 #include "coe/util/error.h"
 
+// yaml-cpp >= 0.7 stops deep nesting with YAML::DeepRecursion.
+#if __has_include(<yaml-cpp/depthguard.h>)
+#include <yaml-cpp/depthguard.h>
+#define COE_YAML_HAS_DEPTH_GUARD 1
+#endif
+
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -114,6 +120,11 @@ YAML::Node load_yaml_file(const std::string& file) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(file);
+#if COE_YAML_HAS_DEPTH_GUARD
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp bounds nesting (its message for that is "bad file").
+    fail("{}:{}: cannot parse: nested deeper than yaml-cpp's limit ({} levels)", file, e.mark.line + 1, e.depth());
+#endif
   } catch (const YAML::Exception& e) {
     fail("{}:{}: cannot parse: {}", file, e.mark.line + 1, e.msg);
   }

@@ -31,8 +31,15 @@ void write_all(int fd, std::string_view data, const fs::path& path) {
 
 void write_file_atomic(const fs::path& path, std::string_view content) {
   const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("{}: cannot write: {}", path.string(), errno_text(errno));
+  // O_EXCL | O_NOFOLLOW: a file or symlink already at the temporary name (planted in a shared
+  // directory, or left by a killed process with this pid) is neither followed nor truncated.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EEXIST)
+      fail("{}: cannot write: {} exists (left by an earlier process?); remove it", path.string(), tmp.string());
+    fail("{}: cannot write: {}", path.string(), errno_text(err));
+  }
   try {
     write_all(fd, content, path);
     if (::fsync(fd) != 0) fail("{}: cannot write: {}", path.string(), errno_text(errno));

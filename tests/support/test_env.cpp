@@ -1,5 +1,7 @@
 #include "support/test_env.h"
 
+#include "coe/util/subprocess.h"
+
 #include <gtest/gtest.h>
 
 #include <array>
@@ -86,6 +88,16 @@ int run_command(const std::string& command, std::string* output) {
   int status = ::pclose(pipe);
   if (output) *output = std::move(out);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int run_argv(const std::vector<std::string>& argv, std::string* output) {
+  static const std::filesystem::path dir = scratch_dir("run-argv");
+  static std::atomic<int> counter{0};
+  const std::filesystem::path log = dir / ("output-" + std::to_string(counter++) + ".log");
+  const int status = coe::run_process(argv, log);
+  if (output) *output = read_file(log);
+  std::filesystem::remove(log);
+  return status;
 }
 
 }  // namespace coe::test

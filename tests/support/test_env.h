@@ -29,7 +29,12 @@ std::string read_file(const std::filesystem::path& path);
 // (ADD_FAILURE) and is skipped; `allow_partial_last` tolerates a last line still being written.
 std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& path, size_t limit = SIZE_MAX,
                                        bool allow_partial_last = false);
-// Runs a shell command, returns its exit status; stdout+stderr are captured into `output`.
+// Runs a shell command, returns its exit status; stdout+stderr are captured into `output`. For
+// commands the tests compose from their own paths only; a path with shell characters in it goes
+// through run_argv.
 int run_command(const std::string& command, std::string* output = nullptr);
+// Runs argv without a shell (coe::run_process), returns its exit status; stdout+stderr are
+// captured into `output`.
+int run_argv(const std::vector<std::string>& argv, std::string* output = nullptr);
 
 }  // namespace coe::test

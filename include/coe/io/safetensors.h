@@ -3,18 +3,24 @@
 // raw little-endian data). Supported dtypes: F64, F32, BF16, F16, I64, I32, I16, I8, U8, BOOL.
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
 
 namespace coe::io {
+
+// The largest JSON header load_safetensors reads (as the safetensors library's own limit): a
+// corrupt or hostile length field must not make it allocate gigabytes before checking anything.
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
 
 struct SafetensorsFile {
   std::map<std::string, at::Tensor> tensors;      // CPU, owning
   std::map<std::string, std::string> metadata;    // "__metadata__"
 };
 
-// Validates the header completely (dtype, shape vs byte range, ranges inside the file, no overlap)
-// before reading; every error names the file and, where it applies, the tensor.
+// Validates the header completely (size cap, JSON depth, dtype, shape vs byte range without
+// overflow, ranges inside the file, no overlap) before allocating or reading any tensor; every
+// error names the file and, where it applies, the tensor.
 SafetensorsFile load_safetensors(const std::string& path);
 
 // Writes to `path` atomically (temp file + rename). Tensors are converted to contiguous CPU.

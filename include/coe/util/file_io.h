@@ -9,7 +9,8 @@
 
 namespace coe {
 
-// Writes `content` to `path` atomically: `<path>.tmp-<pid>` in the same directory, fsync, rename.
+// Writes `content` to `path` atomically: `<path>.tmp-<pid>` in the same directory (created
+// exclusively: an existing file or symlink there is an error, never followed), fsync, rename.
 // On failure the temporary file is removed and `path` is left as it was.
 void write_file_atomic(const std::filesystem::path& path, std::string_view content);
 

@@ -1,0 +1,44 @@
+#pragma once
+// Child processes without a shell. Configs, sweep files and datasets are shared between people,
+// so no value read from them may reach /bin/sh: a child is an argument vector started with
+// posix_spawn, its output redirected by file descriptor (docs/security.md).
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace coe {
+
+// The absolute path of the executable `name` on $PATH (what the shell's `command -v` finds, found
+// without a shell), or nullopt. Relative $PATH entries ("", ".", "bin") are skipped: the working
+// directory may be a repository someone else wrote and must not supply programs. A name with a
+// '/' is returned as given when it is an executable file.
+std::optional<std::filesystem::path> find_executable(const std::string& name);
+
+// Starts argv[0] (a path: look a bare name up with find_executable) with the arguments `argv`,
+// stdin from /dev/null and, when `log` is not empty, stdout and stderr appended to `log`
+// (created if needed); otherwise they are the caller's. Returns the child's pid. Throws a
+// one-line coe::Error naming the program (or the log) and the errno text when it cannot start.
+pid_t spawn_process(const std::vector<std::string>& argv, const std::filesystem::path& log = {});
+
+// Waits for the child `pid`, retrying on EINTR; returns its exit status, 128 + N when signal N
+// ended it.
+int wait_process(pid_t pid);
+
+// spawn_process, then wait_process.
+int run_process(const std::vector<std::string>& argv, const std::filesystem::path& log = {});
+
+// gnuplot on $PATH (find_executable), or nullopt.
+std::optional<std::filesystem::path> find_gnuplot();
+
+// Runs `gnuplot -c SCRIPT ARG...` with gnuplot's output appended to `log`: inside the script the
+// arguments are the strings ARG1, ARG2, ... (ARGC of them), data that gnuplot never evaluates,
+// unlike text given with `gnuplot -e`. Pass file names absolute: gnuplot reads a data file whose
+// name starts with '<', and writes an output whose name starts with '|', through a shell.
+// Returns gnuplot's exit status; throws when gnuplot is not installed or cannot start.
+int run_gnuplot(const std::filesystem::path& script, const std::vector<std::string>& args,
+                const std::filesystem::path& log);
+
+}  // namespace coe

@@ -1,0 +1,113 @@
+#include "coe/util/subprocess.h"
+
+#include "coe/util/error.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+
+namespace coe {
+namespace {
+
+bool is_executable_file(const fs::path& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
+}
+
+// Closes the descriptor and destroys the spawn attributes on every path out of spawn_process.
+struct SpawnResources {
+  int log_fd = -1;
+  bool actions_ready = false;
+  posix_spawn_file_actions_t actions{};
+  ~SpawnResources() {
+    if (actions_ready) posix_spawn_file_actions_destroy(&actions);
+    if (log_fd >= 0) ::close(log_fd);
+  }
+};
+
+}  // namespace
+
+std::optional<fs::path> find_executable(const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  if (name.find('/') != std::string::npos) {
+    if (is_executable_file(name)) return fs::path(name);
+    return std::nullopt;
+  }
+  const char* path = std::getenv("PATH");
+  const std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= dirs.size()) {
+    const size_t colon = std::min(dirs.find(':', start), dirs.size());
+    const std::string dir = dirs.substr(start, colon - start);
+    start = colon + 1;
+    if (dir.empty() || dir.front() != '/') continue;  // relative: the working directory's programs
+    const fs::path candidate = fs::path(dir) / name;
+    if (is_executable_file(candidate)) return candidate;
+  }
+  return std::nullopt;
+}
+
+pid_t spawn_process(const std::vector<std::string>& argv, const fs::path& log) {
+  if (argv.empty() || argv.front().empty()) fail("spawn_process: no program to run");
+  SpawnResources res;
+  if (!log.empty()) {
+    // Opened here, not in the child, so that an error names the log file.
+    res.log_fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (res.log_fd < 0) fail("{}: cannot open for writing: {}", log.string(), std::strerror(errno));
+  }
+  if (int rc = posix_spawn_file_actions_init(&res.actions); rc != 0)
+    fail("{}: cannot start: {}", argv.front(), std::strerror(rc));
+  res.actions_ready = true;
+  int rc = posix_spawn_file_actions_addopen(&res.actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  // dup2 clears close-on-exec on the copies, so the child keeps fds 1 and 2 (and not log_fd).
+  if (rc == 0 && res.log_fd >= 0) rc = posix_spawn_file_actions_adddup2(&res.actions, res.log_fd, STDOUT_FILENO);
+  if (rc == 0 && res.log_fd >= 0) rc = posix_spawn_file_actions_adddup2(&res.actions, res.log_fd, STDERR_FILENO);
+  if (rc != 0) fail("{}: cannot start: {}", argv.front(), std::strerror(rc));
+
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  // posix_spawn, not posix_spawnp: argv[0] is a path, never looked up (find_executable does that).
+  rc = posix_spawn(&pid, args[0], &res.actions, nullptr, args.data(), environ);
+  if (rc != 0) fail("{}: cannot start: {}", argv.front(), std::strerror(rc));
+  return pid;
+}
+
+int wait_process(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) fail("waiting for process {}: {}", pid, std::strerror(errno));
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+int run_process(const std::vector<std::string>& argv, const fs::path& log) {
+  return wait_process(spawn_process(argv, log));
+}
+
+std::optional<fs::path> find_gnuplot() { return find_executable("gnuplot"); }
+
+int run_gnuplot(const fs::path& script, const std::vector<std::string>& args, const fs::path& log) {
+  const auto gnuplot = find_gnuplot();
+  if (!gnuplot) fail("gnuplot is not installed (apt-get install gnuplot-nox)");
+  std::vector<std::string> argv{gnuplot->string(), "-c", script.string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv, log);
+}
+
+}  // namespace coe
