@@ -2,6 +2,7 @@
 
 #include "coe/io/safetensors.h"
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
@@ -132,12 +133,7 @@ void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::S
   std::map<std::string, at::Tensor> tensors;
   for (auto& [name, t] : hf_state_dict(model)) tensors[name] = t.to(at::kCPU, dtype);
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  const fs::path config = fs::path(dir) / "config.json";
-  std::ofstream out(config.string() + ".tmp");
-  out << model_config_to_json(model.config());
-  out.close();
-  if (!out) fail("{}: write failed", config.string());
-  fs::rename(config.string() + ".tmp", config);
+  write_file_atomic(fs::path(dir) / "config.json", model_config_to_json(model.config()));
 }
 
 }  // namespace coe::io

@@ -1,6 +1,7 @@
 #include "coe/io/safetensors.h"
 
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
@@ -155,24 +156,15 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
   std::string text = header.dump();
   while (text.size() % 8 != 0) text.push_back(' ');  // data section 8-byte aligned, as HF writes it
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot open for writing", tmp);
-    uint64_t len = text.size();
-    unsigned char len_bytes[8];
-    for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(len >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len_bytes), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& t : data) out.write(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
-    out.flush();
-    if (!out) {
-      out.close();
-      std::filesystem::remove(tmp);
-      fail("{}: write failed (disk full?)", path);
-    }
-  }
-  std::filesystem::rename(tmp, path);
+  AtomicFile out(path);
+  uint64_t len = text.size();
+  char len_bytes[8];
+  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<char>(len >> (8 * i));
+  out.write(std::string_view(len_bytes, 8));
+  out.write(text);
+  for (const auto& t : data)
+    out.write(std::string_view(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size()));
+  out.commit();
 }
 
 }  // namespace coe::io

@@ -6,6 +6,7 @@
 #include "coe/model/causal_lm.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
+#include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -48,8 +49,12 @@ bool written_by_coe(const fs::path& dir) {
   if (fs::is_regular_file(dir / kMarker, ec)) return true;
   std::ifstream in(dir / kState);
   if (!in) return false;
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return j.is_object() && j.value("format", "") == "coe-train-checkpoint";
+  try {
+    const nlohmann::json j = nlohmann::json::parse(in, json_depth_limit(dir.string()));
+    return j.is_object() && j.value("format", "") == "coe-train-checkpoint";
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 // Whether `name` is a file coe writes into a checkpoint directory, or a temporary of one
@@ -259,7 +264,7 @@ TrainState read_checkpoint_state(const std::string& dir) {
   {
     std::ifstream in(state_file);
     try {
-      j = nlohmann::json::parse(in);
+      j = nlohmann::json::parse(in, json_depth_limit(state_file.string()));
     } catch (const nlohmann::json::exception& e) {
       fail("{}: cannot parse: {}", state_file.string(), e.what());
     }

@@ -9,6 +9,7 @@
 #include "coe/train/device.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
+#include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -69,7 +70,7 @@ AppendFile open_log(const fs::path& path, int64_t max_step) {
     std::string line;
     while (std::getline(in, line)) {
       try {
-        auto j = nlohmann::json::parse(line);
+        auto j = nlohmann::json::parse(line, json_depth_limit(path.string()));
         if (j.at("step").get<int64_t>() <= max_step) keep += line + '\n';
       } catch (...) {
         // A torn last line of a killed process, or foreign text: dropped.

@@ -29,35 +29,49 @@ void write_all(int fd, std::string_view data, const fs::path& path) {
   }
 }
 
-void write_file_atomic(const fs::path& path, std::string_view content) {
-  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
+AtomicFile::AtomicFile(const fs::path& path) : path_(path), tmp_(path.string() + ".tmp-" + std::to_string(::getpid())) {
   // O_EXCL | O_NOFOLLOW: a file or symlink already at the temporary name (planted in a shared
   // directory, or left by a killed process with this pid) is neither followed nor truncated.
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
     const int err = errno;
     if (err == EEXIST)
-      fail("{}: cannot write: {} exists (left by an earlier process?); remove it", path.string(), tmp.string());
+      fail("{}: cannot write: {} exists (left by an earlier process?); remove it", path.string(), tmp_.string());
     fail("{}: cannot write: {}", path.string(), errno_text(err));
   }
-  try {
-    write_all(fd, content, path);
-    if (::fsync(fd) != 0) fail("{}: cannot write: {}", path.string(), errno_text(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::write(std::string_view data) {
+  if (fd_ < 0) fail("{}: already committed", path_.string());
+  write_all(fd_, data, path_);
+}
+
+void AtomicFile::commit() {
+  if (fd_ < 0) fail("{}: already committed", path_.string());
+  if (::fsync(fd_) != 0) fail("{}: cannot write: {}", path_.string(), errno_text(errno));
+  const int fd = std::exchange(fd_, -1);
   if (::close(fd) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("{}: cannot write: {}", path.string(), errno_text(err));
+    ::unlink(tmp_.c_str());
+    fail("{}: cannot write: {}", path_.string(), errno_text(err));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("{}: cannot write: {}", path.string(), errno_text(err));
+    ::unlink(tmp_.c_str());
+    fail("{}: cannot write: {}", path_.string(), errno_text(err));
   }
+}
+
+void write_file_atomic(const fs::path& path, std::string_view content) {
+  AtomicFile file(path);
+  file.write(content);
+  file.commit();
 }
 
 AppendFile::AppendFile(const fs::path& path) : path_(path) {

@@ -9,9 +9,26 @@
 
 namespace coe {
 
-// Writes `content` to `path` atomically: `<path>.tmp-<pid>` in the same directory (created
-// exclusively: an existing file or symlink there is an error, never followed), fsync, rename.
-// On failure the temporary file is removed and `path` is left as it was.
+// A file written in pieces and published whole: the pieces go to `<path>.tmp-<pid>` in the same
+// directory (created exclusively: an existing file or symlink there is an error, never followed),
+// commit() fsyncs and renames it to `path`. Destroyed without commit(), it removes the temporary
+// and leaves `path` as it was.
+class AtomicFile {
+ public:
+  explicit AtomicFile(const std::filesystem::path& path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(std::string_view data);
+  void commit();
+
+ private:
+  std::filesystem::path path_, tmp_;
+  int fd_ = -1;
+};
+
+// Writes `content` to `path` atomically (an AtomicFile written at once).
 void write_file_atomic(const std::filesystem::path& path, std::string_view content);
 
 // An append-only text file (metrics.jsonl, logs): every append is written through with write(2)
