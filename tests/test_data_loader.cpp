@@ -135,12 +135,13 @@ TEST(DataLoader, Truncation) {
   auto o = opts(3, 6);
   o.shuffle = false;
   std::string e = error_of([&] { coe::Loader loader(split, o); });
-  EXPECT_NE(e.find("record 1 has 10 tokens, more than max_length 6 (truncation: error"), std::string::npos) << e;
+  // Named by the user's input file and its 1-based record, not the prepared directory.
+  EXPECT_NE(e.find("tiny.jsonl: record 2 has 10 tokens, more than max_length 6 (truncation: error"), std::string::npos) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos);
   o.add_eos = true;
   o.max_length = 10;
   e = error_of([&] { coe::Loader loader(split, o); });
-  EXPECT_NE(e.find("record 1 has 11 tokens with EOS, more than max_length 10"), std::string::npos) << e;
+  EXPECT_NE(e.find("tiny.jsonl: record 2 has 11 tokens with EOS, more than max_length 10"), std::string::npos) << e;
 
   o.add_eos = false;
   o.max_length = 6;

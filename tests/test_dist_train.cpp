@@ -277,8 +277,8 @@ TEST_F(DistTrain, OneRanksErrorEndsEveryRank) {
     }
     coe::test::wait_all(procs, 60);
     for (const auto& p : procs) EXPECT_EQ(p.exit_code, 1) << logs(procs);
-    EXPECT_NE(procs[1].output().find("error: rank 1: the resolved configuration differs from rank 0's in the optim "
-                                     "section(s)"),
+    EXPECT_NE(procs[1].output().find("error: rank 1: the resolved configuration differs from rank 0's: optim.lr "
+                                     "(0.002 -> 0.001)"),
               std::string::npos)
         << logs(procs);
     EXPECT_NE(procs[0].output().find("rank 1 exited with an error"), std::string::npos) << logs(procs);

@@ -122,4 +122,61 @@ TEST_F(ToolsEvalBench, BadFlagsAreOneLineErrors) {
   EXPECT_NE(out.find("nowhere"), std::string::npos) << out;
 }
 
+// A raw file is tokenized and rendered the way the run was trained (its config.yaml: byte
+// tokenizer, question/answer keys, rows of 160), with no flags.
+TEST_F(ToolsEvalBench, EvalOfARawFileTakesTheRunsSettings) {
+  const fs::path report = root_ / "raw.json";
+  std::string out;
+  const int rc = run_command(tool_path("coe-eval").string() + " --checkpoint " + (root_ / "run").string() + " --data " +
+                                 (root_ / "gsm8k-96.jsonl").string() + " --json " + report.string(),
+                             &out);
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(read_file(report));
+  EXPECT_EQ(j["records"].get<int64_t>(), 96);
+  EXPECT_EQ(j["tokenizer"].get<std::string>(), "byte");
+  EXPECT_EQ(j["max_length"].get<int64_t>(), 160);
+  EXPECT_GT(j["records_per_s"].get<double>(), 0.0);
+  EXPECT_TRUE(std::isfinite(j["val_loss"].get<double>()));
+}
+
+TEST_F(ToolsEvalBench, EvalRefusesWhatWouldScoreGarbage) {
+  const std::string eval = tool_path("coe-eval").string() + " --checkpoint ";
+  const std::string raw = " --data " + (root_ / "gsm8k-96.jsonl").string();
+  struct Case {
+    std::string args, expected;
+  };
+  const std::string fixture = (coe::test::shared_root() / "fixtures" / "coe_c2_igate_inner_yarn").string();
+  const Case cases[] = {
+      // A checkpoint without a run config, whose vocabulary is not the byte tokenizer's.
+      {fixture + raw, "error: --tokenizer: " + fixture + " has no run config"},
+      // Another tokenizer than the run's.
+      {(root_ / "run").string() + raw + " --tokenizer " +
+           (coe::test::shared_root() / "data" / "tokenizers" / "gpt-neox-tokenizer.json").string(),
+       "vocabulary 50277 exceeds the model's vocab_size 259"},
+      {(root_ / "run").string() + raw + " --device tpu", "error: --device: unknown device 'tpu'"},
+      {(root_ / "run").string() + raw + " --max-length 100000",
+       "error: --max-length 100000 exceeds the model's max_position_embeddings 256"},
+      {(root_ / "run").string() + raw + " --json /nonexistent/dir/x.json",
+       "error: --json /nonexistent/dir/x.json: cannot write: /nonexistent/dir is not a directory"},
+  };
+  for (const auto& c : cases) {
+    std::string out;
+    EXPECT_EQ(run_command(eval + c.args, &out), 1) << c.args << ": " << out;
+    EXPECT_NE(out.find(c.expected), std::string::npos) << c.args << ": " << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << c.args << ": " << out;
+  }
+}
+
+TEST_F(ToolsEvalBench, EveryToolNamesItsVersion) {
+  for (const std::string tool :
+       {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep", "coe-prepare", "coe-tokenize"}) {
+    std::string out;
+    EXPECT_EQ(run_command(tool_path(tool).string() + " --version", &out), 0) << tool << ": " << out;
+    EXPECT_EQ(out.rfind(tool + " ", 0), 0u) << out;
+    EXPECT_NE(out.find("(git "), std::string::npos) << out;
+    EXPECT_NE(out.find(", libtorch "), std::string::npos) << out;
+    EXPECT_TRUE(out.find("CPU only") != std::string::npos || out.find("CUDA") != std::string::npos) << out;
+  }
+}
+
 }  // namespace

@@ -229,6 +229,92 @@ TEST_F(TrainConfigTest, FileErrors) {
   EXPECT_NE(error_of(text).find("model.from: model config 'nowhere.json' not found"), std::string::npos) << error_of(text);
 }
 
+// A typo'd key leaves a default in place that a value check may trip over: the typo is named,
+// not the check (micro_bach: 3 leaves micro_batch 16, which does not divide global_batch 8).
+TEST_F(TrainConfigTest, UnknownKeysAreReportedBeforeValueChecks) {
+  std::string text = std::string(kBase);
+  text.replace(text.find("micro_batch: 2"), 14, "micro_bach: 3");
+  std::string e = error_of(text);
+  EXPECT_NE(e.find("run.yaml:27: trainer.micro_bach: unknown key (did you mean 'micro_batch'?)"), std::string::npos)
+      << e;
+  // Also across sections: a model typo is named before a trainer value error.
+  e = error_of(kBase, {"model.hidden_sise=64", "trainer.global_batch=0"});
+  EXPECT_NE(e.find("model.hidden_sise: unknown key"), std::string::npos) << e;
+  // Without a typo, the value error stands.
+  e = error_of(kBase, {"trainer.global_batch=0"});
+  EXPECT_NE(e.find("trainer.global_batch: must be >= 1"), std::string::npos) << e;
+}
+
+TEST_F(TrainConfigTest, OverrideErrorsNameTheOverride) {
+  std::string e = error_of(kBase, {"trainer.micro_batch=3"});
+  EXPECT_NE(e.find("run.yaml: --set trainer.micro_batch=3: trainer.micro_batch: 3 does not divide"), std::string::npos)
+      << e;
+  EXPECT_EQ(e.find("run.yaml:1"), std::string::npos) << e;
+  e = error_of(kBase, {"trainer.micro_bach=3"});
+  EXPECT_NE(e.find("run.yaml: --set trainer.micro_bach=3: trainer.micro_bach: unknown key"), std::string::npos) << e;
+  e = error_of(kBase, {"optim={lr: -1}"});
+  EXPECT_NE(e.find("--set optim={lr: -1}: optim.lr: must be > 0"), std::string::npos) << e;
+}
+
+TEST_F(TrainConfigTest, NullIsNotTheDefault) {
+  std::string text = std::string(kBase);
+  text.replace(text.find("hidden_size: 32"), 15, "hidden_size: null");
+  std::string e = error_of(text);
+  EXPECT_NE(e.find("run.yaml:3: model.hidden_size: is null"), std::string::npos) << e;
+  e = error_of(kBase, {"trainer.total_steps=null"});
+  EXPECT_NE(e.find("trainer.total_steps: is null"), std::string::npos) << e;
+  // Keys where null means something keep it.
+  EXPECT_EQ(error_of(kBase, {"model.q_lora_rank=null", "data.template=null", "trainer.resume=null"}), "");
+}
+
+// `base:` inheritance: a run config states only what differs from its base; errors in inherited
+// keys name the base file and its line; the resolved config is complete either way.
+TEST_F(TrainConfigTest, BaseInheritance) {
+  write(kBase, "base.yaml");
+  const std::string child = write("base: base.yaml\nmodel:\n  num_experts_per_tok: 4\ntrainer:\n  total_steps: 7\n",
+                                  "child.yaml");
+  const coe::TrainConfig c = coe::load_train_config(child);
+  EXPECT_EQ(c.model.num_experts_per_tok, 4);
+  EXPECT_EQ(c.model.hidden_size, 32);
+  EXPECT_EQ(c.trainer.total_steps, 7);
+  EXPECT_EQ(c.trainer.global_batch, 8);
+  const coe::TrainConfig direct = coe::load_train_config(write(kBase), {"model.num_experts_per_tok=4",
+                                                                        "trainer.total_steps=7"});
+  std::string resolved = coe::train_config_to_yaml(c), expected = coe::train_config_to_yaml(direct);
+  EXPECT_EQ(resolved, expected);
+
+  // A chain of two, and an inherited value error named at the base's line.
+  write("base: child.yaml\ntrainer:\n  micro_batch: 4\n", "grandchild.yaml");
+  EXPECT_EQ(coe::load_train_config((dir_ / "grandchild.yaml").string()).trainer.total_steps, 7);
+  std::string text = std::string(kBase);
+  text.replace(text.find("micro_batch: 2"), 14, "micro_batch: 3");
+  write(text, "bad-base.yaml");
+  std::string e;
+  try {
+    coe::load_train_config(write("base: bad-base.yaml\ntrainer:\n  total_steps: 9\n", "c2.yaml"));
+  } catch (const coe::Error& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("bad-base.yaml:27: trainer.micro_batch: 3 does not divide"), std::string::npos) << e;
+
+  // A cycle and a missing base.
+  write("base: loop-b.yaml\n", "loop-a.yaml");
+  write("base: loop-a.yaml\n", "loop-b.yaml");
+  try {
+    coe::load_train_config((dir_ / "loop-a.yaml").string());
+    ADD_FAILURE();
+  } catch (const coe::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("is already in the chain (a cycle)"), std::string::npos) << err.what();
+  }
+  try {
+    coe::load_train_config(write("base: nowhere.yaml\n", "c3.yaml"));
+    ADD_FAILURE();
+  } catch (const coe::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("c3.yaml:1: base: "), std::string::npos) << err.what();
+    EXPECT_NE(std::string(err.what()).find("nowhere.yaml not found"), std::string::npos) << err.what();
+  }
+}
+
 // ---- learning-rate schedule ------------------------------------------------------------------
 
 TEST(LrSchedule, WarmupThenConstant) {

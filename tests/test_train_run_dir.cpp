@@ -243,3 +243,22 @@ TEST_F(RunDir, NonFiniteStopIsPrintedOnce) {
 }
 
 }  // namespace
+
+namespace {
+
+// Resuming with a changed configuration warns with each changed key and both values.
+TEST_F(RunDir, ResumeWarningNamesTheChangedKeys) {
+  const fs::path yaml = root_ / "changed.yaml";
+  write_file(yaml, coe::test::tiny_gsm8k_run_yaml(root_ / "prepared", root_ / "changed", 4));
+  const std::string train = coe::test::tool_path("coe-train").string() + " " + yaml.string();
+  std::string out;
+  ASSERT_EQ(coe::test::run_command(train + " --max-steps 2", &out), 0) << out;
+  ASSERT_EQ(coe::test::run_command(train + " --resume --max-steps 1 --set optim.lr=0.001 --set trainer.log_interval=5",
+                                   &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("optim.lr (0.003 -> 0.001)"), std::string::npos) << out;
+  EXPECT_NE(out.find("trainer.log_interval (10 -> 5)"), std::string::npos) << out;
+}
+
+}  // namespace

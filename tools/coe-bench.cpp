@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   coe::tune_host_allocator();
 
   try {
+    if (!json_out.empty()) coe::check_writable(json_out, "--json");
     if (micro_batch > 0) overrides.push_back(fmt::format("trainer.micro_batch={}", micro_batch));
     coe::TrainConfig cfg = coe::load_train_config(config_path, overrides);
     coe::resolve_model_vocab(cfg);  // the model coe-train would build: the tokenizer's vocabulary

@@ -155,6 +155,8 @@ int main(int argc, char** argv) {
 
   try {
     const auto start = std::chrono::steady_clock::now();
+    if (!f.json_out.empty()) coe::check_writable(f.json_out, "--json");
+    if (!f.routing_out.empty()) coe::check_writable(f.routing_out, "--routing");
     const c10::Device device = coe::resolve_device(f.device, "--device");
     const coe::Truncation truncation = coe::parse_truncation(f.truncation);
     const std::string ckpt = coe::find_checkpoint(f.checkpoint);

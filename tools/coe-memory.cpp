@@ -264,6 +264,7 @@ int main(int argc, char** argv) {
       g_counting = new CountingCpuAllocator(c10::GetCPUAllocator());
       c10::SetCPUAllocator(g_counting, /*priority=*/1);
     }
+    if (!json_out.empty()) coe::check_writable(json_out, "--json");
     if (!compare.empty()) {
       const Loaded a = load(compare[0], opt), b = load(compare[1], opt);
       const coe::MemoryEstimate ea = coe::estimate_memory(a.config.model, a.memory);

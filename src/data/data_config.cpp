@@ -68,7 +68,7 @@ DataConfig parse_data_config(ConfigReader& data) {
   int64_t seed = data.get<int64_t>("split_seed", static_cast<int64_t>(cfg.split.seed));
   if (seed < 0) data.fail_key("split_seed", "must be >= 0");
   cfg.split.seed = static_cast<uint64_t>(seed);
-  cfg.split.group_by = data.get<std::string>("group_by", "");
+  cfg.split.group_by = data.optional<std::string>("group_by").value_or("");
   cfg.max_length = data.get<int64_t>("max_length", cfg.max_length);
   cfg.packing = data.get<bool>("packing", cfg.packing);
   cfg.add_eos = data.get<bool>("add_eos", cfg.add_eos);

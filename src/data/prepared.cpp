@@ -165,4 +165,17 @@ void SplitWriter::finish(nlohmann::json meta) {
   write_all(dir / "meta.json", text.data(), text.size());
 }
 
+std::string PreparedSplit::describe_record(int64_t i) const {
+  int64_t first = 0;
+  const int64_t source = source_index(i);
+  const auto sources = meta_.find("sources");
+  if (sources != meta_.end() && sources->is_array())
+    for (const auto& s : *sources) {
+      const int64_t n = s.value("records", int64_t{0});
+      if (source < first + n) return fmt::format("{}: record {}", s.value("path", std::string("?")), source - first + 1);
+      first += n;
+    }
+  return fmt::format("{}: record {}", dir_, i);
+}
+
 }  // namespace coe

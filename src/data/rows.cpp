@@ -47,9 +47,9 @@ void RowBuilder::check_fits() const {
   for (int64_t r : order_) {
     const int64_t n = split_->record_length(r) + extra;
     if (n > max_length_)
-      fail("{}: record {} has {} tokens{}, more than max_length {} (truncation: error; use truncation: left or right, "
-           "or raise max_length)",
-           split_->dir(), r, n, add_eos_ ? " with EOS" : "", max_length_);
+      fail("{} has {} tokens{}, more than max_length {} (truncation: error; use truncation: left or right, or raise "
+           "max_length)",
+           split_->describe_record(r), n, add_eos_ ? " with EOS" : "", max_length_);
   }
 }
 
@@ -63,7 +63,7 @@ int64_t RowBuilder::write_row(int64_t row, int32_t* ids, int32_t* labels, int64_
     int64_t first = 0, kept = n;
     if (n > L) {
       if (truncation_ == Truncation::kError)
-        fail("{}: record {} has {} tokens, more than max_length {} (truncation: error)", split_->dir(), r, n, L);
+        fail("{} has {} tokens, more than max_length {} (truncation: error)", split_->describe_record(r), n, L);
       first = truncation_ == Truncation::kLeft ? n - L : 0;
       kept = L;
     }

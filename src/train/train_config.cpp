@@ -9,6 +9,10 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
 
 namespace fs = std::filesystem;
 
@@ -167,26 +171,123 @@ TrainerConfig parse_trainer(ConfigReader& r) {
 
 }  // namespace
 
-TrainConfig parse_train_config(const YAML::Node& root, const std::string& file) {
+namespace {
+
+// Every key a section's parser reads, found by running it over the section's defaults (what
+// finish() would accept). A parser that rejects its defaults (data: no inputs) has read every
+// key before that check.
+template <typename Parse>
+std::set<std::string> keys_read_by(Parse parse, const YAML::Node& defaults, const std::string& section) {
+  ConfigReader reader(defaults, "(defaults)", section);
+  try {
+    parse(reader);
+  } catch (const Error&) {
+  }
+  return reader.known_keys();
+}
+
+// The unknown key to report instead of a value error: a typo ("micro_bach") leaves a default in
+// place that a later check may trip over, and the typo is the mistake to name.
+void throw_first_unknown_key(const YAML::Node& root, const std::string& file, std::shared_ptr<const KeyOrigins> origins) {
+  TrainConfig defaults;
+  YAML::Node model_defaults;
+  model_config_to_yaml(defaults.model, model_defaults);
+  const YAML::Node resolved = YAML::Load(train_config_to_yaml(defaults));
+  std::map<std::string, std::set<std::string>> known;
+  known["model"] = keys_read_by([](ConfigReader& r) { parse_model_config(r); }, model_defaults, "model");
+  known["model"].insert("from");
+  known["data"] = keys_read_by([](ConfigReader& r) { parse_data_config(r); }, resolved["data"], "data");
+  known["optim"] = keys_read_by([](ConfigReader& r) { parse_optim(r); }, resolved["optim"], "optim");
+  known["trainer"] = keys_read_by([](ConfigReader& r) { parse_trainer(r); }, resolved["trainer"], "trainer");
+  for (const auto& [section, keys] : known) {
+    const YAML::Node node = root[section];
+    if (!node || !node.IsMap()) continue;
+    ConfigReader reader(node, file, section);
+    reader.set_key_origins(origins);
+    for (const auto& key : keys) reader.ignore(key);
+    reader.finish();  // throws naming the first unknown key and the nearest known one
+  }
+}
+
+// Loads `path` with its `base:` chain merged underneath: mappings merge key by key, anything
+// else (scalars, lists) is replaced. `origins` receives the location of every key that came
+// from a base file.
+YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::vector<std::string>& chain) {
+  YAML::Node doc = load_yaml_file(path);
+  if (!doc.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", path);
+  const YAML::Node base_key = doc["base"];
+  if (!base_key) return doc;
+  const int line = base_key.Mark().line + 1;
+  if (!base_key.IsScalar() || base_key.Scalar().empty())
+    fail("{}:{}: base: expected the path of another run config", path, line);
+  fs::path base = base_key.Scalar();
+  if (base.is_relative()) base = fs::path(path).parent_path() / base;
+  const std::string base_path = base.lexically_normal().string();
+  if (!fs::exists(base_path)) fail("{}:{}: base: {} not found (relative to this file)", path, line, base_path);
+  for (const auto& seen : chain)
+    if (fs::equivalent(seen, base_path)) fail("{}:{}: base: {} is already in the chain (a cycle)", path, line, base_path);
+  chain.push_back(base_path);
+  KeyOrigins base_origins;
+  YAML::Node merged = load_with_bases(base_path, base_origins, chain);  // not cloned: keep the lines
+
+  // Every leaf of the base, with where it came from; the leaves this file sets are erased below.
+  std::function<void(const YAML::Node&, const std::string&)> note = [&](const YAML::Node& n, const std::string& key) {
+    if (n.IsMap() && n.size() > 0) {
+      for (const auto& kv : n) note(kv.second, key + "." + kv.first.as<std::string>());
+      return;
+    }
+    auto it = base_origins.find(key);
+    origins[key] = it != base_origins.end() ? it->second : fmt::format("{}:{}", base_path, n.Mark().line + 1);
+  };
+  for (const auto& kv : merged) note(kv.second, kv.first.as<std::string>());
+
+  std::function<void(YAML::Node, const YAML::Node&, const std::string&)> overlay = [&](YAML::Node into,
+                                                                                      const YAML::Node& from,
+                                                                                      const std::string& prefix) {
+    for (const auto& kv : from) {
+      const std::string key = kv.first.as<std::string>();
+      if (prefix.empty() && key == "base") continue;
+      const std::string dotted = prefix.empty() ? key : prefix + "." + key;
+      if (kv.second.IsMap() && into[key] && into[key].IsMap()) {
+        overlay(into[key], kv.second, dotted);
+        continue;
+      }
+      into[key] = kv.second;
+      for (auto it = origins.begin(); it != origins.end();)
+        it = it->first == dotted || it->first.rfind(dotted + ".", 0) == 0 ? origins.erase(it) : std::next(it);
+    }
+  };
+  overlay(merged, doc, "");
+  return merged;
+}
+
+TrainConfig parse_with_origins(const YAML::Node& root, const std::string& file,
+                               std::shared_ptr<const KeyOrigins> origins) {
   if (!root || !root.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", file);
   ConfigReader top(root, file);
+  top.set_key_origins(origins);
   TrainConfig c;
   c.source = file;
-  {
-    ConfigReader model = top.section("model");
-    c.model = parse_model_section(model, &c);
+  try {
+    {
+      ConfigReader model = top.section("model");
+      c.model = parse_model_section(model, &c);
+    }
+    {
+      if (!top.has("data")) top.fail_key("data", "the data section is required (train_files or prepared_dir)");
+      ConfigReader data = top.section("data");
+      c.data = parse_data_config(data);
+    }
+    {
+      ConfigReader optim = top.section("optim");
+      c.optim = parse_optim(optim);
+    }
+    ConfigReader trainer = top.section("trainer");
+    c.trainer = parse_trainer(trainer);
+  } catch (const Error&) {
+    throw_first_unknown_key(root, file, origins);
+    throw;
   }
-  {
-    if (!top.has("data")) top.fail_key("data", "the data section is required (train_files or prepared_dir)");
-    ConfigReader data = top.section("data");
-    c.data = parse_data_config(data);
-  }
-  {
-    ConfigReader optim = top.section("optim");
-    c.optim = parse_optim(optim);
-  }
-  ConfigReader trainer = top.section("trainer");
-  c.trainer = parse_trainer(trainer);
   top.finish();
 
   if (c.optim.resolved_warmup_steps(c.trainer.total_steps) > c.trainer.total_steps) {
@@ -202,11 +303,23 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& file) 
   return c;
 }
 
+}  // namespace
+
+TrainConfig parse_train_config(const YAML::Node& root, const std::string& file) {
+  return parse_with_origins(root, file, nullptr);
+}
+
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
-  YAML::Node root = load_yaml_file(path);
-  if (!root.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", path);
-  for (const auto& o : overrides) apply_override(root, o);
-  return parse_train_config(root, path);
+  auto origins = std::make_shared<KeyOrigins>();
+  std::vector<std::string> chain{path};
+  YAML::Node root = load_with_bases(path, *origins, chain);
+  for (const auto& o : overrides) {
+    const std::string key = apply_override(root, o);
+    for (auto it = origins->begin(); it != origins->end();)
+      it = it->first == key || it->first.rfind(key + ".", 0) == 0 ? origins->erase(it) : std::next(it);
+    (*origins)[key] = fmt::format("{}: --set {}", path, o);
+  }
+  return parse_with_origins(root, path, origins);
 }
 
 namespace {

@@ -20,6 +20,8 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <functional>
+#include <map>
 #include <filesystem>
 #include <fstream>
 
@@ -87,20 +89,34 @@ nlohmann::ordered_json optional_json(const std::optional<double>& v) {
   return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
 }
 
-// Lists the top-level sections whose resolved YAML differs between two configurations.
-std::vector<std::string> changed_sections(const std::string& a, const std::string& b) {
+// The keys whose values differ between two resolved configurations, as "trainer.total_steps
+// (100 -> 200)"; a key present on one side only shows "-" on the other.
+std::vector<std::string> changed_keys(const std::string& a, const std::string& b) {
+  std::map<std::string, std::string> flat_a, flat_b;
+  std::function<void(const YAML::Node&, const std::string&, std::map<std::string, std::string>&)> flatten =
+      [&](const YAML::Node& n, const std::string& key, std::map<std::string, std::string>& out) {
+        if (n.IsMap()) {
+          for (const auto& kv : n) flatten(kv.second, (key.empty() ? "" : key + ".") + kv.first.as<std::string>(), out);
+          return;
+        }
+        YAML::Emitter e;
+        e << YAML::Flow << n;
+        out[key] = e.c_str();
+      };
   std::vector<std::string> out;
   try {
-    YAML::Node x = YAML::Load(a), y = YAML::Load(b);
-    for (const char* section : {"model", "data", "optim", "trainer"}) {
-      YAML::Emitter ex, ey;
-      ex << x[section];
-      ey << y[section];
-      if (std::string(ex.c_str()) != ey.c_str()) out.push_back(section);
-    }
+    flatten(YAML::Load(a), "", flat_a);
+    flatten(YAML::Load(b), "", flat_b);
   } catch (const YAML::Exception&) {
-    out.push_back("(unreadable)");
+    return {"(the configuration could not be read)"};
   }
+  for (const auto& [key, value] : flat_a) {
+    auto it = flat_b.find(key);
+    const std::string other = it == flat_b.end() ? "-" : it->second;
+    if (other != value) out.push_back(fmt::format("{} ({} -> {})", key, value, other));
+  }
+  for (const auto& [key, value] : flat_b)
+    if (!flat_a.count(key)) out.push_back(fmt::format("{} (- -> {})", key, value));
   return out;
 }
 
@@ -273,9 +289,9 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
     // Every rank must run the same configuration (the same file and --set overrides).
     const std::string main_yaml = dist_->broadcast_string(config_yaml_, "the resolved configuration");
     if (main_yaml != config_yaml_)
-      fail("the resolved configuration differs from rank 0's in the {} section(s); every rank must run the same "
-           "config file with the same --set overrides",
-           fmt::format("{}", fmt::join(changed_sections(main_yaml, config_yaml_), ", ")));
+      fail("the resolved configuration differs from rank 0's: {}; every rank must run the same config file with the "
+           "same --set overrides",
+           fmt::format("{}", fmt::join(changed_keys(main_yaml, config_yaml_), ", ")));
   }
 
   const int cuda_index = device_.is_cuda() ? device_.index() : -1;
@@ -284,8 +300,10 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
     if (dist_->is_main() && fs::exists(saved_config)) {
       std::ifstream in(saved_config);
       const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      for (const auto& section : changed_sections(text, config_yaml_))
-        spdlog::warn("resume: the {} section differs from the checkpoint's config.yaml", section);
+      const auto changed = changed_keys(text, config_yaml_);
+      if (!changed.empty())
+        spdlog::warn("resume: the configuration differs from the checkpoint's config.yaml in {}",
+                     fmt::format("{}", fmt::join(changed, ", ")));
     }
     state_ = read_checkpoint(resumed_from_, *model_, *optimizer_, cuda_index);
     state_.scheduler = {{"kind", to_string(schedule_.kind)}, {"lr", schedule_.lr},

@@ -136,7 +136,17 @@ ConfigReader ConfigReader::from_file(const std::string& file) { return ConfigRea
 
 std::string ConfigReader::dotted(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
+std::optional<std::string> ConfigReader::origin_of(const std::string& key) const {
+  if (!origins_) return std::nullopt;
+  // The key itself, or a section above it, came from elsewhere.
+  for (std::string path = dotted(key);; path.resize(path.rfind('.'))) {
+    if (auto it = origins_->find(path); it != origins_->end()) return it->second;
+    if (path.find('.') == std::string::npos) return std::nullopt;
+  }
+}
+
 std::string ConfigReader::where(const std::string& key) const {
+  if (auto origin = origin_of(key)) return fmt::format("{}: {}", *origin, dotted(key));
   YAML::Node n = node_ && node_.IsMap() ? node_[key] : YAML::Node();
   int line = n ? line_of(n) : line_of(node_);
   return fmt::format("{}: {}", at(file_, line), dotted(key));
@@ -179,6 +189,9 @@ std::optional<T> ConfigReader::optional(const std::string& key) {
 
 template <typename T>
 T ConfigReader::get(const std::string& key, const T& fallback) {
+  // An explicit null is not "the default": `hidden_size: null` is a mistake to report, not a
+  // request for 2048. Keys where null means something are read with optional() / is_null().
+  if (is_null(key)) fail_key(key, "is null; give a value, or remove the key to use the default");
   auto v = optional<T>(key);
   return v ? *v : fallback;
 }
@@ -193,7 +206,9 @@ T ConfigReader::require(const std::string& key) {
 ConfigReader ConfigReader::section(const std::string& key) {
   YAML::Node n = lookup(key);
   if (n && !n.IsNull() && !n.IsMap()) fail_key(key, fmt::format("expected a mapping, got {}", describe(n)));
-  return ConfigReader(n ? n : YAML::Node(YAML::NodeType::Map), file_, dotted(key));
+  ConfigReader child(n ? n : YAML::Node(YAML::NodeType::Map), file_, dotted(key));
+  child.origins_ = origins_;
+  return child;
 }
 
 void ConfigReader::ignore(const std::string& key) { used_.insert(key); }
@@ -205,7 +220,8 @@ void ConfigReader::finish() const {
     std::string key = kv.first.as<std::string>();
     if (used_.count(key)) continue;
     std::string hint = nearest_key(key, known);
-    std::string msg = fmt::format("{}: {}: unknown key", at(file_, line_of(kv.first)), dotted(key));
+    const auto origin = origin_of(key);
+    std::string msg = fmt::format("{}: {}: unknown key", origin ? *origin : at(file_, line_of(kv.first)), dotted(key));
     if (!hint.empty()) msg += fmt::format(" (did you mean '{}'?)", hint);
     throw Error(msg);
   }
@@ -222,7 +238,7 @@ std::string nearest_key(const std::string& key, const std::vector<std::string>& 
   return best_d <= limit ? best : std::string();
 }
 
-void apply_override(YAML::Node root, const std::string& assignment) {
+std::string apply_override(YAML::Node root, const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) fail("--set {}: expected section.key=value", assignment);
   std::string path = assignment.substr(0, eq);
@@ -248,6 +264,7 @@ void apply_override(YAML::Node root, const std::string& assignment) {
     chain.push_back(chain.back()[parts[i]]);
   }
   chain.back()[parts.back()] = parsed;
+  return path;
 }
 
 template bool ConfigReader::get<bool>(const std::string&, const bool&);

@@ -74,6 +74,14 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
   file.commit();
 }
 
+void check_writable(const fs::path& path, const std::string& what) {
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("{} {}: cannot write: {} is not a directory", what, path.string(), dir.string());
+  if (::access(dir.c_str(), W_OK) != 0)
+    fail("{} {}: cannot write: {}: {}", what, path.string(), dir.string(), errno_text(errno));
+}
+
 AppendFile::AppendFile(const fs::path& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) fail("{}: cannot open for writing: {}", path.string(), errno_text(errno));

@@ -43,6 +43,9 @@ class PreparedSplit {
   TokenSpan record(int64_t i) const;
   int64_t record_length(int64_t i) const { return static_cast<int64_t>(offsets_[i + 1] - offsets_[i]); }
   int64_t source_index(int64_t i) const { return static_cast<int64_t>(source_index_[i]); }
+  // Where record i came from, for messages: "<source file>: record <n>" (1-based within that file),
+  // so errors name the user's input, not the prepared directory.
+  std::string describe_record(int64_t i) const;
   // The record's `type` field ("" when the source has none).
   const std::string& record_type(int64_t i) const;
   const std::vector<std::string>& type_names() const { return type_names_; }

@@ -5,6 +5,7 @@
 // crash) never sees half a file.
 #include <filesystem>
 #include <string>
+#include <string>
 #include <string_view>
 
 namespace coe {
@@ -55,6 +56,10 @@ class AppendFile {
   std::filesystem::path path_;
   int fd_ = -1;
 };
+
+// Fails early (before a long evaluation or benchmark) when `path` cannot be written: its directory
+// is missing or not writable. `what` names the flag ("--json"). The write itself is checked again.
+void check_writable(const std::filesystem::path& path, const std::string& what);
 
 // Writes all of `data` to `fd`, retrying on EINTR and short writes; throws naming `path` on error.
 void write_all(int fd, std::string_view data, const std::filesystem::path& path);
