@@ -153,6 +153,7 @@ TEST(DistWorker, Run) {
     for (int i = 0;; ++i) {
       at::Tensor t = at::ones({1000});
       ctx.all_reduce_sum(t, "test all-reduce");
+      if (rank == 0 && i == 4 && scenario == "stop-main") std::raise(SIGSTOP);
       if (rank == 1 && i == 4) {
         if (scenario == "kill") std::raise(SIGKILL);
         if (scenario == "stop") std::raise(SIGSTOP);
@@ -250,6 +251,19 @@ TEST_F(DistContextTest, StoppedRankIsNamedAfterTheTimeout) {
   EXPECT_LT(procs[0].seconds, 25.0) << logs(procs);
   const std::string out = procs[0].output();
   EXPECT_NE(out.find("rank 1 did not answer within 4.0 s (dead or hung: no heartbeat for"), std::string::npos) << out;
+}
+
+// SIGSTOP on rank 0, which also serves the rendezvous store: the store stops answering, which is
+// a hang, not a closed connection. Rank 1 names it within the timeout (plus a heartbeat), not
+// after several timeouts, and not as a vanished store.
+TEST_F(DistContextTest, StoppedMainRankIsNamedWithinTheTimeout) {
+  auto procs = launch("stop-main", 2, 4, 40, {}, {}, /*primary=*/1);
+  EXPECT_EQ(procs[1].exit_code == 2 || procs[1].exit_code == 1, true) << logs(procs);
+  EXPECT_LT(procs[1].seconds, 4.0 + 8.0) << logs(procs);
+  const std::string out = procs[1].output();
+  EXPECT_NE(out.find("rank 0 did not answer within 4.0 s (hung: its rendezvous store is not responding)"),
+            std::string::npos)
+      << out;
 }
 
 TEST_F(DistContextTest, MissingRankAndMismatchedWorldSize) {

@@ -107,6 +107,11 @@ struct DistContext::Impl {
   uint64_t key_counter = 0;
 
   std::thread hb_thread;
+  // Ranks other than 0: watches that the heartbeat thread's store round trips complete. A stopped
+  // rank 0 (SIGSTOP, a stuck node) keeps its socket open but never answers, so every store call
+  // blocks without an error; this thread, which never touches the store, names the hang.
+  std::thread store_watch_thread;
+  std::atomic<int64_t> hb_store_ok_ms{0};  // steady clock, ms: the heartbeat's last completed round trip
   std::mutex hb_mutex;
   std::condition_variable hb_cv;
   bool hb_stop = false;
@@ -128,7 +133,31 @@ struct DistContext::Impl {
     hb_store = c10::make_intrusive<c10d::PrefixStore>(
         key_prefix(env), c10::make_intrusive<c10d::TCPStore>(env.master_addr, o));
     hb_store->set(hb_key(env.rank), to_bytes("0 0"));
+    hb_store_ok_ms = now_ms();
     hb_thread = std::thread([this] { heartbeat_loop(); });
+    if (env.rank != 0) store_watch_thread = std::thread([this] { store_watch_loop(); });
+  }
+
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+  }
+
+  void store_watch_loop() {
+    const auto period = std::chrono::duration<double>(heartbeat_period());
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(hb_mutex);
+        if (hb_cv.wait_for(lock, period, [&] { return hb_stop; })) return;
+      }
+      if (failed.load()) return;
+      const double silent_s = static_cast<double>(now_ms() - hb_store_ok_ms.load()) / 1000.0;
+      if (silent_s > opts.timeout_s) {
+        peer_failed(fmt::format("rank 0 did not answer within {} s (hung: its rendezvous store is not responding)",
+                                format_seconds(opts.timeout_s)),
+                    /*store_usable=*/false);
+        return;
+      }
+    }
   }
 
   void stop_heartbeat() {
@@ -139,6 +168,7 @@ struct DistContext::Impl {
     }
     hb_cv.notify_all();
     hb_thread.join();
+    if (store_watch_thread.joinable()) store_watch_thread.join();
   }
 
   bool stopping() {
@@ -148,7 +178,9 @@ struct DistContext::Impl {
 
   // The watchdog's verdict: end the process (the main thread may be blocked where no exception
   // reaches it), or record it for the next collective.
-  void peer_failed(const std::string& message) {
+  // `store_usable` false: the store does not answer, so the abort and exit keys are not posted
+  // (a call would block).
+  void peer_failed(const std::string& message, bool store_usable = true) {
     if (failed.exchange(true)) return;  // this rank is already reporting a failure of its own
     if (!opts.exit_on_peer_failure) {
       std::lock_guard<std::mutex> lock(verdict_mutex);
@@ -156,8 +188,8 @@ struct DistContext::Impl {
       return;
     }
     try {
-      if (!hb_store->check({kAbortKey})) hb_store->set(kAbortKey, to_bytes(message));
-      hb_store->set(exit_key(env.rank), to_bytes("error"));
+      if (store_usable && !hb_store->check({kAbortKey})) hb_store->set(kAbortKey, to_bytes(message));
+      if (store_usable) hb_store->set(exit_key(env.rank), to_bytes("error"));
     } catch (...) {
     }
     std::fprintf(stderr, "error: rank %d: %s\n", env.rank, message.c_str());
@@ -184,6 +216,7 @@ struct DistContext::Impl {
           peer_failed(to_string(hb_store->get(kAbortKey)));
           return;
         }
+        hb_store_ok_ms = now_ms();  // the store answered this beat
         if (watched_left) continue;
         if (hb_store->check({exit_key(watched)})) {
           if (to_string(hb_store->get(exit_key(watched))) == "error") {
