@@ -395,6 +395,11 @@ TEST(DataPrepare, InputErrorsAreOneLineAndNameTheSpot) {
   EXPECT_NE(e.find("bad.json:4: malformed JSON"), std::string::npos) << e;
   e = prepare("open.json", "[\n {\"q\": \"x\", \"a\": \"y\"},\n {\"q\": \"x\", \"a\": \"y\"}\n");
   EXPECT_NE(e.find("open.json:3: malformed JSON: the top-level array is not closed"), std::string::npos) << e;
+  // A Parquet file (header and footer magic) is named as one, with the conversion, not as bad JSON.
+  e = prepare("train.parquet", std::string("PAR1\x15\x04\x15\x10", 8) + "column chunks" + "PAR1");
+  EXPECT_NE(e.find("train.parquet: a Parquet file; coe reads JSON and JSONL records"), std::string::npos) << e;
+  EXPECT_NE(e.find("pd.read_parquet"), std::string::npos) << e;
+  EXPECT_EQ(e.find("malformed JSON"), std::string::npos) << e;
   e = prepare("trail.json", "[{\"q\": \"x\", \"a\": \"y\"}]\nmore\n");
   EXPECT_NE(e.find("trail.json:2: malformed JSON: unexpected text after the top-level array"), std::string::npos) << e;
   e = prepare("missing.jsonl", "{\"q\": \"1\", \"a\": \"2\"}\n{\"q\": \"1\", \"answer\": \"2\"}\n");

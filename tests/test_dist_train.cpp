@@ -8,6 +8,8 @@
 #include "coe/io/safetensors.h"
 #include "coe/train/checkpoint.h"
 
+#include "coe/util/subprocess.h"
+
 #include "support/dist_launch.h"
 #include "support/test_env.h"
 
@@ -242,6 +244,45 @@ INSTANTIATE_TEST_SUITE_P(Rank, DistTrainKilled, ::testing::Values(1, 0));
 
 // SIGTERM to one rank only (a launcher forwards it to all; any one suffices): both ranks stop after
 // the same step, rank 0 writes its checkpoint, both exit 0.
+// The real launcher: torchrun starts the binary itself (--no_python; without it torchrun hands
+// the binary to Python). Debian 12's torchrun 1.13 under Python 3.11 cannot parse its own default
+// "--redirects 0 --tee 0" (an IntFlag change in 3.11), hence the explicit "1": rank output is
+// copied to a log and the console. The two ranks give the single process's losses.
+TEST_F(DistTrain, TorchrunLaunchesTwoCpuRanks) {
+  const auto torchrun = coe::find_executable("torchrun");
+  if (!torchrun) GTEST_SKIP() << "torchrun is not on PATH (Debian: apt-get install python3-torch)";
+  const auto single = train("torchrun-single", 0, {});
+  expect_success(single);
+  std::vector<std::string> argv{torchrun->string(),
+                                "--no_python",
+                                "--standalone",
+                                "--nproc_per_node=2",
+                                "--redirects",
+                                "1",
+                                "--tee",
+                                "1",
+                                "--log_dir",
+                                (root_ / "torchrun-logs").string(),
+                                coe::test::tool_path("coe-train").string(),
+                                (root_ / "run.yaml").string(),
+                                "--out",
+                                (root_ / "torchrun").string()};
+  std::vector<coe::test::RankProcess> procs{coe::test::spawn_process(argv, {{"OMP_NUM_THREADS", "1"}},
+                                                                     root_ / "torchrun.log")};
+  coe::test::wait_all(procs, 240);
+  ASSERT_EQ(procs[0].exit_code, 0) << procs[0].output();
+  const auto summary = nlohmann::json::parse(coe::test::read_file(root_ / "torchrun" / "final.json"));
+  EXPECT_EQ(summary["world_size"].get<int64_t>(), 2);
+  const auto a = read_jsonl(root_ / "torchrun-single" / "metrics.jsonl");
+  const auto b = read_jsonl(root_ / "torchrun" / "metrics.jsonl");
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double x = a[i]["loss"].get<double>(), y = b[i]["loss"].get<double>();
+    EXPECT_LE(std::abs(x - y), 1e-5 * std::max(1.0, std::abs(x))) << "step " << i + 1;
+  }
+}
+
 TEST_F(DistTrain, StopSignalOnOneRankStopsEveryRankAtTheSameStep) {
   auto procs = launch_endless("sigterm");
   const fs::path metrics = root_ / "sigterm" / "metrics.jsonl";

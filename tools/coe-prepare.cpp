@@ -111,7 +111,6 @@ int main(int argc, char** argv) {
     coe::prepare_dataset(cfg, options);
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return coe::cli::report(e);
   }
 }

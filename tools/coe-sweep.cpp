@@ -280,9 +280,6 @@ int main(int argc, char** argv) {
     if (g_stop) return 130;
     return any_failed ? 1 : 0;
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    std::fprintf(stderr, "error: %s\n", msg.c_str());
-    return 1;
+    return coe::cli::report(e);
   }
 }

@@ -7,7 +7,10 @@ packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlo
           # it is the reference BLAS, ~7x slower for CPU training (docs/performance.md).
           libopenblas0-openmp
           # coe-sweep's plots (tools/plot_sweep.gp); the tables are written without it.
-          gnuplot-nox)
+          gnuplot-nox
+          # torchrun, the launcher the data-parallel test starts coe-train with (its libtorch is the
+          # libtorch-dev one above; Python never runs coe).
+          python3-torch)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

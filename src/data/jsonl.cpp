@@ -28,6 +28,13 @@ std::string parse_reason(const std::string& what) {
 
 RecordFile::RecordFile(const std::string& path) : file_(path) {
   std::string_view s = text();
+  // Parquet (the reference's verl data files) starts and ends with "PAR1". There is no Parquet
+  // reader in Debian's archive to build on; say what the file is and how to convert it.
+  if (s.size() >= 8 && s.substr(0, 4) == "PAR1" && s.substr(s.size() - 4) == "PAR1")
+    fail("{}: a Parquet file; coe reads JSON and JSONL records. Convert it where pandas and pyarrow are installed: "
+         "python3 -c \"import pandas as pd; pd.read_parquet('{}').to_json('{}.jsonl', orient='records', lines=True, "
+         "force_ascii=False)\"",
+         path, path, std::filesystem::path(path).replace_extension().string());
   size_t pos = 0;
   if (s.substr(0, 3) == "\xEF\xBB\xBF") pos = 3;  // UTF-8 byte order mark
   int64_t line = 1;
