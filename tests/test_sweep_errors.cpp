@@ -185,7 +185,7 @@ TEST(PaperConfigs, EveryPaperConfigLoadsWithItsGrid) {
     EXPECT_EQ(c.trainer.global_batch, 64);
     EXPECT_EQ(c.trainer.total_steps, 1000);
     EXPECT_EQ(c.data.max_length, 512);
-    EXPECT_EQ(c.trainer.val_batches * c.trainer.micro_batch, 100);
+    EXPECT_EQ(c.trainer.val_batches * c.trainer.val_micro_batch, 100);  // the reference's 100 held-out records
   }
   for (const auto& entry : fs::directory_iterator(coe::test::source_root() / "configs" / "sweeps")) {
     SCOPED_TRACE(entry.path().string());

@@ -3,6 +3,7 @@
 // coe version, the git commit, the libtorch version and whether CUDA is built in; a bad flag or
 // value is one line "error: <reason> (see --help)" on stderr and exit status 1; any failure
 // later is one line "error: <reason>" and exit status 1.
+#include "coe/util/error.h"
 #include "coe_version.h"
 
 #include <CLI/CLI.hpp>
@@ -32,13 +33,6 @@ inline int parse(CLI::App& app, int argc, char** argv) {
     return 1;
   }
   return -1;
-}
-
-// The first line of an error's message: torch's errors carry a C++ backtrace after it.
-inline std::string first_line(const std::exception& e) {
-  std::string message = e.what();
-  if (const auto nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
-  return message;
 }
 
 // Prints "error: <who><first line>" on stderr; returns the exit status for a failure (1).

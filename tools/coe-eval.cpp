@@ -224,10 +224,9 @@ int main(int argc, char** argv) {
       nlohmann::json r = report.to_json(/*with_coactivation=*/true);
       const int64_t N = c.n_routed_experts, K = c.num_experts_per_tok, C = c.inner_iter;
       if (N > 0 && C * K <= N) {
-        const double log_ratio = C * coe::log_binomial(N, K) - coe::log_binomial(N, C * K);
         r["combinatorial_bound"] = {
             {"formula", fmt::format("C({},{})^{} / C({},{})", N, K, C, N, C * K)},
-            {"value", std::exp(log_ratio)},
+            {"value", coe::combinatorial_ratio(N, K, C)},
             {"note", "ordered expert-set sequences over C iterations vs unordered sets of C*K experts"}};
       }
       coe::write_file_atomic(f.routing_out, r.dump(2) + "\n");

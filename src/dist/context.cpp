@@ -1,6 +1,8 @@
 #include "coe/dist/context.h"
 
 #include "coe/compat.h"  // COE_TORCH_AT_LEAST
+#include "coe/util/clock.h"
+#include "coe/util/error.h"
 
 // CMake defines COE_WITH_GLOO when Gloo's headers are reachable and COE_WITH_NCCL when nccl.h is
 // (CUDA builds only). Only those decide what is compiled here: libtorch's exported USE_C10D_*
@@ -61,22 +63,8 @@ using Backend = c10d::Backend;
 using Backend = c10d::ProcessGroup;
 #endif
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
 std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(std::max(seconds, 0.001) * 1000.0));
-}
-
-// The first line of an exception's message (c10 errors carry a backtrace after it).
-std::string first_line(const std::exception& e) {
-  std::string msg;
-  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) msg = ce->what_without_backtrace();
-  else msg = e.what();
-  if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-  while (!msg.empty() && (msg.back() == ' ' || msg.back() == '\r')) msg.pop_back();
-  return msg;
 }
 
 std::vector<uint8_t> to_bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }

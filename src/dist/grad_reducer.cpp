@@ -1,5 +1,7 @@
 #include "coe/dist/grad_reducer.h"
 
+#include "coe/util/clock.h"
+
 #include "coe/util/error.h"
 
 #include <ATen/ATen.h>
@@ -12,8 +14,7 @@
 
 namespace coe::dist {
 namespace {
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
 }  // namespace
 
 struct GradReducer::Bucket {

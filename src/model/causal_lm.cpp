@@ -2,6 +2,7 @@
 
 #include "coe/compat.h"
 #include "coe/model/chunked_loss.h"
+#include "coe/util/ignore_label.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -125,9 +126,9 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
     out.logits = at::linear(h, lm_head_weight()).to(accumulate_dtype(h));
     if (labels.defined())
       out.loss = at::cross_entropy_loss(out.logits.narrow(1, 0, S - 1).reshape({-1, out.logits.size(-1)}),
-                                        shift_labels, /*weight=*/{}, at::Reduction::Mean, /*ignore_index=*/-100);
+                                        shift_labels, /*weight=*/{}, at::Reduction::Mean, kIgnoreLabel);
   }
-  if (labels.defined() && options.count_loss_tokens) out.loss_tokens = shift_labels.ne(-100).sum().item<int64_t>();
+  if (labels.defined() && options.count_loss_tokens) out.loss_tokens = shift_labels.ne(kIgnoreLabel).sum().item<int64_t>();
   return out;
 }
 

@@ -1,5 +1,7 @@
 #include "coe/model/chunked_loss.h"
 
+#include "coe/util/ignore_label.h"
+
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
@@ -14,7 +16,7 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
     const bool need_grad = hidden.requires_grad() || weight.requires_grad();
     const int64_t N = hidden.size(0);
     const auto acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    at::Tensor count = labels.ne(-100).sum().to(acc).clamp_min(1);
+    at::Tensor count = labels.ne(kIgnoreLabel).sum().to(acc).clamp_min(1);
     at::Tensor loss_sum = at::zeros({}, hidden.options().dtype(acc));
     at::Tensor grad_hidden, grad_weight;
     if (need_grad) {
@@ -25,7 +27,7 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
       const int64_t n = std::min(chunk, N - start);
       at::Tensor h = hidden.narrow(0, start, n);
       at::Tensor y = labels.narrow(0, start, n);
-      at::Tensor valid = y.ne(-100);
+      at::Tensor valid = y.ne(kIgnoreLabel);
       at::Tensor target = y.clamp_min(0).unsqueeze(1);
       at::Tensor logits = at::linear(h, weight).to(acc);  // [n, V]
       at::Tensor lse = logits.logsumexp(-1);

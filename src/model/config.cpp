@@ -18,9 +18,19 @@ const char* const kIgnoredHfKeys[] = {
     "output_attentions", "output_hidden_states", "return_dict", "_attn_implementation",
 };
 
+}  // namespace
+
 double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
 
-}  // namespace
+int64_t ModelConfig::attention_q_weights() const {
+  const int64_t q = num_attention_heads * q_head_dim();
+  return q_lora_rank ? hidden_size * *q_lora_rank + *q_lora_rank * q : hidden_size * q;
+}
+
+int64_t ModelConfig::attention_kv_weights() const {
+  return hidden_size * (kv_lora_rank + qk_rope_head_dim) +
+         kv_lora_rank * num_attention_heads * (qk_nope_head_dim + v_head_dim);
+}
 
 double ModelConfig::softmax_scale() const {
   double scale = 1.0 / std::sqrt(static_cast<double>(q_head_dim()));

@@ -7,12 +7,9 @@ FlopsPerToken training_flops_per_token(const ModelConfig& c, int64_t seq_len) {
   const double qd = double(c.q_head_dim()), vd = double(c.v_head_dim);
   // Forward multiply-adds per token, times 2 FLOPs, times 3 for forward + backward.
   const double k = 2.0 * 3.0;
-  double q_params = c.q_lora_rank ? H * *c.q_lora_rank + *c.q_lora_rank * heads * qd : H * heads * qd;
-  double kv_params = H * (c.kv_lora_rank + c.qk_rope_head_dim) + c.kv_lora_rank * heads * (c.qk_nope_head_dim + vd);
-  double o_params = heads * vd * H;
   FlopsPerToken f;
   const double L = double(c.num_hidden_layers);
-  f.attention_proj = k * L * (q_params + kv_params + o_params);
+  f.attention_proj = k * L * double(c.attention_q_weights() + c.attention_kv_weights() + c.attention_o_weights());
   // Causal attention: on average seq_len / 2 keys per query, for QK^T (qd) and PV (vd).
   f.attention_scores = k * L * heads * (seq_len / 2.0) * (qd + vd);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {

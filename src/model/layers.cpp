@@ -18,8 +18,6 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 
 namespace {
 
-double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
-
 // Inverse of the rotation count -> dimension relation (YaRN paper, eq. 17).
 double yarn_correction_dim(double rotations, int64_t dim, double base, int64_t max_pos) {
   return (dim * std::log(max_pos / (rotations * 2 * M_PI))) / (2 * std::log(base));

@@ -27,10 +27,6 @@ struct ChainAccumulator {
 
 }  // namespace
 
-double log_binomial(int64_t n, int64_t k) {
-  return std::lgamma(double(n) + 1) - std::lgamma(double(k) + 1) - std::lgamma(double(n - k) + 1);
-}
-
 EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const PreparedSplit& split,
                            const c10::Device& device) {
   const bool was_training = model.is_training();
@@ -55,9 +51,9 @@ EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const 
 
     at::Tensor logits = out.logits.narrow(1, 0, S - 1);
     at::Tensor target = labels.narrow(1, 1, S - 1);
-    at::Tensor mask = target.ne(-100);
+    at::Tensor mask = target.ne(kIgnoreLabel);
     at::Tensor ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape(-1), {},
-                                           at::Reduction::None, -100)
+                                           at::Reduction::None, kIgnoreLabel)
                         .view({B, S - 1});
     at::Tensor row_loss = (ce * mask).sum(1).to(at::kCPU, at::kDouble);
     at::Tensor row_tokens = mask.sum(1).to(at::kCPU);

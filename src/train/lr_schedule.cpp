@@ -25,4 +25,9 @@ double LrSchedule::at(int64_t step) const {
   return lr - (lr - min_lr) * p;
 }
 
+nlohmann::json LrSchedule::to_json() const {
+  return {{"kind", to_string(kind)}, {"lr", lr}, {"min_lr", min_lr}, {"warmup_steps", warmup_steps},
+          {"total_steps", total_steps}};
+}
+
 }  // namespace coe

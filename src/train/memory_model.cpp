@@ -18,22 +18,15 @@ namespace coe {
 
 ParamCounts count_parameters(const ModelConfig& c) {
   ParamCounts p;
-  const int64_t H = c.hidden_size, heads = c.num_attention_heads;
+  const int64_t H = c.hidden_size;
   p.embeddings = c.vocab_size * H;
   p.lm_head = c.tie_word_embeddings ? 0 : c.vocab_size * H;
   p.norms = H;  // model.norm
   int64_t unused_routed = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     // MLA
-    if (c.q_lora_rank) {
-      p.attention += H * *c.q_lora_rank + *c.q_lora_rank * heads * c.q_head_dim();
-      p.norms += *c.q_lora_rank;
-    } else {
-      p.attention += H * heads * c.q_head_dim();
-    }
-    p.attention += H * (c.kv_lora_rank + c.qk_rope_head_dim);
-    p.attention += c.kv_lora_rank * heads * (c.qk_nope_head_dim + c.v_head_dim);
-    p.attention += heads * c.v_head_dim * H;
+    p.attention += c.attention_q_weights() + c.attention_kv_weights() + c.attention_o_weights();
+    if (c.q_lora_rank) p.norms += *c.q_lora_rank;  // q_a_layernorm
     p.norms += c.kv_lora_rank + 2 * H;  // kv_a_layernorm, input_layernorm, post_attention_layernorm
     if (c.is_moe_layer(l)) {
       const int64_t E = c.n_routed_experts, I = c.moe_intermediate_size;

@@ -136,7 +136,6 @@ std::string fmt_loss(const std::optional<double>& v) { return v ? fmt::format("{
 
 std::string fmt_millions(int64_t v) { return fmt::format("{:.2f}M", double(v) / 1e6); }
 
-std::string fmt_gib(int64_t bytes) { return format_bytes(bytes); }
 
 std::string pct(double value, double base) {
   if (!(base > 0)) return "-";
@@ -241,9 +240,7 @@ std::vector<TrainConfig> resolve_variants(const SweepSpec& spec) {
       resolve_model_vocab(c);
       c.model.validate(c.source);
     } catch (const std::exception& e) {
-      std::string msg = e.what();
-      if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-      fail("{}: variant '{}': {}", spec.file, v.name, msg);
+      fail("{}: variant '{}': {}", spec.file, v.name, first_line(e));
     }
   }
   return out;
@@ -497,8 +494,8 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
   for (const auto& r : results)
     md += fmt::format("| {} | {} | {}/{} | {} | {} | {} | {:.0f} | {} | {} | {} | {} |\n", r.name, r.status, r.steps,
                       r.total_steps, fmt_loss(r.final_val_loss), fmt_loss(r.best_val_loss), r.tokens, r.tokens_per_s,
-                      fmt_millions(r.params_total), fmt_millions(r.params_active), fmt_gib(r.estimate_bytes),
-                      r.measured_peak_bytes ? fmt_gib(*r.measured_peak_bytes) : std::string("-"));
+                      fmt_millions(r.params_total), fmt_millions(r.params_active), format_bytes(r.estimate_bytes),
+                      r.measured_peak_bytes ? format_bytes(*r.measured_peak_bytes) : std::string("-"));
   const auto& mem = spec.memory;
   md += fmt::format(
       "\nMemory estimate: `coe-memory`'s analytical training total (docs/memory.md) at micro-batch {}, sequence {}, "

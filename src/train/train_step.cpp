@@ -93,9 +93,9 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
     LmOutput out;
     {
       compat::CudaAutocastGuard autocast(options.bf16_autocast, at::kBFloat16);
-      ForwardOptions options;
-      options.return_logits = false;
-      out = model.forward(db.input_ids, db.labels, options);
+      ForwardOptions forward;
+      forward.return_logits = false;
+      out = model.forward(db.input_ids, db.labels, forward);
     }
     if (out.loss_tokens > 0 && out.loss_tokens != n)
       fail("internal: the model counted {} loss tokens where the trainer counted {}", out.loss_tokens, n);

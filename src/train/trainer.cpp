@@ -7,6 +7,7 @@
 #include "coe/train/signals.h"
 #include "coe/train/train_step.h"
 #include "coe/train/device.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
@@ -43,9 +44,6 @@ int exit_code(TrainStatus status) { return status == TrainStatus::kNonFinite ? 3
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -281,9 +279,7 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
   optimizer_ = std::make_unique<AdamW>(optimizer_parameters(*model_, config_.optim.decay),
                                        AdamWOptions::from(config_.optim));
   schedule_ = LrSchedule::from_config(config_.optim, tc.total_steps);
-  state_.scheduler = {{"kind", to_string(schedule_.kind)}, {"lr", schedule_.lr},
-                      {"min_lr", schedule_.min_lr}, {"warmup_steps", schedule_.warmup_steps},
-                      {"total_steps", schedule_.total_steps}};
+  state_.scheduler = schedule_.to_json();
   config_yaml_ = train_config_to_yaml(config_);
   if (distributed) {
     // Every rank must run the same configuration (the same file and --set overrides).
@@ -306,9 +302,7 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
                      fmt::format("{}", fmt::join(changed, ", ")));
     }
     state_ = read_checkpoint(resumed_from_, *model_, *optimizer_, cuda_index);
-    state_.scheduler = {{"kind", to_string(schedule_.kind)}, {"lr", schedule_.lr},
-                        {"min_lr", schedule_.min_lr}, {"warmup_steps", schedule_.warmup_steps},
-                        {"total_steps", schedule_.total_steps}};
+    state_.scheduler = schedule_.to_json();  // informational: this run's schedule, not the saved one
     train_loader_->restore(LoaderState::from_json(state_.loader));
     last_saved_step_ = state_.step;
   }

@@ -1,6 +1,8 @@
 #pragma once
 // The contract between the data pipeline and the trainer: token batches as plain vectors, so the
 // data library stays torch-free. The trainer turns them into tensors.
+#include "coe/util/ignore_label.h"
+
 #include <cstdint>
 #include <random>
 #include <string>
@@ -8,7 +10,6 @@
 
 namespace coe {
 
-inline constexpr int32_t kIgnoreLabel = -100;  // HF convention: label ignored by the loss
 
 struct TokenBatch {
   int64_t batch_size = 0;

@@ -1,6 +1,6 @@
 #pragma once
 // The causal language model: embeddings, decoder layers, final norm, lm_head, and the shifted
-// next-token loss (mean over labels != -100, the reference's CrossEntropyLoss semantics).
+// next-token loss (mean over labels != kIgnoreLabel, the reference's CrossEntropyLoss semantics).
 #include "coe/model/config.h"
 #include "coe/model/decoder_layer.h"
 #include "coe/model/experts.h"
@@ -32,7 +32,7 @@ struct LmOutput {
   torch::Tensor loss;      // scalar float32 LM loss (if labels were given)
   torch::Tensor aux_loss;  // scalar: sum of all routers' aux losses (0 when none); add it to the loss
                            // for backward, as the reference does, but report it separately
-  int64_t loss_tokens = 0; // labels that count (labels[:,1:] != -100); 0 unless requested
+  int64_t loss_tokens = 0; // labels that count (labels[:,1:] != kIgnoreLabel); 0 unless requested
   std::vector<RoutingTrace> routing;
 };
 

@@ -9,7 +9,7 @@
 
 namespace coe {
 
-// hidden [N, H], weight [V, H], labels [N] int64 (-100 = ignored) -> mean cross-entropy over the
+// hidden [N, H], weight [V, H], labels [N] int64 (kIgnoreLabel = ignored) -> mean cross-entropy over the
 // counted labels (float32 scalar), differentiable in hidden and weight. Logits are computed in
 // float32 per chunk of `chunk_tokens` rows (<= 0: default_loss_chunk_tokens for hidden's device).
 at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,

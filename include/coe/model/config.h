@@ -76,10 +76,19 @@ struct ModelConfig {
   }
   // Softmax scale of attention, with YaRN's mscale correction as in the reference.
   double softmax_scale() const;
+  // Weights of one MLA block's projections (q or q-LoRA a/b, kv_a with the rope key, kv_b, o),
+  // without its norms: what the parameter count and the FLOP count both build on.
+  int64_t attention_q_weights() const;
+  int64_t attention_kv_weights() const;
+  int64_t attention_o_weights() const { return num_attention_heads * v_head_dim * hidden_size; }
 
   // Throws naming the key (and `source`) for impossible combinations.
   void validate(const std::string& source) const;
 };
+
+// YaRN's attention-magnitude correction 0.1 * mscale * ln(scale) + 1 (1 for scale <= 1): for the
+// rotary tables' cos/sin and for the softmax scale (mscale_all_dim).
+double yarn_mscale(double scale, double mscale);
 
 // Reads the fields of a YAML `model:` section or an HF config.json (unknown keys are errors;
 // HF bookkeeping keys such as architectures/torch_dtype are accepted and ignored).

@@ -51,7 +51,4 @@ struct EvalReport {
 EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const PreparedSplit& split,
                            const c10::Device& device);
 
-// ln C(n, k) via lgamma, for the paper's combinatorial bound C(N,K)^C / C(N, C*K).
-double log_binomial(int64_t n, int64_t k);
-
 }  // namespace coe

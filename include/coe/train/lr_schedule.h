@@ -12,6 +12,8 @@
 // curves one step earlier, which makes their first update use lr = 0.)
 #include "coe/train/train_config.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 
 namespace coe {
@@ -26,6 +28,8 @@ struct LrSchedule {
   static LrSchedule from_config(const OptimConfig& optim, int64_t total_steps);
   // The learning rate of update `step` (1-based; steps past total_steps keep the final value).
   double at(int64_t step) const;
+  // {"kind", "lr", "min_lr", "warmup_steps", "total_steps"}: recorded in checkpoints' state.json.
+  nlohmann::json to_json() const;
 };
 
 }  // namespace coe

@@ -4,7 +4,7 @@
 // evaluation, and locating the first non-finite layer.
 //
 // Accumulation semantics. A global batch of R rows is split into micro-batches; micro-batch i has
-// r_i rows and n_i counted labels (labels[:, 1:] != -100, counted on the host from the TokenBatch,
+// r_i rows and n_i counted labels (labels[:, 1:] != kIgnoreLabel, counted on the host from the TokenBatch,
 // so no device synchronisation), N = sum n_i. Each micro-batch backpropagates
 //     loss_i * n_i / N  +  aux_i * r_i / R
 // so the LM gradient is exactly that of the mean loss over all counted tokens of the global batch

@@ -13,6 +13,15 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The first line of an error's message, trailing blanks dropped: torch's errors carry a C++
+// backtrace after it, and coe prints every failure as one line.
+inline std::string first_line(const std::exception& e) {
+  std::string message = e.what();
+  if (const auto nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
+  while (!message.empty() && (message.back() == ' ' || message.back() == '\r')) message.pop_back();
+  return message;
+}
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
   throw Error(fmt::format(format, std::forward<Args>(args)...));
