@@ -2,7 +2,7 @@
 # Installs coe's build and test dependencies from Debian 12's archive (run as root or with sudo).
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-          libgtest-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgloo-dev
+          libgtest-dev nlohmann-json3-dev libpcre2-dev libgloo-dev
           # Debian's libtorch calls the system BLAS (update-alternatives libblas.so.3); without this
           # it is the reference BLAS, ~7x slower for CPU training (docs/performance.md).
           libopenblas0-openmp

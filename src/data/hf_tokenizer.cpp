@@ -1,5 +1,5 @@
 // Loading tokenizer.json / vocab.json + merges.txt, and the encode/decode pipeline.
-// Built only when PCRE2 and utf8proc were found (cmake/CoeDependencies.cmake).
+// Built only when PCRE2 was found (cmake/CoeDependencies.cmake).
 #ifdef COE_WITH_HF_TOKENIZER
 #include "coe/data/hf_tokenizer.h"
 
@@ -65,7 +65,33 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+// tokenizer.json nests 5 levels deep; a hostile file could nest millions (nlohmann's parser copes,
+// but such a file is no tokenizer). Checked before parsing, in one pass over the bytes.
+constexpr int kMaxJsonDepth = 64;
+
+void check_json_depth(const std::string& text, const std::string& path) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth)
+        fail("{}: JSON nested more than {} levels deep (at byte {}): not a tokenizer file", path, kMaxJsonDepth, i);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
+
 json parse_json(const std::string& text, const std::string& path) {
+  check_json_depth(text, path);
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
@@ -120,7 +146,7 @@ const std::vector<std::string>& pad_names() {
 // ---- the pipeline --------------------------------------------------------------------------
 
 struct HfTokenizer::Impl {
-  std::string name, fingerprint;
+  std::string path, name, fingerprint;
   hf::Normalizer normalizer;
   hf::PreTokenizer pre_tokenizer;
   hf::AddedVocabulary added;
@@ -222,6 +248,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_tokenizer_json(const std::string&
   if (!root_json.is_object()) root.fail("not a tokenizer.json (expected a JSON object at the top level)");
 
   auto impl = std::make_unique<Impl>();
+  impl->path = path;
   impl->name = std::filesystem::path(path).filename().string();
   impl->fingerprint = hex64(fnv1a(bytes));
   static const json null_json;
@@ -365,6 +392,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_vocab_merges(const std::string& v
   }
 
   auto impl = std::make_unique<Impl>();
+  impl->path = vocab_path;
   impl->name = std::filesystem::path(vocab_path).filename().string();
   impl->fingerprint = hex64(fnv1a(merges_bytes, fnv1a("\nmerges.txt\n", fnv1a(vocab_bytes))));
   impl->pre_tokenizer = hf::PreTokenizer::gpt2_byte_level();
@@ -392,13 +420,17 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   std::vector<std::string> words;
-  impl_->for_each_segment(
-      text,
-      [&](std::string_view part) {
-        impl_->pre_tokenizer.run(part, words);
-        for (const auto& word : words) impl_->model->encode_word(word, ids);
-      },
-      [&](int token) { ids.push_back(impl_->added.tokens()[static_cast<size_t>(token)].id); });
+  try {
+    impl_->for_each_segment(
+        text,
+        [&](std::string_view part) {
+          impl_->pre_tokenizer.run(part, words);
+          for (const auto& word : words) impl_->model->encode_word(word, ids);
+        },
+        [&](int token) { ids.push_back(impl_->added.tokens()[static_cast<size_t>(token)].id); });
+  } catch (const Error& e) {  // a regex hit its backtracking limits
+    fail("{}: {}", impl_->path, e.what());
+  }
   return ids;
 }
 

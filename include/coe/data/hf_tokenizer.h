@@ -34,7 +34,8 @@ class HfTokenizer final : public Tokenizer {
   ~HfTokenizer() override;
 
   // Invalid UTF-8 in `text` is replaced by U+FFFD first (HF only ever sees valid strings).
-  // Thread-safe.
+  // Thread-safe. Throws (naming the file and the pattern) when a pre-tokenizer regex exceeds
+  // PCRE2's backtracking limits.
   std::vector<int32_t> encode(std::string_view text) const override;
   // Special tokens are kept; invalid UTF-8 produced by partial byte sequences becomes U+FFFD.
   // Throws on an id outside the vocabulary.
