@@ -237,6 +237,25 @@ TEST(HfTokenizerGolden, RealTokenizerFacts) {
   EXPECT_EQ(via_factory->encode("Hello, world!"), (Ids{12092, 13, 1533, 2}));
 }
 
+TEST(HfTokenizerGolden, SkipSpecialTokensDropsSpecialAddedTokens) {
+  // Expected texts: HF tokenizers 0.23.2, decode(ids, skip_special_tokens).
+  const auto& qwen = shared_tokenizer("qwen2");
+  const Ids chat = qwen.encode("<|im_start|>user\nhi<|im_end|><|endoftext|>");
+  EXPECT_EQ(qwen.decode(chat), "<|im_start|>user\nhi<|im_end|><|endoftext|>");
+  EXPECT_EQ(qwen.decode(chat, /*skip_special_tokens=*/true), "user\nhi");
+  const auto& deepseek = shared_tokenizer("deepseek-v3");
+  const Ids ds = deepseek.encode("<｜begin▁of▁sentence｜>Hi<｜end▁of▁sentence｜>");
+  EXPECT_EQ(ds.front(), deepseek.bos_id());
+  EXPECT_EQ(deepseek.decode(ds, true), "Hi");
+  // GPT-NeoX's added runs of spaces are not special: they stay.
+  const auto& neox = shared_tokenizer("gpt-neox");
+  const Ids spaces = neox.encode("a    b<|endoftext|>");
+  EXPECT_EQ(neox.decode(spaces, true), "a    b");
+  // The byte tokenizer has no text for its specials either way.
+  coe::ByteTokenizer bytes;
+  EXPECT_EQ(bytes.decode({'h', 'i', coe::ByteTokenizer::kEos}, true), "hi");
+}
+
 // Characters whose properties differ between Unicode versions, with HF's behaviour (tokenizers
 // 0.23.2: Oniguruma's Unicode 16 regex classes, Rust's Unicode tables for Digits and added tokens,
 // Unicode 9 normalization data). docs/tokenizer.md, "Unicode versions".
@@ -653,6 +672,21 @@ TEST(CoeTokenizeTool, EncodesGsm8kLinesLikeTheLibrary) {
     const std::string text = records[i].at("question").get<std::string>() + " " + records[i].at("answer").get<std::string>();
     EXPECT_EQ(json::parse(texts[i]).at("text").get<std::string>(), shared_tokenizer("gpt-neox").normalize(text));
   }
+}
+
+TEST(CoeTokenizeTool, DecodeCanSkipSpecialTokens) {
+  ASSERT_TRUE(fs::exists(tool())) << tool();
+  const std::string tokenizer = (tokenizer_dir() / "qwen2-tokenizer.json").string();
+  const auto& qwen = shared_tokenizer("qwen2");
+  const std::string in = write_file("tool/chat_ids.jsonl", json{{"ids", qwen.encode("<|im_start|>user\nhi<|im_end|>")}}.dump() + "\n");
+  const std::string out = write_file("tool/chat_text.jsonl", "");
+  std::string log;
+  ASSERT_EQ(run_tool("--tokenizer " + tokenizer + " --decode --skip-special-tokens", in, out, &log), 0) << log;
+  EXPECT_EQ(json::parse(read_lines(out).at(0)).at("text"), "user\nhi");  // HF: decode(ids, skip_special_tokens=True)
+  ASSERT_EQ(run_tool("--tokenizer " + tokenizer + " --decode", in, out, &log), 0) << log;
+  EXPECT_EQ(json::parse(read_lines(out).at(0)).at("text"), "<|im_start|>user\nhi<|im_end|>");
+  EXPECT_NE(run_tool("--tokenizer " + tokenizer + " --skip-special-tokens", in, "/dev/null", &log), 0);
+  EXPECT_NE(log.find("--skip-special-tokens needs --decode"), std::string::npos) << log;
 }
 
 TEST(CoeTokenizeTool, ByteTokenizerAndDefaultField) {

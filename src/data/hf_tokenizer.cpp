@@ -16,6 +16,7 @@
 #include <limits>
 #include <sstream>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace coe {
 
@@ -154,6 +155,7 @@ struct HfTokenizer::Impl {
   bool byte_level_decoder = false;
   std::vector<std::string> id_to_token;  // added tokens override the model's entry
   std::vector<bool> id_known;
+  std::vector<bool> id_special;          // dropped by decode(ids, skip_special_tokens = true)
   std::vector<std::string> id_to_bytes;  // what the decoder makes of each token
   std::optional<int32_t> eos, bos, pad;
 
@@ -231,6 +233,13 @@ struct HfTokenizer::Impl {
           if (t.content == wanted) return t.id;
       return std::nullopt;
     };
+    // HF's is_special_token compares token strings: any id whose token equals the content of a
+    // special added token is skipped.
+    std::unordered_set<std::string> special;
+    for (const auto& t : added.tokens())
+      if (t.special) special.insert(t.content);
+    id_special.assign(size, false);
+    for (size_t id = 0; id < size; ++id) id_special[id] = id_known[id] && special.count(id_to_token[id]) > 0;
     eos = find_added(eos_names());
     bos = find_added(bos_names());
     pad = find_added(pad_names());
@@ -434,7 +443,7 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text) const {
   return ids;
 }
 
-std::string HfTokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
   const size_t size = impl_->id_to_token.size();
   auto check = [&](int32_t id) {
     if (id < 0 || static_cast<size_t>(id) >= size || !impl_->id_known[static_cast<size_t>(id)])
@@ -444,15 +453,19 @@ std::string HfTokenizer::decode(const std::vector<int32_t>& ids) const {
   if (impl_->byte_level_decoder) {
     for (int32_t id : ids) {
       check(id);
+      if (skip_special_tokens && impl_->id_special[static_cast<size_t>(id)]) continue;
       out += impl_->id_to_bytes[static_cast<size_t>(id)];
     }
     // Split multi-byte characters (ids cut mid-character) decode like from_utf8_lossy.
     return hf::is_valid_utf8(out) ? out : hf::to_valid_utf8(out);
   }
-  for (size_t i = 0; i < ids.size(); ++i) {
-    check(ids[i]);
-    if (i > 0) out += ' ';
-    out += impl_->id_to_token[static_cast<size_t>(ids[i])];
+  bool first = true;
+  for (int32_t id : ids) {
+    check(id);
+    if (skip_special_tokens && impl_->id_special[static_cast<size_t>(id)]) continue;
+    if (!first) out += ' ';
+    first = false;
+    out += impl_->id_to_token[static_cast<size_t>(id)];
   }
   return out;
 }

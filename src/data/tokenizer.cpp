@@ -17,7 +17,7 @@ std::vector<int32_t> ByteTokenizer::encode(std::string_view text) const {
   return ids;
 }
 
-std::string ByteTokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string ByteTokenizer::decode(const std::vector<int32_t>& ids, bool /*skip_special_tokens*/) const {
   std::string out;
   out.reserve(ids.size());
   for (int32_t id : ids) {
