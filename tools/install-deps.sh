@@ -8,6 +8,10 @@ packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlo
           libopenblas0-openmp
           # coe-sweep's plots (tools/plot_sweep.gp); the tables are written without it.
           gnuplot-nox)
+# The differential tokenizer test (tests/test_data_tokenizer_diff.cpp) runs HF's tokenizers from npm
+# on node; it is skipped without them. Debian's node is only installed when none is on PATH.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

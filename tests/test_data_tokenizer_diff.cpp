@@ -1,0 +1,85 @@
+// The differential test of coe's HF tokenizer against Hugging Face `tokenizers` itself: the npm
+// package (the Rust library with node bindings) is installed into the build directory, and
+// coe-tokfuzz compares ids, decode(ids) and decode(ids, skip_special_tokens) on seeded
+// generated strings for every tokenizer in $COE_SHARED/data/tokenizers. Skipped, saying why, when
+// node or npm is missing or the package cannot be installed.
+#include "support/test_env.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#ifdef COE_WITH_HF_TOKENIZER
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kOraclePackage = "tokenizers@0.23.2";
+constexpr const char* kOracleVersion = "\"version\": \"0.23.2\"";
+constexpr int kStringsPerTokenizer = 20000;
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// build/hf-oracle, or $COE_HF_ORACLE.
+fs::path oracle_dir() {
+  if (const char* env = std::getenv("COE_HF_ORACLE"); env && *env) return env;
+  return coe::test::tool_path("coe-tokfuzz").parent_path().parent_path() / "hf-oracle";
+}
+
+// Installs the pinned oracle unless it is there; returns an empty string or why it is unusable.
+std::string prepare_oracle(const fs::path& dir) {
+  std::string output;
+  if (coe::test::run_command("command -v node && command -v npm", &output) != 0)
+    return "node and npm are needed for the differential test against HF tokenizers (tools/install-deps.sh installs "
+           "Debian's nodejs and npm); not found on PATH";
+  const fs::path package = dir / "node_modules" / "tokenizers" / "package.json";
+  if (!fs::exists(package) || coe::test::read_file(package).find(kOracleVersion) == std::string::npos) {
+    const int rc = coe::test::run_command(
+        "npm install --prefix " + quoted(dir.string()) + " --no-audit --no-fund --loglevel=error " + kOraclePackage, &output);
+    if (rc != 0) return "npm install " + std::string(kOraclePackage) + " into " + dir.string() + " failed: " + output;
+  }
+  const std::string load = "node -e " + quoted("require(process.argv[1])") + " " +
+                           quoted((dir / "node_modules" / "tokenizers").string());
+  if (coe::test::run_command(load, &output) != 0) return "node cannot load " + std::string(kOraclePackage) + ": " + output;
+  return "";
+}
+
+}  // namespace
+
+TEST(HfTokenizerDifferential, MatchesHfTokenizersOnGeneratedStrings) {
+  const fs::path tool = coe::test::tool_path("coe-tokfuzz");
+  ASSERT_TRUE(fs::exists(tool)) << "build the coe-tokfuzz target first: " << tool;
+  const fs::path dir = oracle_dir();
+  if (const std::string why = prepare_oracle(dir); !why.empty()) GTEST_SKIP() << why;
+
+  std::vector<std::string> tokenizers;
+  for (const auto& entry : fs::directory_iterator(coe::test::shared_root() / "data" / "tokenizers")) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.size() > 15 && name.compare(name.size() - 15, 15, "-tokenizer.json") == 0)
+      tokenizers.push_back(entry.path().string());
+  }
+  std::sort(tokenizers.begin(), tokenizers.end());
+  ASSERT_GE(tokenizers.size(), 4u) << "expected the shared tokenizers (gpt-neox, qwen2, qwen2-digits3, deepseek-v3)";
+
+  std::string command = tool.string() + " --oracle " + quoted(dir.string()) + " --count " +
+                        std::to_string(kStringsPerTokenizer) + " --seed 20261129 --examples 3";
+  for (const auto& t : tokenizers) command += " --tokenizer " + quoted(t);
+  std::string output;
+  const int rc = coe::test::run_command(command, &output);
+  std::cout << output;
+  EXPECT_EQ(rc, 0) << "coe and HF tokenizers differ (or the oracle failed):\n" << output;
+  EXPECT_NE(output.find("total: " + std::to_string(kStringsPerTokenizer * tokenizers.size()) + " strings, 0 differences"),
+            std::string::npos)
+      << output;
+}
+
+#else  // !COE_WITH_HF_TOKENIZER
+
+TEST(HfTokenizerDifferential, NotBuilt) { GTEST_SKIP() << "coe was configured without PCRE2"; }
+
+#endif
