@@ -228,6 +228,11 @@ TEST(HfTokenizerGolden, RealTokenizerFacts) {
   EXPECT_EQ(qwen.bos_id(), std::nullopt);
   EXPECT_EQ(qwen.fingerprint().size(), 16u);
   EXPECT_NE(qwen.fingerprint(), shared_tokenizer("qwen2-digits3").fingerprint());
+  const auto& deepseek = shared_tokenizer("deepseek-v3");  // HF: get_vocab_size(True), token_to_id
+  EXPECT_EQ(deepseek.vocab_size(), 128815);
+  EXPECT_EQ(deepseek.bos_id(), 0);
+  EXPECT_EQ(deepseek.eos_id(), 1);
+  EXPECT_EQ(deepseek.pad_id(), 2);
   // Special tokens are cut out of raw text; the rest is encoded as usual.
   const Ids inner = qwen.encode("user\nhi");
   EXPECT_EQ(qwen.encode("<|im_start|>user\nhi<|im_end|>"), concat({{151644}, inner, {151645}}));
@@ -596,7 +601,8 @@ TEST(HfTokenizerErrors, DeeplyNestedJson) {
 
 TEST(HfTokenizerErrors, RegexConstructsWithoutHfTables) {
   // Properties coe has no HF table for fail at load time rather than match with PCRE2's tables.
-  for (const std::string pattern : {R"(\p{Han}+)", R"([[:alpha:]]+)", R"([a-z&&[^aeiou]])", R"(\X)", R"(\pL)"}) {
+  for (const std::string pattern :
+       {R"(\p{Han}+)", R"([[:alpha:]]+)", R"([a-z&&[^aeiou]])", R"(\X)", R"(\pL)", R"((?i)[\p{Lu}x])", R"((?s:.))"}) {
     json j = base_tokenizer();
     j["pre_tokenizer"] = split("Regex", pattern, "Isolated");
     expect_error([&] { load(j); }, {"pre_tokenizer.pattern.Regex", "invalid regex", "not supported"});
@@ -604,6 +610,13 @@ TEST(HfTokenizerErrors, RegexConstructsWithoutHfTables) {
   // Long and loose property names, \p{^..}, \P{..} and \uHHHH are Oniguruma syntax that works.
   auto tok = with_pre_tokenizer(split("Regex", R"(\p{Letter}+|\p{^ L}|\u0021)", "Isolated"));
   EXPECT_EQ(tok->pre_tokenize("ab1!"), (Strings{"ab", "1", "!"}));
+  // Options as in Ruby (HF tokenizers 0.23.2's splits): (?i) does not fold a bare \p{Lu}, on ASCII
+  // text too; (?m) lets . match a newline.
+  auto caseless = with_pre_tokenizer(split("Regex", R"((?i)\p{Lu})", "Removed"));
+  EXPECT_EQ(caseless->pre_tokenize("aAbB1"), (Strings{"a", "b", "1"}));
+  EXPECT_EQ(caseless->pre_tokenize("a\u00C0b\u00E01"), (Strings{"a", "b\u00E01"}));
+  auto dot_all = with_pre_tokenizer(split("Regex", R"((?m:a.b))", "Isolated"));
+  EXPECT_EQ(dot_all->pre_tokenize("a\nbxaAbB"), (Strings{"a\nb", "x", "aAb", "B"}));
 }
 
 TEST(HfTokenizerErrors, BadMerges) {

@@ -412,8 +412,76 @@ class PatternTranslator {
     return true;
   }
 
+  // A group opening at p_[i_] == '(': tracks the case-insensitive option through the groups;
+  // Ruby's option m (dot matches newline) is PCRE2's s.
+  void group_open() {
+    caseless_stack_.push_back(caseless_);
+    if (i_ + 1 >= p_.size() || p_[i_ + 1] != '?') {
+      out_ += '(';
+      ++i_;
+      return;
+    }
+    if (i_ + 2 < p_.size() && p_[i_ + 2] == '#') {  // comment: copied to its end
+      const size_t end = p_.find(')', i_);
+      const size_t stop = end == std::string_view::npos ? p_.size() : end + 1;
+      out_.append(p_.substr(i_, stop - i_));
+      i_ = stop;
+      caseless_stack_.pop_back();
+      return;
+    }
+    size_t j = i_ + 2;
+    while (j < p_.size() && (std::isalpha(static_cast<unsigned char>(p_[j])) || p_[j] == '-')) ++j;
+    if (j == i_ + 2 || j >= p_.size() || (p_[j] != ')' && p_[j] != ':')) {  // (?:, (?=, (?<name> ...
+      out_ += "(?";
+      i_ += 2;
+      return;
+    }
+    std::string options;
+    bool on = true, caseless = caseless_;
+    for (size_t k = i_ + 2; k < j; ++k) {
+      const char o = p_[k];
+      if (o == '-') {
+        on = false;
+      } else if (o == 'i') {
+        caseless = on;
+      } else if (o != 'm' && o != 'x') {
+        i_ = k;
+        unsupported(fmt::format("group option '{}' (Ruby syntax has i, m, x)", o));
+      }
+      options += o == 'm' ? 's' : o;
+    }
+    out_ += "(?" + options + p_[j];
+    if (p_[j] == ')') {  // (?i): to the end of the enclosing group
+      caseless_stack_.pop_back();
+      caseless_ = caseless;
+    } else {  // (?i: ... )
+      caseless_ = caseless;
+    }
+    i_ = j + 1;
+  }
+
+  void group_close() {
+    if (!caseless_stack_.empty()) {
+      caseless_ = caseless_stack_.back();
+      caseless_stack_.pop_back();
+    }
+    out_ += ')';
+    ++i_;
+  }
+
+  // A class escape outside brackets. Oniguruma never case-folds these, PCRE2 folds the explicit
+  // ranges of a class: under (?i) the class is wrapped in (?-i:...).
+  void emit_class(const std::string& cls) {
+    if (caseless_)
+      out_ += "(?-i:" + cls + ")";
+    else
+      out_ += cls;
+  }
+
   void outside_class() {
     const char c = p_[i_];
+    if (c == '(') return group_open();
+    if (c == ')') return group_close();
     if (c == '[') {
       out_ += c;
       ++i_;
@@ -441,22 +509,18 @@ class PatternTranslator {
     if (e == 'p' || e == 'P') {
       auto [name, negated] = property();
       // \P{..} outside a class: [^ body of the positive set ] keeps the body short.
-      out_ += negated ? "[^" : "[";
-      out_ += property_body(name, false);
-      out_ += ']';
+      emit_class((negated ? "[^" : "[") + property_body(name, false) + "]");
       return;
     }
     if (const std::string* body = escape_class_body(static_cast<char>(std::tolower(static_cast<unsigned char>(e))), ascii_only_)) {
-      out_ += std::isupper(static_cast<unsigned char>(e)) ? "[^" : "[";
-      out_ += *body;
-      out_ += ']';
+      emit_class((std::isupper(static_cast<unsigned char>(e)) ? "[^" : "[") + *body + "]");
       i_ += 2;
       return;
     }
     if (e == 'b' || e == 'B') {  // word boundaries with HF's \w
       const std::string w = "[" + *escape_class_body('w', ascii_only_) + "]";
-      out_ += e == 'b' ? "(?:(?<=" + w + ")(?!" + w + ")|(?<!" + w + ")(?=" + w + "))"
-                       : "(?:(?<=" + w + ")(?=" + w + ")|(?<!" + w + ")(?!" + w + "))";
+      emit_class(e == 'b' ? "(?:(?<=" + w + ")(?!" + w + ")|(?<!" + w + ")(?=" + w + "))"
+                          : "(?:(?<=" + w + ")(?=" + w + ")|(?<!" + w + ")(?!" + w + "))");
       i_ += 2;
       return;
     }
@@ -475,6 +539,9 @@ class PatternTranslator {
       const char e = p_[i_ + 1];
       if (e == 'Q') unsupported("\\Q inside a character class");
       if (e == 'p' || e == 'P') {
+        // Oniguruma case-folds a whole bracket class under (?i), properties included; PCRE2 never
+        // folds properties. \s, \w, \d and their negations are closed under case folding anyway.
+        if (caseless_) unsupported("\\p{..} inside a case-insensitive character class");
         auto [name, negated] = property();
         out_ += property_body(name, negated);
         return;
@@ -506,6 +573,8 @@ class PatternTranslator {
   std::string out_;
   int class_depth_ = 0;
   bool class_start_ = false;
+  bool caseless_ = false;               // (?i) in effect
+  std::vector<bool> caseless_stack_;    // the option outside each open group
 };
 
 }  // namespace
