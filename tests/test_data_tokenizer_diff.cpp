@@ -96,8 +96,14 @@ std::string prepare_oracle(const fs::path& dir) {
            "Debian's nodejs and npm); not found on PATH";
   const fs::path package = dir / "node_modules" / "tokenizers" / "package.json";
   if (!fs::exists(package) || coe::test::read_file(package).find(kOracleVersion) == std::string::npos) {
-    const int rc = coe::test::run_command(
-        "npm install --prefix " + quoted(dir.string()) + " --no-audit --no-fund --loglevel=error " + kOraclePackage, &output);
+    // ctest runs the tests of this file in parallel: one npm install at a time (flock), each
+    // installing only if the others have not.
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    // Inside sh -c '...': paths in double quotes.
+    const std::string script = R"(grep -qs "\"version\": \"0.23.2\"" ")" + package.string() + R"(" || npm install --prefix ")" +
+                               dir.string() + "\" --no-audit --no-fund --loglevel=error " + kOraclePackage;
+    const int rc = coe::test::run_command("flock " + quoted((dir / ".install.lock").string()) + " sh -c " + quoted(script), &output);
     if (rc != 0) return "npm install " + std::string(kOraclePackage) + " into " + dir.string() + " failed: " + output;
   }
   const std::string load = "node -e " + quoted("require(process.argv[1])") + " " +
