@@ -12,16 +12,15 @@ find_package(CLI11 REQUIRED)
 # that includes torch headers; TORCH_CXX_FLAGS is a space-separated string.
 separate_arguments(COE_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
 
-# The HF tokenizer needs PCRE2 (Unicode regex) and utf8proc (normalisation). Both are optional:
-# without them coe builds with the built-in byte tokenizer only, and loading a tokenizer.json is
-# an explicit error.
-option(COE_HF_TOKENIZER "Build HF tokenizer.json support (needs PCRE2 and utf8proc)" ON)
+# The HF tokenizer needs PCRE2 (regex engine; its Unicode tables are not used, coe carries HF's:
+# src/data/hf_unicode_tables.cpp). It is optional: without it coe builds with the built-in byte
+# tokenizer only, and loading a tokenizer.json is an explicit error.
+option(COE_HF_TOKENIZER "Build HF tokenizer.json support (needs PCRE2)" ON)
 find_package(PkgConfig)
 set(COE_HAVE_HF_TOKENIZER OFF)
 if(COE_HF_TOKENIZER AND PkgConfig_FOUND)
   pkg_check_modules(PCRE2 IMPORTED_TARGET libpcre2-8)
-  pkg_check_modules(UTF8PROC IMPORTED_TARGET libutf8proc)
-  if(PCRE2_FOUND AND UTF8PROC_FOUND)
+  if(PCRE2_FOUND)
     set(COE_HAVE_HF_TOKENIZER ON)
   endif()
 endif()

@@ -11,10 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -121,20 +123,39 @@ Ids concat(std::initializer_list<Ids> parts) {
 
 // ---- exactness against HF ------------------------------------------------------------------
 
-TEST(HfTokenizerGolden, EveryGoldenFileMatchesExactly) {
-  const fs::path golden_dir = tokenizer_dir() / "golden";
+namespace {
+
+// golden/ holds the goldens coe has matched from the start, golden-next/ newer sets (DeepSeek-V3);
+// both are checked.
+std::vector<fs::path> golden_files() {
   std::vector<fs::path> files;
-  if (fs::is_directory(golden_dir))
+  for (const char* dir : {"golden", "golden-next"}) {
+    const fs::path golden_dir = tokenizer_dir() / dir;
+    if (!fs::is_directory(golden_dir)) continue;
     for (const auto& entry : fs::directory_iterator(golden_dir)) {
       const std::string f = entry.path().filename().string();
       if (f.rfind("golden-", 0) == 0 && entry.path().extension() == ".jsonl") files.push_back(entry.path());
     }
-  std::sort(files.begin(), files.end());
-  ASSERT_FALSE(files.empty()) << "no golden-*.jsonl under " << golden_dir;
+  }
+  std::sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
+  return files;
+}
+
+// golden-<name>-<split>.jsonl is checked with <name>-tokenizer.json.
+std::string golden_tokenizer_name(const fs::path& file) {
+  const std::string stem = file.stem().string().substr(std::string("golden-").size());
+  return stem.substr(0, stem.rfind('-'));
+}
+
+}  // namespace
+
+TEST(HfTokenizerGolden, EveryGoldenFileMatchesExactly) {
+  const std::vector<fs::path> files = golden_files();
+  ASSERT_FALSE(files.empty()) << "no golden-*.jsonl under " << tokenizer_dir();
+  std::set<std::string> names;
   for (const auto& file : files) {
-    // golden-<name>-<split>.jsonl is checked with <name>-tokenizer.json.
-    std::string stem = file.stem().string().substr(std::string("golden-").size());
-    const std::string name = stem.substr(0, stem.rfind('-'));
+    const std::string name = golden_tokenizer_name(file);
+    names.insert(name);
     const auto& tok = shared_tokenizer(name);
     std::ifstream in(file);
     std::string line;
@@ -158,24 +179,30 @@ TEST(HfTokenizerGolden, EveryGoldenFileMatchesExactly) {
     EXPECT_GT(line_no, 0u) << file;
     EXPECT_EQ(matched, line_no) << file;
   }
+  for (const char* name : {"gpt-neox", "qwen2", "qwen2-digits3", "deepseek-v3"})
+    EXPECT_EQ(names.count(name), 1u) << "no golden file for " << name;
 }
 
 TEST(HfTokenizerGolden, DecodeInvertsEncodeOnGoldenAndGsm8kText) {
   std::vector<std::string> texts;
-  for (const auto& r : read_jsonl(tokenizer_dir() / "golden" / "golden-qwen2-public.jsonl")) texts.push_back(r.at("text"));
+  for (const auto& file : golden_files())
+    for (const auto& r : read_jsonl(file)) texts.push_back(r.at("text"));
   for (const auto& r : read_jsonl(gsm8k_test())) {
     texts.push_back(r.at("question"));
     texts.push_back(r.at("answer"));
     texts.push_back(r.at("question").get<std::string>() + " " + r.at("answer").get<std::string>());
   }
-  ASSERT_GT(texts.size(), 3000u);
-  for (const std::string name : {"gpt-neox", "qwen2", "qwen2-digits3"}) {
+  ASSERT_GT(texts.size(), 5000u);
+  for (const std::string name : {"gpt-neox", "qwen2", "qwen2-digits3", "deepseek-v3"}) {
     const auto& tok = shared_tokenizer(name);
-    size_t ok = 0;
+    size_t ok = 0, unchanged = 0;
     bool reported = false;
     for (const auto& text : texts) {
+      // normalize() is the identity for DeepSeek-V3 (no normaliser) and NFC for the others.
+      const std::string normalized = tok.normalize(text);
+      unchanged += normalized == text;
       const std::string back = tok.decode(tok.encode(text));
-      if (back == tok.normalize(text)) {
+      if (back == normalized) {
         ++ok;
       } else if (!reported) {
         reported = true;
@@ -183,6 +210,7 @@ TEST(HfTokenizerGolden, DecodeInvertsEncodeOnGoldenAndGsm8kText) {
       }
     }
     EXPECT_EQ(ok, texts.size()) << name;
+    if (name == "deepseek-v3") EXPECT_EQ(unchanged, texts.size());
   }
 }
 
@@ -200,6 +228,11 @@ TEST(HfTokenizerGolden, RealTokenizerFacts) {
   EXPECT_EQ(qwen.bos_id(), std::nullopt);
   EXPECT_EQ(qwen.fingerprint().size(), 16u);
   EXPECT_NE(qwen.fingerprint(), shared_tokenizer("qwen2-digits3").fingerprint());
+  const auto& deepseek = shared_tokenizer("deepseek-v3");  // HF: get_vocab_size(True), token_to_id
+  EXPECT_EQ(deepseek.vocab_size(), 128815);
+  EXPECT_EQ(deepseek.bos_id(), 0);
+  EXPECT_EQ(deepseek.eos_id(), 1);
+  EXPECT_EQ(deepseek.pad_id(), 2);
   // Special tokens are cut out of raw text; the rest is encoded as usual.
   const Ids inner = qwen.encode("user\nhi");
   EXPECT_EQ(qwen.encode("<|im_start|>user\nhi<|im_end|>"), concat({{151644}, inner, {151645}}));
@@ -207,6 +240,67 @@ TEST(HfTokenizerGolden, RealTokenizerFacts) {
   // The factory dispatches to this loader.
   auto via_factory = coe::load_tokenizer((tokenizer_dir() / "gpt-neox-tokenizer.json").string());
   EXPECT_EQ(via_factory->encode("Hello, world!"), (Ids{12092, 13, 1533, 2}));
+}
+
+TEST(HfTokenizerGolden, SkipSpecialTokensDropsSpecialAddedTokens) {
+  // Expected texts: HF tokenizers 0.23.2, decode(ids, skip_special_tokens).
+  const auto& qwen = shared_tokenizer("qwen2");
+  const Ids chat = qwen.encode("<|im_start|>user\nhi<|im_end|><|endoftext|>");
+  EXPECT_EQ(qwen.decode(chat), "<|im_start|>user\nhi<|im_end|><|endoftext|>");
+  EXPECT_EQ(qwen.decode(chat, /*skip_special_tokens=*/true), "user\nhi");
+  const auto& deepseek = shared_tokenizer("deepseek-v3");
+  const Ids ds = deepseek.encode("<｜begin▁of▁sentence｜>Hi<｜end▁of▁sentence｜>");
+  EXPECT_EQ(ds.front(), deepseek.bos_id());
+  EXPECT_EQ(deepseek.decode(ds, true), "Hi");
+  // GPT-NeoX's added runs of spaces are not special: they stay.
+  const auto& neox = shared_tokenizer("gpt-neox");
+  const Ids spaces = neox.encode("a    b<|endoftext|>");
+  EXPECT_EQ(neox.decode(spaces, true), "a    b");
+  // The byte tokenizer has no text for its specials either way.
+  coe::ByteTokenizer bytes;
+  EXPECT_EQ(bytes.decode({'h', 'i', coe::ByteTokenizer::kEos}, true), "hi");
+}
+
+// Characters whose properties differ between Unicode versions, with HF's behaviour (tokenizers
+// 0.23.2: Oniguruma's Unicode 16 regex classes, Rust's Unicode tables for Digits and added tokens,
+// Unicode 9 normalization data). docs/tokenizer.md, "Unicode versions".
+TEST(HfTokenizerUnicode, RegexClassesAreOnigurumas) {
+  const auto& deepseek = shared_tokenizer("deepseek-v3");
+  // U+11F04, U+1E4D0: letters since Unicode 15 (PCRE2 10.42 knows Unicode 14): a space joins them.
+  EXPECT_EQ(deepseek.pre_tokenize(" \U00011F04\U00011F05"), (Strings{"Ġðĳ¼Ħðĳ¼ħ"}));
+  EXPECT_EQ(deepseek.pre_tokenize("x \U0001E4D0"), (Strings{"x", "ĠðŀĵĲ"}));
+  EXPECT_EQ(deepseek.pre_tokenize(" \u0301\u0302a"), (Strings{"ĠÌģÌĤa"}));
+  // U+180E was whitespace before Unicode 6.3; PCRE2's \s still matches it, Oniguruma's does not.
+  EXPECT_EQ(shared_tokenizer("qwen2").pre_tokenize("a\u180Eb c"), (Strings{"a", "áłİb", "Ġc"}));
+  EXPECT_EQ(shared_tokenizer("gpt-neox").pre_tokenize("a\u180Eb c"), (Strings{"a", "áłİ", "b", "Ġc"}));
+  // Case-insensitive contractions: the long s folds to s in both engines.
+  EXPECT_EQ(shared_tokenizer("qwen2").pre_tokenize("IT'\u017F ok"), (Strings{"IT", "'Å¿", "Ġok"}));
+  // \w, \d, \s and the word boundary use the same tables.
+  auto word = with_pre_tokenizer(split("Regex", R"(\w+)", "Removed", /*invert=*/true));
+  EXPECT_EQ(word->pre_tokenize("a\U00010D4Ab c"), (Strings{"a\U00010D4Ab", "c"}));
+  auto boundary = with_pre_tokenizer(split("Regex", R"(\b)", "Isolated"));
+  EXPECT_EQ(boundary->pre_tokenize("\U00010D4A\U00010D4B-x"), (Strings{"\U00010D4A\U00010D4B", "-", "x"}));
+}
+
+TEST(HfTokenizerUnicode, DigitsUseRustIsNumeric) {
+  // Nag Mundari (Unicode 15) and Garay (Unicode 16) digits are numeric for HF's Digits.
+  auto digits = with_pre_tokenizer({{"type", "Digits"}, {"individual_digits", false}});
+  EXPECT_EQ(digits->pre_tokenize("x\U0001E4F1\U00010D40y"), (Strings{"x", "\U0001E4F1\U00010D40", "y"}));
+}
+
+TEST(HfTokenizerUnicode, NormalizationUsesUnicode9Data) {
+  const auto& qwen = shared_tokenizer("qwen2");
+  // U+08CA is new in Unicode 14: a starter to HF's tables, so it stays before U+032E (class 220).
+  EXPECT_EQ(qwen.normalize(" \u08CA\u032E"), " \u08CA\u032E");
+  // Marks HF knows are reordered and composed as usual.
+  EXPECT_EQ(qwen.normalize("a\u0302\u0323"), "\u1EAD");
+  EXPECT_EQ(qwen.normalize("\u1100\u1161\u11A8"), "\uAC01");
+  EXPECT_EQ(qwen.normalize("\uAC00\u11A7"), "\uAC00\u11A7");  // U+11A7 is no trailing consonant
+  json j = base_tokenizer();
+  j["normalizer"] = {{"type", "NFKC"}};
+  EXPECT_EQ(load(j)->normalize("\u2474\uFB03\u1E9B\u0323"), "(1)ffi\u1E69");
+  j["normalizer"] = {{"type", "NFD"}};
+  EXPECT_EQ(load(j)->normalize("\u1E69\uAC01"), "s\u0323\u0307\u1100\u1161\u11A8");
 }
 
 TEST(HfTokenizerGolden, ConcurrentEncodingMatchesSequential) {
@@ -476,6 +570,55 @@ TEST(HfTokenizerErrors, UnsupportedComponentsAreNamed) {
   expect_error([&] { load(j); }, {"model.dropout", "not supported"});
 }
 
+TEST(HfTokenizerErrors, CatastrophicRegexFailsQuickly) {
+  json j = base_tokenizer();
+  j["pre_tokenizer"] = split("Regex", "(a+)+$", "Isolated");
+  const std::string path = write_file("catastrophic.json", j.dump());
+  auto tok = coe::load_hf_tokenizer(path);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    tok->encode(std::string(5000, 'a') + "b");
+    ADD_FAILURE() << "no error";
+  } catch (const coe::Error& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    for (const std::string& part : std::vector<std::string>{path, "/(a+)+$/", "backtracking limit", "match limit"})
+      EXPECT_NE(message.find(part), std::string::npos) << "missing '" << part << "' in: " << message;
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+  // The same limits let real patterns through long runs (their backtracking is linear).
+  const auto& deepseek = shared_tokenizer("deepseek-v3");
+  EXPECT_FALSE(deepseek.encode(std::string(2'000'000, ' ') + "x").empty());
+  // Patterns with raw line breaks are printed on one line.
+  j["pre_tokenizer"] = split("Regex", "[\r\n]+(", "Isolated");
+  expect_error([&] { load(j); }, {"invalid regex /[\\r\\n]+(/"});
+}
+
+TEST(HfTokenizerErrors, DeeplyNestedJson) {
+  const std::string deep = write_file("deep.json", "{\"model\": " + std::string(100, '[') + std::string(100, ']') + "}");
+  expect_error([&] { coe::load_hf_tokenizer(deep); }, {deep, "nested more than 64 levels"});
+}
+
+TEST(HfTokenizerErrors, RegexConstructsWithoutHfTables) {
+  // Properties coe has no HF table for fail at load time rather than match with PCRE2's tables.
+  for (const std::string pattern :
+       {R"(\p{Han}+)", R"([[:alpha:]]+)", R"([a-z&&[^aeiou]])", R"(\X)", R"(\pL)", R"((?i)[\p{Lu}x])", R"((?s:.))"}) {
+    json j = base_tokenizer();
+    j["pre_tokenizer"] = split("Regex", pattern, "Isolated");
+    expect_error([&] { load(j); }, {"pre_tokenizer.pattern.Regex", "invalid regex", "not supported"});
+  }
+  // Long and loose property names, \p{^..}, \P{..} and \uHHHH are Oniguruma syntax that works.
+  auto tok = with_pre_tokenizer(split("Regex", R"(\p{Letter}+|\p{^ L}|\u0021)", "Isolated"));
+  EXPECT_EQ(tok->pre_tokenize("ab1!"), (Strings{"ab", "1", "!"}));
+  // Options as in Ruby (HF tokenizers 0.23.2's splits): (?i) does not fold a bare \p{Lu}, on ASCII
+  // text too; (?m) lets . match a newline.
+  auto caseless = with_pre_tokenizer(split("Regex", R"((?i)\p{Lu})", "Removed"));
+  EXPECT_EQ(caseless->pre_tokenize("aAbB1"), (Strings{"a", "b", "1"}));
+  EXPECT_EQ(caseless->pre_tokenize("a\u00C0b\u00E01"), (Strings{"a", "b\u00E01"}));
+  auto dot_all = with_pre_tokenizer(split("Regex", R"((?m:a.b))", "Isolated"));
+  EXPECT_EQ(dot_all->pre_tokenize("a\nbxaAbB"), (Strings{"a\nb", "x", "aAb", "B"}));
+}
+
 TEST(HfTokenizerErrors, BadMerges) {
   json j = base_tokenizer();
   j["model"]["vocab"]["ab"] = 256;
@@ -544,6 +687,21 @@ TEST(CoeTokenizeTool, EncodesGsm8kLinesLikeTheLibrary) {
   }
 }
 
+TEST(CoeTokenizeTool, DecodeCanSkipSpecialTokens) {
+  ASSERT_TRUE(fs::exists(tool())) << tool();
+  const std::string tokenizer = (tokenizer_dir() / "qwen2-tokenizer.json").string();
+  const auto& qwen = shared_tokenizer("qwen2");
+  const std::string in = write_file("tool/chat_ids.jsonl", json{{"ids", qwen.encode("<|im_start|>user\nhi<|im_end|>")}}.dump() + "\n");
+  const std::string out = write_file("tool/chat_text.jsonl", "");
+  std::string log;
+  ASSERT_EQ(run_tool("--tokenizer " + tokenizer + " --decode --skip-special-tokens", in, out, &log), 0) << log;
+  EXPECT_EQ(json::parse(read_lines(out).at(0)).at("text"), "user\nhi");  // HF: decode(ids, skip_special_tokens=True)
+  ASSERT_EQ(run_tool("--tokenizer " + tokenizer + " --decode", in, out, &log), 0) << log;
+  EXPECT_EQ(json::parse(read_lines(out).at(0)).at("text"), "<|im_start|>user\nhi<|im_end|>");
+  EXPECT_NE(run_tool("--tokenizer " + tokenizer + " --skip-special-tokens", in, "/dev/null", &log), 0);
+  EXPECT_NE(log.find("--skip-special-tokens needs --decode"), std::string::npos) << log;
+}
+
 TEST(CoeTokenizeTool, ByteTokenizerAndDefaultField) {
   ASSERT_TRUE(fs::exists(tool())) << tool();
   const std::string in = write_file("tool/text.jsonl", "{\"text\": \"hi\"}\n{\"text\": \"\"}\n");
@@ -575,6 +733,6 @@ TEST(CoeTokenizeTool, BadLinesFailWithTheLineNumber) {
 
 #else  // !COE_WITH_HF_TOKENIZER
 
-TEST(HfTokenizer, NotBuilt) { GTEST_SKIP() << "coe was configured without PCRE2/utf8proc"; }
+TEST(HfTokenizer, NotBuilt) { GTEST_SKIP() << "coe was configured without PCRE2"; }
 
 #endif

@@ -1,8 +1,10 @@
 // coe-tokenize: JSONL text on stdin -> one {"ids":[...]} line per input line on stdout, in input
-// order, tokenized on N threads. --decode reads {"ids":[...]} lines and writes {"text": ...} lines.
+// order, tokenized on N threads. --decode reads {"ids":[...]} lines and writes {"text": ...} lines
+// (--skip-special-tokens drops special tokens, as HF's decode(ids, skip_special_tokens=True)).
 // --bench measures encoding throughput (tokens/s) on the input instead of writing ids.
 //
-//   coe-tokenize --tokenizer FILE|byte [--field text]... [--threads N] [--decode] [--bench [--repeat K]]
+//   coe-tokenize --tokenizer FILE|byte [--field text]... [--threads N] [--decode [--skip-special-tokens]]
+//                [--bench [--repeat K]]
 //
 // Several --field options are joined with one space (e.g. --field question --field answer).
 // A malformed line or a missing field stops the run: the error names the line, the exit code is 1.
@@ -68,7 +70,7 @@ std::string ids_line(const std::vector<int32_t>& ids) {
   return out;
 }
 
-std::string decode_line(const coe::Tokenizer& tok, const std::string& line) {
+std::string decode_line(const coe::Tokenizer& tok, const std::string& line, bool skip_special_tokens) {
   const json j = parse_line(line);
   auto it = j.find("ids");
   if (it == j.end() || !it->is_array()) coe::fail("missing array field 'ids'");
@@ -79,7 +81,7 @@ std::string decode_line(const coe::Tokenizer& tok, const std::string& line) {
       coe::fail("'ids' must hold non-negative integer token ids, got {}", v.dump());
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
   }
-  return json{{"text", tok.decode(ids)}}.dump(-1, ' ', false, json::error_handler_t::replace);
+  return json{{"text", tok.decode(ids, skip_special_tokens)}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 // Runs fn(i) for i in [0, n) on `threads` threads (the caller's included), in small chunks so
@@ -181,12 +183,13 @@ int main(int argc, char** argv) {
   std::string spec;
   std::vector<std::string> fields;
   int threads = 1;
-  bool decode = false, run_bench = false;
+  bool decode = false, skip_special_tokens = false, run_bench = false;
   int repeat = 3;
   app.add_option("--tokenizer", spec, "tokenizer.json, vocab.json (+ merges.txt), a directory, or 'byte'")->required();
   app.add_option("--field", fields, "string field(s) to encode, joined by a space (default: text)");
   app.add_option("--threads", threads, "worker threads (output order is preserved)")->check(CLI::Range(1, 1024));
   app.add_flag("--decode", decode, "read {\"ids\":[...]} lines and write {\"text\": ...} lines");
+  app.add_flag("--skip-special-tokens", skip_special_tokens, "with --decode: drop special tokens (HF's skip_special_tokens)");
   app.add_flag("--bench", run_bench, "report encoding throughput on the input instead of writing ids");
   app.add_option("--repeat", repeat, "passes over the input in --bench mode")->check(CLI::Range(1, 1000));
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
@@ -195,12 +198,17 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "coe-tokenize: --decode and --bench cannot be combined\n");
     return 2;
   }
+  if (skip_special_tokens && !decode) {
+    fmt::print(stderr, "coe-tokenize: --skip-special-tokens needs --decode\n");
+    return 2;
+  }
 
   std::ios::sync_with_stdio(false);
   try {
     const auto tok = coe::load_tokenizer(spec);
     if (run_bench) return bench(*tok, fields, threads, repeat);
-    if (decode) return stream([&](const std::string& line) { return decode_line(*tok, line); }, threads);
+    if (decode)
+      return stream([&](const std::string& line) { return decode_line(*tok, line, skip_special_tokens); }, threads);
     return stream([&](const std::string& line) { return ids_line(tok->encode(record_text(line, fields))); }, threads);
   } catch (const std::exception& e) {
     fmt::print(stderr, "coe-tokenize: {}\n", e.what());

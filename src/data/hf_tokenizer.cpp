@@ -1,5 +1,5 @@
 // Loading tokenizer.json / vocab.json + merges.txt, and the encode/decode pipeline.
-// Built only when PCRE2 and utf8proc were found (cmake/CoeDependencies.cmake).
+// Built only when PCRE2 was found (cmake/CoeDependencies.cmake).
 #ifdef COE_WITH_HF_TOKENIZER
 #include "coe/data/hf_tokenizer.h"
 
@@ -16,6 +16,7 @@
 #include <limits>
 #include <sstream>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace coe {
 
@@ -65,7 +66,33 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+// tokenizer.json nests 5 levels deep; a hostile file could nest millions (nlohmann's parser copes,
+// but such a file is no tokenizer). Checked before parsing, in one pass over the bytes.
+constexpr int kMaxJsonDepth = 64;
+
+void check_json_depth(const std::string& text, const std::string& path) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth)
+        fail("{}: JSON nested more than {} levels deep (at byte {}): not a tokenizer file", path, kMaxJsonDepth, i);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
+
 json parse_json(const std::string& text, const std::string& path) {
+  check_json_depth(text, path);
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
@@ -120,7 +147,7 @@ const std::vector<std::string>& pad_names() {
 // ---- the pipeline --------------------------------------------------------------------------
 
 struct HfTokenizer::Impl {
-  std::string name, fingerprint;
+  std::string path, name, fingerprint;
   hf::Normalizer normalizer;
   hf::PreTokenizer pre_tokenizer;
   hf::AddedVocabulary added;
@@ -128,6 +155,7 @@ struct HfTokenizer::Impl {
   bool byte_level_decoder = false;
   std::vector<std::string> id_to_token;  // added tokens override the model's entry
   std::vector<bool> id_known;
+  std::vector<bool> id_special;          // dropped by decode(ids, skip_special_tokens = true)
   std::vector<std::string> id_to_bytes;  // what the decoder makes of each token
   std::optional<int32_t> eos, bos, pad;
 
@@ -205,6 +233,13 @@ struct HfTokenizer::Impl {
           if (t.content == wanted) return t.id;
       return std::nullopt;
     };
+    // HF's is_special_token compares token strings: any id whose token equals the content of a
+    // special added token is skipped.
+    std::unordered_set<std::string> special;
+    for (const auto& t : added.tokens())
+      if (t.special) special.insert(t.content);
+    id_special.assign(size, false);
+    for (size_t id = 0; id < size; ++id) id_special[id] = id_known[id] && special.count(id_to_token[id]) > 0;
     eos = find_added(eos_names());
     bos = find_added(bos_names());
     pad = find_added(pad_names());
@@ -222,6 +257,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_tokenizer_json(const std::string&
   if (!root_json.is_object()) root.fail("not a tokenizer.json (expected a JSON object at the top level)");
 
   auto impl = std::make_unique<Impl>();
+  impl->path = path;
   impl->name = std::filesystem::path(path).filename().string();
   impl->fingerprint = hex64(fnv1a(bytes));
   static const json null_json;
@@ -365,6 +401,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_vocab_merges(const std::string& v
   }
 
   auto impl = std::make_unique<Impl>();
+  impl->path = vocab_path;
   impl->name = std::filesystem::path(vocab_path).filename().string();
   impl->fingerprint = hex64(fnv1a(merges_bytes, fnv1a("\nmerges.txt\n", fnv1a(vocab_bytes))));
   impl->pre_tokenizer = hf::PreTokenizer::gpt2_byte_level();
@@ -392,17 +429,21 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   std::vector<std::string> words;
-  impl_->for_each_segment(
-      text,
-      [&](std::string_view part) {
-        impl_->pre_tokenizer.run(part, words);
-        for (const auto& word : words) impl_->model->encode_word(word, ids);
-      },
-      [&](int token) { ids.push_back(impl_->added.tokens()[static_cast<size_t>(token)].id); });
+  try {
+    impl_->for_each_segment(
+        text,
+        [&](std::string_view part) {
+          impl_->pre_tokenizer.run(part, words);
+          for (const auto& word : words) impl_->model->encode_word(word, ids);
+        },
+        [&](int token) { ids.push_back(impl_->added.tokens()[static_cast<size_t>(token)].id); });
+  } catch (const Error& e) {  // a regex hit its backtracking limits
+    fail("{}: {}", impl_->path, e.what());
+  }
   return ids;
 }
 
-std::string HfTokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
   const size_t size = impl_->id_to_token.size();
   auto check = [&](int32_t id) {
     if (id < 0 || static_cast<size_t>(id) >= size || !impl_->id_known[static_cast<size_t>(id)])
@@ -412,15 +453,19 @@ std::string HfTokenizer::decode(const std::vector<int32_t>& ids) const {
   if (impl_->byte_level_decoder) {
     for (int32_t id : ids) {
       check(id);
+      if (skip_special_tokens && impl_->id_special[static_cast<size_t>(id)]) continue;
       out += impl_->id_to_bytes[static_cast<size_t>(id)];
     }
     // Split multi-byte characters (ids cut mid-character) decode like from_utf8_lossy.
     return hf::is_valid_utf8(out) ? out : hf::to_valid_utf8(out);
   }
-  for (size_t i = 0; i < ids.size(); ++i) {
-    check(ids[i]);
-    if (i > 0) out += ' ';
-    out += impl_->id_to_token[static_cast<size_t>(ids[i])];
+  bool first = true;
+  for (int32_t id : ids) {
+    check(id);
+    if (skip_special_tokens && impl_->id_special[static_cast<size_t>(id)]) continue;
+    if (!first) out += ' ';
+    first = false;
+    out += impl_->id_to_token[static_cast<size_t>(id)];
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // Added (and special) tokens: cut out of the text before the model sees it, with HF's rules
 // (tokenizers/src/tokenizer/added_vocabulary.rs `find_matches`).
-// Built only when PCRE2 and utf8proc were found (cmake/CoeDependencies.cmake).
+// Built only when PCRE2 was found (cmake/CoeDependencies.cmake).
 #ifdef COE_WITH_HF_TOKENIZER
 #include "hf_tokenizer_internal.h"
 

@@ -1,7 +1,7 @@
 // The BPE model: HF's merge loop (tokenizers/src/models/bpe/word.rs `merge_all`) over a linked
 // list of symbols with a min-heap of (rank, position), O(n log n) per word, and a sharded cache
 // of word -> ids shared by all threads.
-// Built only when PCRE2 and utf8proc were found (cmake/CoeDependencies.cmake).
+// Built only when PCRE2 was found (cmake/CoeDependencies.cmake).
 #ifdef COE_WITH_HF_TOKENIZER
 #include "hf_tokenizer_internal.h"
 

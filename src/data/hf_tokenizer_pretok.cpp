@@ -1,6 +1,6 @@
 // Normalizers and pre-tokenizers of tokenizer.json, with HF's splitting semantics
 // (tokenizers/src/tokenizer/normalizer.rs `split` and pattern.rs `find_matches`).
-// Built only when PCRE2 and utf8proc were found (cmake/CoeDependencies.cmake).
+// Built only when PCRE2 was found (cmake/CoeDependencies.cmake).
 #ifdef COE_WITH_HF_TOKENIZER
 #include "hf_tokenizer_internal.h"
 

@@ -1,14 +1,14 @@
 // UTF-8 handling, the character classes HF's Rust code uses, the byte-level alphabet, and
-// Unicode normalization (utf8proc).
-// Built only when PCRE2 and utf8proc were found (cmake/CoeDependencies.cmake).
+// Unicode normalization, all with HF's own Unicode tables (hf_unicode_tables.h).
+// Built only when PCRE2 was found (cmake/CoeDependencies.cmake).
 #ifdef COE_WITH_HF_TOKENIZER
 #include "hf_tokenizer_internal.h"
 
-#include "coe/util/error.h"
+#include "hf_unicode_tables.h"
 
-#include <utf8proc.h>
-
-#include <cstdlib>
+#include <algorithm>
+#include <optional>
+#include <string>
 
 namespace coe::hf {
 
@@ -99,38 +99,29 @@ std::string to_valid_utf8(std::string_view s) {
   return out;
 }
 
+namespace {
+
+bool in_ranges(const tables::Range* ranges, size_t size, char32_t cp) {
+  const tables::Range* end = ranges + size;
+  const tables::Range* it = std::upper_bound(ranges, end, cp, [](char32_t c, const tables::Range& r) { return c < r.first; });
+  return it != ranges && cp <= (it - 1)->last;
+}
+
+}  // namespace
+
 bool is_numeric(char32_t cp) {
   if (cp < 0x80) return cp >= '0' && cp <= '9';
-  auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
-  return cat == UTF8PROC_CATEGORY_ND || cat == UTF8PROC_CATEGORY_NL || cat == UTF8PROC_CATEGORY_NO;
+  return in_ranges(tables::kRustNumeric, tables::kRustNumericSize, cp);
 }
 
 bool is_whitespace(char32_t cp) {
-  switch (cp) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x20: case 0x85: case 0xA0:
-    case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-      return true;
-    default:
-      return cp >= 0x2000 && cp <= 0x200A;
-  }
+  if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0D);
+  return in_ranges(tables::kRustRegexSpace, tables::kRustRegexSpaceSize, cp);
 }
 
 bool is_word_char(char32_t cp) {
   if (cp < 0x80) return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_';
-  if (cp == 0x200C || cp == 0x200D) return true;  // Join_Control
-  // Other_Alphabetic symbols (circled/squared letters) that are not letters by category.
-  if ((cp >= 0x24B6 && cp <= 0x24E9) || (cp >= 0x1F130 && cp <= 0x1F149) ||
-      (cp >= 0x1F150 && cp <= 0x1F169) || (cp >= 0x1F170 && cp <= 0x1F189))
-    return true;
-  switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_PC:
-      return true;
-    default:
-      return false;
-  }
+  return in_ranges(tables::kRustRegexWord, tables::kRustRegexWordSize, cp);
 }
 
 namespace {
@@ -166,23 +157,138 @@ int byte_of_level_char(char32_t cp) {
   return cp < bytes.size() ? bytes[cp] : -1;
 }
 
+// ---- normalization ----------------------------------------------------------------------
+// The algorithm of the unicode-normalization-alignments crate HF uses: full decomposition,
+// canonical ordering (a stable sort of each run of non-starters by combining class), then its
+// recomposition loop. Tables and Hangul constants as in the crate (Unicode 9.0 data).
+
+namespace {
+
+constexpr char32_t kHangulS = 0xAC00, kHangulL = 0x1100, kHangulV = 0x1161, kHangulT = 0x11A7;
+constexpr char32_t kHangulLCount = 19, kHangulVCount = 21, kHangulTCount = 28;
+constexpr char32_t kHangulNCount = kHangulVCount * kHangulTCount, kHangulSCount = kHangulLCount * kHangulNCount;
+
+uint8_t combining_order(char32_t cp) {
+  if (cp < 0x300) return 0;
+  const auto* begin = tables::kCombiningOrder;
+  const auto* end = begin + tables::kCombiningOrderSize;
+  const auto* it = std::upper_bound(begin, end, cp, [](char32_t c, const tables::CombiningRun& r) { return c < r.first; });
+  return it != begin && cp <= (it - 1)->last ? (it - 1)->order : 0;
+}
+
+const tables::Decomposition* find_decomposition(const tables::Decomposition* table, size_t size, char32_t cp) {
+  const auto* end = table + size;
+  const auto* it = std::lower_bound(table, end, cp, [](const tables::Decomposition& d, char32_t c) { return d.code_point < c; });
+  return it != end && it->code_point == cp ? it : nullptr;
+}
+
+void decompose(char32_t cp, bool compat, std::u32string& out) {
+  if (cp < 0xA0) {  // nothing below U+00A0 decomposes
+    out.push_back(cp);
+    return;
+  }
+  if (cp >= kHangulS && cp < kHangulS + kHangulSCount) {
+    const char32_t s = cp - kHangulS;
+    out.push_back(kHangulL + s / kHangulNCount);
+    out.push_back(kHangulV + (s % kHangulNCount) / kHangulTCount);
+    if (s % kHangulTCount != 0) out.push_back(kHangulT + s % kHangulTCount);
+    return;
+  }
+  const tables::Decomposition* d = nullptr;
+  if (compat) d = find_decomposition(tables::kCompatibilityDecompositions, tables::kCompatibilityDecompositionsSize, cp);
+  if (!d) d = find_decomposition(tables::kCanonicalDecompositions, tables::kCanonicalDecompositionsSize, cp);
+  if (!d) {
+    out.push_back(cp);
+    return;
+  }
+  out.append(tables::kDecompositionData + d->offset, d->length);
+}
+
+std::optional<char32_t> compose(char32_t first, char32_t second) {
+  if (first >= kHangulL && first < kHangulL + kHangulLCount && second >= kHangulV && second < kHangulV + kHangulVCount)
+    return kHangulS + ((first - kHangulL) * kHangulVCount + (second - kHangulV)) * kHangulTCount;
+  if (first >= kHangulS && first < kHangulS + kHangulSCount && (first - kHangulS) % kHangulTCount == 0 &&
+      second > kHangulT && second < kHangulT + kHangulTCount)
+    return first + (second - kHangulT);
+  const auto* begin = tables::kCompositions;
+  const auto* end = begin + tables::kCompositionsSize;
+  const auto* it = std::lower_bound(begin, end, std::make_pair(first, second), [](const tables::Composition& c, const auto& key) {
+    return c.first != key.first ? c.first < key.first : c.second < key.second;
+  });
+  if (it != end && it->first == first && it->second == second) return it->composite;
+  return std::nullopt;
+}
+
+// The crate's Recompositions iterator: the last starter is the composee; a character composes
+// with it unless a starter or a character of the same or a higher class came in between.
+std::u32string recompose(const std::u32string& in) {
+  std::u32string out, pending;
+  out.reserve(in.size());
+  std::optional<char32_t> composee;
+  uint8_t last_class = 0;  // 0: nothing pending since the composee
+  for (const char32_t cp : in) {
+    const uint8_t cls = combining_order(cp);
+    if (!composee) {
+      if (cls == 0)
+        composee = cp;
+      else
+        out.push_back(cp);
+      continue;
+    }
+    if (last_class != 0 && last_class >= cls) {  // blocked
+      if (cls == 0) {
+        out.push_back(*composee);
+        out += pending;
+        pending.clear();
+        composee = cp;
+        last_class = 0;
+      } else {
+        pending.push_back(cp);
+        last_class = cls;
+      }
+      continue;
+    }
+    if (auto composite = compose(*composee, cp)) {
+      composee = *composite;
+    } else if (last_class == 0 && cls == 0) {
+      out.push_back(*composee);
+      composee = cp;
+    } else {
+      pending.push_back(cp);
+      last_class = cls;
+    }
+  }
+  if (composee) out.push_back(*composee);
+  out += pending;
+  return out;
+}
+
+}  // namespace
+
 std::string unicode_normalize(std::string_view s, NormalForm form) {
   if (is_ascii(s)) return std::string(s);  // ASCII is invariant under all four forms
-  int options = UTF8PROC_STABLE;
-  switch (form) {
-    case NormalForm::NFC: options |= UTF8PROC_COMPOSE; break;
-    case NormalForm::NFKC: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    case NormalForm::NFD: options |= UTF8PROC_DECOMPOSE; break;
-    case NormalForm::NFKD: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+  const bool compat = form == NormalForm::NFKC || form == NormalForm::NFKD;
+  std::u32string decomposed;
+  decomposed.reserve(s.size());
+  for (size_t pos = 0; pos < s.size();) decompose(next_code_point(s, pos), compat, decomposed);
+  // Canonical ordering: stable-sort every run of non-starters by combining class.
+  for (size_t i = 0; i < decomposed.size();) {
+    if (combining_order(decomposed[i]) == 0) {
+      ++i;
+      continue;
+    }
+    size_t end = i + 1;
+    while (end < decomposed.size() && combining_order(decomposed[end]) != 0) ++end;
+    if (end - i > 1)
+      std::stable_sort(decomposed.begin() + static_cast<std::ptrdiff_t>(i), decomposed.begin() + static_cast<std::ptrdiff_t>(end),
+                       [](char32_t a, char32_t b) { return combining_order(a) < combining_order(b); });
+    i = end;
   }
-  utf8proc_uint8_t* out = nullptr;
-  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                                    static_cast<utf8proc_ssize_t>(s.size()), &out,
-                                    static_cast<utf8proc_option_t>(options));
-  if (n < 0) fail("unicode normalization failed: {}", utf8proc_errmsg(n));
-  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
-  std::free(out);
-  return result;
+  if (form == NormalForm::NFC || form == NormalForm::NFKC) decomposed = recompose(decomposed);
+  std::string out;
+  out.reserve(s.size() + s.size() / 4);
+  for (char32_t cp : decomposed) append_utf8(out, cp);
+  return out;
 }
 
 }  // namespace coe::hf

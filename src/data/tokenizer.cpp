@@ -17,7 +17,7 @@ std::vector<int32_t> ByteTokenizer::encode(std::string_view text) const {
   return ids;
 }
 
-std::string ByteTokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string ByteTokenizer::decode(const std::vector<int32_t>& ids, bool /*skip_special_tokens*/) const {
   std::string out;
   out.reserve(ids.size());
   for (int32_t id : ids) {
@@ -33,7 +33,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
 #ifdef COE_WITH_HF_TOKENIZER
   return load_hf_tokenizer(spec);
 #else
-  fail("{}: this build of coe has no HF tokenizer support (PCRE2/utf8proc were not found at configure time)",
+  fail("{}: this build of coe has no HF tokenizer support (PCRE2 was not found at configure time)",
        spec);
 #endif
 }

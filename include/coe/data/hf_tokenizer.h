@@ -34,11 +34,13 @@ class HfTokenizer final : public Tokenizer {
   ~HfTokenizer() override;
 
   // Invalid UTF-8 in `text` is replaced by U+FFFD first (HF only ever sees valid strings).
-  // Thread-safe.
+  // Thread-safe. Throws (naming the file and the pattern) when a pre-tokenizer regex exceeds
+  // PCRE2's backtracking limits.
   std::vector<int32_t> encode(std::string_view text) const override;
-  // Special tokens are kept; invalid UTF-8 produced by partial byte sequences becomes U+FFFD.
-  // Throws on an id outside the vocabulary.
-  std::string decode(const std::vector<int32_t>& ids) const override;
+  // Special tokens are kept unless skip_special_tokens (then every token whose string is the
+  // content of an added token marked special is dropped, as in HF); invalid UTF-8 produced by
+  // partial byte sequences becomes U+FFFD. Throws on an id outside the vocabulary.
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const override;
   int64_t vocab_size() const override;  // highest id + 1 (model vocabulary and added tokens)
   std::optional<int32_t> eos_id() const override;
   std::optional<int32_t> bos_id() const override;

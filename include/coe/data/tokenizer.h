@@ -15,7 +15,8 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Text -> ids, without adding BOS/EOS (HF's add_special_tokens=False).
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
-  virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
+  // Ids -> text. skip_special_tokens drops the special tokens (HF's decode(ids, skip_special_tokens)).
+  virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const = 0;
   virtual int64_t vocab_size() const = 0;
   // Special ids; nullopt when the tokenizer defines none.
   virtual std::optional<int32_t> eos_id() const = 0;
@@ -32,7 +33,8 @@ class ByteTokenizer final : public Tokenizer {
  public:
   static constexpr int32_t kPad = 256, kBos = 257, kEos = 258, kVocab = 259;
   std::vector<int32_t> encode(std::string_view text) const override;
-  std::string decode(const std::vector<int32_t>& ids) const override;
+  // Pad, bos and eos have no text: they are dropped whatever skip_special_tokens says.
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const override;
   int64_t vocab_size() const override { return kVocab; }
   std::optional<int32_t> eos_id() const override { return kEos; }
   std::optional<int32_t> bos_id() const override { return kBos; }
