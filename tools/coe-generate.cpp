@@ -140,6 +140,7 @@ int run(const Flags& f) {
                                      std::fflush(stdout);
                                    });
     std::fputc('\n', stdout);
+    std::fflush(stdout);  // before the statistics on stderr
     finish.push_back(coe::to_string(out[0].finish));
   } else {
     std::unique_ptr<coe::AtomicFile> file;
