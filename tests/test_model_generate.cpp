@@ -98,6 +98,8 @@ void check_against_recomputation(const std::string& fixture, coe::MlaDecode mode
     if (step == steps) break;
     last = model->forward_cached(at::tensor(next, at::TensorOptions().dtype(at::kLong)).view({B, 1}), cache);
   }
+  // Each row's rope positions counted its real tokens only.
+  for (int64_t b = 0; b < B; ++b) EXPECT_EQ(cache.next_position()[b], static_cast<int64_t>(rows[b].size()) - 1);
   std::printf("%s %s: max abs logit error cached vs recomputed %.2e over %lld steps\n", fixture.c_str(),
               coe::to_string(mode), worst, static_cast<long long>(steps + 1));
 }
@@ -192,6 +194,46 @@ TEST(Generate, GreedyEqualsRecomputedGreedyInABatch) {
     const auto expanded = coe::generate(*model, tok, prompts, opts);
     for (size_t r = 0; r < prompts.size(); ++r) EXPECT_EQ(expanded[r].tokens, batch[r].tokens) << f << " row " << r;
   }
+}
+
+// Rows that finish leave the batch (KvCache::keep_rows); the others go on exactly as before.
+TEST(Generate, RowsFinishingEarlyLeaveTheOthersUnchanged) {
+  const coe::ByteTokenizer tok;
+  coe::CausalLM model = load_fixture(kFixtures[0]);
+  const auto prompts = random_prompts({4, 9, 1, 6}, model->config().vocab_size, 3);
+  coe::GenerateOptions opts;
+  opts.max_new_tokens = 12;
+  const auto full = coe::generate(*model, tok, prompts, opts);
+  // A stop string from row 1's text that no other row writes: row 1 alone stops early.
+  std::string stop;
+  for (size_t at = 2; at + 2 <= full[1].text.size() && stop.empty(); ++at) {
+    const std::string candidate = full[1].text.substr(at, 2);
+    bool elsewhere = full[1].text.find(candidate) < at;
+    for (size_t r : {0, 2, 3}) elsewhere |= full[r].text.find(candidate) != std::string::npos;
+    if (!elsewhere) stop = candidate;
+  }
+  ASSERT_FALSE(stop.empty()) << "no distinctive stop string in: " << full[1].text;
+  opts.stop = {stop};
+  const auto cut = coe::generate(*model, tok, prompts, opts);
+  EXPECT_EQ(cut[1].finish, coe::FinishReason::kStop);
+  EXPECT_LT(cut[1].tokens.size(), full[1].tokens.size());
+  for (size_t r : {0, 2, 3}) {
+    EXPECT_EQ(cut[r].tokens, full[r].tokens) << "row " << r;
+    EXPECT_EQ(cut[r].finish, coe::FinishReason::kMaxNewTokens);
+  }
+
+  // Per-row position limits: the longer prompt stops first, the shorter one goes on.
+  coe::ModelConfig c = model->config();
+  c.max_position_embeddings = 10;
+  coe::CausalLM limited(c);
+  limited->eval();
+  coe::io::load_hf_state_dict(*limited, coe::io::hf_state_dict(*model), "fixture");
+  const auto out = coe::generate(*limited, tok, {prompts[1], prompts[0]}, opts);  // 9 and 4 prompt tokens
+  EXPECT_EQ(out[0].finish, coe::FinishReason::kPositionLimit);
+  EXPECT_EQ(out[0].tokens.size(), 1u);
+  EXPECT_EQ(out[1].finish, coe::FinishReason::kPositionLimit);
+  EXPECT_EQ(out[1].tokens.size(), 6u);
+  EXPECT_EQ(out[1].tokens, std::vector<int32_t>(full[0].tokens.begin(), full[0].tokens.begin() + 6));
 }
 
 TEST(Generate, SamplingIsFixedBySeedAndIndependentOfTheBatch) {
