@@ -57,6 +57,8 @@ std::string rate(int64_t tokens, double seconds) {
 int run(const Flags& f) {
   if (f.prompt.empty() == f.input.empty()) coe::fail("--prompt / --input: give exactly one");
   if (!f.output.empty() && f.input.empty()) coe::fail("--output: only with --input (--prompt streams to stdout)");
+  if (f.max_records >= 0 && f.input.empty()) coe::fail("--max-records: only with --input");
+  if (f.prompt_key != "prompt" && (f.input.empty() || !f.raw)) coe::fail("--prompt-key: only with --raw --input");
   if (f.max_new_tokens < 1) coe::fail("--max-new-tokens {}: must be at least 1", f.max_new_tokens);
   if (f.batch < 1) coe::fail("--batch {}: must be at least 1", f.batch);
   if (!(f.temperature >= 0)) coe::fail("--temperature {}: must be >= 0 (0: greedy)", f.temperature);

@@ -145,7 +145,7 @@ torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& input_ids, KvCac
   // Rope positions and validity of the new slots, on the host: a row's real tokens continue its
   // own count, whatever padding precedes them.
   std::vector<int64_t> positions(static_cast<size_t>(B * S), 0);
-  std::vector<uint8_t> valid(static_cast<size_t>(B * S), 0);
+  std::vector<int64_t> valid(static_cast<size_t>(B * S), 0);
   std::vector<int64_t> next = cache.next_position_;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t pad = left_padding.empty() ? 0 : left_padding[static_cast<size_t>(b)];
@@ -160,13 +160,8 @@ torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& input_ids, KvCac
            next[static_cast<size_t>(b)], cache.max_positions_);
   }
   const auto device = input_ids.device();
-  const at::Tensor position =
-      at::tensor(positions, at::TensorOptions().dtype(at::kLong)).to(device);
-  cache.valid.narrow(1, start, S)
-      .copy_(at::tensor(std::vector<int64_t>(valid.begin(), valid.end()), at::TensorOptions().dtype(at::kLong))
-                 .view({B, S})
-                 .to(device)
-                 .to(at::kBool));
+  const at::Tensor position = at::tensor(positions, at::TensorOptions().dtype(at::kLong)).to(device);
+  cache.valid.narrow(1, start, S).copy_(at::tensor(valid, at::TensorOptions().dtype(at::kLong)).view({B, S}).ne(0));
   const int64_t d = cache.rope_.cos.size(-1);
   const RotaryTables rope{cache.rope_.cos.index_select(0, position).view({B, 1, S, d}),
                           cache.rope_.sin.index_select(0, position).view({B, 1, S, d})};
