@@ -35,6 +35,20 @@ inline int parse(CLI::App& app, int argc, char** argv) {
   return -1;
 }
 
+// "\n", "\t" and "\\" typed on a command line (stop strings, separators) become the characters.
+inline std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size() && (s[i + 1] == 'n' || s[i + 1] == 't' || s[i + 1] == '\\')) {
+      out += s[i + 1] == 'n' ? '\n' : s[i + 1] == 't' ? '\t' : '\\';
+      ++i;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 // Prints "error: <who><first line>" on stderr; returns the exit status for a failure (1).
 inline int report(const std::exception& e, const std::string& who = "") {
   std::fprintf(stderr, "error: %s%s\n", who.c_str(), first_line(e).c_str());

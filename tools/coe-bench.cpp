@@ -1,7 +1,10 @@
 // coe-bench: full training steps (forward, backward, clipping, AdamW) of a run config's model on
 // random tokens. Reports tokens/s, step time, model FLOPs utilisation and peak memory.
+// With --decode: incremental decoding with the MLA cache instead (prefill, then one token per
+// step), once with kv_b_proj absorbed and once expanded, and the cache's bytes per token.
 #include "coe/model/causal_lm.h"
 #include "coe/model/flops.h"
+#include "coe/model/kv_cache.h"
 #include "coe/train/adamw.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/model_vocab.h"
@@ -23,6 +26,89 @@
 #include <fstream>
 #include <random>
 
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Prefill `prompt_len` random tokens for `batch` rows, then decode `new_tokens` greedy tokens one
+// step at a time, in each MLA mode; random weights drawn from the config (throughput does not
+// depend on them).
+void decode_bench(const coe::TrainConfig& cfg, const std::string& config_path, const c10::Device& device, int64_t batch,
+                  int64_t prompt_len, int64_t new_tokens, const std::string& json_out,
+                  const std::vector<std::string>& overrides) {
+  const coe::ModelConfig& m = cfg.model;
+  if (prompt_len + new_tokens > m.max_position_embeddings)
+    coe::fail("--prompt-len {} + --new-tokens {} exceed model.max_position_embeddings {}", prompt_len, new_tokens,
+              m.max_position_embeddings);
+  const int64_t cache_bytes = coe::KvCache::bytes_per_token(m, 4);
+  if (!device.is_cuda())
+    coe::check_host_memory(4 * coe::count_parameters(m).total() + 2 * cache_bytes * batch * (prompt_len + new_tokens),
+                           config_path + ": this benchmark", "use a smaller model, --batch or --prompt-len");
+  torch::manual_seed(static_cast<int64_t>(cfg.trainer.seed));
+  coe::CausalLM model(m);
+  model->to(device);
+  model->eval();
+  const auto dispatch = coe::make_dispatch(cfg.trainer.expert_dispatch, device);
+  model->set_dispatch(dispatch);
+  const at::Tensor prompt = at::randint(m.vocab_size, {batch, prompt_len}, at::TensorOptions().dtype(at::kLong)).to(device);
+
+  auto run = [&](coe::MlaDecode mode, int64_t steps, double* prefill_s, double* decode_s) {
+    coe::KvCache cache(m, batch, prompt_len + steps, model->lm_head_weight().options());
+    cache.mode = mode;
+    coe::synchronize(device);
+    auto t0 = std::chrono::steady_clock::now();
+    at::Tensor next = model->forward_cached(prompt, cache).argmax(-1);
+    coe::synchronize(device);
+    *prefill_s = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) next = model->forward_cached(next.view({batch, 1}), cache).argmax(-1);
+    coe::synchronize(device);
+    *decode_s = seconds_since(t0);
+  };
+  // Per-head keys and values of every layer, what a standard multi-head attention cache holds.
+  const int64_t mha_bytes = m.num_hidden_layers * m.num_attention_heads * (m.q_head_dim() + m.v_head_dim) * 4;
+  fmt::print("config           {}\n", config_path);
+  fmt::print("model            vocab {}, {} layers, hidden {}, {} heads, kv_lora_rank {}, expert dispatch {}\n",
+             m.vocab_size, m.num_hidden_layers, m.hidden_size, m.num_attention_heads, m.kv_lora_rank, dispatch->name());
+  fmt::print("decode           batch {}, prompt {} tokens, {} new tokens, {} threads\n", batch, prompt_len, new_tokens,
+             at::get_num_threads());
+  fmt::print("KV cache         {} bytes/token in float32 (latent {} + rope key {} per layer); per-head K and V "
+             "would take {} ({:.1f}x)\n",
+             cache_bytes, m.kv_lora_rank, m.qk_rope_head_dim, mha_bytes, static_cast<double>(mha_bytes) / cache_bytes);
+  nlohmann::json modes = nlohmann::json::object();
+  for (const coe::MlaDecode mode : {coe::MlaDecode::kAbsorbed, coe::MlaDecode::kExpanded}) {
+    double prefill_s = 0, decode_s = 0;
+    run(mode, std::min<int64_t>(new_tokens, 4), &prefill_s, &decode_s);  // warm-up: allocator, kernels
+    run(mode, new_tokens, &prefill_s, &decode_s);
+    const double prefill_rate = batch * prompt_len / prefill_s, decode_rate = batch * new_tokens / decode_s;
+    fmt::print("{:<16} prefill {:.0f} tokens/s ({:.1f} ms), decode {:.1f} tokens/s ({:.2f} ms/step)\n",
+               coe::to_string(mode), prefill_rate, 1e3 * prefill_s, decode_rate, 1e3 * decode_s / new_tokens);
+    modes[coe::to_string(mode)] = {{"prefill_tokens_per_s", prefill_rate},
+                                   {"decode_tokens_per_s", decode_rate},
+                                   {"prefill_s", prefill_s},
+                                   {"decode_s", decode_s}};
+  }
+  if (!json_out.empty()) {
+    const nlohmann::json j = {{"mode", "decode"},
+                              {"batch", batch},
+                              {"prompt_len", prompt_len},
+                              {"new_tokens", new_tokens},
+                              {"kv_cache_bytes_per_token", cache_bytes},
+                              {"mha_cache_bytes_per_token", mha_bytes},
+                              {"attention", modes},
+                              {"device", device.str()},
+                              {"expert_dispatch", dispatch->name()},
+                              {"threads", at::get_num_threads()},
+                              {"config", config_path},
+                              {"overrides", overrides}};
+    coe::write_file_atomic(json_out, j.dump(2) + "\n");
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"coe-bench: training-step throughput on random tokens"};
   std::string config_path, json_out;
@@ -38,6 +124,12 @@ int main(int argc, char** argv) {
   app.add_option("--peak-tflops", peak_tflops,
                  "the device's dense peak for MFU (default: 989 for CUDA bf16 = H100 SXM; none on CPU)");
   app.add_option("--json", json_out, "write {tokens_per_s, step_ms, mfu, peak_bytes, config}");
+  bool decode = false;
+  int64_t decode_batch = 1, prompt_len = 128, new_tokens = 64;
+  app.add_flag("--decode", decode, "measure incremental decoding with the KV cache (absorbed and expanded MLA)");
+  app.add_option("--batch", decode_batch, "--decode: rows decoded together")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--prompt-len", prompt_len, "--decode: prompt tokens per row")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--new-tokens", new_tokens, "--decode: decode steps")->capture_default_str()->check(CLI::PositiveNumber);
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   coe::tune_host_allocator();
 
@@ -52,6 +144,10 @@ int main(int argc, char** argv) {
     const bool bf16 = t.dtype == "bfloat16";
     if (bf16 && !device.is_cuda()) coe::fail("{}: trainer.dtype: bfloat16 needs a CUDA device", config_path);
     if (t.threads > 0) at::set_num_threads(t.threads);
+    if (decode) {
+      decode_bench(cfg, config_path, device, decode_batch, prompt_len, new_tokens, json_out, overrides);
+      return 0;
+    }
     if (cfg.model.max_position_embeddings < seq_len)
       coe::fail("{}: sequence length {} exceeds model.max_position_embeddings {}", config_path, seq_len,
                 cfg.model.max_position_embeddings);

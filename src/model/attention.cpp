@@ -65,4 +65,43 @@ torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTabl
   return o_proj(out);
 }
 
+torch::Tensor MlaAttentionImpl::forward_cached(const torch::Tensor& x, const RotaryTables& rope, MlaLayerCache& cache,
+                                               int64_t start, const torch::Tensor& allowed, MlaDecode mode) {
+  const int64_t B = x.size(0), S = x.size(1), T = start + S;
+  at::Tensor q = q_proj ? q_proj(x) : q_b_proj(q_a_layernorm(q_a_proj(x)));
+  q = q.view({B, S, heads_, nope_ + rope_}).transpose(1, 2);  // [B, H, S, nope+rope]
+  const at::Tensor q_nope = q.narrow(-1, 0, nope_);
+  const at::Tensor q_pe = apply_rotary(q.narrow(-1, nope_, rope_), rope);
+
+  const at::Tensor compressed = kv_a_proj_with_mqa(x);
+  cache.latent.narrow(1, start, S).copy_(kv_a_layernorm(compressed.narrow(-1, 0, kv_rank_)));
+  const at::Tensor k_pe_new = compressed.narrow(-1, kv_rank_, rope_).view({B, S, 1, rope_}).transpose(1, 2);
+  cache.rope_key.narrow(1, start, S).copy_(apply_rotary(k_pe_new, rope).squeeze(1));
+  const at::Tensor latent = cache.latent.narrow(1, 0, T).unsqueeze(1);     // [B, 1, T, rank]
+  const at::Tensor k_pe = cache.rope_key.narrow(1, 0, T).unsqueeze(1);     // [B, 1, T, rope]
+
+  auto attend = [&](const at::Tensor& scores) {
+    at::Tensor masked = (scores * scale_).masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+    return at::softmax(masked, -1, accumulate_dtype(masked)).to(x.scalar_type());
+  };
+  at::Tensor out;  // [B, H, S, v]
+  if (mode == MlaDecode::kAbsorbed) {
+    // kv_b_proj.weight [H*(nope+v), rank] = per head [W_UK; W_UV]: q_nope . (W_UK c) = (W_UK^T q_nope) . c,
+    // and W_UV is applied once to the attention-weighted latent instead of to every position.
+    const at::Tensor w = kv_b_proj->weight.view({heads_, nope_ + v_, kv_rank_});
+    const at::Tensor w_uk = w.narrow(1, 0, nope_);   // [H, nope, rank]
+    const at::Tensor w_uv = w.narrow(1, nope_, v_);  // [H, v, rank]
+    const at::Tensor q_latent = at::matmul(q_nope, w_uk);  // [B, H, S, rank]
+    const at::Tensor probs =
+        attend(at::matmul(q_latent, latent.transpose(2, 3)) + at::matmul(q_pe, k_pe.transpose(2, 3)));
+    out = at::matmul(at::matmul(probs, latent), w_uv.transpose(1, 2));
+  } else {
+    const at::Tensor kv = kv_b_proj(latent.squeeze(1)).view({B, T, heads_, nope_ + v_}).transpose(1, 2);
+    const at::Tensor key = at::cat({kv.narrow(-1, 0, nope_), k_pe.expand({B, heads_, T, rope_})}, -1);
+    const at::Tensor query = at::cat({q_nope, q_pe}, -1);
+    out = at::matmul(attend(at::matmul(query, key.transpose(2, 3))), kv.narrow(-1, nope_, v_));
+  }
+  return o_proj(out.transpose(1, 2).reshape({B, S, heads_ * v_}));
+}
+
 }  // namespace coe

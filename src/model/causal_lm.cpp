@@ -3,6 +3,7 @@
 #include "coe/compat.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/util/ignore_label.h"
+#include "coe/util/error.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -130,6 +131,56 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   }
   if (labels.defined() && options.count_loss_tokens) out.loss_tokens = shift_labels.ne(kIgnoreLabel).sum().item<int64_t>();
   return out;
+}
+
+torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& input_ids, KvCache& cache,
+                                           const std::vector<int64_t>& left_padding, bool all_positions) {
+  torch::NoGradGuard no_grad;
+  const int64_t B = input_ids.size(0), S = input_ids.size(1), start = cache.length_, T = start + S;
+  if (B != cache.batch()) fail("forward_cached: {} rows for a cache of {} rows", B, cache.batch());
+  if (S < 1 || T > cache.capacity_)
+    fail("forward_cached: {} new tokens after {} overflow the cache's {} slots", S, start, cache.capacity_);
+  if (!left_padding.empty() && static_cast<int64_t>(left_padding.size()) != B)
+    fail("forward_cached: {} left-padding counts for {} rows", left_padding.size(), B);
+
+  // Rope positions and validity of the new slots, on the host: a row's real tokens continue its
+  // own count, whatever padding precedes them.
+  std::vector<int64_t> positions(static_cast<size_t>(B * S), 0);
+  std::vector<int64_t> valid(static_cast<size_t>(B * S), 0);
+  std::vector<int64_t> next = cache.next_position_;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t pad = left_padding.empty() ? 0 : left_padding[static_cast<size_t>(b)];
+    if (pad < 0 || pad > S) fail("forward_cached: row {}: {} padding tokens in a chunk of {}", b, pad, S);
+    for (int64_t i = pad; i < S; ++i) {
+      positions[static_cast<size_t>(b * S + i)] = next[static_cast<size_t>(b)] + i - pad;
+      valid[static_cast<size_t>(b * S + i)] = 1;
+    }
+    next[static_cast<size_t>(b)] += S - pad;
+    if (next[static_cast<size_t>(b)] > cache.max_positions_)
+      fail("forward_cached: row {} would hold {} tokens, past max_position_embeddings {}", b,
+           next[static_cast<size_t>(b)], cache.max_positions_);
+  }
+  const auto device = input_ids.device();
+  const at::Tensor position = at::tensor(positions, at::TensorOptions().dtype(at::kLong)).to(device);
+  cache.valid.narrow(1, start, S).copy_(at::tensor(valid, at::TensorOptions().dtype(at::kLong)).view({B, S}).ne(0));
+  const int64_t d = cache.rope_.cos.size(-1);
+  const RotaryTables rope{cache.rope_.cos.index_select(0, position).view({B, 1, S, d}),
+                          cache.rope_.sin.index_select(0, position).view({B, 1, S, d})};
+  // A query attends to real tokens at or before its slot; a padding query attends to itself
+  // alone, which keeps its (unused) row finite.
+  const at::Tensor key_slot = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0);
+  const at::Tensor query_slot = at::arange(start, T, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
+  const at::Tensor allowed =
+      key_slot.le(query_slot).logical_and(cache.valid.narrow(1, 0, T).view({B, 1, 1, T})).logical_or(key_slot.eq(query_slot));
+
+  at::Tensor h = embed_tokens(input_ids);
+  for (size_t l = 0; l < layers->size(); ++l)
+    h = layers->at<CoeLayerImpl>(l).forward_cached(h, rope, cache.layers[l], start, allowed, cache.mode);
+  cache.length_ = T;
+  cache.next_position_ = std::move(next);
+  h = norm(all_positions ? h : h.narrow(1, S - 1, 1));
+  const at::Tensor logits = at::linear(h, lm_head_weight()).to(accumulate_dtype(h));
+  return all_positions ? logits : logits.squeeze(1);
 }
 
 }  // namespace coe

@@ -20,7 +20,16 @@ CoeLayerImpl::CoeLayerImpl(const ModelConfig& c, int64_t layer_index)
 
 LayerOutput CoeLayerImpl::forward(const torch::Tensor& h, const RotaryTables& rope,
                                   std::vector<RoutingTrace>* routing) {
-  at::Tensor attended = h + self_attn(input_layernorm(h), rope);
+  return feed_forward(h + self_attn(input_layernorm(h), rope), routing);
+}
+
+torch::Tensor CoeLayerImpl::forward_cached(const torch::Tensor& h, const RotaryTables& rope, MlaLayerCache& cache,
+                                           int64_t start, const torch::Tensor& allowed, MlaDecode mode) {
+  return feed_forward(h + self_attn->forward_cached(input_layernorm(h), rope, cache, start, allowed, mode), nullptr)
+      .hidden;
+}
+
+LayerOutput CoeLayerImpl::feed_forward(const torch::Tensor& attended, std::vector<RoutingTrace>* routing) {
   const at::Tensor x0 = post_attention_layernorm(attended);
   at::Tensor x = x0;
   LayerOutput out;

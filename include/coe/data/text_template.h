@@ -23,6 +23,14 @@ class TextTemplate {
   // Renders a record; a missing key throws "record has no key 'K'" (the caller adds file:line).
   std::string render(const nlohmann::json& record) const;
 
+  // The beginning of the record's text, up to where the value of `answer_key` starts: the prompt
+  // a model trained on these texts continues. Default format: "<key> : <value> " for the keys
+  // before answer_key, then "<answer_key> :", stripped as the whole text is
+  // ("query : <query> response :"). Custom template: rendered up to the answer's placeholder,
+  // trailing spaces removed (a BPE tokenizer puts the space in front of the answer's first
+  // word, which the model should generate). Throws when the text has no answer_key.
+  std::string render_prompt(const nlohmann::json& record, const std::string& answer_key) const;
+
   // The keys the text reads, in order of first use.
   const std::vector<std::string>& keys() const { return keys_; }
   // A description stored in prepared metadata, e.g. {"text_keys": [...], "template": null}.

@@ -3,6 +3,7 @@
 // q-LoRA with its own RMSNorm), keys/values from a compressed latent of rank kv_lora_rank plus
 // one shared rope key per position.
 #include "coe/model/config.h"
+#include "coe/model/kv_cache.h"
 #include "coe/model/layers.h"
 
 #include <torch/nn/module.h>
@@ -16,6 +17,12 @@ class MlaAttentionImpl : public torch::nn::Module {
   explicit MlaAttentionImpl(const ModelConfig& config);
   // x [B, S, hidden] -> [B, S, hidden]; causal.
   torch::Tensor forward(const torch::Tensor& x, const RotaryTables& rope);
+  // One step of incremental decoding: x [B, S, hidden] holds the tokens of slots
+  // [start, start + S); their latents and rope keys are written into `cache`, and they attend to
+  // slots [0, start + S) where `allowed` [B, 1, S, start + S] is true. `rope` holds each new
+  // token's own cos / sin, [B, 1, S, rope_dim].
+  torch::Tensor forward_cached(const torch::Tensor& x, const RotaryTables& rope, MlaLayerCache& cache, int64_t start,
+                               const torch::Tensor& allowed, MlaDecode mode);
 
   torch::nn::Linear q_proj{nullptr}, q_a_proj{nullptr}, q_b_proj{nullptr};
   RMSNorm q_a_layernorm{nullptr};

@@ -4,6 +4,7 @@
 #include "coe/model/config.h"
 #include "coe/model/decoder_layer.h"
 #include "coe/model/experts.h"
+#include "coe/model/kv_cache.h"
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -43,6 +44,14 @@ class CausalLMImpl : public torch::nn::Module {
   // input_ids [B, S] int64; labels [B, S] int64 (or undefined): position s predicts labels[s+1].
   LmOutput forward(const torch::Tensor& input_ids, const torch::Tensor& labels = {},
                    const ForwardOptions& options = {});
+
+  // Incremental decoding, without gradients: input_ids [B, S] fill slots [cache.length(),
+  // cache.length() + S) of `cache` (B = cache.batch()). The first left_padding[b] tokens of row b
+  // are padding (empty: none): never attended to, no rope position. Returns float32 logits of the
+  // last new slot [B, V], or of every new slot [B, S, V] with `all_positions`. A row whose
+  // sequence would pass max_position_embeddings, or a chunk past the cache's capacity, throws.
+  torch::Tensor forward_cached(const torch::Tensor& input_ids, KvCache& cache,
+                               const std::vector<int64_t>& left_padding = {}, bool all_positions = false);
 
   // Draws every weight as the reference initialises it (normal(0, initializer_range) for
   // linear/embedding/expert weights, kaiming-uniform(a=sqrt(5)) for routers, ones for norms),

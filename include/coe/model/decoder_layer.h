@@ -31,6 +31,10 @@ class CoeLayerImpl : public torch::nn::Module {
   CoeLayerImpl(const ModelConfig& config, int64_t layer_index);
   // `routing` (optional) receives one trace per MoE iteration.
   LayerOutput forward(const torch::Tensor& h, const RotaryTables& rope, std::vector<RoutingTrace>* routing = nullptr);
+  // Incremental decoding (MlaAttentionImpl::forward_cached for the arguments); the C iterations
+  // act on each token alone, so the layer keeps nothing beyond the attention's cache.
+  torch::Tensor forward_cached(const torch::Tensor& h, const RotaryTables& rope, MlaLayerCache& cache, int64_t start,
+                               const torch::Tensor& allowed, MlaDecode mode);
   bool is_moe() const { return !moe.is_empty(); }
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -39,6 +43,9 @@ class CoeLayerImpl : public torch::nn::Module {
   SwiGluMlp dense{nullptr};  // registered as "mlp" in dense layers
 
  private:
+  // The C-iteration chain after attention; `attended` = h + attention.
+  LayerOutput feed_forward(const torch::Tensor& attended, std::vector<RoutingTrace>* routing);
+
   int64_t layer_index_, inner_iter_;
   InnerResidual inner_residual_;
   bool outer_residual_;
