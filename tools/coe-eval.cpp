@@ -325,6 +325,7 @@ int main(int argc, char** argv) {
   try {
     if (!f.json_out.empty()) coe::check_writable(f.json_out, "--json");
     if (!f.routing_out.empty()) coe::check_writable(f.routing_out, "--routing");
+    if (!f.samples_out.empty()) coe::check_writable(f.samples_out, "--samples");
     if (f.task.empty()) {
       for (const auto& [flag, given] : {std::pair<const char*, bool>{"--samples", !f.samples_out.empty()},
                                         {"--shots", f.shots > 0}, {"--shots-from", !f.shots_from.empty()},
