@@ -10,6 +10,7 @@
 #include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
+#include "coe/train/training_model.h"
 #include "coe/train/device.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
@@ -158,14 +159,9 @@ int main(int argc, char** argv) {
       coe::check_host_memory(coe::estimate_memory(cfg.model, mo).total_bytes(), config_path + ": this benchmark",
                              "use a smaller model or --micro-batch");
     }
-    torch::manual_seed(static_cast<int64_t>(t.seed));
-    coe::CausalLM model(cfg.model);
-    model->to(device);
-    model->train();
-    model->set_activation_checkpointing(t.activation_checkpointing);
-    const auto dispatch = coe::make_dispatch(t.expert_dispatch, device);
-    model->set_dispatch(dispatch);
-    coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay), coe::AdamWOptions::from(cfg.optim));
+    coe::TrainingModel built = coe::build_model_and_optimizer(cfg, device);
+    coe::CausalLM& model = built.model;
+    coe::AdamW& optimizer = *built.optimizer;
     std::mt19937_64 rng(t.seed);
 
     const coe::FlopsPerToken flops = coe::training_flops_per_token(cfg.model, seq_len);
@@ -202,7 +198,7 @@ int main(int argc, char** argv) {
       fmt::print("cpu runtime      {} threads, BLAS {}\n", at::get_num_threads(),
                  blas.empty() ? std::string("unknown") : blas);
     fmt::print("model            vocab {}, {} layers, hidden {}, expert dispatch {}\n", cfg.model.vocab_size,
-               cfg.model.num_hidden_layers, cfg.model.hidden_size, dispatch->name());
+               cfg.model.num_hidden_layers, cfg.model.hidden_size, built.dispatch);
     fmt::print("batch            {} x {} tokens (micro-batch {}, {} accumulation steps)\n", t.global_batch, seq_len,
                t.micro_batch, t.accumulation_steps());
     fmt::print("step time        {:.1f} ms median of {} (min {:.1f}, max {:.1f})\n", median_ms, step_ms.size(),
@@ -223,7 +219,7 @@ int main(int argc, char** argv) {
                           {"peak_source", peak.source},
                           {"device", device.str()},
                           {"dtype", t.dtype},
-                          {"expert_dispatch", dispatch->name()},
+                          {"expert_dispatch", built.dispatch},
                           {"global_batch", t.global_batch},
                           {"micro_batch", t.micro_batch},
                           {"seq_len", seq_len},

@@ -11,7 +11,7 @@
 #include "coe/data/tokenizer.h"
 #include "coe/model/causal_lm.h"
 #include "coe/train/device.h"
-#include "coe/train/eval_report.h"
+#include "coe/train/evaluate.h"
 #include "coe/train/eval_setup.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/task_eval.h"
@@ -120,7 +120,7 @@ void run_loss_eval(const Flags& f) {
   opts.length_buckets = true;
   coe::SequentialLoader loader(source.split, opts, f.max_records);
   const auto scoring_start = std::chrono::steady_clock::now();
-  coe::EvalReport report = coe::evaluate_report(*model, loader, *source.split, device);
+  coe::EvalReport report = coe::evaluate(*model, loader, device, {/*bf16_autocast=*/false, source.split.get()});
   const auto now = std::chrono::steady_clock::now();
   const double seconds = std::chrono::duration<double>(now - start).count();
   const double scoring_seconds = std::chrono::duration<double>(now - scoring_start).count();

@@ -13,6 +13,7 @@
 #include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
+#include "coe/train/training_model.h"
 #include "coe/train/device.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
@@ -156,13 +157,11 @@ Measurement measure(const Loaded& l, const Options& opt) {
   r.accumulation = opt.measure_accumulation;
   const int64_t hwm_before = coe::proc_status_kib("VmHWM") * 1024;
 
-  torch::manual_seed(static_cast<int64_t>(cfg.trainer.seed));
-  coe::CausalLM model(cfg.model);
-  model->to(device);
-  model->train();
-  model->set_activation_checkpointing(mo.checkpointing);
-  model->set_dispatch(coe::make_dispatch(cfg.trainer.expert_dispatch, device));
-  coe::AdamW optimizer(coe::optimizer_parameters(*model, cfg.optim.decay), coe::AdamWOptions::from(cfg.optim));
+  coe::TrainConfig measured = cfg;  // the estimate's checkpointing (--checkpointing may differ from the config)
+  measured.trainer.activation_checkpointing = mo.checkpointing;
+  coe::TrainingModel built = coe::build_model_and_optimizer(measured, device);
+  coe::CausalLM& model = built.model;
+  coe::AdamW& optimizer = *built.optimizer;
   std::mt19937_64 rng(cfg.trainer.seed);
   auto batch = [&] { return coe::random_token_batch(mo.micro_batch, mo.seq_len, cfg.model.vocab_size, rng); };
 

@@ -136,35 +136,6 @@ at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_
   return total;
 }
 
-EvalResult evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::Device& device, bool bf16_autocast) {
-  const bool was_training = model.is_training();
-  model.eval();
-  torch::NoGradGuard no_grad;
-  EvalResult r;
-  at::Tensor sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
-  loader.reset();
-  TokenBatch batch;
-  while (loader.next(&batch)) {
-    ++r.batches;
-    if (batch.batch_size == 0) continue;
-    r.rows += batch.batch_size;
-    const int64_t n = count_loss_tokens(batch);
-    if (n == 0) continue;
-    const DeviceBatch db = to_device(batch, device);
-    compat::CudaAutocastGuard autocast(bf16_autocast, at::kBFloat16);
-    ForwardOptions options;
-    options.return_logits = false;
-    LmOutput out = model.forward(db.input_ids, db.labels, options);
-    sum.add_(out.loss.to(at::kDouble) * static_cast<double>(n));
-    r.tokens += n;
-  }
-  loader.reset();
-  model.train(was_training);
-  r.loss_sum = sum.item<double>();
-  r.loss = r.tokens > 0 ? r.loss_sum / static_cast<double>(r.tokens) : 0.0;
-  return r;
-}
-
 std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedParameter>& params,
                                 const std::vector<TokenBatch>& micro_batches, const c10::Device& device,
                                 bool bf16_autocast) {

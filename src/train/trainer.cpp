@@ -4,7 +4,9 @@
 #include "coe/data/prepared.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/run_lock.h"
+#include "coe/train/training_model.h"
 #include "coe/train/signals.h"
+#include "coe/train/evaluate.h"
 #include "coe/train/train_step.h"
 #include "coe/train/device.h"
 #include "coe/util/clock.h"
@@ -120,34 +122,89 @@ std::vector<std::string> changed_keys(const std::string& a, const std::string& b
 
 }  // namespace
 
-struct Trainer::StepStats {
-  int64_t step = 0;
-  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
-  int64_t tokens = 0, loss_tokens = 0;
-  double comm_wait_s = -1;  // data parallel: waiting for the gradient all-reduce (< 0: not logged)
-};
+// ---- setup phases --------------------------------------------------------------------------
 
-void Trainer::decide_resume() {
+Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(config)), options_(options) {
+  out_dir_ = config_.trainer.out_dir;
+  if (config_.trainer.threads > 0) at::set_num_threads(config_.trainer.threads);
+  resolve_device();
+  join_job();
+  choose_checkpoint();
+  prepare_data();
+  build_model();
+  restore();
+  open_run_files();
+}
+
+Trainer::~Trainer() = default;
+
+// The device and precision; a data-parallel rank takes cuda:LOCAL_RANK.
+void Trainer::resolve_device() {
   const TrainerConfig& tc = config_.trainer;
-  // Held until this process ends: nobody else writes into out_dir meanwhile, so whatever an
-  // interrupted save or prune left behind is provably stale.
-  run_lock_ = std::make_unique<RunDirLock>(out_dir_);
-  for (const auto& path : remove_stale_checkpoints(out_dir_))
-    if (console_) spdlog::info("removed {} (left behind by an interrupted save or prune)", path);
-  const auto existing = latest_checkpoint(out_dir_);
-  if (options_.resume || tc.resume == "auto") {
-    if (existing) resumed_from_ = existing->dir;
-    else if (options_.resume)
-      fail("--resume: no complete checkpoint (step-N/ with state.json) in {}", out_dir_);
-  } else if (tc.resume != "never") {
-    if (!fs::exists(fs::path(tc.resume) / "state.json"))
-      fail("{}: trainer.resume: '{}' is not a complete checkpoint directory (no state.json)", config_.source, tc.resume);
-    resumed_from_ = tc.resume;
-    set_aside_newer_branch(read_checkpoint_state(resumed_from_).step);
-  } else if (existing) {
-    fail("{} already holds checkpoints (newest: {}); pass --resume (or trainer.resume: auto) to continue, or "
-         "choose another trainer.out_dir",
-         out_dir_, existing->dir);
+  device_ = coe::resolve_device(tc.device, config_.source + ": trainer.device");
+  if (device_.is_cuda() && options_.dist_env.distributed())
+    device_ = dist::rank_device(options_.dist_env, c10::Device(tc.device), config_.source);
+  bf16_ = tc.dtype == "bfloat16";
+  if (bf16_ && !device_.is_cuda())
+    fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
+}
+
+// Data parallelism: the split of the global batch is checked before any network activity, then
+// the job is joined (every rank, or an error naming the missing one).
+void Trainer::join_job() {
+  const TrainerConfig& tc = config_.trainer;
+  const dist::DistEnv& env = options_.dist_env;
+  const int64_t world = env.distributed() ? env.world_size : 1;
+  if (world > 1 && tc.global_batch % (world * tc.micro_batch) != 0) {
+    const char* world_var = env.launcher == "slurm" ? "SLURM_NTASKS" : "WORLD_SIZE";
+    fail("{}: trainer.global_batch {} is not divisible by {} {} x trainer.micro_batch {} (each rank reads "
+         "global_batch / {} sequences per step, in micro-batches of micro_batch)",
+         config_.source, tc.global_batch, world_var, world, tc.micro_batch, world_var);
+  }
+  if (world > 1) {
+    dist::DistOptions dopt;
+    dopt.timeout_s = tc.dist_timeout_s;
+    dopt.device = device_;
+    dist_ = std::make_unique<dist::DistContext>(env, dopt);
+  } else {
+    dist_ = std::make_unique<dist::DistContext>();
+  }
+  console_ = options_.console && dist_->is_main();
+}
+
+// Rank 0 locks out_dir, removes what interrupted saves left, and picks the checkpoint to resume
+// (or none) before anything is written into out_dir; the other ranks learn its choice.
+void Trainer::choose_checkpoint() {
+  dist_->main_first("choosing the checkpoint to resume", [&] {
+    const TrainerConfig& tc = config_.trainer;
+    // Held until this process ends: nobody else writes into out_dir meanwhile, so whatever an
+    // interrupted save or prune left behind is provably stale.
+    run_lock_ = std::make_unique<RunDirLock>(out_dir_);
+    for (const auto& path : remove_stale_checkpoints(out_dir_))
+      if (console_) spdlog::info("removed {} (left behind by an interrupted save or prune)", path);
+    const auto existing = latest_checkpoint(out_dir_);
+    if (options_.resume || tc.resume == "auto") {
+      if (existing) resumed_from_ = existing->dir;
+      else if (options_.resume)
+        fail("--resume: no complete checkpoint (step-N/ with state.json) in {}", out_dir_);
+    } else if (tc.resume != "never") {
+      if (!fs::exists(fs::path(tc.resume) / "state.json"))
+        fail("{}: trainer.resume: '{}' is not a complete checkpoint directory (no state.json)", config_.source,
+             tc.resume);
+      resumed_from_ = tc.resume;
+      set_aside_newer_branch(read_checkpoint_state(resumed_from_).step);
+    } else if (existing) {
+      fail("{} already holds checkpoints (newest: {}); pass --resume (or trainer.resume: auto) to continue, or "
+           "choose another trainer.out_dir",
+           out_dir_, existing->dir);
+    }
+  });
+  if (dist_->distributed()) {
+    resumed_from_ = dist_->broadcast_string(resumed_from_, "the checkpoint to resume");
+    if (!dist_->is_main() && !resumed_from_.empty() && !fs::exists(fs::path(resumed_from_) / "state.json"))
+      fail("rank {} does not see {}, the checkpoint rank 0 resumes from (trainer.out_dir must be on a filesystem "
+           "every rank sees)",
+           dist_->rank(), resumed_from_);
   }
 }
 
@@ -170,58 +227,16 @@ void Trainer::set_aside_newer_branch(int64_t step) {
                step, moved.size(), aside.string());
 }
 
-Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(config)), options_(options) {
+// Rank 0 prepares (or reuses) the dataset while the others wait; then the loaders, and the
+// model's vocabulary when the config leaves it to the tokenizer.
+void Trainer::prepare_data() {
   const TrainerConfig& tc = config_.trainer;
-  const dist::DistEnv& env = options_.dist_env;
-  out_dir_ = tc.out_dir;
-  if (tc.threads > 0) at::set_num_threads(tc.threads);
-
-  // Device and precision.
-  const std::string device_setting = config_.source + ": trainer.device";
-  device_ = resolve_device(tc.device, device_setting);
-  if (device_.is_cuda() && env.distributed())
-    device_ = dist::rank_device(env, c10::Device(tc.device), config_.source);  // cuda:LOCAL_RANK
-  bf16_ = tc.dtype == "bfloat16";
-  if (bf16_ && !device_.is_cuda())
-    fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
-
-  // Data parallelism: the split of the global batch is checked before any network activity, then
-  // the job is joined (every rank, or an error naming the missing one).
-  const int64_t world = env.distributed() ? env.world_size : 1;
-  if (world > 1 && tc.global_batch % (world * tc.micro_batch) != 0) {
-    const char* world_var = env.launcher == "slurm" ? "SLURM_NTASKS" : "WORLD_SIZE";
-    fail("{}: trainer.global_batch {} is not divisible by {} {} x trainer.micro_batch {} (each rank reads "
-         "global_batch / {} sequences per step, in micro-batches of micro_batch)",
-         config_.source, tc.global_batch, world_var, world, tc.micro_batch, world_var);
-  }
-  if (world > 1) {
-    dist::DistOptions dopt;
-    dopt.timeout_s = tc.dist_timeout_s;
-    dopt.device = device_;
-    dist_ = std::make_unique<dist::DistContext>(env, dopt);
-  } else {
-    dist_ = std::make_unique<dist::DistContext>();
-  }
-  console_ = options_.console && dist_->is_main();
-  const bool distributed = dist_->distributed();
-
-  // Where to resume from, decided (by rank 0) before anything is written into out_dir.
-  dist_->main_first("choosing the checkpoint to resume", [&] { decide_resume(); });
-  if (distributed) {
-    resumed_from_ = dist_->broadcast_string(resumed_from_, "the checkpoint to resume");
-    if (!dist_->is_main() && !resumed_from_.empty() && !fs::exists(fs::path(resumed_from_) / "state.json"))
-      fail("rank {} does not see {}, the checkpoint rank 0 resumes from (trainer.out_dir must be on a filesystem "
-           "every rank sees)",
-           dist_->rank(), resumed_from_);
-  }
-
-  // Data: rank 0 prepares (or reuses) the dataset while the others wait, then the loaders.
   if (config_.data.prepared_dir.empty()) config_.data.prepared_dir = (fs::path(out_dir_) / "prepared").string();
   PrepareOptions prep;
   if (console_) prep.log = [](const std::string& line) { spdlog::info("data: {}", line); };
   PrepareResult prepared;
   dist_->main_first("preparing the dataset", [&] { prepared = prepare_dataset(config_.data, prep); });
-  if (distributed) {
+  if (dist_->distributed()) {
     prepared.dir = dist_->broadcast_string(prepared.dir, "the prepared dataset directory");
     if (!dist_->is_main()) {
       nlohmann::json manifest;
@@ -246,7 +261,7 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
   }
   config_.model.validate(config_.source);
   // Rank r reads global_batch / W rows of every global batch (rows r, r + W, ... of it).
-  const int64_t rank = dist_->rank();
+  const int64_t rank = dist_->rank(), world = dist_->world_size();
   train_loader_ = std::make_unique<Loader>(
       train_split, loader_options(config_.data, tc.global_batch / world, tc.seed, rank, world));
   if (prepared.val_records > 0) {
@@ -260,28 +275,25 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
          "data.val_fraction or data.val_files)",
          config_.source, tc.val_interval);
   }
+}
 
+// The model (initialised from the seeded generator, after a memory check on CPU), AdamW, the
+// schedule, and the resolved configuration every rank must agree on.
+void Trainer::build_model() {
+  const TrainerConfig& tc = config_.trainer;
   if (tc.memory_check && !device_.is_cuda())
     check_host_memory(estimate_memory(config_.model, memory_options(config_)).total_bytes(),
                       config_.source + ": this run",
                       "use a smaller model or trainer.micro_batch, or set trainer.memory_check: false to try anyway");
-
-  // Model (initialised from the seeded generator), optimizer, schedule.
-  at::manual_seed(tc.seed);
-  model_ = CausalLM(config_.model);
-  model_->to(device_);
-  model_->set_activation_checkpointing(tc.activation_checkpointing);
-  const auto dispatch = make_dispatch(tc.expert_dispatch, device_);
-  model_->set_dispatch(dispatch);
-  expert_dispatch_ = dispatch->name();
-  model_->train();
-  for (const auto& p : model_->parameters()) params_ += p.numel();
-  optimizer_ = std::make_unique<AdamW>(optimizer_parameters(*model_, config_.optim.decay),
-                                       AdamWOptions::from(config_.optim));
+  TrainingModel built = build_model_and_optimizer(config_, device_);
+  model_ = built.model;
+  optimizer_ = std::move(built.optimizer);
+  expert_dispatch_ = built.dispatch;
+  params_ = built.params;
   schedule_ = LrSchedule::from_config(config_.optim, tc.total_steps);
   state_.scheduler = schedule_.to_json();
   config_yaml_ = train_config_to_yaml(config_);
-  if (distributed) {
+  if (dist_->distributed()) {
     // Every rank must run the same configuration (the same file and --set overrides).
     const std::string main_yaml = dist_->broadcast_string(config_yaml_, "the resolved configuration");
     if (main_yaml != config_yaml_)
@@ -289,8 +301,12 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
            "same --set overrides",
            fmt::format("{}", fmt::join(changed_keys(main_yaml, config_yaml_), ", ")));
   }
+}
 
-  const int cuda_index = device_.is_cuda() ? device_.index() : -1;
+// Weights, AdamW state, RNG and data position from the chosen checkpoint; then every rank starts
+// from rank 0's parameters and the gradient reducer hooks in.
+void Trainer::restore() {
+  const TrainerConfig& tc = config_.trainer;
   if (!resumed_from_.empty()) {
     const fs::path saved_config = fs::path(resumed_from_) / "config.yaml";
     if (dist_->is_main() && fs::exists(saved_config)) {
@@ -301,13 +317,12 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
         spdlog::warn("resume: the configuration differs from the checkpoint's config.yaml in {}",
                      fmt::format("{}", fmt::join(changed, ", ")));
     }
-    state_ = read_checkpoint(resumed_from_, *model_, *optimizer_, cuda_index);
+    state_ = read_checkpoint(resumed_from_, *model_, *optimizer_, device_.is_cuda() ? device_.index() : -1);
     state_.scheduler = schedule_.to_json();  // informational: this run's schedule, not the saved one
     train_loader_->restore(LoaderState::from_json(state_.loader));
     last_saved_step_ = state_.step;
   }
-
-  if (distributed) {
+  if (dist_->distributed()) {
     // Every rank starts from rank 0's parameters (the same seed gives the same initialisation on
     // identical builds; the broadcast makes it so everywhere, also after a resume).
     dist_->broadcast_tensors(model_->parameters(), 0, tc.dist_bucket_mb, "initial parameter broadcast");
@@ -316,36 +331,174 @@ Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(c
     ro.overlap = tc.dist_overlap;
     reducer_ = std::make_unique<dist::GradReducer>(*dist_, model_->parameters(), ro);
   }
-
-  // Run directory files: rank 0 alone writes them.
-  if (dist_->is_main()) {
-    write_file_atomic(fs::path(out_dir_) / "config.yaml", config_yaml_);
-    metrics_ = open_log(fs::path(out_dir_) / "metrics.jsonl", state_.step);
-    val_log_ = open_log(fs::path(out_dir_) / "val.jsonl", state_.step);
-  }
 }
 
-Trainer::~Trainer() = default;
+// Rank 0 alone writes the run directory: the resolved config and the logs, cut back to the step
+// resumed from.
+void Trainer::open_run_files() {
+  if (!dist_->is_main()) return;
+  write_file_atomic(fs::path(out_dir_) / "config.yaml", config_yaml_);
+  metrics_ = open_log(fs::path(out_dir_) / "metrics.jsonl", state_.step);
+  val_log_ = open_log(fs::path(out_dir_) / "val.jsonl", state_.step);
+}
 
-std::optional<double> Trainer::validate() {
+// ---- the loop ---------------------------------------------------------------------------------
+
+TrainResult Trainer::run() {
+  const TrainerConfig& tc = config_.trainer;
+  if (options_.handle_signals) signals_ = std::make_unique<StopSignalGuard>();
+  result_ = TrainResult{};
+  result_.params = params_;
+  result_.checkpoint = resumed_from_;
+  run_steps_ = 0;
+  run_start_ = Clock::now();
+  log_start();
+  auto due = [&](int64_t interval) { return interval > 0 && state_.step % interval == 0; };
+
+  while (state_.step < tc.total_steps) {
+    const StepStats s = train_step();
+    if (!s.finite) return finish(TrainStatus::kNonFinite);
+    log_step(s);
+    if (due(tc.val_interval)) run_validation();
+    if (state_.step == tc.total_steps) break;  // the final checkpoint follows the final validation
+    if (due(tc.save_interval) && !save_checkpoint()) return finish(TrainStatus::kNonFinite);
+    if (const auto reason = stop_reason(s)) {
+      if (last_saved_step_ != state_.step && !save_checkpoint()) return finish(TrainStatus::kNonFinite);
+      if (console_ && *reason == TrainStatus::kInterrupted) spdlog::info("resume with --resume");
+      return finish(*reason);
+    }
+  }
+
+  // End of training: the final validation (unless it ran at this step, in this or an earlier
+  // invocation), the final checkpoint (holding that validation), the summary.
+  if (run_steps_ == 0 && console_)
+    spdlog::info("the run is already complete at step {} ({}); writing its summary", state_.step, resumed_from_);
+  if (state_.val_step != state_.step) run_validation();
+  if (last_saved_step_ != state_.step && !save_checkpoint()) return finish(TrainStatus::kNonFinite);
+  return finish(TrainStatus::kCompleted);
+}
+
+// One optimizer step: forward and backward over this rank's micro-batches of one global batch,
+// clip, check the loss and the gradient norm, update. A non-finite value stops before the update
+// (the last checkpoint stays as it was); data parallel, the values are the same on every rank, so
+// all stop there.
+Trainer::StepStats Trainer::train_step() {
+  const TrainerConfig& tc = config_.trainer;
+  const bool distributed = dist_->distributed();
+  StepStats s;
+  s.step = state_.step + 1;
+  s.lr = schedule_.at(s.step);
+  const auto t0 = Clock::now();
+
+  const std::vector<TokenBatch> micro = split_micro_batches(train_loader_->next(), tc.micro_batch);
+  optimizer_->zero_grad();
+  AccumulationOptions acc_options;
+  acc_options.bf16_autocast = bf16_;
+  if (distributed) {
+    // The loss is normalised over the counted tokens (and the aux loss over the rows) of the
+    // whole global batch: the ranks' host counts are summed before any backward.
+    int64_t loss_tokens = 0, rows = 0, tokens = 0;
+    for (const auto& mb : micro) {
+      loss_tokens += count_loss_tokens(mb);
+      rows += mb.batch_size;
+      tokens += mb.batch_size * mb.seq_len;
+    }
+    const auto counts =
+        dist_->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows, tokens}, "token count all-reduce");
+    s.loss_tokens = counts[0];
+    s.tokens = counts[2];
+    acc_options.global_loss_tokens = counts[0];
+    acc_options.global_rows = counts[1];
+    acc_options.before_backward = [this](size_t, bool last) { reducer_->arm(last); };
+  }
+  const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, acc_options);
+  if (distributed) {
+    reducer_->finish();  // every .grad() is now the sum over the ranks: the same everywhere
+  } else {
+    s.tokens = acc.tokens;
+    s.loss_tokens = acc.loss_tokens;
+  }
+  const auto& params = optimizer_->parameters();
+  const at::Tensor grad_norm = clip_grad_norm(params, config_.optim.clip_grad);
+  const at::Tensor host = at::stack({acc.loss, acc.aux_loss.to(at::kFloat), grad_norm}).to(at::kCPU);
+  const float* v = host.data_ptr<float>();
+  s.loss = v[0];
+  s.aux_loss = v[1];
+  s.grad_norm = v[2];
+  if (distributed) {
+    // The ranks' shares of the loss, and whether any rank was asked to stop (so that all stop
+    // after the same step).
+    const double stop_here = signals_ && StopSignalGuard::received() != 0 ? 1.0 : 0.0;
+    const auto sums = dist_->all_reduce_sum(std::vector<double>{v[0], v[1], stop_here}, "metrics all-reduce");
+    s.loss = sums[0];
+    s.aux_loss = sums[1];
+    s.stop_requested = sums[2] > 0;
+    s.comm_wait_s = reducer_->stats().wait_s;
+  }
+
+  if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.grad_norm)) {
+    const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
+    result_.message = fmt::format("non-finite values at step {} (loss {}, aux_loss {}, grad_norm {}): {}; {}", s.step,
+                                  s.loss, s.aux_loss, s.grad_norm, where, last_good_checkpoint());
+    s.finite = false;
+    return s;
+  }
+
+  optimizer_->step(s.lr);
+  synchronize(device_);  // CUDA: the step's kernels are done before the clock is read
+  s.seconds = seconds_since(t0);
+  ++run_steps_;
+  state_.step = s.step;
+  state_.tokens_seen += s.tokens;
+  state_.loss_tokens_seen += s.loss_tokens;
+  state_.elapsed_s += s.seconds;
+  state_.last_train_loss = s.loss;
+  return s;
+}
+
+// Why the loop should end after this step, besides reaching total_steps: --max-steps, or a stop
+// signal (data parallel: received by any rank).
+std::optional<TrainStatus> Trainer::stop_reason(const StepStats& step) const {
+  if (options_.max_steps >= 0 && run_steps_ >= options_.max_steps) {
+    if (console_) spdlog::info("stopped after {} steps of this run (step {})", run_steps_, state_.step);
+    return TrainStatus::kStopped;
+  }
+  const bool signalled =
+      dist_->distributed() ? step.stop_requested : signals_ && StopSignalGuard::received() != 0;
+  if (!signalled) return std::nullopt;
+  if (console_) {
+    const int sig = StopSignalGuard::received();
+    spdlog::warn("{}: saving step {} and stopping",
+                 sig == SIGINT    ? "SIGINT received"
+                 : sig == SIGTERM ? "SIGTERM received"
+                                  : "another rank received a stop signal",
+                 state_.step);
+  }
+  return TrainStatus::kInterrupted;
+}
+
+std::optional<double> Trainer::run_validation() {
   if (!val_loader_) return std::nullopt;
   const auto t0 = Clock::now();
-  EvalResult r = evaluate(*model_, *val_loader_, device_, bf16_);
+  EvalOptions options;
+  options.bf16_autocast = bf16_;
+  EvalReport r = evaluate(*model_, *val_loader_, device_, options);
   if (dist_->distributed()) {
     // Each rank evaluated its share of the records: token-weighted over all of them.
     r.loss_sum = dist_->all_reduce_sum(std::vector<double>{r.loss_sum}, "validation loss all-reduce")[0];
     const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{r.tokens, r.rows}, "validation count all-reduce");
     r.tokens = counts[0];
     r.rows = counts[1];
-    r.loss = r.tokens > 0 ? r.loss_sum / static_cast<double>(r.tokens) : 0.0;
   }
-  state_.last_val_loss = r.loss;
+  if (r.tokens == 0) fail("{}: the validation records hold no token that counts in the loss", config_.source);
+  r.val_loss = r.loss_sum / static_cast<double>(r.tokens);
+  state_.last_val_loss = r.val_loss;
   state_.val_step = state_.step;
-  if (!state_.best_val_loss || r.loss < *state_.best_val_loss) state_.best_val_loss = r.loss;
+  if (!state_.best_val_loss || r.val_loss < *state_.best_val_loss) state_.best_val_loss = r.val_loss;
   if (dist_->is_main()) {
     nlohmann::ordered_json j;
     j["step"] = state_.step;
-    j["val_loss"] = r.loss;
+    j["val_loss"] = r.val_loss;
     j["tokens"] = r.tokens;
     j["rows"] = r.rows;
     j["batches"] = r.batches;
@@ -353,12 +506,20 @@ std::optional<double> Trainer::validate() {
     val_log_.append(j.dump() + '\n');
   }
   if (console_)
-    spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", state_.step, r.loss,
+    spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", state_.step, r.val_loss,
                  format_count(static_cast<double>(r.tokens)), r.rows, seconds_since(t0));
-  return r.loss;
+  return r.val_loss;
 }
 
-std::string Trainer::save() {
+// A checkpoint of the current state, unless an update made it non-finite: then nothing is saved
+// and the last good checkpoint stays the newest. Every rank decides alike (their parameters are
+// equal).
+bool Trainer::save_checkpoint() {
+  if (const std::string bad = optimizer_->first_non_finite(); !bad.empty()) {
+    result_.message = fmt::format("non-finite values in {} after the update of step {}; not saved; {}", bad,
+                                  state_.step, last_good_checkpoint());
+    return false;
+  }
   state_.loader = train_loader_->state().to_json();
   state_.scheduler["last_lr"] = schedule_.at(std::max<int64_t>(state_.step, 1));
   const auto t0 = Clock::now();
@@ -380,13 +541,39 @@ std::string Trainer::save() {
   });
   if (dist_->distributed()) dir = dist_->broadcast_string(dir, "the checkpoint directory");
   last_saved_step_ = state_.step;
+  result_.checkpoint = dir;
   if (console_) spdlog::info("saved {} ({:.1f}s)", dir, seconds_since(t0));
-  return dir;
+  return true;
 }
 
 std::string Trainer::last_good_checkpoint() const {
   return last_saved_step_ >= 0 ? fmt::format("the last good checkpoint is step-{}", last_saved_step_)
                                : std::string("no checkpoint was written");
+}
+
+void Trainer::log_start() const {
+  if (!console_) return;
+  const TrainerConfig& tc = config_.trainer;
+  const int64_t world = dist_->world_size();
+  const int64_t rank_rows = tc.global_batch / world;
+  const int64_t accumulation = rank_rows / tc.micro_batch;
+  spdlog::info("model: {} parameters | {} layers, hidden {}, {} routed experts (top-{}), inner_iter {} | "
+               "{} expert dispatch",
+               format_count(static_cast<double>(params_)), config_.model.num_hidden_layers, config_.model.hidden_size,
+               config_.model.n_routed_experts, config_.model.num_experts_per_tok, config_.model.inner_iter,
+               expert_dispatch_);
+  spdlog::info("train: {} steps x {} sequences of {} tokens ({} micro-batches of {}{}) | warmup {} | {} lr {:.3e} | "
+               "device {} {} | {} threads",
+               tc.total_steps, tc.global_batch, config_.data.max_length, accumulation, tc.micro_batch,
+               dist_->distributed() ? " per rank" : "", schedule_.warmup_steps, to_string(schedule_.kind), schedule_.lr,
+               device_.str(), tc.dtype, at::get_num_threads());
+  if (dist_->distributed())
+    spdlog::info("data parallel: {} ranks ({}), timeout {} s | each rank: {} of the {} sequences per step, {} "
+                 "micro-batches of {} | {} gradient buckets of <= {} MB, {}",
+                 world, dist_->backend(), tc.dist_timeout_s, rank_rows, tc.global_batch, accumulation, tc.micro_batch,
+                 reducer_->num_buckets(), tc.dist_bucket_mb,
+                 tc.dist_overlap ? "all-reduced during the last backward" : "all-reduced after backward");
+  if (!resumed_from_.empty()) spdlog::info("resumed from {} (step {})", resumed_from_, state_.step);
 }
 
 void Trainer::log_step(const StepStats& s) {
@@ -424,207 +611,47 @@ void Trainer::log_step(const StepStats& s) {
   }
 }
 
-void Trainer::write_final(const TrainResult& r) {
-  nlohmann::ordered_json j;
-  j["steps"] = r.step;
-  j["final_val_loss"] = optional_json(r.final_val_loss);
-  j["best_val_loss"] = optional_json(r.best_val_loss);
-  j["final_train_loss"] = r.last_loss;
-  j["tokens"] = r.tokens;
-  j["tokens_per_s"] = r.tokens_per_s;
-  j["params"] = r.params;
-  j["elapsed_s"] = state_.elapsed_s;
-  j["checkpoint"] = r.checkpoint;
-  if (dist_->distributed()) j["world_size"] = dist_->world_size();
-  write_json_file(fs::path(out_dir_) / "final.json", j);
-}
-
-TrainResult Trainer::run() {
-  const TrainerConfig& tc = config_.trainer;
-  const bool distributed = dist_->distributed();
-  const int64_t world = dist_->world_size();
-  std::unique_ptr<StopSignalGuard> signals;
-  if (options_.handle_signals) signals = std::make_unique<StopSignalGuard>();
-  const auto params = optimizer_->parameters();
-
-  TrainResult result;
-  result.params = params_;
-  result.checkpoint = resumed_from_;
-  const int64_t rank_rows = tc.global_batch / world;
-  const int64_t accumulation = rank_rows / tc.micro_batch;
-  if (console_) {
-    spdlog::info("model: {} parameters | {} layers, hidden {}, {} routed experts (top-{}), inner_iter {} | "
-                 "{} expert dispatch",
-                 format_count(static_cast<double>(params_)), config_.model.num_hidden_layers,
-                 config_.model.hidden_size, config_.model.n_routed_experts, config_.model.num_experts_per_tok,
-                 config_.model.inner_iter, expert_dispatch_);
-    spdlog::info("train: {} steps x {} sequences of {} tokens ({} micro-batches of {}{}) | warmup {} | {} lr {:.3e} | "
-                 "device {} {} | {} threads",
-                 tc.total_steps, tc.global_batch, config_.data.max_length, accumulation, tc.micro_batch,
-                 distributed ? " per rank" : "", schedule_.warmup_steps, to_string(schedule_.kind), schedule_.lr,
-                 device_.str(), tc.dtype, at::get_num_threads());
-    if (distributed)
-      spdlog::info("data parallel: {} ranks ({}), timeout {} s | each rank: {} of the {} sequences per step, {} "
-                   "micro-batches of {} | {} gradient buckets of <= {} MB, {}",
-                   world, dist_->backend(), tc.dist_timeout_s, rank_rows, tc.global_batch, accumulation, tc.micro_batch,
-                   reducer_->num_buckets(), tc.dist_bucket_mb,
-                   tc.dist_overlap ? "all-reduced during the last backward" : "all-reduced after backward");
-    if (!resumed_from_.empty()) spdlog::info("resumed from {} (step {})", resumed_from_, state_.step);
+// Fills the result from the run's state, so a run resumed after its last step (a requeued job, a
+// kill before final.json) reports the same numbers as the invocation that trained it; writes
+// final.json on completion; every rank ends here after the same step and leaves the job together.
+TrainResult Trainer::finish(TrainStatus status) {
+  result_.status = status;
+  result_.step = state_.step;
+  result_.tokens = state_.tokens_seen;
+  result_.tokens_per_s = state_.elapsed_s > 0 ? static_cast<double>(state_.tokens_seen) / state_.elapsed_s : 0.0;
+  result_.last_loss = state_.last_train_loss.value_or(0.0);
+  result_.final_val_loss = state_.last_val_loss;
+  result_.best_val_loss = state_.best_val_loss;
+  if (status == TrainStatus::kCompleted && dist_->is_main()) {
+    nlohmann::ordered_json j;
+    j["steps"] = result_.step;
+    j["final_val_loss"] = optional_json(result_.final_val_loss);
+    j["best_val_loss"] = optional_json(result_.best_val_loss);
+    j["final_train_loss"] = result_.last_loss;
+    j["tokens"] = result_.tokens;
+    j["tokens_per_s"] = result_.tokens_per_s;
+    j["params"] = result_.params;
+    j["elapsed_s"] = state_.elapsed_s;
+    j["checkpoint"] = result_.checkpoint;
+    if (dist_->distributed()) j["world_size"] = dist_->world_size();
+    write_json_file(fs::path(out_dir_) / "final.json", j);
   }
-
-  const auto run_start = Clock::now();
-  int64_t run_steps = 0;
-  // Saves a checkpoint of the current state, unless an update made it non-finite: then the run
-  // stops (kNonFinite) and the last good checkpoint stays the newest. Every rank decides alike
-  // (their parameters are equal).
-  auto checkpoint = [&]() -> bool {
-    const std::string bad = optimizer_->first_non_finite();
-    if (!bad.empty()) {
-      result.message = fmt::format("non-finite values in {} after the update of step {}; not saved; {}", bad,
-                                   state_.step, last_good_checkpoint());
-      return false;
-    }
-    result.checkpoint = save();
-    return true;
-  };
-  // Fills the result; every rank ends here in the same step, and leaves the job together.
-  // The result comes from the run's state, so a run resumed after its last step (a requeued job,
-  // a kill before final.json) reports the same numbers as the invocation that trained it.
-  auto finish = [&](TrainStatus status, bool final_summary = false) {
-    result.status = status;
-    result.step = state_.step;
-    result.tokens = state_.tokens_seen;
-    result.tokens_per_s = state_.elapsed_s > 0 ? static_cast<double>(state_.tokens_seen) / state_.elapsed_s : 0.0;
-    result.last_loss = state_.last_train_loss.value_or(0.0);
-    result.final_val_loss = state_.last_val_loss;
-    result.best_val_loss = state_.best_val_loss;
-    if (final_summary && dist_->is_main()) write_final(result);
-    dist_->finish();
-    return result;
-  };
-
-  while (state_.step < tc.total_steps) {
-    const int64_t step = state_.step + 1;
-    const double lr = schedule_.at(step);
-    const auto t0 = Clock::now();
-
-    // Forward/backward over this rank's micro-batches of one global batch, then clip.
-    const std::vector<TokenBatch> micro = split_micro_batches(train_loader_->next(), tc.micro_batch);
-    optimizer_->zero_grad();
-    AccumulationOptions acc_options;
-    acc_options.bf16_autocast = bf16_;
-    int64_t tokens = 0, loss_tokens = 0;
-    if (distributed) {
-      // The loss is normalised over the counted tokens (and the aux loss over the rows) of the
-      // whole global batch: the ranks' host counts are summed before any backward.
-      int64_t rows = 0;
-      for (const auto& mb : micro) {
-        loss_tokens += count_loss_tokens(mb);
-        rows += mb.batch_size;
-        tokens += mb.batch_size * mb.seq_len;
-      }
-      const auto counts =
-          dist_->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows, tokens}, "token count all-reduce");
-      loss_tokens = counts[0];
-      tokens = counts[2];
-      acc_options.global_loss_tokens = counts[0];
-      acc_options.global_rows = counts[1];
-      acc_options.before_backward = [this](size_t, bool last) { reducer_->arm(last); };
-    }
-    const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, acc_options);
-    if (distributed) {
-      reducer_->finish();  // every .grad() is now the sum over the ranks: the same everywhere
-    } else {
-      tokens = acc.tokens;
-      loss_tokens = acc.loss_tokens;
-    }
-    const at::Tensor grad_norm = clip_grad_norm(params, config_.optim.clip_grad);
-    const at::Tensor host = at::stack({acc.loss, acc.aux_loss.to(at::kFloat), grad_norm}).to(at::kCPU);
-    const float* v = host.data_ptr<float>();
-    StepStats s;
-    s.step = step;
-    s.loss = v[0];
-    s.aux_loss = v[1];
-    s.grad_norm = v[2];
-    s.lr = lr;
-    s.tokens = tokens;
-    s.loss_tokens = loss_tokens;
-    bool stop_requested = false;
-    if (distributed) {
-      // The ranks' shares of the loss, and whether any rank was asked to stop (so that all stop
-      // after the same step).
-      const double stop_here = signals && StopSignalGuard::received() != 0 ? 1.0 : 0.0;
-      const auto sums = dist_->all_reduce_sum(std::vector<double>{v[0], v[1], stop_here}, "metrics all-reduce");
-      s.loss = sums[0];
-      s.aux_loss = sums[1];
-      stop_requested = sums[2] > 0;
-      s.comm_wait_s = reducer_->stats().wait_s;
-    }
-
-    // A non-finite loss or gradient: stop before the update; the last checkpoint stays as it was.
-    // (Data parallel: the values are the same on every rank, so all stop here.)
-    if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.grad_norm)) {
-      const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
-      result.message = fmt::format("non-finite values at step {} (loss {}, aux_loss {}, grad_norm {}): {}; {}", step,
-                                   s.loss, s.aux_loss, s.grad_norm, where, last_good_checkpoint());
-      return finish(TrainStatus::kNonFinite);
-    }
-
-    optimizer_->step(lr);
-    synchronize(device_);  // CUDA: the step's kernels are done before the clock is read
-    s.seconds = seconds_since(t0);
-    ++run_steps;
-    state_.step = step;
-    state_.tokens_seen += tokens;
-    state_.loss_tokens_seen += loss_tokens;
-    state_.elapsed_s += s.seconds;
-    state_.last_train_loss = s.loss;
-    log_step(s);
-
-    if (tc.val_interval > 0 && step % tc.val_interval == 0) validate();
-    if (state_.step >= tc.total_steps) break;  // the final checkpoint follows the final validation
-    if (tc.save_interval > 0 && step % tc.save_interval == 0 && !checkpoint()) return finish(TrainStatus::kNonFinite);
-    if (options_.max_steps >= 0 && run_steps >= options_.max_steps) {
-      if (last_saved_step_ != state_.step && !checkpoint()) return finish(TrainStatus::kNonFinite);
-      if (console_) spdlog::info("stopped after {} steps of this run (step {})", run_steps, state_.step);
-      return finish(TrainStatus::kStopped);
-    }
-    if (distributed ? stop_requested : signals && StopSignalGuard::received() != 0) {
-      if (console_) {
-        const int sig = StopSignalGuard::received();
-        spdlog::warn("{}: saving step {} and stopping",
-                     sig == SIGINT    ? "SIGINT received"
-                     : sig == SIGTERM ? "SIGTERM received"
-                                      : "another rank received a stop signal",
-                     state_.step);
-      }
-      if (last_saved_step_ != state_.step && !checkpoint()) return finish(TrainStatus::kNonFinite);
-      if (console_) spdlog::info("resume with --resume");
-      return finish(TrainStatus::kInterrupted);
-    }
-  }
-
-  // End of training: final validation (unless it ran at this step, in this or an earlier
-  // invocation), final checkpoint (holding that validation), summary.
-  if (run_steps == 0 && console_)
-    spdlog::info("the run is already complete at step {} ({}); writing its summary", state_.step, resumed_from_);
-  if (state_.val_step != state_.step) validate();
-  if (last_saved_step_ != state_.step && !checkpoint()) return finish(TrainStatus::kNonFinite);
-  finish(TrainStatus::kCompleted, /*final_summary=*/true);
-  if (console_) {
-    spdlog::info("done: {} steps | train loss {:.4f} | val loss {} (best {}) | {} tok/s | {}", result.step,
-                 result.last_loss,
-                 result.final_val_loss ? fmt::format("{:.4f}", *result.final_val_loss) : std::string("-"),
-                 result.best_val_loss ? fmt::format("{:.4f}", *result.best_val_loss) : std::string("-"),
-                 format_count(result.tokens_per_s), format_duration(seconds_since(run_start)));
-    if (distributed) {
+  dist_->finish();
+  signals_.reset();
+  if (status == TrainStatus::kCompleted && console_) {
+    spdlog::info("done: {} steps | train loss {:.4f} | val loss {} (best {}) | {} tok/s | {}", result_.step,
+                 result_.last_loss,
+                 result_.final_val_loss ? fmt::format("{:.4f}", *result_.final_val_loss) : std::string("-"),
+                 result_.best_val_loss ? fmt::format("{:.4f}", *result_.best_val_loss) : std::string("-"),
+                 format_count(result_.tokens_per_s), format_duration(seconds_since(run_start_)));
+    if (dist_->distributed()) {
       const auto& st = reducer_->stats();
       spdlog::info("gradient all-reduce: {} buckets per step, {} of them started during backward (last step) | "
                    "{:.2f} s waited for communication in {} steps",
                    st.buckets, st.launched_by_hooks, st.total_wait_s, st.reductions);
     }
   }
-  return result;
+  return result_;
 }
 
 }  // namespace coe

@@ -1,7 +1,7 @@
 #pragma once
 // The pieces of one optimizer step, usable on their own (tests, notebooks, other drivers):
 // host batches -> device tensors, gradient accumulation over micro-batches, global-norm clipping,
-// evaluation, and locating the first non-finite layer.
+// and locating the first non-finite layer. (Evaluation: evaluate.h.)
 //
 // Accumulation semantics. A global batch of R rows is split into micro-batches; micro-batch i has
 // r_i rows and n_i counted labels (labels[:, 1:] != kIgnoreLabel, counted on the host from the TokenBatch,
@@ -80,16 +80,6 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
 // max_norm > 0 scales every gradient by min(1, max_norm / (norm + 1e-6)) as
 // torch.nn.utils.clip_grad_norm_. No host synchronisation.
 at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_norm);
-
-struct EvalResult {
-  double loss = 0.0;   // mean LM loss over all counted tokens (token-weighted across batches)
-  double loss_sum = 0.0;  // sum of the per-token losses (loss * tokens; summed over ranks when sharded)
-  int64_t tokens = 0;  // counted tokens
-  int64_t rows = 0;
-  int64_t batches = 0;
-};
-// One pass of `loader` (reset first) in eval mode without gradients; restores training mode.
-EvalResult evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::Device& device, bool bf16_autocast = false);
 
 // After a non-finite loss or gradient norm: the first parameter holding a non-finite value, else
 // the first decoder layer whose forward output (or aux loss) on these micro-batches is non-finite,

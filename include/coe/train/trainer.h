@@ -10,10 +10,13 @@
 //   <out_dir>/.coe-lock        flock(2)ed by the one process training into out_dir (run_lock.h)
 //   <out_dir>/abandoned-after-step-N-<time>/  a branch left by resuming from an older step-N
 //
-// Construction does the setup (threads, device, data preparation, model, optimizer, loaders and
-// the resume); run() is the loop: for each step, draw the global batch, accumulate gradients over
-// its micro-batches, clip, check for non-finite values, update, log; validate and checkpoint at
-// their intervals; stop cleanly on SIGINT/SIGTERM. See docs/training.md.
+// Construction runs the setup phases in order: resolve the device, join the data-parallel job,
+// choose the checkpoint to resume (locking out_dir), prepare the data, build the model and
+// optimizer, restore the checkpoint, open the run directory's files. run() is the loop: each
+// train_step() draws the global batch, accumulates gradients over its micro-batches, clips,
+// checks for non-finite values and updates; then the step is logged, validation and checkpoints
+// come at their intervals, and stop_reason() ends the loop on SIGINT/SIGTERM or --max-steps. See
+// docs/training.md.
 //
 // Data parallelism (docs/distributed.md): with TrainOptions::dist_env naming a job of W > 1 ranks,
 // each process is one rank. Construction joins the job (c10d TCPStore + Gloo/NCCL process group),
@@ -31,6 +34,7 @@
 #include "coe/train/checkpoint.h"
 #include "coe/train/lr_schedule.h"
 #include "coe/train/train_config.h"
+#include "coe/util/clock.h"
 #include "coe/util/file_io.h"
 
 #include <c10/core/Device.h>
@@ -43,6 +47,7 @@
 namespace coe {
 
 class RunDirLock;
+class StopSignalGuard;
 
 struct TrainOptions {
   // Continue from the newest complete checkpoint in out_dir; an error when there is none
@@ -100,14 +105,35 @@ class Trainer {
   dist::DistContext& dist() { return *dist_; }
 
  private:
-  struct StepStats;
-  void decide_resume();
+  // What one optimizer step did, for the logs.
+  struct StepStats {
+    int64_t step = 0;
+    double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
+    int64_t tokens = 0, loss_tokens = 0;
+    double comm_wait_s = -1;      // data parallel: waiting for the gradient all-reduce (< 0: not logged)
+    bool finite = true;           // false: the update was not applied (result_.message says why)
+    bool stop_requested = false;  // data parallel: some rank received a stop signal
+  };
+
+  // Setup phases, in the order the constructor runs them.
+  void resolve_device();
+  void join_job();
+  void choose_checkpoint();
   void set_aside_newer_branch(int64_t step);
-  std::optional<double> validate();
-  std::string save();
-  void log_step(const StepStats& s);
-  void write_final(const TrainResult& r);
+  void prepare_data();
+  void build_model();
+  void restore();
+  void open_run_files();
+
+  // The loop.
+  StepStats train_step();
+  std::optional<TrainStatus> stop_reason(const StepStats& step) const;
+  std::optional<double> run_validation();
+  bool save_checkpoint();  // false: the state is not finite (result_.message says so), nothing saved
   std::string last_good_checkpoint() const;
+  void log_start() const;
+  void log_step(const StepStats& s);
+  TrainResult finish(TrainStatus status);
 
   TrainConfig config_;
   TrainOptions options_;
@@ -119,6 +145,8 @@ class Trainer {
   std::string out_dir_, config_yaml_, resumed_from_;
   c10::Device device_{c10::kCPU};
   bool bf16_ = false;
+  std::string prepared_dir_;
+  int64_t val_records_ = 0;
   CausalLM model_{nullptr};
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<Loader> train_loader_;
@@ -130,13 +158,19 @@ class Trainer {
   int64_t last_saved_step_ = -1;
   std::unique_ptr<dist::GradReducer> reducer_;  // data parallelism only
   AppendFile metrics_, val_log_;
+
+  // run()'s state.
+  std::unique_ptr<StopSignalGuard> signals_;
+  TrainResult result_;
+  int64_t run_steps_ = 0;  // steps of this invocation
+  Clock::time_point run_start_;
   // Console window (since the last log line).
   double window_time_ = 0;
   int64_t window_steps_ = 0, window_tokens_ = 0;
 };
 
 // coe-train's exit status for a result: 0 completed, interrupted (signal) or stopped
-// (max_steps), 3 non-finite loss. Errors (exceptions) exit 1.
+// (max_steps), 3 non-finite values. Errors (exceptions) exit 1.
 int exit_code(TrainStatus status);
 
 }  // namespace coe

@@ -1,6 +1,8 @@
-#include "coe/train/eval_report.h"
+#include "coe/train/evaluate.h"
 
+#include "coe/compat.h"
 #include "coe/model/causal_lm.h"
+#include "coe/train/train_step.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -27,27 +29,44 @@ struct ChainAccumulator {
 
 }  // namespace
 
-EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const PreparedSplit& split,
-                           const c10::Device& device) {
+EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::Device& device,
+                    const EvalOptions& options) {
   const bool was_training = model.is_training();
   model.eval();
   torch::NoGradGuard no_grad;
   EvalReport report;
+  // Loss-only: summed on the device (one host sync at the end). With details: per row, on the host.
+  at::Tensor device_loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
   double loss_sum = 0;
   int64_t correct = 0;
   std::map<std::pair<int64_t, int64_t>, RoutingAccumulator> routing;
   std::map<int64_t, ChainAccumulator> chains;
-  const bool has_types = !split.type_names().empty();
+  const PreparedSplit* split = options.details;
+  const bool has_types = split && !split->type_names().empty();
 
   loader.reset();
   TokenBatch batch;
   while (loader.next(&batch)) {
+    ++report.batches;
     if (batch.batch_size == 0) continue;
+    report.rows += batch.batch_size;
     const int64_t B = batch.batch_size, S = batch.seq_len;
-    auto opts = at::TensorOptions().dtype(at::kInt);
-    at::Tensor ids = at::from_blob(batch.input_ids.data(), {B, S}, opts).to(device, at::kLong);
-    at::Tensor labels = at::from_blob(batch.labels.data(), {B, S}, opts).to(device, at::kLong);
-    LmOutput out = model.forward(ids, {}, {/*return_logits=*/true, /*record_routing=*/true});
+    const DeviceBatch db = to_device(batch, device);
+    compat::CudaAutocastGuard autocast(options.bf16_autocast, at::kBFloat16);
+    if (!split) {
+      const int64_t n = count_loss_tokens(batch);
+      if (n == 0) continue;
+      ForwardOptions forward;
+      forward.return_logits = false;
+      LmOutput out = model.forward(db.input_ids, db.labels, forward);
+      device_loss_sum.add_(out.loss.to(at::kDouble) * static_cast<double>(n));
+      report.tokens += n;
+      continue;
+    }
+    ForwardOptions forward;
+    forward.record_routing = true;
+    LmOutput out = model.forward(db.input_ids, {}, forward);
+    const at::Tensor& labels = db.labels;
 
     at::Tensor logits = out.logits.narrow(1, 0, S - 1);
     at::Tensor target = labels.narrow(1, 1, S - 1);
@@ -66,12 +85,11 @@ EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const 
       correct += row_correct[b].item<int64_t>();
       const int64_t record = batch.record_index[b];
       if (has_types && record >= 0) {
-        TypeLoss& t = report.per_type[split.record_type(record)];
+        TypeLoss& t = report.per_type[split->record_type(record)];
         t.loss += l;
         t.tokens += n;
       }
     }
-    report.rows += B;
 
     // Routing statistics count the positions whose prediction is scored (padding is left out).
     at::Tensor real = at::cat({mask, at::zeros({B, 1}, mask.options())}, 1).reshape(-1).to(at::kCPU);
@@ -116,7 +134,11 @@ EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const 
       acc.tokens += T;
     }
   }
+  loader.reset();
+  model.train(was_training);
+  if (!split) loss_sum = device_loss_sum.item<double>();
   report.records = loader.records();
+  report.loss_sum = loss_sum;
   report.val_loss = report.tokens > 0 ? loss_sum / report.tokens : std::nan("");
   report.perplexity = std::exp(report.val_loss);
   report.accuracy = report.tokens > 0 ? double(correct) / report.tokens : 0.0;
@@ -145,7 +167,6 @@ EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const 
     c.coactivation = std::move(acc.coactivation);
     report.chains.push_back(std::move(c));
   }
-  if (was_training) model.train();
   return report;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
-// Everything coe-eval reports about a model on a validation split: token-averaged loss (the
-// training loss's averaging), perplexity, next-token accuracy, loss per record `type`, and
-// routing statistics per layer and CoE iteration.
+// One pass of a model over a validation split, for the trainer's validation and for coe-eval:
+// the token-averaged loss (the training loss's averaging) always; with details, also perplexity,
+// next-token accuracy, loss per record `type`, and routing statistics per layer and CoE
+// iteration.
 #include "coe/data/loader.h"
 
 #include <c10/core/Device.h>
@@ -40,7 +41,8 @@ struct TypeLoss {
 
 struct EvalReport {
   double val_loss = 0, perplexity = 0, accuracy = 0;
-  int64_t tokens = 0, records = 0, rows = 0;
+  double loss_sum = 0;  // sum of the per-token losses (val_loss * tokens): summed over ranks when sharded
+  int64_t tokens = 0, records = 0, rows = 0, batches = 0;
   std::map<std::string, TypeLoss> per_type;  // only when the split has record types
   std::vector<IterationRouting> routing;
   std::vector<LayerChain> chains;
@@ -48,7 +50,16 @@ struct EvalReport {
   nlohmann::json to_json(bool with_coactivation = false) const;
 };
 
-EvalReport evaluate_report(CausalLMImpl& model, SequentialLoader& loader, const PreparedSplit& split,
-                           const c10::Device& device);
+struct EvalOptions {
+  bool bf16_autocast = false;  // forward under CUDA autocast to bfloat16
+  // Accuracy, per-type losses and routing statistics: they need the [B, S, V] logits and the
+  // split (record types). Without details the loss goes through the fused chunked lm_head +
+  // cross-entropy and no logits are materialised (the trainer's validation).
+  const PreparedSplit* details = nullptr;
+};
+
+// One pass of `loader` (reset first) in eval mode without gradients; restores training mode.
+EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::Device& device,
+                    const EvalOptions& options = {});
 
 }  // namespace coe
