@@ -6,6 +6,7 @@
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
 #include "coe/util/error.h"
+#include "support/expect_error.h"
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
@@ -73,14 +74,7 @@ LoaderOptions opts(int64_t batch, int64_t max_length) {
   return o;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const coe::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using coe::test::error_of;
 
 // A row's identity for set comparisons: its record index and its tokens.
 std::vector<int32_t> row_key(const TokenBatch& b, int64_t r) {

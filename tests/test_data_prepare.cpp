@@ -12,6 +12,7 @@
 #include "coe/data/tokenizer.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
+#include "support/expect_error.h"
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
@@ -88,14 +89,7 @@ std::vector<uint64_t> source_indices(const fs::path& split_dir) {
   return read_array<uint64_t>(split_dir / "source_index.bin");
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const coe::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using coe::test::error_of;
 
 }  // namespace
 

@@ -23,9 +23,9 @@
 namespace {
 
 namespace fs = std::filesystem;
-using coe::dist::DistContext;
-using coe::dist::DistError;
-using coe::dist::DistOptions;
+using coe::DistContext;
+using coe::DistError;
+using coe::DistOptions;
 
 std::string role() {
   const char* r = std::getenv("COE_DIST_TEST_ROLE");
@@ -107,10 +107,10 @@ void check_grad_reducer(DistContext& ctx, bool overlap) {
   const int r = ctx.rank();
   std::vector<at::Tensor> params{at::zeros({4, 3}).requires_grad_(), at::zeros({5}).requires_grad_(),
                                  at::zeros({2}).requires_grad_(), at::zeros({1000}).requires_grad_()};
-  coe::dist::GradReducerOptions o;
+  coe::GradReducerOptions o;
   o.bucket_mb = 0.001;  // ~262 floats: w4 alone, the rest together
   o.overlap = overlap;
-  coe::dist::GradReducer reducer(ctx, params, o);
+  coe::GradReducer reducer(ctx, params, o);
   EXPECT_GE(reducer.num_buckets(), 2);
   for (int step = 0; step < 2; ++step) {
     for (auto& p : params) p.mutable_grad() = at::Tensor();
@@ -138,7 +138,7 @@ TEST(DistWorker, Run) {
   if (scenario.empty()) GTEST_SKIP() << "only run as a rank of the tests below";
   DistOptions options;
   options.timeout_s = env_double("COE_DIST_TEST_TIMEOUT", 30);
-  const auto env = coe::dist::dist_env_from_process();
+  const auto env = coe::dist_env_from_process();
   const int rank = env.rank;
   try {
     DistContext ctx(env, options);
@@ -306,7 +306,7 @@ TEST(DistContextSingle, SingleProcessIsTheIdentity) {
   ctx.main_first("m", [&] { ran = true; });
   EXPECT_TRUE(ran);
   at::Tensor p = at::ones({2}).requires_grad_();
-  coe::dist::GradReducer reducer(ctx, {p});
+  coe::GradReducer reducer(ctx, {p});
   EXPECT_EQ(reducer.num_buckets(), 0);
   reducer.arm(true);
   (p * 3).sum().backward();

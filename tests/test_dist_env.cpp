@@ -2,6 +2,8 @@
 #include "coe/dist/env.h"
 #include "coe/util/error.h"
 
+#include "support/expect_error.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -10,16 +12,11 @@
 namespace {
 
 using Vars = std::map<std::string, std::string>;
-using coe::dist::parse_dist_env;
+using coe::parse_dist_env;
 
 // The message of the coe::Error parse_dist_env throws ("" if none).
 std::string error_of(const Vars& vars) {
-  try {
-    parse_dist_env(vars);
-  } catch (const coe::Error& e) {
-    return e.what();
-  }
-  return "";
+  return coe::test::error_of([&] { parse_dist_env(vars); });
 }
 
 Vars torchrun(int rank, int world, int local) {

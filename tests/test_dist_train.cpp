@@ -107,7 +107,7 @@ class DistTrain : public ::testing::Test {
   }
 
   static std::map<std::string, at::Tensor> weights(const std::string& run, int step) {
-    return coe::io::load_safetensors((root_ / run / ("step-" + std::to_string(step)) / "model.safetensors").string())
+    return coe::load_safetensors((root_ / run / ("step-" + std::to_string(step)) / "model.safetensors").string())
         .tensors;
   }
 

@@ -122,7 +122,7 @@ class SafetensorsErrors : public ::testing::Test {
   void SetUp() override {
     dir_ = coe::test::make_temp_dir("st");
     good_ = (dir_ / "good.safetensors").string();
-    coe::io::save_safetensors(good_, {{"a", torch::arange(6, at::kFloat).view({2, 3})}, {"b", torch::ones({4}, at::kLong)}});
+    coe::save_safetensors(good_, {{"a", torch::arange(6, at::kFloat).view({2, 3})}, {"b", torch::ones({4}, at::kLong)}});
     std::ifstream in(good_, std::ios::binary);
     bytes_.assign(std::istreambuf_iterator<char>(in), {});
   }
@@ -145,29 +145,29 @@ TEST_F(SafetensorsErrors, RoundTripAllDtypes) {
                                       {"i64", torch::arange(4, at::kLong)},
                                       {"i32", torch::arange(3, at::kInt)}};
   std::string p = (dir_ / "all.safetensors").string();
-  coe::io::save_safetensors(p, t, {{"k", "v"}});
-  auto back = coe::io::load_safetensors(p);
+  coe::save_safetensors(p, t, {{"k", "v"}});
+  auto back = coe::load_safetensors(p);
   EXPECT_EQ(back.metadata.at("k"), "v");
   for (const auto& [name, tensor] : t) EXPECT_TRUE(at::equal(tensor, back.tensors.at(name))) << name;
 }
 
 TEST_F(SafetensorsErrors, TruncatedFile) {
-  expect_error([&] { coe::io::load_safetensors(variant(bytes_.substr(0, bytes_.size() - 10))); },
+  expect_error([&] { coe::load_safetensors(variant(bytes_.substr(0, bytes_.size() - 10))); },
                {"bad.safetensors", "tensor 'b'", "truncated"});
-  expect_error([&] { coe::io::load_safetensors(variant(bytes_.substr(0, 5))); }, {"bad.safetensors", "truncated"});
+  expect_error([&] { coe::load_safetensors(variant(bytes_.substr(0, 5))); }, {"bad.safetensors", "truncated"});
 }
 
 TEST_F(SafetensorsErrors, BadHeaders) {
-  expect_error([&] { coe::io::load_safetensors(variant(with_header("{not json"))); }, {"malformed safetensors header"});
+  expect_error([&] { coe::load_safetensors(variant(with_header("{not json"))); }, {"malformed safetensors header"});
   std::string huge = bytes_;
   huge[6] = 1;
-  expect_error([&] { coe::io::load_safetensors(variant(huge)); }, {"header length"});
-  expect_error([&] { coe::io::load_safetensors(variant(with_header(R"({"x":{"dtype":"Q8","shape":[2],"data_offsets":[0,2]}})"))); },
+  expect_error([&] { coe::load_safetensors(variant(huge)); }, {"header length"});
+  expect_error([&] { coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"Q8","shape":[2],"data_offsets":[0,2]}})"))); },
                {"tensor 'x'", "unsupported dtype 'Q8'"});
-  expect_error([&] { coe::io::load_safetensors(variant(with_header(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})"))); },
+  expect_error([&] { coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})"))); },
                {"tensor 'x'", "expected 12"});
   expect_error([&] {
-    coe::io::load_safetensors(variant(with_header(
+    coe::load_safetensors(variant(with_header(
         R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})")));
   }, {"overlap"});
 }
@@ -176,30 +176,30 @@ TEST_F(SafetensorsErrors, BadHeaders) {
 // overflow a size computation, or read outside the data section.
 TEST_F(SafetensorsErrors, HostileHeadersAreRefusedBeforeAnyAllocation) {
   std::string capped(8, '\0');
-  const uint64_t len = coe::io::kMaxSafetensorsHeaderBytes + 1;
+  const uint64_t len = coe::kMaxSafetensorsHeaderBytes + 1;
   for (int i = 0; i < 8; ++i) capped[i] = static_cast<char>(len >> (8 * i));
-  expect_error([&] { coe::io::load_safetensors(variant(capped + "{}")); }, {"bad.safetensors", "exceeds the limit"});
-  expect_error([&] { coe::io::load_safetensors(variant(with_header("{\"x\":" + std::string(100000, '[') + "}"))); },
+  expect_error([&] { coe::load_safetensors(variant(capped + "{}")); }, {"bad.safetensors", "exceeds the limit"});
+  expect_error([&] { coe::load_safetensors(variant(with_header("{\"x\":" + std::string(100000, '[') + "}"))); },
                {"bad.safetensors", "nested deeper than"});
   // 2^32 * 2^32 * 4 elements wrap to 0 in 64 bits; so would the byte count of 2^62 F32 elements.
   expect_error([&] {
-    coe::io::load_safetensors(variant(with_header(
+    coe::load_safetensors(variant(with_header(
         R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}})")));
   }, {"tensor 'x'", "too large"});
   expect_error([&] {
-    coe::io::load_safetensors(variant(with_header(
+    coe::load_safetensors(variant(with_header(
         R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})")));
   }, {"tensor 'x'", "too large"});
   expect_error([&] {
-    coe::io::load_safetensors(variant(with_header(
+    coe::load_safetensors(variant(with_header(
         R"({"x":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,0]}})")));
   }, {"tensor 'x'", "too large"});
   expect_error([&] {
-    coe::io::load_safetensors(variant(with_header(R"({"x":{"dtype":"U8","shape":[8],"data_offsets":[60,68]}})")));
+    coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"U8","shape":[8],"data_offsets":[60,68]}})")));
   }, {"tensor 'x'", "data ends at byte 68", "64 data bytes"});
   // An overlap is found before the tensors are read, whatever their order in the header.
   expect_error([&] {
-    coe::io::load_safetensors(variant(with_header(
+    coe::load_safetensors(variant(with_header(
         R"({"y":{"dtype":"U8","shape":[8],"data_offsets":[8,16]},"x":{"dtype":"U8","shape":[16],"data_offsets":[0,16]}})")));
   }, {"overlap"});
 }
@@ -212,24 +212,24 @@ TEST_F(SafetensorsErrors, ShardIndexNamesFilesInTheCheckpointOnly) {
        std::vector<std::string>{"../outside.safetensors", (dir_ / "outside.safetensors").string(), ".."}) {
     write_file(ckpt / "model.safetensors.index.json",
                R"({"weight_map": {"a": ")" + shard + R"(", "b": ")" + shard + R"("}})");
-    expect_error([&] { coe::io::read_hf_weights(ckpt.string()); },
+    expect_error([&] { coe::read_hf_weights(ckpt.string()); },
                  {"model.safetensors.index.json", "weight_map['a']", "not a file name in this directory"});
   }
   write_file(ckpt / "model.safetensors.index.json", "{\"weight_map\": " + std::string(1000, '[') + "}");
-  expect_error([&] { coe::io::read_hf_weights(ckpt.string()); }, {"model.safetensors.index.json", "nested deeper"});
+  expect_error([&] { coe::read_hf_weights(ckpt.string()); }, {"model.safetensors.index.json", "nested deeper"});
   // A plain shard name beside the index works.
   fs::copy_file(good_, ckpt / "shard-1.safetensors");
   write_file(ckpt / "model.safetensors.index.json",
              R"({"weight_map": {"a": "shard-1.safetensors", "b": "shard-1.safetensors"}})");
-  EXPECT_EQ(coe::io::read_hf_weights(ckpt.string()).size(), 2u);
+  EXPECT_EQ(coe::read_hf_weights(ckpt.string()).size(), 2u);
 }
 
 TEST_F(SafetensorsErrors, CheckpointTensorProblemsNameTheTensor) {
-  auto weights = coe::io::read_hf_weights(fixture_dir().string());
+  auto weights = coe::read_hf_weights(fixture_dir().string());
   coe::ModelConfig config = coe::load_model_config((fixture_dir() / "config.json").string());
   auto load = [&](std::map<std::string, at::Tensor> w) {
     coe::CausalLM model(config);
-    coe::io::load_hf_state_dict(*model, w, "ckpt");
+    coe::load_hf_state_dict(*model, w, "ckpt");
   };
   auto missing = weights;
   missing.erase("model.layers.1.mlp.experts.3.down_proj.weight");
@@ -240,5 +240,5 @@ TEST_F(SafetensorsErrors, CheckpointTensorProblemsNameTheTensor) {
   auto wrong = weights;
   wrong["lm_head.weight"] = torch::zeros({3, 3});
   expect_error([&] { load(wrong); }, {"tensor 'lm_head.weight' has shape 3x3", "expects 128x64"});
-  expect_error([&] { coe::io::read_hf_weights(dir_.string()); }, {"no model.safetensors"});
+  expect_error([&] { coe::read_hf_weights(dir_.string()); }, {"no model.safetensors"});
 }

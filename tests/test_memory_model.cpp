@@ -6,6 +6,7 @@
 #include "coe/train/memory_model.h"
 
 #include "support/test_env.h"
+#include "support/tiny_model.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -17,8 +18,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The tiny model with a different size for every dimension, so a count that mixes two of them up
+// cannot match CausalLM's parameters by accident.
 coe::ModelConfig tiny() {
-  coe::ModelConfig c;
+  coe::ModelConfig c = coe::test::tiny_model_config();
   c.vocab_size = 37;
   c.hidden_size = 16;
   c.intermediate_size = 24;
@@ -30,9 +33,6 @@ coe::ModelConfig tiny() {
   c.qk_rope_head_dim = 2;
   c.v_head_dim = 3;
   c.n_routed_experts = 5;
-  c.n_shared_experts = 1;
-  c.num_experts_per_tok = 2;
-  c.max_position_embeddings = 64;
   return c;
 }
 

@@ -2,9 +2,11 @@
 // CoE layer), agreement between expert dispatch implementations, dense layers, checkpointing.
 #include "coe/compat.h"
 #include "coe/model/causal_lm.h"
-#include "coe/model/decoder_layer.h"
+#include "coe/model/coe_layer.h"
 #include "coe/model/experts.h"
 #include "coe/io/hf_checkpoint.h"
+
+#include "support/tiny_model.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -17,24 +19,22 @@
 
 namespace {
 
+// The tiny model at half width (cheap float64 finite differences), with two CoE iterations and
+// large weights (routing decisions far from ties).
 coe::ModelConfig tiny_config() {
-  coe::ModelConfig c;
+  coe::ModelConfig c = coe::test::tiny_model_config();
   c.vocab_size = 50;
   c.hidden_size = 16;
   c.intermediate_size = 24;
   c.moe_intermediate_size = 8;
-  c.num_hidden_layers = 2;
   c.num_attention_heads = 2;
   c.kv_lora_rank = 8;
   c.qk_nope_head_dim = 4;
   c.qk_rope_head_dim = 4;
   c.v_head_dim = 4;
   c.n_routed_experts = 6;
-  c.n_shared_experts = 1;
-  c.num_experts_per_tok = 2;
   c.inner_iter = 2;
-  c.max_position_embeddings = 64;
-  c.initializer_range = 0.3;  // large weights: routing decisions far from ties
+  c.initializer_range = 0.3;
   return c;
 }
 
@@ -297,7 +297,7 @@ TEST(Model, DenseLayersRunTheirMlpOnceAndUseReferenceNames) {
   c.moe_layer_freq = 2;  // layers 0 (dense: first_k), 1 (dense: freq), 2 (MoE), 3 (dense)
   torch::manual_seed(4);
   coe::CausalLM model(c);
-  auto names = coe::io::hf_state_dict(*model);
+  auto names = coe::hf_state_dict(*model);
   EXPECT_TRUE(names.count("model.layers.0.mlp.gate_proj.weight"));
   EXPECT_TRUE(names.count("model.layers.1.mlp.down_proj.weight"));
   EXPECT_TRUE(names.count("model.layers.2.mlp.experts.5.up_proj.weight"));
@@ -325,7 +325,7 @@ TEST(Model, ActivationCheckpointingGivesTheSameGradients) {
     model->set_activation_checkpointing(checkpointing);
     coe::LmOutput out = model->forward(ids, ids);
     (out.loss + out.aux_loss).backward();
-    return std::make_pair(out.loss.item<double>() + out.aux_loss.item<double>(), coe::io::hf_state_dict(*model, true));
+    return std::make_pair(out.loss.item<double>() + out.aux_loss.item<double>(), coe::hf_state_dict(*model, true));
   };
   auto [loss_plain, grads_plain] = run(false);
   auto [loss_ckpt, grads_ckpt] = run(true);
@@ -338,7 +338,7 @@ TEST(Model, TiedEmbeddingsShareOneMatrix) {
   coe::ModelConfig c = tiny_config();
   c.tie_word_embeddings = true;
   coe::CausalLM model(c);
-  auto names = coe::io::hf_state_dict(*model);
+  auto names = coe::hf_state_dict(*model);
   EXPECT_FALSE(names.count("lm_head.weight"));
   EXPECT_TRUE(model->lm_head_weight().is_same(model->embed_tokens->weight));
 }
@@ -349,7 +349,7 @@ TEST(Model, InitialisationFollowsTheReference) {
   c.hidden_size = 64;
   torch::manual_seed(6);
   coe::CausalLM model(c);
-  auto t = coe::io::hf_state_dict(*model);
+  auto t = coe::hf_state_dict(*model);
   EXPECT_NEAR(t.at("model.layers.0.mlp.experts.0.gate_proj.weight").std().item<double>(), 0.02, 0.004);
   EXPECT_NEAR(t.at("model.embed_tokens.weight").std().item<double>(), 0.02, 0.002);
   EXPECT_TRUE(at::equal(t.at("model.norm.weight"), torch::ones({64})));
@@ -376,7 +376,7 @@ TEST(ChunkedLoss, MatchesFullLogitsLossAndGradients) {
     coe::LmOutput out = model->forward(ids, labels, o);
     EXPECT_EQ(out.logits.defined(), full);
     (out.loss + out.aux_loss).backward();
-    return std::make_pair(out.loss.item<double>(), coe::io::hf_state_dict(*model, true));
+    return std::make_pair(out.loss.item<double>(), coe::hf_state_dict(*model, true));
   };
   auto [full_loss, full_grads] = run(true);
   auto [chunk_loss, chunk_grads] = run(false);

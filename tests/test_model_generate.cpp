@@ -28,7 +28,7 @@ const char* kFixtures[] = {"coe_c2_igate_inner_yarn", "moe_c1_qlora_grouplimited
 
 coe::CausalLM load_fixture(const std::string& name) {
   const fs::path dir = coe::test::shared_root() / "fixtures" / name;
-  coe::CausalLM model = coe::io::load_hf_checkpoint(dir.string());
+  coe::CausalLM model = coe::load_hf_checkpoint(dir.string());
   model->eval();
   return model;
 }
@@ -227,7 +227,7 @@ TEST(Generate, RowsFinishingEarlyLeaveTheOthersUnchanged) {
   c.max_position_embeddings = 10;
   coe::CausalLM limited(c);
   limited->eval();
-  coe::io::load_hf_state_dict(*limited, coe::io::hf_state_dict(*model), "fixture");
+  coe::load_hf_state_dict(*limited, coe::hf_state_dict(*model), "fixture");
   const auto out = coe::generate(*limited, tok, {prompts[1], prompts[0]}, opts);  // 9 and 4 prompt tokens
   EXPECT_EQ(out[0].finish, coe::FinishReason::kPositionLimit);
   EXPECT_EQ(out[0].tokens.size(), 1u);

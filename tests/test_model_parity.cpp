@@ -72,8 +72,8 @@ struct Loaded {
 };
 Loaded load(const fs::path& dir, const std::string& dispatch, const torch::Device& device) {
   Loaded l;
-  l.expected = coe::io::load_safetensors((dir / "expected.safetensors").string()).tensors;
-  l.model = coe::io::load_hf_checkpoint(dir.string());
+  l.expected = coe::load_safetensors((dir / "expected.safetensors").string()).tensors;
+  l.model = coe::load_hf_checkpoint(dir.string());
   l.model->to(device);
   l.model->set_dispatch(coe::make_dispatch(dispatch, device));
   l.ids = l.expected.at("input_ids").to(device, at::kLong);
@@ -106,7 +106,7 @@ void check_fixture(const fs::path& dir, const std::string& dispatch, const torch
   if (expected.count("train_loss"))
     EXPECT_LE(std::abs(out.loss.item<double>() - expected.at("train_loss").item<double>()), 1e-4) << "train loss";
   (out.loss + out.aux_loss).backward();
-  auto grads = coe::io::hf_state_dict(*model, /*grads=*/true);
+  auto grads = coe::hf_state_dict(*model, /*grads=*/true);
   int checked = 0;
   double worst = 0;
   for (const auto& [name, want] : expected) {
@@ -164,15 +164,15 @@ TEST(ModelParity, Bf16AutocastLogitsOnCuda) {
 TEST(ModelParity, CheckpointRoundTripIsIdentical) {
   auto fixtures = discover_fixtures();
   ASSERT_FALSE(fixtures.empty());
-  coe::CausalLM model = coe::io::load_hf_checkpoint(fixtures.front().string());
+  coe::CausalLM model = coe::load_hf_checkpoint(fixtures.front().string());
   auto dir = coe::test::make_temp_dir("roundtrip");
-  coe::io::save_hf_checkpoint(*model, dir.string());
-  coe::CausalLM again = coe::io::load_hf_checkpoint(dir.string());
-  auto a = coe::io::hf_state_dict(*model), b = coe::io::hf_state_dict(*again);
+  coe::save_hf_checkpoint(*model, dir.string());
+  coe::CausalLM again = coe::load_hf_checkpoint(dir.string());
+  auto a = coe::hf_state_dict(*model), b = coe::hf_state_dict(*again);
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
   // The written file carries exactly the reference's names.
-  auto original = coe::io::read_hf_weights(fixtures.front().string());
+  auto original = coe::read_hf_weights(fixtures.front().string());
   ASSERT_EQ(original.size(), a.size());
   for (const auto& [name, t] : original) EXPECT_TRUE(a.count(name)) << name;
   fs::remove_all(dir);

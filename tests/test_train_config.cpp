@@ -1,9 +1,9 @@
-// Run-configuration parsing (every error names its key), the resolved-config round trip, and the
-// learning-rate schedule against closed-form values.
-#include "coe/train/lr_schedule.h"
+// Run-configuration parsing (every error names its key and where it came from), base-file
+// inheritance and the resolved-config round trip.
 #include "coe/train/train_config.h"
 #include "coe/util/error.h"
 
+#include "support/expect_error.h"
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
@@ -44,7 +44,7 @@ trainer:
   micro_batch: 2
 )";
 
-class TrainConfigTest : public ::testing::Test {
+class TrainConfig : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = coe::test::make_temp_dir("train-config"); }
   void TearDown() override { fs::remove_all(dir_); }
@@ -57,18 +57,13 @@ class TrainConfigTest : public ::testing::Test {
 
   // The error message of loading `text` with `overrides`, "" when it loads.
   std::string error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
-    try {
-      coe::load_train_config(write(text), overrides);
-    } catch (const coe::Error& e) {
-      return e.what();
-    }
-    return "";
+    return coe::test::error_of([&] { coe::load_train_config(write(text), overrides); });
   }
 
   fs::path dir_;
 };
 
-TEST_F(TrainConfigTest, DefaultsAndValues) {
+TEST_F(TrainConfig, DefaultsAndValues) {
   coe::TrainConfig c = coe::load_train_config(write(kBase));
   EXPECT_EQ(c.model.hidden_size, 32);
   EXPECT_TRUE(c.model_vocab_given);
@@ -88,7 +83,7 @@ TEST_F(TrainConfigTest, DefaultsAndValues) {
   EXPECT_EQ(c.trainer.resume, "never");
 }
 
-TEST_F(TrainConfigTest, OverridesApply) {
+TEST_F(TrainConfig, OverridesApply) {
   coe::TrainConfig c = coe::load_train_config(
       write(kBase), {"trainer.total_steps=7", "optim.betas=[0.8, 0.99]", "model.inner_iter=2", "optim.warmup_steps=3"});
   EXPECT_EQ(c.trainer.total_steps, 7);
@@ -98,7 +93,7 @@ TEST_F(TrainConfigTest, OverridesApply) {
   EXPECT_EQ(c.optim.resolved_warmup_steps(7), 3);
 }
 
-TEST_F(TrainConfigTest, ResolvedYamlRoundTrips) {
+TEST_F(TrainConfig, ResolvedYamlRoundTrips) {
   coe::TrainConfig c = coe::load_train_config(write(kBase), {"optim.decay=no_norms_biases", "data.val_count=10"});
   const std::string yaml = coe::train_config_to_yaml(c);
   EXPECT_NE(yaml.find("lr: 0.0003\n"), std::string::npos) << yaml;  // shortest form, not 17 digits
@@ -110,7 +105,7 @@ TEST_F(TrainConfigTest, ResolvedYamlRoundTrips) {
   EXPECT_DOUBLE_EQ(back.optim.min_lr, 3e-5);
 }
 
-TEST_F(TrainConfigTest, ModelFromJsonWithOverrides) {
+TEST_F(TrainConfig, ModelFromJsonWithOverrides) {
   std::ofstream(dir_ / "config.json") << R"({"vocab_size": 300, "hidden_size": 48, "num_hidden_layers": 3,
     "num_attention_heads": 4, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 8,
     "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "architectures": ["CoeForCausalLM"]})";
@@ -123,13 +118,13 @@ TEST_F(TrainConfigTest, ModelFromJsonWithOverrides) {
   EXPECT_EQ(c.model_from, "config.json");
 }
 
-TEST_F(TrainConfigTest, VocabOmittedIsTakenFromTheTokenizer) {
+TEST_F(TrainConfig, VocabOmittedIsTakenFromTheTokenizer) {
   std::string text = kBase;
   text.erase(text.find("  vocab_size: 259\n"), std::string("  vocab_size: 259\n").size());
   EXPECT_FALSE(coe::load_train_config(write(text)).model_vocab_given);
 }
 
-TEST_F(TrainConfigTest, UnknownKeysSuggestTheNearest) {
+TEST_F(TrainConfig, UnknownKeysSuggestTheNearest) {
   EXPECT_NE(error_of(kBase, {"optim.learning_rat=1"}).find("optim.learning_rat: unknown key"), std::string::npos);
   std::string e = error_of(std::string(kBase) + "  micro_bach: 4\n");
   EXPECT_NE(e.find("run.yaml:"), std::string::npos) << e;
@@ -144,7 +139,7 @@ TEST_F(TrainConfigTest, UnknownKeysSuggestTheNearest) {
   EXPECT_NE(e.find("did you mean 'save_interval'?"), std::string::npos) << e;
 }
 
-TEST_F(TrainConfigTest, BadTypesNameKeyAndFile) {
+TEST_F(TrainConfig, BadTypesNameKeyAndFile) {
   std::string e = error_of(kBase, {"trainer.total_steps=many"});
   EXPECT_NE(e.find("run.yaml"), std::string::npos) << e;
   EXPECT_NE(e.find("trainer.total_steps: expected an integer, got 'many'"), std::string::npos) << e;
@@ -161,7 +156,7 @@ TEST_F(TrainConfigTest, BadTypesNameKeyAndFile) {
   EXPECT_NE(e.find("trainer.seed: expected an integer, got a list"), std::string::npos) << e;
 }
 
-TEST_F(TrainConfigTest, OutOfRangeValues) {
+TEST_F(TrainConfig, OutOfRangeValues) {
   struct Case {
     const char* override_;
     const char* expected;
@@ -206,14 +201,14 @@ TEST_F(TrainConfigTest, OutOfRangeValues) {
   EXPECT_NE(e.find("set warmup_ratio or warmup_steps, not both"), std::string::npos) << e;
 }
 
-TEST_F(TrainConfigTest, MicroBatchErrorPointsAtTheLine) {
+TEST_F(TrainConfig, MicroBatchErrorPointsAtTheLine) {
   std::string text = std::string(kBase);
   text.replace(text.find("micro_batch: 2"), 14, "micro_batch: 3");
   const std::string e = error_of(text);
   EXPECT_NE(e.find("run.yaml:27: trainer.micro_batch: 3 does not divide global_batch 8"), std::string::npos) << e;
 }
 
-TEST_F(TrainConfigTest, FileErrors) {
+TEST_F(TrainConfig, FileErrors) {
   EXPECT_NE(error_of("").find("empty"), std::string::npos);
   EXPECT_NE(error_of("model: [1, 2]\ndata: {train_files: [a]}\n").find("model: expected a mapping"), std::string::npos);
   EXPECT_NE(error_of("model: {}\n").find("data"), std::string::npos);
@@ -231,7 +226,7 @@ TEST_F(TrainConfigTest, FileErrors) {
 
 // A typo'd key leaves a default in place that a value check may trip over: the typo is named,
 // not the check (micro_bach: 3 leaves micro_batch 16, which does not divide global_batch 8).
-TEST_F(TrainConfigTest, UnknownKeysAreReportedBeforeValueChecks) {
+TEST_F(TrainConfig, UnknownKeysAreReportedBeforeValueChecks) {
   std::string text = std::string(kBase);
   text.replace(text.find("micro_batch: 2"), 14, "micro_bach: 3");
   std::string e = error_of(text);
@@ -245,7 +240,7 @@ TEST_F(TrainConfigTest, UnknownKeysAreReportedBeforeValueChecks) {
   EXPECT_NE(e.find("trainer.global_batch: must be >= 1"), std::string::npos) << e;
 }
 
-TEST_F(TrainConfigTest, OverrideErrorsNameTheOverride) {
+TEST_F(TrainConfig, OverrideErrorsNameTheOverride) {
   std::string e = error_of(kBase, {"trainer.micro_batch=3"});
   EXPECT_NE(e.find("run.yaml: --set trainer.micro_batch=3: trainer.micro_batch: 3 does not divide"), std::string::npos)
       << e;
@@ -256,7 +251,7 @@ TEST_F(TrainConfigTest, OverrideErrorsNameTheOverride) {
   EXPECT_NE(e.find("--set optim={lr: -1}: optim.lr: must be > 0"), std::string::npos) << e;
 }
 
-TEST_F(TrainConfigTest, NullIsNotTheDefault) {
+TEST_F(TrainConfig, NullIsNotTheDefault) {
   std::string text = std::string(kBase);
   text.replace(text.find("hidden_size: 32"), 15, "hidden_size: null");
   std::string e = error_of(text);
@@ -269,7 +264,7 @@ TEST_F(TrainConfigTest, NullIsNotTheDefault) {
 
 // `base:` inheritance: a run config states only what differs from its base; errors in inherited
 // keys name the base file and its line; the resolved config is complete either way.
-TEST_F(TrainConfigTest, BaseInheritance) {
+TEST_F(TrainConfig, BaseInheritance) {
   write(kBase, "base.yaml");
   const std::string child = write("base: base.yaml\nmodel:\n  num_experts_per_tok: 4\ntrainer:\n  total_steps: 7\n",
                                   "child.yaml");
@@ -313,68 +308,6 @@ TEST_F(TrainConfigTest, BaseInheritance) {
     EXPECT_NE(std::string(err.what()).find("c3.yaml:1: base: "), std::string::npos) << err.what();
     EXPECT_NE(std::string(err.what()).find("nowhere.yaml not found"), std::string::npos) << err.what();
   }
-}
-
-// ---- learning-rate schedule ------------------------------------------------------------------
-
-TEST(LrSchedule, WarmupThenConstant) {
-  coe::LrSchedule s;
-  s.kind = coe::LrScheduleKind::kConstant;
-  s.lr = 1e-3;
-  s.warmup_steps = 10;
-  s.total_steps = 100;
-  EXPECT_DOUBLE_EQ(s.at(1), 1e-4);
-  EXPECT_DOUBLE_EQ(s.at(5), 5e-4);
-  EXPECT_DOUBLE_EQ(s.at(10), 1e-3);
-  EXPECT_DOUBLE_EQ(s.at(11), 1e-3);
-  EXPECT_DOUBLE_EQ(s.at(100), 1e-3);
-}
-
-TEST(LrSchedule, Cosine) {
-  coe::LrSchedule s;
-  s.kind = coe::LrScheduleKind::kCosine;
-  s.lr = 1e-3;
-  s.min_lr = 1e-4;
-  s.warmup_steps = 10;
-  s.total_steps = 110;
-  EXPECT_DOUBLE_EQ(s.at(10), 1e-3);
-  // p = (s - 10) / 100
-  for (int64_t step : {11, 35, 60, 85, 109}) {
-    const double p = (step - 10) / 100.0;
-    EXPECT_NEAR(s.at(step), 1e-4 + 0.9e-3 * 0.5 * (1 + std::cos(M_PI * p)), 1e-15) << step;
-  }
-  EXPECT_NEAR(s.at(60), 1e-4 + 0.45e-3, 1e-15);  // half way: the mean of peak and floor
-  EXPECT_NEAR(s.at(110), 1e-4, 1e-15);           // the floor at the last step
-}
-
-TEST(LrSchedule, Linear) {
-  coe::LrSchedule s;
-  s.kind = coe::LrScheduleKind::kLinear;
-  s.lr = 2e-3;
-  s.min_lr = 0;
-  s.warmup_steps = 4;
-  s.total_steps = 24;
-  EXPECT_DOUBLE_EQ(s.at(2), 1e-3);
-  EXPECT_DOUBLE_EQ(s.at(4), 2e-3);
-  EXPECT_NEAR(s.at(9), 2e-3 * (1 - 5.0 / 20), 1e-15);
-  EXPECT_NEAR(s.at(14), 1e-3, 1e-15);
-  EXPECT_NEAR(s.at(24), 0.0, 1e-15);
-}
-
-TEST(LrSchedule, NoWarmupAndFromConfig) {
-  coe::OptimConfig o;
-  o.lr = 1e-3;
-  o.schedule = coe::LrScheduleKind::kCosine;
-  o.warmup_steps = 0;
-  coe::LrSchedule s = coe::LrSchedule::from_config(o, 50);
-  EXPECT_EQ(s.warmup_steps, 0);
-  EXPECT_NEAR(s.at(1), 1e-3 * 0.5 * (1 + std::cos(M_PI / 50)), 1e-15);
-  EXPECT_NEAR(s.at(50), 0.0, 1e-15);
-  o.warmup_steps.reset();
-  o.warmup_ratio = 0.25;
-  EXPECT_EQ(coe::LrSchedule::from_config(o, 50).warmup_steps, 12);  // floor(0.25 * 50)
-  o.warmup_ratio.reset();
-  EXPECT_EQ(coe::LrSchedule::from_config(o, 50).warmup_steps, 5);   // default ratio 0.1
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "coe/util/error.h"
 
 #include "support/test_env.h"
+#include "support/tiny_model.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -36,12 +37,8 @@ class TrainLoop : public ::testing::Test {
     const fs::path gsm = coe::test::shared_root() / "data" / "gsm8k";
     const fs::path yaml = root_ / (run + ".yaml");
     std::ofstream(yaml) << "model:\n"
-                           "  hidden_size: 32\n  intermediate_size: 64\n  moe_intermediate_size: 32\n"
-                           "  num_hidden_layers: 2\n  num_attention_heads: 4\n  kv_lora_rank: 16\n"
-                           "  qk_nope_head_dim: 8\n  qk_rope_head_dim: 8\n  v_head_dim: 8\n"
-                           "  n_routed_experts: 8\n  n_shared_experts: 1\n  num_experts_per_tok: 2\n"
-                           "  max_position_embeddings: 64\n"
-                           "data:\n"
+                        << coe::test::tiny_model_yaml()
+                        << "data:\n"
                            "  train_files: ["
                         << (gsm / "train.jsonl").string() << "]\n  val_files: [" << (gsm / "test.jsonl").string()
                         << "]\n  prepared_dir: " << (root_ / "gsm8k-byte").string()
@@ -105,7 +102,7 @@ TEST_F(TrainLoop, LossDecreasesOnGsm8k) {
   for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json",
                         "config.yaml"})
     EXPECT_TRUE(fs::exists(fs::path(latest->dir) / f)) << f;
-  coe::CausalLM loaded = coe::io::load_hf_checkpoint(latest->dir);
+  coe::CausalLM loaded = coe::load_hf_checkpoint(latest->dir);
   for (const auto& item : trainer.model().named_parameters(true))
     EXPECT_TRUE(at::equal(item.value(), loaded->named_parameters(true)[item.key()])) << item.key();
   // The resolved config of the run loads again.
@@ -160,8 +157,8 @@ TEST_F(TrainLoop, ResumeIsBitExact) {
   EXPECT_EQ(va[1]["val_loss"], vb[1]["val_loss"]);
 
   for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
-    const auto ta = coe::io::load_safetensors((root_ / "straight" / "step-8" / file).string()).tensors;
-    const auto tb = coe::io::load_safetensors((root_ / "resumed" / "step-8" / file).string()).tensors;
+    const auto ta = coe::load_safetensors((root_ / "straight" / "step-8" / file).string()).tensors;
+    const auto tb = coe::load_safetensors((root_ / "resumed" / "step-8" / file).string()).tensors;
     ASSERT_EQ(ta.size(), tb.size()) << file;
     for (const auto& [name, t] : ta) EXPECT_TRUE(at::equal(t, tb.at(name))) << file << ": " << name;
   }

@@ -8,7 +8,7 @@
 
 #include "support/expect_error.h"
 #include "support/test_env.h"
-#include "support/tiny_run.h"
+#include "support/tiny_model.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

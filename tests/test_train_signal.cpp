@@ -50,7 +50,7 @@ std::string slurp(const fs::path& p) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-class TrainBinary : public ::testing::Test {
+class TrainSignal : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = coe::test::make_temp_dir("train-signal");
@@ -74,7 +74,7 @@ class TrainBinary : public ::testing::Test {
   fs::path dir_;
 };
 
-TEST_F(TrainBinary, SigtermLeavesACompleteCheckpointAndResumeFinishes) {
+TEST_F(TrainSignal, SigtermLeavesACompleteCheckpointAndResumeFinishes) {
   const std::string bin = coe::test::tool_path("coe-train").string();
   ASSERT_TRUE(fs::exists(bin)) << bin;
   const pid_t pid = spawn({bin, (dir_ / "run.yaml").string()}, dir_ / "first.log");
@@ -106,7 +106,7 @@ TEST_F(TrainBinary, SigtermLeavesACompleteCheckpointAndResumeFinishes) {
   EXPECT_EQ(read_jsonl(metrics).size(), static_cast<size_t>(stopped));
   nlohmann::json state = nlohmann::json::parse(std::ifstream(fs::path(latest->dir) / "state.json"));
   EXPECT_EQ(state["step"].get<int64_t>(), stopped);
-  coe::CausalLM model = coe::io::load_hf_checkpoint(latest->dir);
+  coe::CausalLM model = coe::load_hf_checkpoint(latest->dir);
   EXPECT_EQ(model->config().vocab_size, 259);
   EXPECT_FALSE(fs::exists(dir_ / "run" / "final.json"));
   for (const auto& entry : fs::directory_iterator(dir_ / "run"))
@@ -132,7 +132,7 @@ TEST_F(TrainBinary, SigtermLeavesACompleteCheckpointAndResumeFinishes) {
   EXPECT_TRUE(fs::exists(dir_ / "run" / fmt::format("step-{}", stopped + 3))) << out;
 }
 
-TEST_F(TrainBinary, ErrorsAreOneLine) {
+TEST_F(TrainSignal, ErrorsAreOneLine) {
   const std::string bin = coe::test::tool_path("coe-train").string();
   std::string out;
   EXPECT_EQ(coe::test::run_command(bin + " " + (dir_ / "run.yaml").string() + " --set trainer.micro_batch=3", &out), 1);

@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %^%v%$");
   std::string who;  // "rank R: " in a data-parallel job
   try {
-    const coe::dist::DistEnv env = coe::dist::dist_env_from_process();
+    const coe::DistEnv env = coe::dist_env_from_process();
     if (env.distributed()) who = "rank " + std::to_string(env.rank) + ": ";
     coe::TrainConfig config = coe::load_train_config(config_path, overrides);
     if (!out_dir.empty()) config.trainer.out_dir = out_dir;

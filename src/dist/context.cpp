@@ -54,7 +54,7 @@
 #include <sstream>
 #include <thread>
 
-namespace coe::dist {
+namespace coe {
 namespace {
 
 #if COE_TORCH_AT_LEAST(2, 0)
@@ -750,4 +750,4 @@ void DistContext::finish() {
   I.finished = true;
 }
 
-}  // namespace coe::dist
+}  // namespace coe

@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <limits>
 
-namespace coe::dist {
+namespace coe {
 namespace {
 
 // A non-negative decimal integer (leading/trailing blanks tolerated), else an error naming `name`.
@@ -132,4 +132,4 @@ DistEnv dist_env_from_process() {
   });
 }
 
-}  // namespace coe::dist
+}  // namespace coe

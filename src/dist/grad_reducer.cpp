@@ -12,7 +12,7 @@
 
 #include <chrono>
 
-namespace coe::dist {
+namespace coe {
 namespace {
 
 }  // namespace
@@ -192,4 +192,4 @@ void GradReducer::finish() {
   }
 }
 
-}  // namespace coe::dist
+}  // namespace coe

@@ -15,7 +15,7 @@
 
 namespace fs = std::filesystem;
 
-namespace coe::io {
+namespace coe {
 namespace {
 
 const char* const kExpertProjections[] = {"gate_proj", "up_proj", "down_proj"};
@@ -136,4 +136,4 @@ void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::S
   write_file_atomic(fs::path(dir) / "config.json", model_config_to_json(model.config()));
 }
 
-}  // namespace coe::io
+}  // namespace coe

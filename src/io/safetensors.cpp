@@ -15,7 +15,7 @@
 #include <limits>
 #include <vector>
 
-namespace coe::io {
+namespace coe {
 namespace {
 
 struct DtypeInfo {
@@ -167,4 +167,4 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
   out.commit();
 }
 
-}  // namespace coe::io
+}  // namespace coe

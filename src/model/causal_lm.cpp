@@ -101,19 +101,21 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   const int64_t S = input_ids.size(1);
   LmOutput out;
   at::Tensor h = embed_tokens(input_ids);
+  if (options.on_layer) options.on_layer(-1, LayerOutput{h, {}});
   const RotaryTables rope = rotary_tables(config_, S, input_ids.device());
   at::Tensor aux = at::zeros({}, h.options().dtype(accumulate_dtype(h)));
-  for (const auto& module : *layers) {
-    auto* layer = module->as<CoeLayerImpl>();
+  for (int64_t l = 0; l < static_cast<int64_t>(layers->size()); ++l) {
+    auto* layer = &layers->at<CoeLayerImpl>(l);
+    LayerOutput lo;
     if (checkpointing_ && is_training() && torch::GradMode::is_enabled()) {
       auto outputs = CheckpointedLayer::apply(h, layer, &rope);
-      h = outputs[0];
-      aux = aux + outputs[1];
+      lo = {outputs[0], outputs[1]};
     } else {
-      LayerOutput lo = layer->forward(h, rope, options.record_routing ? &out.routing : nullptr);
-      h = lo.hidden;
-      if (lo.aux_loss.defined()) aux = aux + lo.aux_loss;
+      lo = layer->forward(h, rope, options.record_routing ? &out.routing : nullptr);
     }
+    if (options.on_layer) options.on_layer(l, lo);
+    h = lo.hidden;
+    if (lo.aux_loss.defined()) aux = aux + lo.aux_loss;
   }
   h = norm(h);
   out.aux_loss = aux;

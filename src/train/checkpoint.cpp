@@ -32,7 +32,7 @@ const char* const kOptimizer = "optimizer.safetensors";
 const char* const kRng = "rng.safetensors";
 const char* const kConfig = "config.yaml";
 const char* const kMarker = ".coe-checkpoint";
-// The files state.json's checksums cover (the model's are io::save_hf_checkpoint's).
+// The files state.json's checksums cover (the model's are save_hf_checkpoint's).
 const char* const kCheckedFiles[] = {"config.json", "model.safetensors", kOptimizer, kRng, kConfig};
 
 // "step-N" (kind ""), "step-N.tmp", "step-N.deleting": the step, else nullopt.
@@ -58,7 +58,7 @@ bool written_by_coe(const fs::path& dir) {
 }
 
 // Whether `name` is a file coe writes into a checkpoint directory, or a temporary of one
-// ("<file>.tmp" of io::save_safetensors, "<file>.tmp-<pid>" of write_file_atomic).
+// ("<file>.tmp" of save_safetensors, "<file>.tmp-<pid>" of write_file_atomic).
 bool is_checkpoint_file(const std::string& name) {
   static const std::regex temporary(R"((.+)\.tmp(-\d+)?)");
   std::smatch m;
@@ -220,8 +220,8 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
            tmp.string());
     fs::create_directories(tmp);
     write_file_atomic(tmp / kMarker, "coe-train checkpoint\n");
-    io::save_hf_checkpoint(model, tmp.string(), at::kFloat);
-    io::save_safetensors((tmp / kOptimizer).string(), optimizer_state,
+    save_hf_checkpoint(model, tmp.string(), at::kFloat);
+    save_safetensors((tmp / kOptimizer).string(), optimizer_state,
                          {{"format", "coe-adamw"}, {"beta1", fmt::format("{}", optimizer.options().beta1)},
                           {"beta2", fmt::format("{}", optimizer.options().beta2)},
                           {"eps", fmt::format("{}", optimizer.options().eps)},
@@ -237,7 +237,7 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
       std::lock_guard<std::mutex> lock(gen.mutex());
       rng[fmt::format("cuda:{}", cuda_device)] = gen.get_state();
     }
-    io::save_safetensors((tmp / kRng).string(), rng);
+    save_safetensors((tmp / kRng).string(), rng);
     write_file_atomic(tmp / kConfig, config_yaml);
     saved.checksums.clear();
     for (const char* f : kCheckedFiles) saved.checksums[f] = hash_file((tmp / f).string());
@@ -284,9 +284,9 @@ TrainState read_checkpoint_state(const std::string& dir) {
 TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& optimizer, int cuda_device) {
   const fs::path root(dir);
   TrainState state = read_checkpoint_state(dir);
-  io::load_hf_state_dict(model, io::read_hf_weights(dir), dir);
-  optimizer.load_state(io::load_safetensors((root / kOptimizer).string()).tensors, (root / kOptimizer).string());
-  const auto rng = io::load_safetensors((root / kRng).string()).tensors;
+  load_hf_state_dict(model, read_hf_weights(dir), dir);
+  optimizer.load_state(load_safetensors((root / kOptimizer).string()).tensors, (root / kOptimizer).string());
+  const auto rng = load_safetensors((root / kRng).string()).tensors;
   auto cpu_state = rng.find("cpu");
   if (cpu_state == rng.end()) fail("{}: no 'cpu' generator state", (root / kRng).string());
   {

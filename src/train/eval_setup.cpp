@@ -63,7 +63,7 @@ std::shared_ptr<CausalLMImpl> load_model_for_inference(const CheckpointSetup& ch
   if (!device.is_cuda())  // float32 weights, plus as much again for the load and the forward
     check_host_memory(8 * count_parameters(checkpoint.model).total(), checkpoint.dir + ": loading the model",
                       "run on a machine with more memory");
-  CausalLM model = io::load_hf_checkpoint(checkpoint.dir);
+  CausalLM model = load_hf_checkpoint(checkpoint.dir);
   model->to(device);
   model->eval();
   model->set_dispatch(make_dispatch("auto", device));

@@ -148,21 +148,18 @@ std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedPara
     if (mb.batch_size == 0) continue;
     const DeviceBatch db = to_device(mb, device);
     compat::CudaAutocastGuard autocast(bf16_autocast, at::kBFloat16);
-    at::Tensor h = model.embed_tokens(db.input_ids);
-    if (!finite(h)) return fmt::format("embedding output is non-finite (micro-batch {})", i);
-    const RotaryTables rope = rotary_tables(model.config(), mb.seq_len, device);
-    int64_t l = 0;
-    for (const auto& module : *model.layers) {
-      LayerOutput out = module->as<CoeLayerImpl>()->forward(h, rope);
-      if (!finite(out.hidden))
-        return fmt::format("decoder layer {} (model.layers.{}) produced non-finite activations (micro-batch {})", l, l, i);
-      if (!finite(out.aux_loss))
-        return fmt::format("decoder layer {} (model.layers.{}) produced a non-finite aux loss (micro-batch {})", l, l, i);
-      h = out.hidden;
-      ++l;
-    }
-    at::Tensor logits = at::linear(model.norm(h), model.lm_head_weight());
-    if (!finite(logits)) return fmt::format("final norm / lm_head produced non-finite logits (micro-batch {})", i);
+    // The model's own forward, watched stage by stage: the first non-finite stage is named.
+    std::string first;
+    ForwardOptions forward;
+    forward.on_layer = [&](int64_t l, const LayerOutput& out) {
+      if (!first.empty()) return;
+      if (l < 0 && !finite(out.hidden)) first = "embedding output is non-finite";
+      else if (!finite(out.hidden)) first = fmt::format("decoder layer {} (model.layers.{}) produced non-finite activations", l, l);
+      else if (!finite(out.aux_loss)) first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite aux loss", l, l);
+    };
+    const LmOutput out = model.forward(db.input_ids, {}, forward);
+    if (!first.empty()) return fmt::format("{} (micro-batch {})", first, i);
+    if (!finite(out.logits)) return fmt::format("final norm / lm_head produced non-finite logits (micro-batch {})", i);
   }
   // Forward finite: the overflow happened in backward. Gradients flow from the last layer to the
   // first, so the deepest parameter with a non-finite gradient is nearest to where it began.

@@ -3,6 +3,7 @@
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
 #include "coe/train/memory_model.h"
+#include "coe/dist/rank_device.h"
 #include "coe/train/run_lock.h"
 #include "coe/train/training_model.h"
 #include "coe/train/signals.h"
@@ -143,7 +144,7 @@ void Trainer::resolve_device() {
   const TrainerConfig& tc = config_.trainer;
   device_ = coe::resolve_device(tc.device, config_.source + ": trainer.device");
   if (device_.is_cuda() && options_.dist_env.distributed())
-    device_ = dist::rank_device(options_.dist_env, c10::Device(tc.device), config_.source);
+    device_ = rank_device(options_.dist_env, c10::Device(tc.device), config_.source);
   bf16_ = tc.dtype == "bfloat16";
   if (bf16_ && !device_.is_cuda())
     fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
@@ -153,7 +154,7 @@ void Trainer::resolve_device() {
 // the job is joined (every rank, or an error naming the missing one).
 void Trainer::join_job() {
   const TrainerConfig& tc = config_.trainer;
-  const dist::DistEnv& env = options_.dist_env;
+  const DistEnv& env = options_.dist_env;
   const int64_t world = env.distributed() ? env.world_size : 1;
   if (world > 1 && tc.global_batch % (world * tc.micro_batch) != 0) {
     const char* world_var = env.launcher == "slurm" ? "SLURM_NTASKS" : "WORLD_SIZE";
@@ -162,12 +163,12 @@ void Trainer::join_job() {
          config_.source, tc.global_batch, world_var, world, tc.micro_batch, world_var);
   }
   if (world > 1) {
-    dist::DistOptions dopt;
+    DistOptions dopt;
     dopt.timeout_s = tc.dist_timeout_s;
     dopt.device = device_;
-    dist_ = std::make_unique<dist::DistContext>(env, dopt);
+    dist_ = std::make_unique<DistContext>(env, dopt);
   } else {
-    dist_ = std::make_unique<dist::DistContext>();
+    dist_ = std::make_unique<DistContext>();
   }
   console_ = options_.console && dist_->is_main();
 }
@@ -326,10 +327,10 @@ void Trainer::restore() {
     // Every rank starts from rank 0's parameters (the same seed gives the same initialisation on
     // identical builds; the broadcast makes it so everywhere, also after a resume).
     dist_->broadcast_tensors(model_->parameters(), 0, tc.dist_bucket_mb, "initial parameter broadcast");
-    dist::GradReducerOptions ro;
+    GradReducerOptions ro;
     ro.bucket_mb = tc.dist_bucket_mb;
     ro.overlap = tc.dist_overlap;
-    reducer_ = std::make_unique<dist::GradReducer>(*dist_, model_->parameters(), ro);
+    reducer_ = std::make_unique<GradReducer>(*dist_, model_->parameters(), ro);
   }
 }
 

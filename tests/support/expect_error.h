@@ -10,6 +10,17 @@
 
 namespace coe::test {
 
+// The message of the coe::Error `fn` throws, or "" when it throws none.
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const coe::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // Runs `fn`; expects it to throw a one-line coe::Error containing every fragment.
 template <typename Fn>
 void expect_error(Fn&& fn, std::initializer_list<std::string> fragments) {

@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-namespace coe::dist {
+namespace coe {
 
 // A collective or rendezvous failure; the message is one line naming the rank at fault.
 class DistError : public Error {
@@ -122,10 +122,4 @@ class DistContext {
   std::unique_ptr<Impl> impl_;
 };
 
-// The device of this rank. CPU stays CPU. CUDA in a distributed job: cuda:LOCAL_RANK (made the
-// current device), or cuda:0 when the process sees a single GPU (Slurm's --gpus-per-task=1);
-// `configured` must then not name an index (`source`: the config file, for the message).
-// A single process gets `configured` back unchanged.
-c10::Device rank_device(const DistEnv& env, const c10::Device& configured, const std::string& source);
-
-}  // namespace coe::dist
+}  // namespace coe

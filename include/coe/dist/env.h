@@ -24,7 +24,7 @@
 #include <optional>
 #include <string>
 
-namespace coe::dist {
+namespace coe {
 
 struct DistEnv {
   int rank = 0;
@@ -52,4 +52,4 @@ DistEnv parse_dist_env(const std::map<std::string, std::string>& vars);
 // The same over this process's environment.
 DistEnv dist_env_from_process();
 
-}  // namespace coe::dist
+}  // namespace coe

@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-namespace coe::dist {
+namespace coe {
 
 struct GradReducerOptions {
   double bucket_mb = 25;  // trainer.dist_bucket_mb
@@ -82,4 +82,4 @@ class GradReducer {
   GradReducerStats stats_;
 };
 
-}  // namespace coe::dist
+}  // namespace coe

@@ -9,7 +9,7 @@
 #include <map>
 #include <string>
 
-namespace coe::io {
+namespace coe {
 
 // Reference names for a model's tensors: stacked experts [E, ...] become
 // "...mlp.experts.<e>.{gate,up,down}_proj.weight". Works for parameters and for their gradients
@@ -30,4 +30,4 @@ CausalLM load_hf_checkpoint(const std::string& dir);
 // Writes config.json and model.safetensors into `dir` (created if needed), tensors in `dtype`.
 void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
 
-}  // namespace coe::io
+}  // namespace coe

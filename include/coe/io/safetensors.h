@@ -7,7 +7,7 @@
 #include <map>
 #include <string>
 
-namespace coe::io {
+namespace coe {
 
 // The largest JSON header load_safetensors reads (as the safetensors library's own limit): a
 // corrupt or hostile length field must not make it allocate gigabytes before checking anything.
@@ -27,4 +27,4 @@ SafetensorsFile load_safetensors(const std::string& path);
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
-}  // namespace coe::io
+}  // namespace coe

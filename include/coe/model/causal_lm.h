@@ -2,7 +2,7 @@
 // The causal language model: embeddings, decoder layers, final norm, lm_head, and the shifted
 // next-token loss (mean over labels != kIgnoreLabel, the reference's CrossEntropyLoss semantics).
 #include "coe/model/config.h"
-#include "coe/model/decoder_layer.h"
+#include "coe/model/coe_layer.h"
 #include "coe/model/experts.h"
 #include "coe/model/kv_cache.h"
 
@@ -12,6 +12,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -26,6 +27,10 @@ struct ForwardOptions {
   // Fill LmOutput::loss_tokens. Counting needs a device->host copy, which stalls the GPU stream;
   // the trainer counts on the host from the batch instead.
   bool count_loss_tokens = false;
+  // Called with the embedding output (layer -1, no aux loss) and each decoder layer's output, in
+  // order: lets a caller inspect every stage without re-implementing the layer loop (the
+  // trainer's non-finite diagnosis).
+  std::function<void(int64_t layer, const LayerOutput& out)> on_layer;
 };
 
 struct LmOutput {

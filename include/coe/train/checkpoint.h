@@ -1,6 +1,6 @@
 #pragma once
 // Training checkpoints: <out_dir>/step-N/ holding
-//   config.json, model.safetensors  the model in HF layout (io::save_hf_checkpoint, float32)
+//   config.json, model.safetensors  the model in HF layout (save_hf_checkpoint, float32)
 //   optimizer.safetensors           AdamW moments and per-parameter step counts
 //   rng.safetensors                 torch's CPU generator state ("cpu"), and "cuda:<i>" when used
 //   config.yaml                     the resolved run configuration

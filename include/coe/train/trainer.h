@@ -60,9 +60,9 @@ struct TrainOptions {
   bool handle_signals = true;
   // Log progress lines through spdlog's default logger (rank 0 only in a data-parallel job).
   bool console = true;
-  // The data-parallel job this process is a rank of (coe-train: dist::dist_env_from_process()).
+  // The data-parallel job this process is a rank of (coe-train: dist_env_from_process()).
   // The default is the single process: no store, no process group, no communication.
-  dist::DistEnv dist_env;
+  DistEnv dist_env;
 };
 
 enum class TrainStatus {
@@ -102,7 +102,7 @@ class Trainer {
   // Whether run() will start from a checkpoint, and which.
   const std::string& resumed_from() const { return resumed_from_; }
   // This process's place in the data-parallel job (rank 0 of 1 for a single process).
-  dist::DistContext& dist() { return *dist_; }
+  DistContext& dist() { return *dist_; }
 
  private:
   // What one optimizer step did, for the logs.
@@ -139,7 +139,7 @@ class Trainer {
   TrainOptions options_;
   // Declared before the model and the reducer: destroyed after them (the reducer's hooks refer to
   // the context and sit on the model's parameters).
-  std::unique_ptr<dist::DistContext> dist_;
+  std::unique_ptr<DistContext> dist_;
   std::unique_ptr<RunDirLock> run_lock_;  // rank 0: held for the trainer's lifetime
   bool console_ = true;  // options_.console on rank 0
   std::string out_dir_, config_yaml_, resumed_from_;
@@ -156,7 +156,7 @@ class Trainer {
   int64_t params_ = 0;
   std::string expert_dispatch_;  // the dispatch trainer.expert_dispatch resolved to
   int64_t last_saved_step_ = -1;
-  std::unique_ptr<dist::GradReducer> reducer_;  // data parallelism only
+  std::unique_ptr<GradReducer> reducer_;  // data parallelism only
   AppendFile metrics_, val_log_;
 
   // run()'s state.

@@ -1,4 +1,4 @@
-#include "coe/dist/context.h"
+#include "coe/dist/rank_device.h"
 
 #include "coe/util/error.h"
 
@@ -6,7 +6,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
-namespace coe::dist {
+namespace coe {
 
 c10::Device rank_device(const DistEnv& env, const c10::Device& configured, const std::string& source) {
   if (!env.distributed() || !configured.is_cuda()) return configured;
@@ -27,4 +27,4 @@ c10::Device rank_device(const DistEnv& env, const c10::Device& configured, const
 #endif
 }
 
-}  // namespace coe::dist
+}  // namespace coe

@@ -1,4 +1,4 @@
-#include "coe/model/decoder_layer.h"
+#include "coe/model/coe_layer.h"
 
 #include <ATen/ATen.h>
 
