@@ -30,6 +30,6 @@ sed -n '/^| variant/,/^$/p' runs/sweeps/quickstart/summary.md | head -n 4
 step "curves of the runs (coe-plot): runs/sweeps/quickstart/run-plots/"
 runs=()
 for v in moe-c1-k4 coe-c2-k2; do
-  [ -f "runs/sweeps/quickstart/$v/metrics.jsonl" ] && runs+=("runs/sweeps/quickstart/$v")
+  if [ -f "runs/sweeps/quickstart/$v/metrics.jsonl" ]; then runs+=("runs/sweeps/quickstart/$v"); fi
 done
 build/bin/coe-plot "${runs[@]}" --out runs/sweeps/quickstart/run-plots
