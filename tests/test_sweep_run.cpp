@@ -75,6 +75,16 @@ TEST(SweepRun, TwoVariantsSummariseAndResume) {
     EXPECT_TRUE(fs::exists(out / v / "routing.json")) << v << "\n" << read_file(out / v / "eval.log");
     EXPECT_EQ(count(read_file(out / v / "train.log"), "=== "), 1u) << v;
   }
+  // Live progress (not a terminal: a line per tenth of a run, and the last line with the final
+  // validation), and the results table after each variant, not only at the end.
+  for (const char* v : {"[1/2] moe", "[2/2] coe"}) {
+    EXPECT_NE(run1.find(std::string(v) + ": step 4/4 (100%) | loss "), std::string::npos) << run1;
+    EXPECT_GE(count(run1, std::string(v) + ": step "), 1u) << run1;
+    EXPECT_LE(count(run1, std::string(v) + ": step "), 5u) << run1;
+  }
+  EXPECT_NE(run1.find(" | val "), std::string::npos) << run1;
+  EXPECT_EQ(count(run1, "| variant | status | steps |"), 2u) << run1;
+  EXPECT_LT(run1.find("| coe | not run | 0/4 |"), run1.find("[2/2] coe: training")) << run1;
   const std::string csv = read_file(out / "summary.csv");
   EXPECT_EQ(count(csv, "\n"), 3u) << csv;  // header + 2 rows
   EXPECT_NE(csv.find("\nmoe,complete,4,4,"), std::string::npos) << csv;

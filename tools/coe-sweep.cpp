@@ -11,6 +11,7 @@
 #include "coe/train/sweep.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
+#include "coe/util/run_logs.h"
 #include "coe/util/subprocess.h"
 #include "cli.h"
 
@@ -19,7 +20,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -27,7 +30,10 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <set>
+#include <thread>
 
 namespace fs = std::filesystem;
 
@@ -70,8 +76,10 @@ std::string command_line(const std::vector<std::string>& argv) {
 }
 
 // Runs argv (no shell: subprocess.h) with stdout and stderr appended to `log`, after a line saying
-// what runs; returns the exit status (128 + signal when killed by one).
-int run_logged(const std::vector<std::string>& argv, const fs::path& log) {
+// what runs; returns the exit status (128 + signal when killed by one). `tick`, when given, is
+// called about twice a second while the child runs, and once more with true when it has ended.
+int run_logged(const std::vector<std::string>& argv, const fs::path& log,
+               const std::function<void(bool finished)>& tick = {}) {
   fs::create_directories(log.parent_path());
   {
     const std::time_t now = std::time(nullptr);
@@ -84,13 +92,32 @@ int run_logged(const std::vector<std::string>& argv, const fs::path& log) {
   const pid_t pid = coe::spawn_process(argv, log);
   g_child = pid;
   try {
-    const int status = coe::wait_process(pid);
+    int status;
+    if (!tick) {
+      status = coe::wait_process(pid);
+    } else {
+      std::optional<int> ended;
+      while (!(ended = coe::try_wait_process(pid))) {
+        tick(false);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
+      status = *ended;
+    }
     g_child = 0;
+    if (tick) tick(true);
     return status;
   } catch (...) {
     g_child = 0;
     throw;
   }
+}
+
+// The terminal's width (stdout), or 0 when it is not a terminal.
+int terminal_columns() {
+  if (!::isatty(STDOUT_FILENO)) return 0;
+  struct winsize ws {};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
 }
 
 // A path as one argument of a coe tool: "-x.yaml" would read as an option.
@@ -107,12 +134,7 @@ std::vector<std::string> tail_lines(const fs::path& p, size_t n) {
   return {lines.begin(), lines.end()};
 }
 
-std::string duration(double s) {
-  const auto t = static_cast<int64_t>(s + 0.5);
-  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t / 60) % 60);
-  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
-  return fmt::format("{}s", t);
-}
+std::string duration(double s) { return coe::format_duration(s); }
 
 // The resolved config.yaml coe-train wrote into the run directory: where its data was prepared.
 std::string prepared_dir_of(const fs::path& run) {
@@ -186,6 +208,33 @@ int main(int argc, char** argv) {
     };
 
     auto status = coe::read_sweep_status(spec);
+    // What every variant's run directory says, with the failures this sweep saw.
+    auto collect_results = [&]() {
+      std::vector<coe::VariantResult> results;
+      for (size_t i = 0; i < spec.variants.size(); ++i) {
+        coe::VariantResult r = coe::read_variant_result(spec, spec.variants[i], configs[i]);
+        auto it = status.find(r.name);
+        if (it != status.end() && r.status != "complete" && it->second.first.rfind("failed", 0) == 0) {
+          r.status = it->second.first;
+          r.exit_code = it->second.second;
+        }
+        results.push_back(std::move(r));
+      }
+      return results;
+    };
+    // Steps still to train per variant (total_steps less its newest checkpoint's step), for the
+    // sweep's ETA; complete and unselected variants have none.
+    std::vector<int64_t> steps_left(spec.variants.size(), 0);
+    for (size_t i = 0; i < spec.variants.size(); ++i) {
+      const fs::path dir = coe::variant_dir(spec, spec.variants[i]);
+      if (fs::exists(dir / "final.json") || (!selected.empty() && !selected.count(spec.variants[i].name))) continue;
+      const auto ckpt = coe::latest_checkpoint(dir.string());
+      steps_left[i] = std::max<int64_t>(0, configs[i].trainer.total_steps - (ckpt ? ckpt->step : 0));
+    }
+    // The pace of the variants trained so far (wall-clock seconds per step).
+    int64_t paced_steps = 0;
+    double paced_seconds = 0;
+    const auto sweep_start = std::chrono::steady_clock::now();
     bool any_failed = false;
     if (!report_only) {
       if (!dry_run) {
@@ -221,7 +270,53 @@ int main(int argc, char** argv) {
           fmt::print("{}: {} -> {}\n", tag, partial ? "resuming" : "training", dir.string());
           std::fflush(stdout);
           const auto t0 = std::chrono::steady_clock::now();
-          const int rc = run_logged(train_command(v, partial), dir / "train.log");
+          // Live progress from the run's metrics.jsonl / val.jsonl: on a terminal one line that
+          // updates in place; otherwise (a log file, CI) a line per tenth of the run, and the last.
+          coe::RunWatcher watcher(dir, c.trainer.total_steps);
+          watcher.poll(0);
+          const int columns = terminal_columns();
+          int64_t last_printed_step = -1;
+          std::optional<double> last_printed_val;
+          int64_t last_tenth = c.trainer.total_steps > 0 ? watcher.step() * 10 / c.trainer.total_steps : 0;
+          double last_print = -1;
+          bool line_open = false;
+          auto tick = [&](bool finished) {
+            const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - sweep_start).count();
+            watcher.poll(now);
+            // (The final validation arrives after the last step: the last line shows it.)
+            if (watcher.step() <= 0 ||
+                (watcher.step() == last_printed_step && (!finished || watcher.val_loss() == last_printed_val))) {
+              if (finished && line_open) fmt::print("\n");
+              return;
+            }
+            std::optional<double> sweep_eta;
+            int64_t later_steps = 0;
+            for (size_t j = i + 1; j < n; ++j) later_steps += steps_left[j];
+            if (const auto eta = watcher.eta_seconds(); eta && later_steps > 0) {
+              const int64_t steps = paced_steps + watcher.paced_steps();
+              const double secs = paced_seconds + watcher.paced_seconds();
+              sweep_eta = *eta + secs / static_cast<double>(steps) * static_cast<double>(later_steps);
+            }
+            std::string line = coe::progress_line(tag, watcher, sweep_eta);
+            if (columns > 0) {
+              if (!finished && now - last_print < 0.5) return;
+              if (line.size() >= static_cast<size_t>(columns)) line.resize(static_cast<size_t>(columns) - 1);
+              fmt::print("\r\x1b[K{}{}", line, finished ? "\n" : "");
+              line_open = !finished;
+            } else {
+              const int64_t tenth = watcher.step() * 10 / std::max<int64_t>(1, c.trainer.total_steps);
+              if (!finished && tenth <= last_tenth) return;
+              fmt::print("{}\n", line);
+              last_tenth = tenth;
+            }
+            std::fflush(stdout);
+            last_printed_step = watcher.step();
+            last_printed_val = watcher.val_loss();
+            last_print = now;
+          };
+          const int rc = run_logged(train_command(v, partial), dir / "train.log", tick);
+          paced_steps += watcher.paced_steps();
+          paced_seconds += watcher.paced_seconds();
           const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           if (rc == 0 && fs::exists(dir / "final.json")) {
             fmt::print("{}: done in {}\n", tag, duration(secs));
@@ -238,44 +333,34 @@ int main(int argc, char** argv) {
           }
           coe::write_sweep_status(spec, status);
         }
-        if (g_stop || !fs::exists(dir / "final.json")) continue;
-        // Post-training analyses, each run once (their output files mark them done).
-        if (spec.memory.measure && !fs::exists(dir / "memory.json")) {
-          fmt::print("{}: measuring memory (coe-memory --measure)\n", tag);
-          const int rc = run_logged(memory_command(v, c), dir / "memory.log");
-          if (rc != 0) fmt::print(stderr, "{}: coe-memory failed (exit {}); see {}\n", tag, rc, (dir / "memory.log").string());
+        if (!g_stop && fs::exists(dir / "final.json")) {
+          // Post-training analyses, each run once (their output files mark them done).
+          if (spec.memory.measure && !fs::exists(dir / "memory.json")) {
+            fmt::print("{}: measuring memory (coe-memory --measure)\n", tag);
+            std::fflush(stdout);
+            const int rc = run_logged(memory_command(v, c), dir / "memory.log");
+            if (rc != 0) fmt::print(stderr, "{}: coe-memory failed (exit {}); see {}\n", tag, rc, (dir / "memory.log").string());
+          }
+          if (spec.routing.enabled && !fs::exists(dir / "routing.json")) {
+            fmt::print("{}: routing analysis (coe-eval --routing)\n", tag);
+            std::fflush(stdout);
+            const int rc = run_logged(routing_command(v, c), dir / "eval.log");
+            if (rc != 0) fmt::print(stderr, "{}: coe-eval failed (exit {}); see {}\n", tag, rc, (dir / "eval.log").string());
+          }
         }
-        if (spec.routing.enabled && !fs::exists(dir / "routing.json")) {
-          fmt::print("{}: routing analysis (coe-eval --routing)\n", tag);
-          const int rc = run_logged(routing_command(v, c), dir / "eval.log");
-          if (rc != 0) fmt::print(stderr, "{}: coe-eval failed (exit {}); see {}\n", tag, rc, (dir / "eval.log").string());
-        }
+        // The table so far after each variant this invocation trained, not only at the end.
+        if (!complete) fmt::print("\n{}\n", coe::sweep_results_table(collect_results()));
+        std::fflush(stdout);
       }
       if (dry_run) return 0;
     }
 
     // ---- report ----
-    std::vector<coe::VariantResult> results;
-    for (size_t i = 0; i < spec.variants.size(); ++i) {
-      coe::VariantResult r = coe::read_variant_result(spec, spec.variants[i], configs[i]);
-      auto it = status.find(r.name);
-      if (it != status.end() && r.status != "complete" && it->second.first.rfind("failed", 0) == 0) {
-        r.status = it->second.first;
-        r.exit_code = it->second.second;
-      }
-      results.push_back(std::move(r));
-    }
+    const std::vector<coe::VariantResult> results = collect_results();
     // A gnuplot script is a program (it may call system()): it comes from the environment or from
     // beside the binary, never from the working directory, which may be someone else's repository.
-    std::string script;
-    if (const char* env = std::getenv("COE_PLOT_SCRIPT")) script = env;
-    if (script.empty())
-      for (const fs::path& p : {self_dir() / ".." / ".." / "tools" / "plot_sweep.gp",
-                                self_dir() / ".." / "share" / "coe" / "plot_sweep.gp"})
-        if (fs::exists(p)) {
-          script = fs::weakly_canonical(p).string();
-          break;
-        }
+    const auto found_script = coe::find_plot_script("plot_sweep.gp", "COE_PLOT_SCRIPT");
+    const std::string script = found_script ? found_script->string() : "";
     for (const auto& f : coe::write_sweep_summary(spec, results, script)) fmt::print("wrote {}\n", f);
     if (g_stop) return 130;
     return any_failed ? 1 : 0;

@@ -6,8 +6,11 @@ packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlo
           # Debian's libtorch calls the system BLAS (update-alternatives libblas.so.3); without this
           # it is the reference BLAS, ~7x slower for CPU training (docs/performance.md).
           libopenblas0-openmp
-          # coe-sweep's plots (tools/plot_sweep.gp); the tables are written without it.
+          # coe-sweep's and coe-plot's plots (tools/plot_*.gp); the tables and data are written without it.
           gnuplot-nox
+          # tools/check_tfevents.py: Google's protobuf library and crcmod read coe's TensorBoard files
+          # as a check independent of coe (tests/test_util_tensorboard.cpp skips it without them).
+          python3-protobuf python3-crcmod
           # torchrun, the launcher the data-parallel test starts coe-train with (its libtorch is the
           # libtorch-dev one above; Python never runs coe).
           python3-torch)

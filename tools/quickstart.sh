@@ -12,7 +12,7 @@ step "dependencies (Debian packages)"
 
 step "build (build/bin)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build -j"$(nproc)" --target coe-prepare coe-train coe-eval coe-sweep
+cmake --build build -j"$(nproc)" --target coe-prepare coe-train coe-eval coe-sweep coe-plot
 
 step "synthetic data (SYNTHETIC arithmetic word problems, MetaMathQA format)"
 mkdir -p data/synth
@@ -26,3 +26,10 @@ end=$(date +%s)
 
 step "result (synthetic data, CPU, $((end - start)) s for both runs): runs/sweeps/quickstart/summary.md"
 sed -n '/^| variant/,/^$/p' runs/sweeps/quickstart/summary.md | head -n 4
+
+step "curves of the runs (coe-plot): runs/sweeps/quickstart/run-plots/"
+runs=()
+for v in moe-c1-k4 coe-c2-k2; do
+  if [ -f "runs/sweeps/quickstart/$v/metrics.jsonl" ]; then runs+=("runs/sweeps/quickstart/$v"); fi
+done
+build/bin/coe-plot "${runs[@]}" --out runs/sweeps/quickstart/run-plots

@@ -388,6 +388,19 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
   return r;
 }
 
+std::string sweep_results_table(const std::vector<VariantResult>& results) {
+  std::string md =
+      "| variant | status | steps | final val loss | best val loss | tokens | tokens/s | params | active params/token "
+      "| memory estimate | measured peak |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const auto& r : results)
+    md += fmt::format("| {} | {} | {}/{} | {} | {} | {} | {:.0f} | {} | {} | {} | {} |\n", r.name, r.status, r.steps,
+                      r.total_steps, fmt_loss(r.final_val_loss), fmt_loss(r.best_val_loss), r.tokens, r.tokens_per_s,
+                      fmt_millions(r.params_total), fmt_millions(r.params_active), format_bytes(r.estimate_bytes),
+                      r.measured_peak_bytes ? format_bytes(*r.measured_peak_bytes) : std::string("-"));
+  return md;
+}
+
 std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::vector<VariantResult>& results,
                                              const std::string& plot_script) {
   fs::create_directories(spec.out_dir);
@@ -488,14 +501,7 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
   std::string md;
   md += fmt::format("# Sweep {}\n\nSweep file: `{}`. Run directories: `{}/<variant>/`. Baseline: `{}`.\n\n", spec.name,
                     spec.file, spec.out_dir, spec.baseline);
-  md += "| variant | status | steps | final val loss | best val loss | tokens | tokens/s | params | active params/token "
-        "| memory estimate | measured peak |\n";
-  md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-  for (const auto& r : results)
-    md += fmt::format("| {} | {} | {}/{} | {} | {} | {} | {:.0f} | {} | {} | {} | {} |\n", r.name, r.status, r.steps,
-                      r.total_steps, fmt_loss(r.final_val_loss), fmt_loss(r.best_val_loss), r.tokens, r.tokens_per_s,
-                      fmt_millions(r.params_total), fmt_millions(r.params_active), format_bytes(r.estimate_bytes),
-                      r.measured_peak_bytes ? format_bytes(*r.measured_peak_bytes) : std::string("-"));
+  md += sweep_results_table(results);
   const auto& mem = spec.memory;
   md += fmt::format(
       "\nMemory estimate: `coe-memory`'s analytical training total (docs/memory.md) at micro-batch {}, sequence {}, "

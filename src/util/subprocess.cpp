@@ -96,11 +96,34 @@ int wait_process(pid_t pid) {
   return 1;
 }
 
+std::optional<int> try_wait_process(pid_t pid) {
+  int status = 0;
+  pid_t r;
+  while ((r = ::waitpid(pid, &status, WNOHANG)) < 0) {
+    if (errno != EINTR) fail("waiting for process {}: {}", pid, std::strerror(errno));
+  }
+  if (r == 0) return std::nullopt;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
 int run_process(const std::vector<std::string>& argv, const fs::path& log) {
   return wait_process(spawn_process(argv, log));
 }
 
 std::optional<fs::path> find_gnuplot() { return find_executable("gnuplot"); }
+
+std::optional<fs::path> find_plot_script(const std::string& name, const char* env_var) {
+  if (const char* env = std::getenv(env_var); env && *env) return fs::path(env);
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return std::nullopt;
+  for (const fs::path& p : {exe.parent_path() / ".." / ".." / "tools" / name,
+                            exe.parent_path() / ".." / "share" / "coe" / name})
+    if (fs::is_regular_file(p, ec)) return fs::weakly_canonical(p, ec);
+  return std::nullopt;
+}
 
 int run_gnuplot(const fs::path& script, const std::vector<std::string>& args, const fs::path& log) {
   const auto gnuplot = find_gnuplot();

@@ -105,6 +105,10 @@ struct VariantResult {
 
 VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& variant, const TrainConfig& config);
 
+// The first table of summary.md (markdown, one row per variant: status, steps, losses, tokens,
+// throughput, parameters, memory); coe-sweep also prints it after each variant it trains.
+std::string sweep_results_table(const std::vector<VariantResult>& results);
+
 // Writes summary.csv, summary.md and (when gnuplot and tools/plot_sweep.gp are found) PNG plots
 // into out_dir; `plot_script` is the gnuplot script ("" when not found), `plot_note` says why
 // plots were skipped. Returns the paths written.

@@ -27,11 +27,21 @@ pid_t spawn_process(const std::vector<std::string>& argv, const std::filesystem:
 // ended it.
 int wait_process(pid_t pid);
 
+// The exit status of the child `pid` (as wait_process) if it has ended, nullopt while it runs.
+std::optional<int> try_wait_process(pid_t pid);
+
 // spawn_process, then wait_process.
 int run_process(const std::vector<std::string>& argv, const std::filesystem::path& log = {});
 
 // gnuplot on $PATH (find_executable), or nullopt.
 std::optional<std::filesystem::path> find_gnuplot();
+
+// A gnuplot script that ships with coe (tools/plot_sweep.gp, tools/plot_run.gp): the path in the
+// environment variable `env_var` when it is set (not checked: a missing file fails when gnuplot
+// runs), else <directory of this executable>/../../tools/<name> (the build tree) or
+// <directory>/../share/coe/<name>, made absolute; nullopt when none exists. A script is a program
+// (it may call system()), so it is never looked up in the working directory.
+std::optional<std::filesystem::path> find_plot_script(const std::string& name, const char* env_var);
 
 // Runs `gnuplot -c SCRIPT ARG...` with gnuplot's output appended to `log`: inside the script the
 // arguments are the strings ARG1, ARG2, ... (ARGC of them), data that gnuplot never evaluates,

@@ -1,0 +1,288 @@
+// coe-plot: PNG plots of one or more training runs from their metrics.jsonl and val.jsonl, and a
+// heatmap of the expert load from a `coe-eval --routing` file. See docs/training.md#watching-a-run.
+//
+//   coe-plot RUN_DIR... [--out DIR] [--routing FILE] [--smoothing W]
+//
+// Writes into DIR (default RUN_DIR/plots for one run; required for several): loss.png (raw and
+// EMA-smoothed training loss), val_loss.png (when a run has validations), lr.png, grad_norm.png,
+// tokens_per_s.png, and expert_load.png (expert_load-<run>.png for several runs) for each run with
+// a routing file; beside them the data the plots are drawn from (train-<i>.dat, val-<i>.dat,
+// expert_load-<i>.dat, runs.txt naming run i) and gnuplot.log. Runs are overlaid, named by their
+// directory. A run that is still training is read up to its last complete line.
+//
+// Exit status 0 when every PNG was drawn; 1 with one line "error: ..." for bad input, or when
+// gnuplot (or tools/plot_run.gp) is missing or fails: the data files are written all the same, and
+// the message says where they are.
+#include "coe/util/error.h"
+#include "coe/util/file_io.h"
+#include "coe/util/json_limits.h"
+#include "coe/util/run_logs.h"
+#include "coe/util/subprocess.h"
+#include "cli.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct LoadRow {
+  int64_t layer = 0, iteration = 0;
+  std::vector<double> load;
+};
+
+struct Run {
+  fs::path dir;
+  std::string title;  // the legend name: the directory's name
+  std::vector<coe::MetricsRow> metrics;
+  std::vector<coe::ValRow> val;
+  fs::path routing_file;  // empty: no heatmap
+  std::vector<LoadRow> load;
+};
+
+// "runs/x/" and "runs/x" are both named x; "." is named after the working directory.
+std::string dir_name(const fs::path& dir) {
+  fs::path p = dir.lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  if (p.empty() || p == "." || p == "..") p = fs::absolute(dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().empty() ? p.string() : p.filename().string();
+}
+
+// A legend title holds no line breaks (TITLES reaches plot_run.gp joined by newlines).
+std::string printable(std::string s) {
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s;
+}
+
+// A file name made from a run's name: [A-Za-z0-9._-], anything else '_'.
+std::string file_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) out += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ? c : '_';
+  return out.empty() || out[0] == '.' ? "run" + out : out;
+}
+
+// A number for a gnuplot data file; "?" (set datafile missing) for absent or non-finite values.
+std::string num(const std::optional<double>& v) {
+  return v && std::isfinite(*v) ? fmt::format("{:.9g}", *v) : std::string("?");
+}
+
+// The "routing" array of a coe-eval --json / --routing file: expert load per layer and iteration.
+std::vector<LoadRow> read_routing(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) coe::fail("{}: cannot read: {}", path.string(), std::strerror(errno));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in, coe::json_depth_limit(path.string()));
+  } catch (const nlohmann::json::exception& e) {
+    coe::fail("{}: not JSON: {}", path.string(), coe::first_line(e));
+  }
+  if (!j.is_object() || !j.contains("routing") || !j["routing"].is_array())
+    coe::fail("{}: no \"routing\" array (not a coe-eval --routing or --json file)", path.string());
+  std::vector<LoadRow> rows;
+  for (size_t i = 0; i < j["routing"].size(); ++i) {
+    const nlohmann::json& r = j["routing"][i];
+    const std::string where = fmt::format("{}: routing[{}]", path.string(), i);
+    if (!r.is_object()) coe::fail("{}: not an object", where);
+    LoadRow row;
+    for (const char* key : {"layer", "iteration"})
+      if (!r.contains(key) || !r[key].is_number_integer()) coe::fail("{}: \"{}\" is not an integer", where, key);
+    row.layer = r["layer"].get<int64_t>();
+    row.iteration = r["iteration"].get<int64_t>();
+    if (!r.contains("expert_load") || !r["expert_load"].is_array() || r["expert_load"].empty())
+      coe::fail("{}: \"expert_load\" is not a non-empty array", where);
+    double total = 0;
+    for (const auto& v : r["expert_load"]) {
+      if (!v.is_number() || v.get<double>() < 0) coe::fail("{}: \"expert_load\" holds {}, not a count", where, v.dump());
+      row.load.push_back(v.get<double>());
+      total += row.load.back();
+    }
+    if (!rows.empty() && row.load.size() != rows.front().load.size())
+      coe::fail("{}: {} experts, routing[0] has {}", where, row.load.size(), rows.front().load.size());
+    const double mean = total / static_cast<double>(row.load.size());
+    for (double& v : row.load) v = mean > 0 ? v / mean : 0;
+    rows.push_back(std::move(row));
+  }
+  if (rows.empty()) coe::fail("{}: \"routing\" is empty (a dense model routes nothing)", path.string());
+  return rows;
+}
+
+// TensorBoard-style exponential moving average, debiased so that it starts at the first value:
+// ema_t = (w * m_{t-1} + (1 - w) * x_t) / (1 - w^t). Non-finite values are skipped.
+std::vector<std::optional<double>> smoothed(const std::vector<coe::MetricsRow>& rows, double weight) {
+  std::vector<std::optional<double>> out;
+  double m = 0, debias = 1;
+  bool any = false;
+  for (const auto& r : rows) {
+    if (std::isfinite(r.loss)) {
+      m = weight * m + (1 - weight) * r.loss;
+      debias *= weight;
+      any = true;
+    }
+    out.push_back(any ? std::optional<double>(m / (1 - debias)) : std::nullopt);
+  }
+  return out;
+}
+
+void write_data_files(const fs::path& out, const std::vector<Run>& runs, double smoothing) {
+  std::string index = "# run title directory\n";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    const size_t n = i + 1;
+    index += fmt::format("{} {} {}\n", n, r.title, r.dir.string());
+    std::string train = fmt::format("# {}: step loss loss_ema(weight {}) lr grad_norm tokens_per_s aux_loss\n",
+                                    r.dir.string(), smoothing);
+    const auto ema = smoothed(r.metrics, smoothing);
+    for (size_t k = 0; k < r.metrics.size(); ++k) {
+      const auto& m = r.metrics[k];
+      train += fmt::format("{} {} {} {} {} {} {}\n", m.step, num(m.loss), num(ema[k]), num(m.lr), num(m.grad_norm),
+                           num(m.tokens_per_s), num(m.aux_loss));
+    }
+    coe::write_file_atomic(out / fmt::format("train-{}.dat", n), train);
+    if (!r.val.empty()) {
+      std::string val = fmt::format("# {}: step val_loss\n", r.dir.string());
+      for (const auto& v : r.val) val += fmt::format("{} {}\n", v.step, num(v.val_loss));
+      coe::write_file_atomic(out / fmt::format("val-{}.dat", n), val);
+    }
+    if (!r.load.empty()) {
+      // A matrix with headers: the corner, the expert numbers; then per layer/iteration its label
+      // and each expert's load / mean load.
+      std::string m = "layer/iter";
+      for (size_t e = 0; e < r.load.front().load.size(); ++e) m += fmt::format(" {}", e);
+      m += "\n";
+      for (const auto& row : r.load) {
+        m += fmt::format("\"L{} i{}\"", row.layer, row.iteration);
+        for (double v : row.load) m += fmt::format(" {:.6g}", v);
+        m += "\n";
+      }
+      coe::write_file_atomic(out / fmt::format("expert_load-{}.dat", n), m);
+    }
+  }
+  coe::write_file_atomic(out / "runs.txt", index);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"coe-plot: PNG plots of training runs from metrics.jsonl / val.jsonl (docs/training.md)"};
+  std::vector<std::string> run_dirs;
+  std::string out_dir, routing;
+  double smoothing = 0.9;
+  app.add_option("run_dirs", run_dirs, "run directories (coe-train's trainer.out_dir)")->required();
+  app.add_option("--out", out_dir, "where the PNGs and their data go (default: RUN_DIR/plots for one run)");
+  app.add_option("--routing", routing,
+                 "a coe-eval --routing (or --json) file for the expert-load heatmap (one RUN_DIR only; "
+                 "default: RUN_DIR/routing.json, else RUN_DIR/eval.json, when present)");
+  app.add_option("--smoothing", smoothing, "weight of the training loss's moving average, in [0, 1)")
+      ->check(CLI::Range(0.0, 0.999));
+  if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
+
+  try {
+    if (!routing.empty() && run_dirs.size() > 1)
+      coe::fail("--routing {}: only with one run directory ({} given)", routing, run_dirs.size());
+    if (out_dir.empty() && run_dirs.size() > 1)
+      coe::fail("{} run directories: give --out DIR for their plots", run_dirs.size());
+
+    std::vector<Run> runs;
+    std::map<std::string, int> title_count;
+    for (const auto& d : run_dirs) {
+      Run r;
+      r.dir = d;
+      std::error_code ec;
+      if (!fs::is_directory(r.dir, ec)) coe::fail("{}: not a directory", d);
+      const fs::path metrics = r.dir / "metrics.jsonl";
+      if (!fs::exists(metrics, ec))
+        coe::fail("{}: no metrics.jsonl (not a coe-train run directory, or its first step has not finished)", d);
+      r.metrics = coe::read_metrics_file(metrics);
+      if (r.metrics.empty()) coe::fail("{}: no complete line yet (the first step has not finished)", metrics.string());
+      r.val = coe::read_val_file(r.dir / "val.jsonl");
+      if (!routing.empty()) {
+        r.routing_file = routing;
+      } else {
+        for (const char* name : {"routing.json", "eval.json"})
+          if (fs::is_regular_file(r.dir / name, ec)) {
+            r.routing_file = r.dir / name;
+            break;
+          }
+      }
+      if (!r.routing_file.empty()) r.load = read_routing(r.routing_file);
+      r.title = printable(dir_name(r.dir));
+      ++title_count[r.title];
+      runs.push_back(std::move(r));
+    }
+    // Two runs of the same name (runs/a/x, runs/b/x) are told apart by their paths.
+    for (auto& r : runs)
+      if (title_count[r.title] > 1) r.title = printable(r.dir.lexically_normal().string());
+
+    const fs::path out = fs::absolute(out_dir.empty() ? runs.front().dir / "plots" : fs::path(out_dir));
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    if (ec) coe::fail("--out {}: cannot create: {}", out.string(), ec.message());
+    write_data_files(out, runs, smoothing);
+
+    // The PNGs to expect, by the name plot_run.gp draws and the name they get.
+    std::vector<std::pair<std::string, std::string>> pngs = {
+        {"loss", "loss.png"}, {"lr", "lr.png"}, {"grad_norm", "grad_norm.png"}, {"tokens_per_s", "tokens_per_s.png"}};
+    std::string val_runs, heatmaps, titles;
+    std::set<std::string> heatmap_names;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const std::string n = std::to_string(i + 1);
+      titles += (i ? "\n" : "") + runs[i].title;
+      if (!runs[i].val.empty()) val_runs += (val_runs.empty() ? "" : " ") + n;
+      if (runs[i].load.empty()) continue;
+      heatmaps += (heatmaps.empty() ? "" : " ") + n;
+      std::string name = runs.size() == 1 ? "expert_load.png" : "expert_load-" + file_safe(runs[i].title) + ".png";
+      if (!heatmap_names.insert(name).second) name = "expert_load-" + n + ".png";
+      pngs.push_back({"expert_load-" + n, name});
+    }
+    if (!val_runs.empty()) pngs.push_back({"val_loss", "val_loss.png"});
+
+    const std::string where = fmt::format("the data files are in {}", out.string());
+    const auto script = coe::find_plot_script("plot_run.gp", "COE_PLOT_RUN_SCRIPT");
+    if (!coe::find_gnuplot()) coe::fail("gnuplot is not installed (apt-get install gnuplot-nox); {}", where);
+    if (!script) coe::fail("the gnuplot script plot_run.gp was not found (set COE_PLOT_RUN_SCRIPT); {}", where);
+
+    const fs::path log = out / "gnuplot.log";
+    coe::write_file_atomic(log, "");
+    const std::string suffix = ".tmp-" + std::to_string(::getpid());
+    const int rc = coe::run_gnuplot(
+        *script, {out.string(), suffix, std::to_string(runs.size()), titles, val_runs, heatmaps, fmt::format("{}", smoothing)},
+        log);
+    std::vector<std::string> missing;
+    for (const auto& [drawn, name] : pngs) {
+      const fs::path tmp = out / (drawn + ".png" + suffix);
+      if (rc == 0 && fs::is_regular_file(tmp, ec) && fs::file_size(tmp, ec) > 0) {
+        fs::rename(tmp, out / name);
+        fmt::print("wrote {}\n", (out / name).string());
+      } else {
+        fs::remove(tmp, ec);
+        missing.push_back(name);
+      }
+    }
+    if (rc != 0 || !missing.empty())
+      coe::fail("gnuplot failed (exit {}) and did not draw {}; see {}; {}", rc, fmt::join(missing, ", "), log.string(),
+                where);
+    return 0;
+  } catch (const std::exception& e) {
+    return coe::cli::report(e);
+  }
+}
