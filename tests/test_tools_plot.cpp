@@ -4,7 +4,7 @@
 // flags are one-line errors; without gnuplot the data files are still written and the message
 // says where.
 #include "support/test_env.h"
-#include "support/tiny_run.h"
+#include "support/tiny_model.h"
 
 #include <gtest/gtest.h>
 

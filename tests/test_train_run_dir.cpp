@@ -8,6 +8,7 @@
 
 #include "support/expect_error.h"
 #include "support/test_env.h"
+#include "support/tfevents_reader.h"
 #include "support/tiny_model.h"
 
 #include <gtest/gtest.h>
@@ -259,6 +260,49 @@ TEST_F(RunDir, ResumeWarningNamesTheChangedKeys) {
       << out;
   EXPECT_NE(out.find("optim.lr (0.003 -> 0.001)"), std::string::npos) << out;
   EXPECT_NE(out.find("trainer.log_interval (10 -> 5)"), std::string::npos) << out;
+}
+
+}  // namespace
+
+namespace {
+
+// coe-train's TensorBoard files, read by the independent reader: every metrics.jsonl and
+// val.jsonl value under its tag and step (to float32 rounding), and after a run killed past its
+// last checkpoint and resumed, each step exactly once across the files.
+TEST_F(RunDir, TensorBoardEventsMatchTheLogsAcrossAResume) {
+  const std::vector<std::string> common{"trainer.val_interval=2", "trainer.save_interval=2"};
+  ASSERT_EQ(coe::Trainer(config("tb", common), options(false, 3)).run().status, coe::TrainStatus::kStopped);
+  // Steps 1..3 are logged, the checkpoint is step-3; pretend the process died after step 3 was
+  // logged but before it was saved: drop the checkpoint, so the resume redoes step 3.
+  const fs::path dir = root_ / "tb";
+  for (const auto& c : coe::list_checkpoints(dir.string()))
+    if (c.step == 3) fs::remove_all(c.dir);
+  ASSERT_EQ(coe::Trainer(config("tb", common), options(true)).run().status, coe::TrainStatus::kCompleted);
+
+  const auto scalars = coe::test::union_of_scalars(dir / "tb");  // fails on a (tag, step) seen twice
+  EXPECT_EQ(coe::test::event_files(dir / "tb").size(), 2u);
+  const auto metrics = read_jsonl(dir / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 6u);
+  for (const auto& m : metrics) {
+    const int64_t step = m["step"].get<int64_t>();
+    for (const auto& [key, tag] : std::vector<std::pair<std::string, std::string>>{
+             {"loss", "train/loss"}, {"aux_loss", "train/aux_loss"}, {"lr", "train/lr"},
+             {"grad_norm", "train/grad_norm"}, {"tokens_per_s", "train/tokens_per_s"}}) {
+      auto it = scalars.find({tag, step});
+      ASSERT_NE(it, scalars.end()) << tag << " at step " << step;
+      EXPECT_EQ(it->second, static_cast<float>(m[key].get<double>())) << tag << " at step " << step;
+    }
+  }
+  const auto val = read_jsonl(dir / "val.jsonl");
+  ASSERT_EQ(val.size(), 3u);  // steps 2, 4, 6
+  for (const auto& v : val) {
+    auto it = scalars.find({"val/loss", v["step"].get<int64_t>()});
+    ASSERT_NE(it, scalars.end());
+    EXPECT_EQ(it->second, static_cast<float>(v["val_loss"].get<double>()));
+  }
+  size_t train_losses = 0;
+  for (const auto& [key, value] : scalars) train_losses += key.first == "train/loss";
+  EXPECT_EQ(train_losses, 6u);
 }
 
 }  // namespace

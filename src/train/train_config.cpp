@@ -150,6 +150,10 @@ TrainerConfig parse_trainer(ConfigReader& r) {
   if (!is_expert_dispatch_name(t.expert_dispatch))
     r.fail_key("expert_dispatch", fmt::format("unknown dispatch '{}' ({})", t.expert_dispatch, kExpertDispatchChoices));
   t.log_interval = at_least("log_interval", r.get("log_interval", t.log_interval), 1);
+  t.tensorboard = r.get("tensorboard", t.tensorboard);
+  t.peak_tflops = r.get("peak_tflops", t.peak_tflops);
+  if (!(t.peak_tflops >= 0) || !std::isfinite(t.peak_tflops))
+    r.fail_key("peak_tflops", fmt::format("must be >= 0 (0: unknown), got {}", t.peak_tflops));
   t.threads = static_cast<int>(at_least("threads", r.get<int>("threads", t.threads), 0));
   if (r.is_null("resume")) {
     r.ignore("resume");
@@ -421,6 +425,8 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   trainer["memory_check"] = t.memory_check;
   trainer["expert_dispatch"] = t.expert_dispatch;
   trainer["log_interval"] = t.log_interval;
+  trainer["tensorboard"] = t.tensorboard;
+  trainer["peak_tflops"] = fmt::format("{}", t.peak_tflops);
   trainer["threads"] = t.threads;
   trainer["resume"] = t.resume;
   // Shortest round-trip form (not tidy_numbers over the section: out_dir or resume may look numeric).

@@ -2,6 +2,7 @@
 
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
+#include "coe/model/flops.h"
 #include "coe/train/memory_model.h"
 #include "coe/dist/rank_device.h"
 #include "coe/train/run_lock.h"
@@ -13,6 +14,7 @@
 #include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
+#include "coe/util/tensorboard.h"
 #include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
@@ -223,6 +225,7 @@ void Trainer::set_aside_newer_branch(int64_t step) {
   if (moved.empty()) return;
   for (const char* log : {"metrics.jsonl", "val.jsonl"})
     if (fs::exists(fs::path(out_dir_) / log)) fs::copy_file(fs::path(out_dir_) / log, aside / log);
+  if (fs::is_directory(fs::path(out_dir_) / "tb")) fs::copy(fs::path(out_dir_) / "tb", aside / "tb", fs::copy_options::recursive);
   if (fs::exists(fs::path(out_dir_) / "final.json")) fs::rename(fs::path(out_dir_) / "final.json", aside / "final.json");
   spdlog::warn("resuming from step {} starts a new branch: {} newer checkpoint(s) and the logs as they were moved to {}",
                step, moved.size(), aside.string());
@@ -293,6 +296,7 @@ void Trainer::build_model() {
   params_ = built.params;
   schedule_ = LrSchedule::from_config(config_.optim, tc.total_steps);
   state_.scheduler = schedule_.to_json();
+  flops_per_token_ = training_flops_per_token(config_.model, config_.data.max_length).total();
   config_yaml_ = train_config_to_yaml(config_);
   if (dist_->distributed()) {
     // Every rank must run the same configuration (the same file and --set overrides).
@@ -341,6 +345,12 @@ void Trainer::open_run_files() {
   write_file_atomic(fs::path(out_dir_) / "config.yaml", config_yaml_);
   metrics_ = open_log(fs::path(out_dir_) / "metrics.jsonl", state_.step);
   val_log_ = open_log(fs::path(out_dir_) / "val.jsonl", state_.step);
+  if (config_.trainer.tensorboard) {
+    // Steps after the resumed one are trained again: their events go, as their log lines did.
+    for (const auto& note : cut_back_event_files(fs::path(out_dir_) / "tb", state_.step))
+      if (console_) spdlog::info("tensorboard: {}", note);
+    tensorboard_ = std::make_unique<TensorBoardWriter>(fs::path(out_dir_) / "tb");
+  }
 }
 
 // ---- the loop ---------------------------------------------------------------------------------
@@ -505,6 +515,10 @@ std::optional<double> Trainer::run_validation() {
     j["batches"] = r.batches;
     j["seconds"] = seconds_since(t0);
     val_log_.append(j.dump() + '\n');
+    if (tensorboard_) {
+      tensorboard_->add_scalars(state_.step, val_scalars(j));
+      tensorboard_->flush();
+    }
   }
   if (console_)
     spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", state_.step, r.val_loss,
@@ -591,25 +605,33 @@ void Trainer::log_step(const StepStats& s) {
     j["time"] = state_.elapsed_s;
     if (s.comm_wait_s >= 0) j["comm_wait_s"] = s.comm_wait_s;
     metrics_.append(j.dump() + '\n');
+    if (tensorboard_) tensorboard_->add_scalars(s.step, metrics_scalars(j));
   }
 
   window_time_ += s.seconds;
   window_steps_ += 1;
   window_tokens_ += s.tokens;
   const int64_t total = config_.trainer.total_steps;
-  if (console_ && (s.step % config_.trainer.log_interval == 0 || s.step == total || s.step == 1)) {
+  if (s.step % config_.trainer.log_interval != 0 && s.step != total && s.step != 1) return;
+  if (tensorboard_) tensorboard_->flush();  // a live run shows up to this line
+  if (console_) {
     const double per_step = window_time_ / static_cast<double>(window_steps_);
+    const double tokens_per_s = static_cast<double>(window_tokens_) / window_time_;
     std::string line = fmt::format(
         "step {:>{}}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", s.step,
-        std::to_string(total).size(), total, s.loss, s.aux_loss, s.lr, s.grad_norm,
-        format_count(static_cast<double>(window_tokens_) / window_time_),
+        std::to_string(total).size(), total, s.loss, s.aux_loss, s.lr, s.grad_norm, format_count(tokens_per_s),
         format_duration(per_step * static_cast<double>(total - s.step)));
+    if (config_.trainer.peak_tflops > 0)
+      line += fmt::format(" | mfu {:.1f}%", 100.0 * tokens_per_s * flops_per_token_ / (config_.trainer.peak_tflops * 1e12));
     if (device_.is_cuda())
-      line += fmt::format(" | gpu peak {:.2f} GiB", static_cast<double>(peak_memory(device_).bytes) / (1u << 30));
+      line += fmt::format(" | gpu peak {}", format_bytes(peak_memory(device_).bytes));
+    else
+      line += fmt::format(" | rss {} (peak {})", format_bytes(proc_status_kib("VmRSS") * 1024),
+                          format_bytes(proc_status_kib("VmHWM") * 1024));
     spdlog::info("{}", line);
-    window_time_ = 0;
-    window_steps_ = window_tokens_ = 0;
   }
+  window_time_ = 0;
+  window_steps_ = window_tokens_ = 0;
 }
 
 // Fills the result from the run's state, so a run resumed after its last step (a requeued job, a
@@ -637,6 +659,7 @@ TrainResult Trainer::finish(TrainStatus status) {
     if (dist_->distributed()) j["world_size"] = dist_->world_size();
     write_json_file(fs::path(out_dir_) / "final.json", j);
   }
+  if (tensorboard_) tensorboard_->flush();
   dist_->finish();
   signals_.reset();
   if (status == TrainStatus::kCompleted && console_) {

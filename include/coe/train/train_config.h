@@ -70,6 +70,10 @@ struct TrainerConfig {
   // >= 2.8, else segmented) | grouped | segmented | masked.
   std::string expert_dispatch = "auto";
   int64_t log_interval = 10;    // console line every N steps (metrics.jsonl gets every step)
+  bool tensorboard = true;      // TensorBoard event files in <out_dir>/tb (util/tensorboard.h)
+  // The device's dense peak in TFLOP/s (989 for an H100 SXM in bf16): the progress line then shows
+  // the model FLOPs utilisation. 0: unknown, no MFU.
+  double peak_tflops = 0;
   int threads = 0;              // torch intra-op threads (0: torch's default)
   std::string resume = "never"; // never | auto | a checkpoint directory
   // Data parallelism (docs/distributed.md); used only when a launcher starts several ranks.

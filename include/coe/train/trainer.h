@@ -4,6 +4,7 @@
 //   <out_dir>/config.yaml      resolved configuration of the latest invocation
 //   <out_dir>/metrics.jsonl    one JSON object per optimizer step
 //   <out_dir>/val.jsonl        one JSON object per validation
+//   <out_dir>/tb/              TensorBoard event files, one per invocation (trainer.tensorboard)
 //   <out_dir>/step-N/          checkpoints (checkpoint.h)
 //   <out_dir>/final.json       summary, written when total_steps is reached
 //   <out_dir>/prepared/        the prepared dataset when data.prepared_dir is not set
@@ -48,6 +49,7 @@ namespace coe {
 
 class RunDirLock;
 class StopSignalGuard;
+class TensorBoardWriter;
 
 struct TrainOptions {
   // Continue from the newest complete checkpoint in out_dir; an error when there is none
@@ -154,10 +156,12 @@ class Trainer {
   LrSchedule schedule_;
   TrainState state_;
   int64_t params_ = 0;
+  double flops_per_token_ = 0;  // training FLOPs per token, for the MFU of the progress line
   std::string expert_dispatch_;  // the dispatch trainer.expert_dispatch resolved to
   int64_t last_saved_step_ = -1;
   std::unique_ptr<GradReducer> reducer_;  // data parallelism only
   AppendFile metrics_, val_log_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // rank 0, trainer.tensorboard
 
   // run()'s state.
   std::unique_ptr<StopSignalGuard> signals_;
