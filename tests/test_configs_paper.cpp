@@ -19,12 +19,18 @@ TEST(PaperConfigs, EveryPaperConfigLoadsWithItsGrid) {
     const char* name;
     int64_t routed, shared, k, c, layers;
   };
-  const Expect grid[] = {{"moe-k8", 63, 1, 8, 1, 4},         {"coe-c2-k4", 63, 1, 4, 2, 4},
-                         {"coe-c2-k8", 63, 1, 8, 2, 4},      {"moe-k16", 63, 1, 16, 1, 4},
-                         {"moe-k24", 63, 1, 24, 1, 4},       {"coe-c2-k4-n48", 47, 1, 4, 2, 4},
-                         {"moe-k8-l8", 63, 1, 8, 1, 8},      {"moe-k8-l12", 63, 1, 8, 1, 12},
-                         {"dense-c1", 8, 0, 8, 1, 4},        {"dense-c2", 8, 0, 8, 2, 4},
-                         {"coe-c2-k8-shared-gate", 63, 1, 8, 2, 4}, {"coe-c2-k8-outer-residual", 63, 1, 8, 2, 4}};
+  const Expect grid[] = {{"moe-k8", 63, 1, 8, 1, 4},
+                         {"coe-c2-k4", 63, 1, 4, 2, 4},
+                         {"coe-c2-k8", 63, 1, 8, 2, 4},
+                         {"moe-k16", 63, 1, 16, 1, 4},
+                         {"moe-k24", 63, 1, 24, 1, 4},
+                         {"coe-c2-k4-n48", 47, 1, 4, 2, 4},
+                         {"moe-k8-l8", 63, 1, 8, 1, 8},
+                         {"moe-k8-l12", 63, 1, 8, 1, 12},
+                         {"dense-c1", 8, 0, 8, 1, 4},
+                         {"dense-c2", 8, 0, 8, 2, 4},
+                         {"coe-c2-k8-shared-gate", 63, 1, 8, 2, 4},
+                         {"coe-c2-k8-outer-residual", 63, 1, 8, 2, 4}};
   for (const auto& g : grid) {
     SCOPED_TRACE(g.name);
     const fs::path p = coe::test::source_root() / "configs" / "paper" / (std::string(g.name) + ".yaml");

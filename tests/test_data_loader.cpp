@@ -97,7 +97,8 @@ TEST(DataLoader, PaddingAndTheReferenceLabelRule) {
   EXPECT_EQ(row(b.input_ids, b, 0), (std::vector<int32_t>{'a', 'b', 'c', kPad, kPad, kPad, kPad, kPad}));
   // Labels: the tokens, then the first pad (the reference trains the last token to predict it),
   // then ignored.
-  EXPECT_EQ(row(b.labels, b, 0), (std::vector<int32_t>{'a', 'b', 'c', kPad, kIgnoreLabel, kIgnoreLabel, kIgnoreLabel, kIgnoreLabel}));
+  EXPECT_EQ(row(b.labels, b, 0),
+            (std::vector<int32_t>{'a', 'b', 'c', kPad, kIgnoreLabel, kIgnoreLabel, kIgnoreLabel, kIgnoreLabel}));
   EXPECT_EQ(row(b.input_ids, b, 1), (std::vector<int32_t>{'h', 'e', 'l', 'l', 'o', kPad, kPad, kPad}));
   EXPECT_EQ(row(b.labels, b, 1), (std::vector<int32_t>{'h', 'e', 'l', 'l', 'o', kPad, kIgnoreLabel, kIgnoreLabel}));
   // A record that fills the row exactly has no padding and nothing ignored.
@@ -130,7 +131,8 @@ TEST(DataLoader, Truncation) {
   o.shuffle = false;
   std::string e = error_of([&] { coe::Loader loader(split, o); });
   // Named by the user's input file and its 1-based record, not the prepared directory.
-  EXPECT_NE(e.find("tiny.jsonl: record 2 has 10 tokens, more than max_length 6 (truncation: error"), std::string::npos) << e;
+  EXPECT_NE(e.find("tiny.jsonl: record 2 has 10 tokens, more than max_length 6 (truncation: error"), std::string::npos)
+      << e;
   EXPECT_EQ(e.find('\n'), std::string::npos);
   o.add_eos = true;
   o.max_length = 10;
@@ -228,7 +230,8 @@ TEST(DataLoader, ShuffleIsDeterministicAndCoversEachEpoch) {
   // The rows are the records' tokens.
   TokenBatch x = coe::Loader(split, o).next();
   const auto rec = split->record(x.record_index[0]);
-  for (int64_t i = 0; i < std::min<int64_t>(rec.size, 512); ++i) ASSERT_EQ(x.input_ids[i], static_cast<int32_t>(rec[i]));
+  for (int64_t i = 0; i < std::min<int64_t>(rec.size, 512); ++i)
+    ASSERT_EQ(x.input_ids[i], static_cast<int32_t>(rec[i]));
 }
 
 TEST(DataLoader, ResumesFromASavedState) {
@@ -351,7 +354,9 @@ TEST(DataLoader, OptionErrors) {
   auto o = opts(2, 8);
   o.world_size = 2;
   std::string e = error_of([&] { coe::Loader loader(split, o); });
-  EXPECT_NE(e.find("3 records per epoch, fewer than one global batch of 4 (world_size 2 x batch_size 2)"), std::string::npos) << e;
+  EXPECT_NE(e.find("3 records per epoch, fewer than one global batch of 4 (world_size 2 x batch_size 2)"),
+            std::string::npos)
+      << e;
   o.rank = 2;
   e = error_of([&] { coe::Loader loader(split, o); });
   EXPECT_NE(e.find("rank 2 is outside [0, world_size 2)"), std::string::npos) << e;

@@ -36,7 +36,8 @@ const std::vector<Case>& cases() {
        "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day at the "
        "farmer’s market.\n#### 18",
        "18", "18"},
-      {MathTask::kGsm8k, "The house is worth 850,000 - 0 = <<850000=850000>>850,000.\n#### 850,000", "850000", "850000"},
+      {MathTask::kGsm8k, "The house is worth 850,000 - 0 = <<850000=850000>>850,000.\n#### 850,000", "850000",
+       "850000"},
       {MathTask::kGsm8k, "So the total is 109,200,000 dollars.\n#### 109,200,000", "109200000", "109200000"},
       {MathTask::kGsm8k, "The temperature fell 4 - 11 = <<4-11=-7>>-7 degrees.\n#### -7", "-7", "-7"},
       {MathTask::kGsm8k, "He has 3/4 of a pizza left.\n#### 3/4", "0.75", "0.75"},
@@ -52,14 +53,19 @@ const std::vector<Case>& cases() {
       {MathTask::kGsm8k, "She had 12 eggs and used 5.", std::nullopt, "5"},
       {MathTask::kGsm8k, "She sells them all.\n#### ", std::nullopt, std::nullopt},
       {MathTask::kGsm8k, "#### twelve", std::nullopt, std::nullopt},
-      {MathTask::kGsm8k, "It drops to \xE2\x88\x92" "3 degrees.\n#### \xE2\x88\x92" "3", "-3", "-3"},
+      {MathTask::kGsm8k,
+       "It drops to \xE2\x88\x92"
+       "3 degrees.\n#### \xE2\x88\x92"
+       "3",
+       "-3", "-3"},
       {MathTask::kGsm8k, "question : how many", std::nullopt, std::nullopt},
       // MetaMathQA responses ("The answer is: X"), GSM-derived and MATH-derived.
       {MathTask::kMetaMathQaAnswers,
        "James buys 5 packs of beef that are 4 pounds each, so he buys 5 * 4 = 20 pounds of beef.\nThe price of beef is "
        "$5.50 per pound, so he pays 20 * $5.50 = $110.\n#### 110\nThe answer is: 110",
        "110", "110"},
-      {MathTask::kMetaMathQaAnswers, "We have $\\frac{3}{4}$ of the tank.\nThe answer is: \\frac{3}{4}", "0.75", "0.75"},
+      {MathTask::kMetaMathQaAnswers, "We have $\\frac{3}{4}$ of the tank.\nThe answer is: \\frac{3}{4}", "0.75",
+       "0.75"},
       {MathTask::kMetaMathQaAnswers, "So $x = -\\frac{1}{2}$.\nThe answer is: -\\frac{1}{2}", "-0.5", "-0.5"},
       {MathTask::kMetaMathQaAnswers, "Thus the ratio is \\dfrac{7}{3}.\nThe answer is: \\dfrac{7}{3}", "7/3", "7/3"},
       {MathTask::kMetaMathQaAnswers, "The side is $3\\sqrt{2}$.\nThe answer is: 3\\sqrt{2}", "3\\sqrt{2}", "2"},
@@ -68,7 +74,8 @@ const std::vector<Case>& cases() {
       {MathTask::kMetaMathQaAnswers, "The cost is $5.50.\nThe answer is: $5.50", "5.5", "5.5"},
       {MathTask::kMetaMathQaAnswers, "So there are 12 cookies left.\nThe answer is: 12.", "12", "12"},
       {MathTask::kMetaMathQaAnswers, "The increase is 5\\%.\nThe answer is: 5\\%", "5", "5"},
-      {MathTask::kMetaMathQaAnswers, "The correct option is B.\nThe answer is: \\text{(B)}", "\\text{(B)}", std::nullopt},
+      {MathTask::kMetaMathQaAnswers, "The correct option is B.\nThe answer is: \\text{(B)}", "\\text{(B)}",
+       std::nullopt},
       {MathTask::kMetaMathQaAnswers, "The polynomial is $x^2 + 1$.\nThe answer is: x^2 + 1", "x^2+1", "1"},
       {MathTask::kMetaMathQaAnswers, "The value of x is 4.\nThe answer is: \\boxed{4}", "4", "4"},
       {MathTask::kMetaMathQaAnswers, "If the answer is 4, then x = 8.", std::nullopt, "8"},
@@ -87,9 +94,17 @@ TEST(MathAnswer, ExtractsMarkedAndLastNumbers) {
 }
 
 TEST(MathAnswer, CanonicalFormsAgree) {
-  const std::vector<std::pair<std::string, std::string>> same = {
-      {"0.5", "1/2"}, {"\\frac{1}{2}", "0.50"}, {"$1,600.00", "1600"}, {"1600.", "1,600"}, {"007", "7"},
-      {"-\\frac{6}{8}", "-0.75"}, {"\xE2\x88\x92" "4", "-4"}, {"12 ", " 12"}, {"(2, 3)", "(2,3)"}};
+  const std::vector<std::pair<std::string, std::string>> same = {{"0.5", "1/2"},
+                                                                 {"\\frac{1}{2}", "0.50"},
+                                                                 {"$1,600.00", "1600"},
+                                                                 {"1600.", "1,600"},
+                                                                 {"007", "7"},
+                                                                 {"-\\frac{6}{8}", "-0.75"},
+                                                                 {"\xE2\x88\x92"
+                                                                  "4",
+                                                                  "-4"},
+                                                                 {"12 ", " 12"},
+                                                                 {"(2, 3)", "(2,3)"}};
   for (const auto& [a, b] : same) EXPECT_EQ(coe::canonical_answer(a), coe::canonical_answer(b)) << a << " vs " << b;
   EXPECT_NE(coe::canonical_answer("18"), coe::canonical_answer("-18"));
   EXPECT_NE(coe::canonical_answer("1,2"), coe::canonical_answer("12"));  // not a thousands comma

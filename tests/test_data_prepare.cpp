@@ -69,7 +69,8 @@ std::vector<std::string> gsm_texts(const fs::path& file) {
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     auto j = nlohmann::json::parse(line);
-    std::string t = "question : " + j["question"].get<std::string>() + " answer : " + j["answer"].get<std::string>() + " ";
+    std::string t =
+        "question : " + j["question"].get<std::string>() + " answer : " + j["answer"].get<std::string>() + " ";
     while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
     texts.push_back(t);
   }
@@ -356,7 +357,8 @@ TEST(DataPrepare, ErrorLeavesNoOutputAndKeepsTheOldOne) {
   std::string err = error_of([&] { coe::prepare_dataset(cfg); });
   EXPECT_NE(err.find("in.jsonl:1319: malformed JSON"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir / "out"));
-  for (const auto& e : fs::directory_iterator(dir)) EXPECT_EQ(e.path().filename().string().find("out."), std::string::npos) << e.path();
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find("out."), std::string::npos) << e.path();
 
   // With a good dataset in place, a failing rebuild leaves it untouched and usable.
   write_file(input, good);
@@ -596,9 +598,9 @@ TEST(DataPrepare, LeftoversOfKilledRunsAreRemovedOnlyWhenMarkedAndDead) {
 TEST(DataPrepare, DeeplyNestedRecordIsAnError) {
   const fs::path dir = scratch_dir("prep-deep");
   auto cfg = gsm_config(dir / "p");
-  cfg.train_files = {write_file(dir / "deep.jsonl", "{\"question\": \"q\", \"answer\": \"a\"}\n{\"question\": " +
-                                                       std::string(100000, '[') + std::string(100000, ']') +
-                                                       ", \"answer\": \"a\"}\n")};
+  cfg.train_files = {write_file(dir / "deep.jsonl",
+                                "{\"question\": \"q\", \"answer\": \"a\"}\n{\"question\": " + std::string(100000, '[') +
+                                    std::string(100000, ']') + ", \"answer\": \"a\"}\n")};
   const std::string e = error_of([&] { coe::prepare_dataset(cfg); });
   EXPECT_NE(e.find("deep.jsonl:2: JSON nested deeper than 64 levels"), std::string::npos) << e;
   EXPECT_FALSE(fs::exists(dir / "p"));
@@ -646,14 +648,17 @@ TEST(DataPrepare, ToolFlagsConfigAndErrors) {
   EXPECT_EQ(coe::open_split((dir / "p").string(), "val")->size(), 100);
 
   // --config: the data section, with paths relative to the working directory.
-  write_file(dir / "run.yaml",
-             "model: {hidden_size: 8}\n"
-             "data:\n"
-             "  train_files: " + gsm("test").string() + "\n"
-             "  prepared_dir: " + (dir / "c").string() + "\n"
-             "  text_keys: [question, answer]\n"
-             "  val_fraction: 0.1\n"
-             "  group_by: answer\n");
+  write_file(dir / "run.yaml", "model: {hidden_size: 8}\n"
+                               "data:\n"
+                               "  train_files: " +
+                                   gsm("test").string() +
+                                   "\n"
+                                   "  prepared_dir: " +
+                                   (dir / "c").string() +
+                                   "\n"
+                                   "  text_keys: [question, answer]\n"
+                                   "  val_fraction: 0.1\n"
+                                   "  group_by: answer\n");
   ASSERT_EQ(run_command(tool + " --config " + (dir / "run.yaml").string(), &out), 0) << out;
   auto meta = nlohmann::json::parse(read_file(dir / "c" / "val" / "meta.json"));
   EXPECT_EQ(meta["split_params"]["method"], "grouped");
@@ -675,14 +680,16 @@ TEST(DataPrepare, ToolFlagsConfigAndErrors) {
 
   write_file(dir / "typo.yaml", "data:\n  train_files: a.jsonl\n  prepared_dir: out\n  max_lenght: 5\n");
   EXPECT_EQ(run_command(tool + " --config " + (dir / "typo.yaml").string(), &out), 1);
-  EXPECT_NE(out.find("typo.yaml:4: data.max_lenght: unknown key (did you mean 'max_length'?)"), std::string::npos) << out;
+  EXPECT_NE(out.find("typo.yaml:4: data.max_lenght: unknown key (did you mean 'max_length'?)"), std::string::npos)
+      << out;
   EXPECT_EQ(run_command(tool + " --bogus", &out), 1);
   EXPECT_EQ(out.rfind("error: ", 0), 0u) << out;
   EXPECT_EQ(run_command(tool, &out), 1);
   EXPECT_NE(out.find("error: give --config"), std::string::npos) << out;
 
   // synth subcommand.
-  ASSERT_EQ(run_command(tool + " synth --records 40 --seed 9 --out " + (dir / "s" / "synth.json").string(), &out), 0) << out;
+  ASSERT_EQ(run_command(tool + " synth --records 40 --seed 9 --out " + (dir / "s" / "synth.json").string(), &out), 0)
+      << out;
   EXPECT_NE(out.find("wrote 40 synthetic records"), std::string::npos) << out;
   auto synth = nlohmann::json::parse(read_file(dir / "s" / "synth.json"));
   EXPECT_EQ(synth.size(), 40u);
@@ -691,20 +698,19 @@ TEST(DataPrepare, ToolFlagsConfigAndErrors) {
 
 TEST(DataConfig, ParsesTheDataSection) {
   const fs::path dir = scratch_dir("prep-config");
-  write_file(dir / "run.yaml",
-             "data:\n"
-             "  train_files: [a.json, b/]\n"
-             "  val_files: c.jsonl\n"
-             "  prepared_dir: out\n"
-             "  tokenizer: tok.json\n"
-             "  text_keys: [question, answer]\n"
-             "  template: \"Q: {question} A: {answer}\"\n"
-             "  max_length: 1024\n"
-             "  truncation: right\n"
-             "  packing: true\n"
-             "  add_eos: true\n"
-             "  shuffle: false\n"
-             "  threads: 2\n");
+  write_file(dir / "run.yaml", "data:\n"
+                               "  train_files: [a.json, b/]\n"
+                               "  val_files: c.jsonl\n"
+                               "  prepared_dir: out\n"
+                               "  tokenizer: tok.json\n"
+                               "  text_keys: [question, answer]\n"
+                               "  template: \"Q: {question} A: {answer}\"\n"
+                               "  max_length: 1024\n"
+                               "  truncation: right\n"
+                               "  packing: true\n"
+                               "  add_eos: true\n"
+                               "  shuffle: false\n"
+                               "  threads: 2\n");
   auto root = coe::ConfigReader::from_file((dir / "run.yaml").string());
   auto data = root.section("data");
   coe::DataConfig cfg = coe::parse_data_config(data);
@@ -728,7 +734,8 @@ TEST(DataConfig, ParsesTheDataSection) {
     });
   };
   std::string e = parse("data:\n  train_files: a\n  prepared_dir: o\n  truncation: middle\n");
-  EXPECT_NE(e.find("e.yaml:4: data.truncation: truncation 'middle': expected error, left or right"), std::string::npos) << e;
+  EXPECT_NE(e.find("e.yaml:4: data.truncation: truncation 'middle': expected error, left or right"), std::string::npos)
+      << e;
   e = parse("data:\n  train_files: a\n  prepared_dir: o\n  val_count: 10\n  val_fraction: 0.1\n");
   EXPECT_NE(e.find("set val_count or val_fraction, not both"), std::string::npos) << e;
   e = parse("data:\n  train_files: a\n  prepared_dir: o\n  split_rng: numpy\n  val_count: 3\n  group_by: k\n");
@@ -746,7 +753,7 @@ TEST(DataText, ReferenceFormatTemplateAndStrip) {
   EXPECT_EQ(def.render({{"query", {"one"}}, {"response", 3}}), "query : one response : 3");  // unwrapped list, int
   EXPECT_EQ(def.render({{"query", true}, {"response", nullptr}}), "query : True response : None");
   EXPECT_EQ(coe::python_strip("\xE3\x80\x80 x \xC2\xA0\x1F\n"), "x");  // U+3000, U+00A0, \x1f are whitespace
-  EXPECT_EQ(coe::python_strip("x\xE2\x80\x8B"), "x\xE2\x80\x8B");        // U+200B (zero width) is not
+  EXPECT_EQ(coe::python_strip("x\xE2\x80\x8B"), "x\xE2\x80\x8B");      // U+200B (zero width) is not
   coe::TextTemplate custom({"ignored"}, std::string("Q: {query}\n{{A}}: {response}"));
   EXPECT_EQ(custom.render(rec), "Q:   What is 2+2?\n{A}: 4\n\n");
   EXPECT_EQ(custom.keys(), (std::vector<std::string>{"query", "response"}));
@@ -792,13 +799,18 @@ TEST(DataSynth, ReproducibleAndArithmeticallyRight) {
       known.insert(std::stoll(it->str()));
     long long last = -1;
     int steps = 0;
-    for (auto it = std::sregex_iterator(r.response.begin(), r.response.end(), step); it != std::sregex_iterator(); ++it) {
+    for (auto it = std::sregex_iterator(r.response.begin(), r.response.end(), step); it != std::sregex_iterator();
+         ++it) {
       long long x = std::stoll((*it)[1]), y = std::stoll((*it)[3]), z = std::stoll((*it)[4]);
       char op = (*it)[2].str()[0];
-      long long expect = op == '+' ? x + y : op == '-' ? x - y : op == '*' ? x * y : (y != 0 && x % y == 0 ? x / y : -1);
+      long long expect = op == '+'   ? x + y
+                         : op == '-' ? x - y
+                         : op == '*' ? x * y
+                                     : (y != 0 && x % y == 0 ? x / y : -1);
       ASSERT_EQ(z, expect) << r.response;
-      ASSERT_TRUE(known.count(x) && known.count(y)) << "operand not from the question or earlier steps: " << r.query
-                                                     << "\n" << r.response;
+      ASSERT_TRUE(known.count(x) && known.count(y))
+          << "operand not from the question or earlier steps: " << r.query << "\n"
+          << r.response;
       known.insert(z);
       last = z;
       ++steps;

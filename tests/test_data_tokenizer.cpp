@@ -24,8 +24,8 @@
 #ifdef COE_WITH_HF_TOKENIZER
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using coe::HfTokenizer;
+using nlohmann::json;
 using Strings = std::vector<std::string>;
 using Ids = std::vector<int32_t>;
 using coe::test::expect_error;
@@ -82,7 +82,8 @@ json base_tokenizer() {
 }
 
 json byte_level(bool add_prefix_space, bool use_regex = true) {
-  return {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true}, {"use_regex", use_regex}};
+  return {
+      {"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true}, {"use_regex", use_regex}};
 }
 
 json split(const std::string& kind, const std::string& pattern, const std::string& behavior, bool invert = false) {
@@ -90,7 +91,7 @@ json split(const std::string& kind, const std::string& pattern, const std::strin
 }
 
 json added_token(int id, const std::string& content, json options = json::object()) {
-  json t = {{"id", id},       {"content", content}, {"single_word", false}, {"lstrip", false},
+  json t = {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
             {"rstrip", false}, {"normalized", false}, {"special", true}};
   for (auto& [k, v] : options.items()) t[k] = v;
   return t;
@@ -137,7 +138,8 @@ std::vector<fs::path> golden_files() {
       if (f.rfind("golden-", 0) == 0 && entry.path().extension() == ".jsonl") files.push_back(entry.path());
     }
   }
-  std::sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
+  std::sort(files.begin(), files.end(),
+            [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
   return files;
 }
 
@@ -170,12 +172,13 @@ TEST(HfTokenizerGolden, EveryGoldenFileMatchesExactly) {
         ++matched;
       } else if (!reported) {
         reported = true;
-        ADD_FAILURE() << file.filename().string() << " line " << line_no << ": ids differ\n  text: " << record.at("text")
-                      << "\n  expected: " << json(expected) << "\n  got:      " << json(got);
+        ADD_FAILURE() << file.filename().string() << " line " << line_no
+                      << ": ids differ\n  text: " << record.at("text") << "\n  expected: " << json(expected)
+                      << "\n  got:      " << json(got);
       }
     }
-    std::cout << "[ golden   ] " << file.filename().string() << ": " << matched << "/" << line_no
-              << " lines match (" << name << "-tokenizer.json)\n";
+    std::cout << "[ golden   ] " << file.filename().string() << ": " << matched << "/" << line_no << " lines match ("
+              << name << "-tokenizer.json)\n";
     EXPECT_GT(line_no, 0u) << file;
     EXPECT_EQ(matched, line_no) << file;
   }
@@ -306,10 +309,15 @@ TEST(HfTokenizerUnicode, NormalizationUsesUnicode9Data) {
 TEST(HfTokenizerGolden, ConcurrentEncodingMatchesSequential) {
   auto tok = HfTokenizer::from_tokenizer_json((tokenizer_dir() / "qwen2-digits3-tokenizer.json").string());
   std::vector<std::string> texts;
-  for (const auto& r : read_jsonl(gsm8k_test(), 400)) texts.push_back(r.at("question").get<std::string>() + " " + r.at("answer").get<std::string>());
+  for (const auto& r : read_jsonl(gsm8k_test(), 400))
+    texts.push_back(r.at("question").get<std::string>() + " " + r.at("answer").get<std::string>());
   std::vector<Ids> a(texts.size()), b(texts.size());
-  std::thread t1([&] { for (size_t i = 0; i < texts.size(); ++i) a[i] = tok->encode(texts[i]); });
-  std::thread t2([&] { for (size_t i = texts.size(); i-- > 0;) b[i] = tok->encode(texts[i]); });
+  std::thread t1([&] {
+    for (size_t i = 0; i < texts.size(); ++i) a[i] = tok->encode(texts[i]);
+  });
+  std::thread t2([&] {
+    for (size_t i = texts.size(); i-- > 0;) b[i] = tok->encode(texts[i]);
+  });
   t1.join();
   t2.join();
   const auto& reference = shared_tokenizer("qwen2-digits3");
@@ -386,12 +394,14 @@ TEST(HfTokenizerRules, ByteLevel) {
 }
 
 TEST(HfTokenizerRules, SequenceRunsStepsInOrder) {
-  json digits_then_bytes = {{"type", "Sequence"},
-                            {"pretokenizers", json::array({json{{"type", "Digits"}, {"individual_digits", true}}, byte_level(false)})}};
+  json digits_then_bytes = {
+      {"type", "Sequence"},
+      {"pretokenizers", json::array({json{{"type", "Digits"}, {"individual_digits", true}}, byte_level(false)})}};
   EXPECT_EQ(with_pre_tokenizer(digits_then_bytes)->pre_tokenize("ab12 cd"), (Strings{"ab", "1", "2", "Ġcd"}));
   // A Split after ByteLevel sees the byte-level alphabet ("Ġ" for a space).
-  json bytes_then_split = {{"type", "Sequence"},
-                           {"pretokenizers", json::array({byte_level(false, false), split("String", "Ġ", "MergedWithNext")})}};
+  json bytes_then_split = {
+      {"type", "Sequence"},
+      {"pretokenizers", json::array({byte_level(false, false), split("String", "Ġ", "MergedWithNext")})}};
   EXPECT_EQ(with_pre_tokenizer(bytes_then_split)->pre_tokenize("a b c"), (Strings{"a", "Ġb", "Ġc"}));
 }
 
@@ -440,8 +450,8 @@ TEST(HfTokenizerRules, AddedTokensNormalizedOrRaw) {
   j["pre_tokenizer"] = byte_level(false);
   // A raw special token is matched before normalization would change it; a normalized one is
   // matched in normalized text, so a compatibility form of it matches too.
-  j["added_tokens"] = json::array({added_token(256, "<|\uFB01|>"),
-                                   added_token(257, "\u00E9t\u00E9", {{"normalized", true}, {"special", false}})});
+  j["added_tokens"] = json::array(
+      {added_token(256, "<|\uFB01|>"), added_token(257, "\u00E9t\u00E9", {{"normalized", true}, {"special", false}})});
   auto tok = load(j);
   EXPECT_EQ(tok->encode("<|\uFB01|>"), (Ids{256}));
   EXPECT_EQ(tok->encode("e\u0301te\u0301"), (Ids{257}));
@@ -482,7 +492,10 @@ TEST(HfTokenizerRules, UnknownCharactersAndPrefixes) {
 
 TEST(HfTokenizerRules, InvalidUtf8AndPartialDecode) {
   auto tok = with_pre_tokenizer(byte_level(false));
-  EXPECT_EQ(tok->encode("a\xff" "b"), tok->encode("a\uFFFD" "b"));
+  EXPECT_EQ(tok->encode("a\xff"
+                        "b"),
+            tok->encode("a\uFFFD"
+                        "b"));
   EXPECT_EQ(tok->encode("\xe2\x82"), tok->encode("\uFFFD"));  // truncated sequence: one U+FFFD
   const Ids e_acute = tok->encode("\u00E9");
   ASSERT_EQ(e_acute.size(), 2u);
@@ -531,7 +544,8 @@ TEST(HfTokenizerRules, FingerprintHashesContent) {
 TEST(HfTokenizerErrors, UnreadableOrMalformedFile) {
   expect_error([] { coe::load_hf_tokenizer("/nonexistent/dir/tokenizer.json"); },
                {"/nonexistent/dir/tokenizer.json", "cannot read"});
-  expect_error([] { coe::load_tokenizer("/nonexistent/tokenizer.json"); }, {"/nonexistent/tokenizer.json", "not found"});
+  expect_error([] { coe::load_tokenizer("/nonexistent/tokenizer.json"); },
+               {"/nonexistent/tokenizer.json", "not found"});
   const std::string broken = write_file("broken.json", "{\"model\": {\"type\": \"BPE\",");
   expect_error([&] { coe::load_hf_tokenizer(broken); }, {broken, "malformed JSON"});
   const std::string array = write_file("array.json", "[1, 2]");
@@ -546,7 +560,8 @@ TEST(HfTokenizerErrors, UnsupportedComponentsAreNamed) {
   expect_error([&] { load(j); }, {"model.type", "unsupported model type 'WordPiece'"});
 
   j = base_tokenizer();
-  j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array({byte_level(false), json{{"type", "Metaspace"}}})}};
+  j["pre_tokenizer"] = {{"type", "Sequence"},
+                        {"pretokenizers", json::array({byte_level(false), json{{"type", "Metaspace"}}})}};
   expect_error([&] { load(j); }, {"pre_tokenizer.pretokenizers[1].type", "unsupported pre-tokenizer type 'Metaspace'"});
 
   j = base_tokenizer();
@@ -595,7 +610,8 @@ TEST(HfTokenizerErrors, CatastrophicRegexFailsQuickly) {
 }
 
 TEST(HfTokenizerErrors, DeeplyNestedJson) {
-  const std::string deep = write_file("deep.json", "{\"model\": " + std::string(100, '[') + std::string(100, ']') + "}");
+  const std::string deep =
+      write_file("deep.json", "{\"model\": " + std::string(100, '[') + std::string(100, ']') + "}");
   expect_error([&] { coe::load_hf_tokenizer(deep); }, {deep, "nested more than 64 levels"});
 }
 
@@ -666,13 +682,15 @@ TEST(CoeTokenizeTool, EncodesGsm8kLinesLikeTheLibrary) {
   const std::string out = write_file("tool/out.jsonl", "");
   std::string log;
   for (const std::string threads : {"1", "3"}) {
-    const int rc = run_tool("--tokenizer " + tokenizer + " --field question --field answer --threads " + threads, in, out, &log);
+    const int rc =
+        run_tool("--tokenizer " + tokenizer + " --field question --field answer --threads " + threads, in, out, &log);
     ASSERT_EQ(rc, 0) << log;
     const auto lines = read_lines(out);
     ASSERT_EQ(lines.size(), records.size());
     const auto& tok = shared_tokenizer("gpt-neox");
     for (size_t i = 0; i < records.size(); ++i) {
-      const std::string text = records[i].at("question").get<std::string>() + " " + records[i].at("answer").get<std::string>();
+      const std::string text =
+          records[i].at("question").get<std::string>() + " " + records[i].at("answer").get<std::string>();
       EXPECT_EQ(json::parse(lines[i]).at("ids").get<Ids>(), tok.encode(text)) << "line " << i + 1;
     }
   }
@@ -682,7 +700,8 @@ TEST(CoeTokenizeTool, EncodesGsm8kLinesLikeTheLibrary) {
   const auto texts = read_lines(decoded);
   ASSERT_EQ(texts.size(), records.size());
   for (size_t i = 0; i < records.size(); ++i) {
-    const std::string text = records[i].at("question").get<std::string>() + " " + records[i].at("answer").get<std::string>();
+    const std::string text =
+        records[i].at("question").get<std::string>() + " " + records[i].at("answer").get<std::string>();
     EXPECT_EQ(json::parse(texts[i]).at("text").get<std::string>(), shared_tokenizer("gpt-neox").normalize(text));
   }
 }
@@ -691,7 +710,8 @@ TEST(CoeTokenizeTool, DecodeCanSkipSpecialTokens) {
   ASSERT_TRUE(fs::exists(tool())) << tool();
   const std::string tokenizer = (tokenizer_dir() / "qwen2-tokenizer.json").string();
   const auto& qwen = shared_tokenizer("qwen2");
-  const std::string in = write_file("tool/chat_ids.jsonl", json{{"ids", qwen.encode("<|im_start|>user\nhi<|im_end|>")}}.dump() + "\n");
+  const std::string in =
+      write_file("tool/chat_ids.jsonl", json{{"ids", qwen.encode("<|im_start|>user\nhi<|im_end|>")}}.dump() + "\n");
   const std::string out = write_file("tool/chat_text.jsonl", "");
   std::string log;
   ASSERT_EQ(run_tool("--tokenizer " + tokenizer + " --decode --skip-special-tokens", in, out, &log), 0) << log;

@@ -30,11 +30,19 @@ constexpr int kStringsPerTokenizer = 20000;
 constexpr int kStringsPerPattern = 4000;
 
 // Patterns valid in Oniguruma whose matches Split(Removed) turns into ids (the bytes left over).
-const std::vector<std::string> kPatterns{
-    R"((?i)\p{Lu}+|\p{Ll}\p{M}*)", R"(\P{L}+)",      R"([^\p{L}\p{N}\s]+)", R"(\b\w+\b)",
-    R"((?i:[a-z]+)|\d+|\h+)",       R"(a(?m:.))",       R"([\S\W]|[\P{Lu}x]+)",
-    R"(\p{Zs}|\p{Cn}|\p{Co}|\p{Cf}|\p{Sk}|\p{Lt})",   R"(\D\S\W)", R"(\B.)",
-    R"((?i)\w\s\P{Ll})",            R"(\p{^N}\p{Nl}|\p{No})", R"(\s+$|^\S)"};
+const std::vector<std::string> kPatterns{R"((?i)\p{Lu}+|\p{Ll}\p{M}*)",
+                                         R"(\P{L}+)",
+                                         R"([^\p{L}\p{N}\s]+)",
+                                         R"(\b\w+\b)",
+                                         R"((?i:[a-z]+)|\d+|\h+)",
+                                         R"(a(?m:.))",
+                                         R"([\S\W]|[\P{Lu}x]+)",
+                                         R"(\p{Zs}|\p{Cn}|\p{Co}|\p{Cf}|\p{Sk}|\p{Lt})",
+                                         R"(\D\S\W)",
+                                         R"(\B.)",
+                                         R"((?i)\w\s\P{Ll})",
+                                         R"(\p{^N}\p{Nl}|\p{No})",
+                                         R"(\s+$|^\S)"};
 
 // A tokenizer.json: Split(pattern, Removed), then ByteLevel; the vocabulary is the 256 bytes.
 std::string pattern_tokenizer(const std::string& pattern) {
@@ -52,7 +60,8 @@ std::string pattern_tokenizer(const std::string& pattern) {
     }
     vocab[c] = b;
   }
-  const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
+  const nlohmann::json byte_level = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
   const nlohmann::json j = {
       {"version", "1.0"},
       {"added_tokens", nlohmann::json::array()},
@@ -60,7 +69,8 @@ std::string pattern_tokenizer(const std::string& pattern) {
       {"pre_tokenizer",
        {{"type", "Sequence"},
         {"pretokenizers",
-         {{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Removed"}, {"invert", false}}, byte_level}}}},
+         {{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Removed"}, {"invert", false}},
+          byte_level}}}},
       {"post_processor", nullptr},
       {"decoder", byte_level},
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
@@ -76,7 +86,8 @@ std::string run_fuzz(const fs::path& dir, const std::vector<std::string>& tokeni
   const int rc = coe::test::run_command(command, &output);
   std::cout << output;
   EXPECT_EQ(rc, 0) << "coe and HF tokenizers differ (or the oracle failed):\n" << output;
-  EXPECT_NE(output.find("total: " + std::to_string(static_cast<size_t>(count) * tokenizers.size()) + " strings, 0 differences"),
+  EXPECT_NE(output.find("total: " + std::to_string(static_cast<size_t>(count) * tokenizers.size()) +
+                        " strings, 0 differences"),
             std::string::npos)
       << output;
   return output;
@@ -101,14 +112,17 @@ std::string prepare_oracle(const fs::path& dir) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     // Inside sh -c '...': paths in double quotes.
-    const std::string script = R"(grep -qs "\"version\": \"0.23.2\"" ")" + package.string() + R"(" || npm install --prefix ")" +
-                               dir.string() + "\" --no-audit --no-fund --loglevel=error " + kOraclePackage;
-    const int rc = coe::test::run_command("flock " + quoted((dir / ".install.lock").string()) + " sh -c " + quoted(script), &output);
+    const std::string script = R"(grep -qs "\"version\": \"0.23.2\"" ")" + package.string() +
+                               R"(" || npm install --prefix ")" + dir.string() +
+                               "\" --no-audit --no-fund --loglevel=error " + kOraclePackage;
+    const int rc = coe::test::run_command(
+        "flock " + quoted((dir / ".install.lock").string()) + " sh -c " + quoted(script), &output);
     if (rc != 0) return "npm install " + std::string(kOraclePackage) + " into " + dir.string() + " failed: " + output;
   }
-  const std::string load = "node -e " + quoted("require(process.argv[1])") + " " +
-                           quoted((dir / "node_modules" / "tokenizers").string());
-  if (coe::test::run_command(load, &output) != 0) return "node cannot load " + std::string(kOraclePackage) + ": " + output;
+  const std::string load =
+      "node -e " + quoted("require(process.argv[1])") + " " + quoted((dir / "node_modules" / "tokenizers").string());
+  if (coe::test::run_command(load, &output) != 0)
+    return "node cannot load " + std::string(kOraclePackage) + ": " + output;
   return "";
 }
 

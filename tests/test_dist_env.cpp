@@ -100,8 +100,9 @@ TEST(DistEnv, TorchrunErrorsNameTheVariable) {
   EXPECT_EQ(error_of(torchrun(2, 2, 0)), "RANK=2 is not below WORLD_SIZE=2 (ranks are 0 .. 1)");
   v = torchrun(1, 2, 0);
   v.erase("LOCAL_RANK");
-  EXPECT_EQ(error_of(v),
-            "LOCAL_RANK is not set (torchrun launches WORLD_SIZE=2 processes; each needs its local rank to pick its GPU)");
+  EXPECT_EQ(
+      error_of(v),
+      "LOCAL_RANK is not set (torchrun launches WORLD_SIZE=2 processes; each needs its local rank to pick its GPU)");
   EXPECT_EQ(error_of(torchrun(0, 2, 1)),
             "LOCAL_RANK=1 is larger than RANK=0 (a local rank counts the processes of one node)");
   v = torchrun(3, 4, 2);
@@ -121,8 +122,8 @@ TEST(DistEnv, TorchrunErrorsNameTheVariable) {
 }
 
 TEST(DistEnv, Slurm) {
-  Vars v{{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_STEP_ID", "0"},
-         {"MASTER_ADDR", "node001"}, {"MASTER_PORT", "29400"}};
+  Vars v{{"SLURM_PROCID", "5"},  {"SLURM_NTASKS", "8"},      {"SLURM_LOCALID", "1"},
+         {"SLURM_STEP_ID", "0"}, {"MASTER_ADDR", "node001"}, {"MASTER_PORT", "29400"}};
   const auto env = parse_dist_env(v);
   EXPECT_TRUE(env.distributed());
   EXPECT_EQ(env.rank, 5);
@@ -160,7 +161,10 @@ TEST(DistEnv, SlurmWithoutMasterAddr) {
 }
 
 TEST(DistEnv, SlurmErrorsNameTheVariable) {
-  Vars v{{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "0"}, {"MASTER_ADDR", "n1"},
+  Vars v{{"SLURM_PROCID", "4"},
+         {"SLURM_NTASKS", "4"},
+         {"SLURM_LOCALID", "0"},
+         {"MASTER_ADDR", "n1"},
          {"MASTER_PORT", "29400"}};
   EXPECT_EQ(error_of(v), "SLURM_PROCID=4 is not below SLURM_NTASKS=4 (ranks are 0 .. 3)");
   v["SLURM_PROCID"] = "1";

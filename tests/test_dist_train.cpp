@@ -15,8 +15,8 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -267,8 +267,8 @@ TEST_F(DistTrain, TorchrunLaunchesTwoCpuRanks) {
                                 (root_ / "run.yaml").string(),
                                 "--out",
                                 (root_ / "torchrun").string()};
-  std::vector<coe::test::RankProcess> procs{coe::test::spawn_process(argv, {{"OMP_NUM_THREADS", "1"}},
-                                                                     root_ / "torchrun.log")};
+  std::vector<coe::test::RankProcess> procs{
+      coe::test::spawn_process(argv, {{"OMP_NUM_THREADS", "1"}}, root_ / "torchrun.log")};
   coe::test::wait_all(procs, 240);
   ASSERT_EQ(procs[0].exit_code, 0) << procs[0].output();
   const auto summary = nlohmann::json::parse(coe::test::read_file(root_ / "torchrun" / "final.json"));
@@ -374,8 +374,12 @@ TEST_F(DistTrain, LauncherServedStoreAndRestart) {
   o.timeout = std::chrono::milliseconds(30000);
   auto agent_store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", o);
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::vector<std::string> argv{coe::test::tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out",
-                                  (root_ / "agent").string(), "--set", "trainer.val_interval=0"};
+    std::vector<std::string> argv{coe::test::tool_path("coe-train").string(),
+                                  (root_ / "run.yaml").string(),
+                                  "--out",
+                                  (root_ / "agent").string(),
+                                  "--set",
+                                  "trainer.val_interval=0"};
     if (attempt == 0) argv.insert(argv.end(), {"--max-steps", "2"});
     else argv.push_back("--resume");
     std::vector<coe::test::RankProcess> procs;

@@ -71,7 +71,8 @@ TEST_F(ConfigErrors, UnknownKeySuggestsTheNearestOne) {
 }
 
 TEST_F(ConfigErrors, WrongTypeNamesKeyAndLine) {
-  expect_error([&] { coe::load_model_config(yaml("seq_aux: maybe\n")); }, {"model.yaml:16", "seq_aux", "true or false"});
+  expect_error([&] { coe::load_model_config(yaml("seq_aux: maybe\n")); },
+               {"model.yaml:16", "seq_aux", "true or false"});
   expect_error([&] { coe::load_model_config(yaml("rope_theta: fast\n")); }, {"rope_theta", "expected a number"});
 }
 
@@ -79,21 +80,23 @@ TEST_F(ConfigErrors, ImpossibleValues) {
   expect_error([&] { coe::load_model_config(yaml("topk_method: group_limited_greedy\nn_group: 3\ntopk_group: 1\n")); },
                {"model.yaml", "n_group", "not divisible"});
   EXPECT_NO_THROW(coe::load_model_config(yaml("n_group: 1\nmoe_layer_freq: 1\nrouted_scaling_factor: 1\n"
-                                                   "max_position_embeddings: 64\nscoring_func: softmax\n"
-                                                   "first_k_dense_replace: 0\nrope_theta: 10000\n"
-                                                   "seq_aux: true\ntopk_group: 1\n"
-                                                   "norm_topk_prob: false\naux_loss_alpha: 0.001\n"
-                                                   "rms_norm_eps: 1.0e-6\ninitializer_range: 0.02\n"
-                                                   "use_igate: true\ntie_word_embeddings: false\n"
-                                                   "eos_token_id: 1\n")));  // every documented key is accepted
+                                              "max_position_embeddings: 64\nscoring_func: softmax\n"
+                                              "first_k_dense_replace: 0\nrope_theta: 10000\n"
+                                              "seq_aux: true\ntopk_group: 1\n"
+                                              "norm_topk_prob: false\naux_loss_alpha: 0.001\n"
+                                              "rms_norm_eps: 1.0e-6\ninitializer_range: 0.02\n"
+                                              "use_igate: true\ntie_word_embeddings: false\n"
+                                              "eos_token_id: 1\n")));  // every documented key is accepted
   std::string nine = std::string(kGoodYaml);
   nine.replace(nine.find("num_experts_per_tok: 2"), 22, "num_experts_per_tok: 9");
   expect_error([&] { coe::load_model_config(write_file(dir_ / "k.yaml", nine)); },
                {"num_experts_per_tok", "exceeds n_routed_experts 8"});
   std::string zero = std::string(kGoodYaml);
   zero.replace(zero.find("hidden_size: 64"), 15, "hidden_size: 0");
-  expect_error([&] { coe::load_model_config(write_file(dir_ / "z.yaml", zero)); }, {"z.yaml", "hidden_size", "must be > 0"});
-  expect_error([&] { coe::load_model_config(yaml("hidden_size: 32\n")); }, {"model.yaml:16", "hidden_size", "duplicate key"});
+  expect_error([&] { coe::load_model_config(write_file(dir_ / "z.yaml", zero)); },
+               {"z.yaml", "hidden_size", "must be > 0"});
+  expect_error([&] { coe::load_model_config(yaml("hidden_size: 32\n")); },
+               {"model.yaml:16", "hidden_size", "duplicate key"});
   expect_error([&] { coe::load_model_config(yaml("rope_scaling: {type: ntk, factor: 2}\n")); },
                {"rope_scaling.type", "unknown rope type 'ntk'"});
   expect_error([&] { coe::load_model_config(yaml("topk_method: sinkhorn\n")); }, {"topk_method", "sinkhorn"});
@@ -122,7 +125,8 @@ class SafetensorsErrors : public ::testing::Test {
   void SetUp() override {
     dir_ = coe::test::make_temp_dir("st");
     good_ = (dir_ / "good.safetensors").string();
-    coe::save_safetensors(good_, {{"a", torch::arange(6, at::kFloat).view({2, 3})}, {"b", torch::ones({4}, at::kLong)}});
+    coe::save_safetensors(good_,
+                          {{"a", torch::arange(6, at::kFloat).view({2, 3})}, {"b", torch::ones({4}, at::kLong)}});
     std::ifstream in(good_, std::ios::binary);
     bytes_.assign(std::istreambuf_iterator<char>(in), {});
   }
@@ -162,14 +166,18 @@ TEST_F(SafetensorsErrors, BadHeaders) {
   std::string huge = bytes_;
   huge[6] = 1;
   expect_error([&] { coe::load_safetensors(variant(huge)); }, {"header length"});
-  expect_error([&] { coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"Q8","shape":[2],"data_offsets":[0,2]}})"))); },
-               {"tensor 'x'", "unsupported dtype 'Q8'"});
-  expect_error([&] { coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})"))); },
-               {"tensor 'x'", "expected 12"});
-  expect_error([&] {
-    coe::load_safetensors(variant(with_header(
-        R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})")));
-  }, {"overlap"});
+  expect_error(
+      [&] { coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"Q8","shape":[2],"data_offsets":[0,2]}})"))); },
+      {"tensor 'x'", "unsupported dtype 'Q8'"});
+  expect_error(
+      [&] { coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})"))); },
+      {"tensor 'x'", "expected 12"});
+  expect_error(
+      [&] {
+        coe::load_safetensors(variant(with_header(
+            R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})")));
+      },
+      {"overlap"});
 }
 
 // Files from elsewhere (a downloaded checkpoint) cannot make the reader allocate without bound,
@@ -182,26 +190,36 @@ TEST_F(SafetensorsErrors, HostileHeadersAreRefusedBeforeAnyAllocation) {
   expect_error([&] { coe::load_safetensors(variant(with_header("{\"x\":" + std::string(100000, '[') + "}"))); },
                {"bad.safetensors", "nested deeper than"});
   // 2^32 * 2^32 * 4 elements wrap to 0 in 64 bits; so would the byte count of 2^62 F32 elements.
-  expect_error([&] {
-    coe::load_safetensors(variant(with_header(
-        R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}})")));
-  }, {"tensor 'x'", "too large"});
-  expect_error([&] {
-    coe::load_safetensors(variant(with_header(
-        R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})")));
-  }, {"tensor 'x'", "too large"});
-  expect_error([&] {
-    coe::load_safetensors(variant(with_header(
-        R"({"x":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,0]}})")));
-  }, {"tensor 'x'", "too large"});
-  expect_error([&] {
-    coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"U8","shape":[8],"data_offsets":[60,68]}})")));
-  }, {"tensor 'x'", "data ends at byte 68", "64 data bytes"});
+  expect_error(
+      [&] {
+        coe::load_safetensors(
+            variant(with_header(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}})")));
+      },
+      {"tensor 'x'", "too large"});
+  expect_error(
+      [&] {
+        coe::load_safetensors(
+            variant(with_header(R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})")));
+      },
+      {"tensor 'x'", "too large"});
+  expect_error(
+      [&] {
+        coe::load_safetensors(
+            variant(with_header(R"({"x":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,0]}})")));
+      },
+      {"tensor 'x'", "too large"});
+  expect_error(
+      [&] {
+        coe::load_safetensors(variant(with_header(R"({"x":{"dtype":"U8","shape":[8],"data_offsets":[60,68]}})")));
+      },
+      {"tensor 'x'", "data ends at byte 68", "64 data bytes"});
   // An overlap is found before the tensors are read, whatever their order in the header.
-  expect_error([&] {
-    coe::load_safetensors(variant(with_header(
-        R"({"y":{"dtype":"U8","shape":[8],"data_offsets":[8,16]},"x":{"dtype":"U8","shape":[16],"data_offsets":[0,16]}})")));
-  }, {"overlap"});
+  expect_error(
+      [&] {
+        coe::load_safetensors(variant(with_header(
+            R"({"y":{"dtype":"U8","shape":[8],"data_offsets":[8,16]},"x":{"dtype":"U8","shape":[16],"data_offsets":[0,16]}})")));
+      },
+      {"overlap"});
 }
 
 TEST_F(SafetensorsErrors, ShardIndexNamesFilesInTheCheckpointOnly) {

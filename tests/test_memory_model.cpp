@@ -182,9 +182,8 @@ TEST_F(MemoryTool, JsonHasTheParameterCountsAndTheEstimate) {
   const fs::path cfg = write_config("moe.yaml", "  num_experts_per_tok: 4\n");
   const fs::path json = dir_ / "moe.json";
   std::string out;
-  ASSERT_EQ(coe::test::run_command(coe::test::tool_path("coe-memory").string() + " " + cfg.string() +
-                                       " --json " + json.string(),
-                                   &out),
+  ASSERT_EQ(coe::test::run_command(
+                coe::test::tool_path("coe-memory").string() + " " + cfg.string() + " --json " + json.string(), &out),
             0)
       << out;
   std::ifstream in(json);
@@ -228,26 +227,26 @@ TEST_F(MemoryTool, CompareShowsBothConfigs) {
 TEST_F(MemoryTool, MeasureOnCpuMatchesTheSavedActivations) {
   const fs::path cfg = write_config("measure.yaml", "  num_experts_per_tok: 2\n  inner_iter: 2\n");
   for (const std::string dispatch : {"segmented", "grouped"})
-  for (const std::string ckpt : {"--no-checkpointing", "--checkpointing"}) {
-    SCOPED_TRACE(dispatch + " " + ckpt);
-    const fs::path json = dir_ / "measure.json";
-    std::string out;
-    ASSERT_EQ(coe::test::run_command(coe::test::tool_path("coe-memory").string() + " " + cfg.string() + " " + ckpt +
-                                         " --set trainer.expert_dispatch=" + dispatch +
-                                         " --measure --measure-steps 2 --json " + json.string(),
-                                     &out),
-              0)
-        << out;
-    EXPECT_NE(out.find(dispatch + " expert dispatch"), std::string::npos) << out;
-    std::ifstream in(json);
-    const nlohmann::json j = nlohmann::json::parse(in);
-    const double measured_saved = j.at("measured_saved_activations_bytes").get<double>();
-    const double saved = j.at("activations_saved_bytes").get<double>();
-    EXPECT_NEAR(saved / measured_saved, 1.0, 0.02) << out;
-    const double peak = j.at("measured_peak_bytes").get<double>();
-    EXPECT_GT(peak, 0.0);
-    EXPECT_NEAR(j.at("estimate_bytes").get<double>() / peak, 1.0, 0.15) << out;
-  }
+    for (const std::string ckpt : {"--no-checkpointing", "--checkpointing"}) {
+      SCOPED_TRACE(dispatch + " " + ckpt);
+      const fs::path json = dir_ / "measure.json";
+      std::string out;
+      ASSERT_EQ(coe::test::run_command(coe::test::tool_path("coe-memory").string() + " " + cfg.string() + " " + ckpt +
+                                           " --set trainer.expert_dispatch=" + dispatch +
+                                           " --measure --measure-steps 2 --json " + json.string(),
+                                       &out),
+                0)
+          << out;
+      EXPECT_NE(out.find(dispatch + " expert dispatch"), std::string::npos) << out;
+      std::ifstream in(json);
+      const nlohmann::json j = nlohmann::json::parse(in);
+      const double measured_saved = j.at("measured_saved_activations_bytes").get<double>();
+      const double saved = j.at("activations_saved_bytes").get<double>();
+      EXPECT_NEAR(saved / measured_saved, 1.0, 0.02) << out;
+      const double peak = j.at("measured_peak_bytes").get<double>();
+      EXPECT_GT(peak, 0.0);
+      EXPECT_NEAR(j.at("estimate_bytes").get<double>() / peak, 1.0, 0.15) << out;
+    }
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 // Model components on their own: numerical gradient checks in double precision (router + MoE +
 // CoE layer), agreement between expert dispatch implementations, dense layers, checkpointing.
 #include "coe/compat.h"
+#include "coe/io/hf_checkpoint.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/coe_layer.h"
 #include "coe/model/experts.h"
-#include "coe/io/hf_checkpoint.h"
 
 #include "support/tiny_model.h"
 
@@ -330,8 +330,7 @@ TEST(Model, ActivationCheckpointingGivesTheSameGradients) {
   auto [loss_plain, grads_plain] = run(false);
   auto [loss_ckpt, grads_ckpt] = run(true);
   EXPECT_DOUBLE_EQ(loss_plain, loss_ckpt);
-  for (const auto& [name, g] : grads_plain)
-    EXPECT_TRUE(at::allclose(g, grads_ckpt.at(name), 1e-5, 1e-7)) << name;
+  for (const auto& [name, g] : grads_plain) EXPECT_TRUE(at::allclose(g, grads_ckpt.at(name), 1e-5, 1e-7)) << name;
 }
 
 TEST(Model, TiedEmbeddingsShareOneMatrix) {
@@ -381,6 +380,5 @@ TEST(ChunkedLoss, MatchesFullLogitsLossAndGradients) {
   auto [full_loss, full_grads] = run(true);
   auto [chunk_loss, chunk_grads] = run(false);
   EXPECT_NEAR(full_loss, chunk_loss, 1e-6);
-  for (const auto& [name, g] : full_grads)
-    EXPECT_TRUE(at::allclose(g, chunk_grads.at(name), 1e-4, 1e-7)) << name;
+  for (const auto& [name, g] : full_grads) EXPECT_TRUE(at::allclose(g, chunk_grads.at(name), 1e-4, 1e-7)) << name;
 }

@@ -143,17 +143,26 @@ TEST(CachedDecoding, PositionLimitAndCapacityAreErrors) {
   model->eval();
   coe::KvCache cache(c, 1, 12, at::TensorOptions().dtype(at::kFloat));
   model->forward_cached(at::ones({1, 8}, at::TensorOptions().dtype(at::kLong)), cache);
-  coe::test::expect_error([&] { model->forward_cached(at::ones({1, 1}, at::TensorOptions().dtype(at::kLong)), cache); },
-                          {"9 tokens", "max_position_embeddings 8"});
+  coe::test::expect_error(
+      [&] {
+        model->forward_cached(at::ones({1, 1}, at::TensorOptions().dtype(at::kLong)), cache);
+      },
+      {"9 tokens", "max_position_embeddings 8"});
   coe::KvCache small(c, 1, 4, at::TensorOptions().dtype(at::kFloat));
-  coe::test::expect_error([&] { model->forward_cached(at::ones({1, 5}, at::TensorOptions().dtype(at::kLong)), small); },
-                          {"overflow", "4 slots"});
+  coe::test::expect_error(
+      [&] {
+        model->forward_cached(at::ones({1, 5}, at::TensorOptions().dtype(at::kLong)), small);
+      },
+      {"overflow", "4 slots"});
 
   const coe::ByteTokenizer tok;
   coe::GenerateOptions opts;
   opts.max_new_tokens = 10;
-  coe::test::expect_error([&] { coe::generate(*model, tok, {{5, 6}, std::vector<int32_t>(8, 5)}, opts); },
-                          {"prompt 1 has 8 tokens", "max_position_embeddings 8"});
+  coe::test::expect_error(
+      [&] {
+        coe::generate(*model, tok, {{5, 6}, std::vector<int32_t>(8, 5)}, opts);
+      },
+      {"prompt 1 has 8 tokens", "max_position_embeddings 8"});
   const auto out = coe::generate(*model, tok, {std::vector<int32_t>(6, 5)}, opts);
   EXPECT_EQ(out[0].finish, coe::FinishReason::kPositionLimit);
   EXPECT_EQ(out[0].tokens.size(), 2u);  // 6 + 2 = 8 tokens
@@ -184,7 +193,8 @@ TEST(Generate, GreedyEqualsRecomputedGreedyInABatch) {
     const auto batch = coe::generate(*model, tok, prompts, opts, {}, &stats);
     ASSERT_EQ(batch.size(), prompts.size());
     for (size_t r = 0; r < prompts.size(); ++r) {
-      EXPECT_EQ(batch[r].tokens, recomputed_greedy(*model, prompts[r], 12, model->config().vocab_size)) << f << " row " << r;
+      EXPECT_EQ(batch[r].tokens, recomputed_greedy(*model, prompts[r], 12, model->config().vocab_size))
+          << f << " row " << r;
       EXPECT_EQ(batch[r].finish, coe::FinishReason::kMaxNewTokens);
       EXPECT_EQ(batch[r].text, tok.decode(batch[r].tokens));
     }
@@ -268,11 +278,10 @@ TEST(Generate, StopStringsCutTheTextAndStreamingAddsUpToIt) {
   const std::string stop = full.substr(9, 3);
   opts.stop = {stop};
   std::string streamed;
-  const auto cut = coe::generate(*model, tok, prompts, opts, {}, nullptr,
-                                 [&](int64_t row, const std::string& piece) {
-                                   EXPECT_EQ(row, 0);
-                                   streamed += piece;
-                                 });
+  const auto cut = coe::generate(*model, tok, prompts, opts, {}, nullptr, [&](int64_t row, const std::string& piece) {
+    EXPECT_EQ(row, 0);
+    streamed += piece;
+  });
   EXPECT_EQ(cut[0].finish, coe::FinishReason::kStop);
   EXPECT_EQ(cut[0].text, full.substr(0, full.find(stop)));
   EXPECT_EQ(streamed, cut[0].text);

@@ -96,7 +96,8 @@ void check_fixture(const fs::path& dir, const std::string& dispatch, const torch
     EXPECT_LE(max_err, 1e-4) << "eval logits differ";
     std::cout << "[ parity ] " << label << ": max |logits - ref| = " << max_err << "\n";
     double loss_err = std::abs(out.loss.item<double>() - expected.at("loss").item<double>());
-    EXPECT_LE(loss_err, 1e-4) << "eval loss " << out.loss.item<double>() << " vs " << expected.at("loss").item<double>();
+    EXPECT_LE(loss_err, 1e-4) << "eval loss " << out.loss.item<double>() << " vs "
+                              << expected.at("loss").item<double>();
   }
 
   // Training mode: one backward of LM loss + aux loss (the aux gradient flows through the routers).
@@ -120,8 +121,7 @@ void check_fixture(const fs::path& dir, const std::string& dispatch, const torch
     ++checked;
   }
   EXPECT_EQ(checked, static_cast<int>(grads.size())) << "every parameter's gradient must be in the fixture";
-  std::cout << "[ parity ] " << label << ": " << checked << " gradients, worst relative error "
-            << worst << "\n";
+  std::cout << "[ parity ] " << label << ": " << checked << " gradients, worst relative error " << worst << "\n";
 }
 
 }  // namespace

@@ -45,7 +45,8 @@ class SweepErrors : public ::testing::Test {
 };
 
 TEST_F(SweepErrors, MalformedYaml) {
-  const fs::path p = write("bad.yaml", "base: base.yaml\nvariants:\n  - name: a\n    overrides: {model.inner_iter: 2\n");
+  const fs::path p =
+      write("bad.yaml", "base: base.yaml\nvariants:\n  - name: a\n    overrides: {model.inner_iter: 2\n");
   const std::string e = error_of(p);
   EXPECT_NE(e.find("bad.yaml"), std::string::npos) << e;
   EXPECT_NE(e.find("cannot parse"), std::string::npos) << e;
@@ -59,8 +60,8 @@ TEST_F(SweepErrors, VariantWithoutName) {
 }
 
 TEST_F(SweepErrors, UnknownKeyInAVariant) {
-  const std::string e = error_of(
-      write("typo.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overide: {model.inner_iter: 2}\n"));
+  const std::string e = error_of(write(
+      "typo.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overide: {model.inner_iter: 2}\n"));
   EXPECT_NE(e.find("variants.coe.overide"), std::string::npos) << e;
   EXPECT_NE(e.find("did you mean 'overrides'"), std::string::npos) << e;
 }
@@ -92,11 +93,11 @@ TEST_F(SweepErrors, DuplicateNamesAndUnknownBaseline) {
 }
 
 TEST_F(SweepErrors, OverrideFormsAgree) {
-  const fs::path p = write("forms.yaml",
-                           "base: base.yaml\noverrides: [\"trainer.total_steps=3\"]\nvariants:\n"
-                           "  - name: flat\n    overrides: {model.inner_iter: 2, data.text_keys: [q, a]}\n"
-                           "  - name: nested\n    overrides: {model: {inner_iter: 2}, data: {text_keys: [q, a]}}\n"
-                           "  - name: list\n    overrides: [\"model.inner_iter=2\", \"data.text_keys=[q, a]\"]\n");
+  const fs::path p =
+      write("forms.yaml", "base: base.yaml\noverrides: [\"trainer.total_steps=3\"]\nvariants:\n"
+                          "  - name: flat\n    overrides: {model.inner_iter: 2, data.text_keys: [q, a]}\n"
+                          "  - name: nested\n    overrides: {model: {inner_iter: 2}, data: {text_keys: [q, a]}}\n"
+                          "  - name: list\n    overrides: [\"model.inner_iter=2\", \"data.text_keys=[q, a]\"]\n");
   const auto spec = coe::load_sweep(p.string());
   const auto configs = coe::resolve_variants(spec);
   ASSERT_EQ(configs.size(), 3u);
@@ -153,6 +154,5 @@ TEST_F(SweepErrors, CommandLineNamesVariantAndKey) {
   EXPECT_NE(out.find("variant 'coe'"), std::string::npos) << out;
   EXPECT_NE(out.find("inner_iterz"), std::string::npos) << out;
 }
-
 
 }  // namespace

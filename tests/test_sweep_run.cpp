@@ -35,26 +35,30 @@ TEST(SweepRun, TwoVariantsSummariseAndResume) {
     for (int i = 0; i < 80 && std::getline(in, line); ++i) out << line << "\n";
   }
   const fs::path sweep = dir / "tiny-sweep.yaml";
-  std::ofstream(sweep) << "name: tiny\n"
-                          "out_dir: " << (dir / "out").string() << "\n"
-                          "baseline: moe\n"
-                          "base:\n"
-                          "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
-                          "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
-                          "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
-                          "          max_position_embeddings: 128}\n"
-                          "  data: {train_files: [" << (dir / "gsm8k-80.jsonl").string() << "], prepared_dir: "
-                       << (dir / "prepared").string() << ",\n"
-                          "         tokenizer: byte, text_keys: [question, answer], val_count: 8, max_length: 64,\n"
-                          "         packing: true, threads: 1}\n"
-                          "  optim: {lr: 1.0e-3}\n"
-                          "  trainer: {total_steps: 4, global_batch: 4, micro_batch: 4, val_interval: 2,\n"
-                          "            val_batches: 1, threads: 1, log_interval: 1}\n"
-                          "routing: {enabled: true, max_records: 8}\n"
-                          "variants:\n"
-                          "  - name: moe\n"
-                          "  - name: coe\n"
-                          "    overrides: {model.inner_iter: 2, model.num_experts_per_tok: 1}\n";
+  std::ofstream(sweep)
+      << "name: tiny\n"
+         "out_dir: "
+      << (dir / "out").string()
+      << "\n"
+         "baseline: moe\n"
+         "base:\n"
+         "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
+         "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
+         "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
+         "          max_position_embeddings: 128}\n"
+         "  data: {train_files: ["
+      << (dir / "gsm8k-80.jsonl").string() << "], prepared_dir: " << (dir / "prepared").string()
+      << ",\n"
+         "         tokenizer: byte, text_keys: [question, answer], val_count: 8, max_length: 64,\n"
+         "         packing: true, threads: 1}\n"
+         "  optim: {lr: 1.0e-3}\n"
+         "  trainer: {total_steps: 4, global_batch: 4, micro_batch: 4, val_interval: 2,\n"
+         "            val_batches: 1, threads: 1, log_interval: 1}\n"
+         "routing: {enabled: true, max_records: 8}\n"
+         "variants:\n"
+         "  - name: moe\n"
+         "  - name: coe\n"
+         "    overrides: {model.inner_iter: 2, model.num_experts_per_tok: 1}\n";
   const std::string sweep_cmd = coe::test::tool_path("coe-sweep").string() + " " + sweep.string();
   const fs::path out = dir / "out";
 
@@ -123,19 +127,24 @@ TEST(SweepRun, FailedVariantDoesNotStopTheOthers) {
       out << "{\"question\": \"What is " << i << " plus " << i << "?\", \"answer\": \"" << 2 * i << "\"}\n";
   }
   const fs::path sweep = dir / "fail.yaml";
-  std::ofstream(sweep) << "out_dir: " << (dir / "out").string() << "\n"
-                          "base:\n"
-                          "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
-                          "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
-                          "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
-                          "          max_position_embeddings: 128}\n"
-                          "  data: {train_files: [" << (dir / "missing.jsonl").string() << "],\n"
-                          "         tokenizer: byte, text_keys: [question, answer], max_length: 32, packing: true}\n"
-                          "  trainer: {total_steps: 2, global_batch: 2, micro_batch: 2, threads: 1}\n"
-                          "variants:\n"
-                          "  - name: broken\n"
-                          "  - name: works\n"
-                          "    overrides: {data.train_files: [" << data.string() << "]}\n";
+  std::ofstream(sweep)
+      << "out_dir: " << (dir / "out").string()
+      << "\n"
+         "base:\n"
+         "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
+         "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
+         "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
+         "          max_position_embeddings: 128}\n"
+         "  data: {train_files: ["
+      << (dir / "missing.jsonl").string()
+      << "],\n"
+         "         tokenizer: byte, text_keys: [question, answer], max_length: 32, packing: true}\n"
+         "  trainer: {total_steps: 2, global_batch: 2, micro_batch: 2, threads: 1}\n"
+         "variants:\n"
+         "  - name: broken\n"
+         "  - name: works\n"
+         "    overrides: {data.train_files: ["
+      << data.string() << "]}\n";
   std::string out;
   EXPECT_EQ(coe::test::run_command(coe::test::tool_path("coe-sweep").string() + " " + sweep.string(), &out), 1) << out;
   EXPECT_NE(out.find("broken: FAILED with exit status 1"), std::string::npos) << out;
@@ -151,12 +160,9 @@ TEST(SweepRun, FailedVariantDoesNotStopTheOthers) {
 std::string yaml_quoted(const std::string& s) {
   std::string q = "\"";
   for (char c : s) {
-    if (c == '\\' || c == '"')
-      q += std::string("\\") + c;
-    else if (c == '\n')
-      q += "\\n";
-    else
-      q += c;
+    if (c == '\\' || c == '"') q += std::string("\\") + c;
+    else if (c == '\n') q += "\\n";
+    else q += c;
   }
   return q + "\"";
 }
@@ -167,8 +173,11 @@ bool is_png(const fs::path& p) { return read_file(p).rfind("\x89PNG\r\n\x1a\n", 
 std::string tiny_config(const fs::path& data, const fs::path& prepared, const std::string& model_extra) {
   return "model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2,\n"
          "        kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4, v_head_dim: 4, n_routed_experts: 4,\n"
-         "        n_shared_experts: 1, max_position_embeddings: 128" + model_extra + "}\n"
-         "data: {train_files: [" + yaml_quoted(data.string()) + "], prepared_dir: " + yaml_quoted(prepared.string()) +
+         "        n_shared_experts: 1, max_position_embeddings: 128" +
+         model_extra +
+         "}\n"
+         "data: {train_files: [" +
+         yaml_quoted(data.string()) + "], prepared_dir: " + yaml_quoted(prepared.string()) +
          ",\n       tokenizer: byte, text_keys: [question, answer], val_count: 4, max_length: 32, packing: true,\n"
          "       threads: 1}\n"
          "trainer: {total_steps: 2, global_batch: 2, micro_batch: 2, val_interval: 1, val_batches: 1, threads: 1}\n";
@@ -191,15 +200,19 @@ TEST(SweepRun, ShellSyntaxInPathsRunsNothing) {
   coe::test::write_file(h / "coe.yaml",
                         tiny_config(h / "gsm8k-40.jsonl", h / "prepared", ", num_experts_per_tok: 1, inner_iter: 2"));
   const fs::path out = h / "out $(touch PWNED4)";
-  const std::string sweep = coe::test::write_file(
-      h / "sweep.yaml", "name: inject\n"
-                        "out_dir: " + yaml_quoted(out.string()) + "\n"
-                        "base: " + yaml_quoted((h / "base.yaml").string()) + "\n"
-                        "routing: {enabled: true, max_records: 4}\n"
-                        "variants:\n"
-                        "  - name: moe\n"
-                        "  - name: coe\n"
-                        "    config: " + yaml_quoted((h / "coe.yaml").string()) + "\n");
+  const std::string sweep = coe::test::write_file(h / "sweep.yaml", "name: inject\n"
+                                                                    "out_dir: " +
+                                                                        yaml_quoted(out.string()) +
+                                                                        "\n"
+                                                                        "base: " +
+                                                                        yaml_quoted((h / "base.yaml").string()) +
+                                                                        "\n"
+                                                                        "routing: {enabled: true, max_records: 4}\n"
+                                                                        "variants:\n"
+                                                                        "  - name: moe\n"
+                                                                        "  - name: coe\n"
+                                                                        "    config: " +
+                                                                        yaml_quoted((h / "coe.yaml").string()) + "\n");
 
   std::string output;
   const fs::path cwd = fs::current_path();

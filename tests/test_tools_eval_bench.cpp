@@ -39,17 +39,21 @@ class ToolsEvalBench : public ::testing::Test {
                           "  num_attention_heads: 2\n  kv_lora_rank: 16\n  qk_nope_head_dim: 8\n  qk_rope_head_dim: 8\n"
                           "  v_head_dim: 8\n  n_routed_experts: 8\n  n_shared_experts: 1\n  num_experts_per_tok: 2\n"
                           "  inner_iter: 2\n  max_position_embeddings: 256\n"
-                          "data:\n  train_files: [" + (root_ / "gsm8k-96.jsonl").string() + "]\n"
-                          "  prepared_dir: " + (root_ / "prepared").string() + "\n"
-                          "  tokenizer: byte\n  text_keys: [question, answer]\n  val_count: 16\n"
-                          "  max_length: 160\n  packing: false\n  truncation: right\n"
-                          "optim:\n  lr: 2.0e-3\n"
-                          "trainer:\n  total_steps: 4\n  global_batch: 8\n  micro_batch: 4\n  val_interval: 4\n"
-                          "  val_batches: 100\n  save_interval: 4\n  log_interval: 1\n  threads: 1\n  seed: 3\n");
+                          "data:\n  train_files: [" +
+                              (root_ / "gsm8k-96.jsonl").string() +
+                              "]\n"
+                              "  prepared_dir: " +
+                              (root_ / "prepared").string() +
+                              "\n"
+                              "  tokenizer: byte\n  text_keys: [question, answer]\n  val_count: 16\n"
+                              "  max_length: 160\n  packing: false\n  truncation: right\n"
+                              "optim:\n  lr: 2.0e-3\n"
+                              "trainer:\n  total_steps: 4\n  global_batch: 8\n  micro_batch: 4\n  val_interval: 4\n"
+                              "  val_batches: 100\n  save_interval: 4\n  log_interval: 1\n  threads: 1\n  seed: 3\n");
     std::string out_text;
-    const int rc = run_command(tool_path("coe-train").string() + " " + (root_ / "run.yaml").string() + " --out " +
-                                   (root_ / "run").string(),
-                               &out_text);
+    const int rc = run_command(
+        tool_path("coe-train").string() + " " + (root_ / "run.yaml").string() + " --out " + (root_ / "run").string(),
+        &out_text);
     ASSERT_EQ(rc, 0) << out_text;
   }
 
@@ -76,7 +80,8 @@ TEST_F(ToolsEvalBench, EvalMatchesTheTrainersValidationLoss) {
   EXPECT_EQ(j["records"].get<int64_t>(), 16);
   EXPECT_EQ(j["tokens"].get<int64_t>(), trained_tokens);
   EXPECT_NEAR(j["val_loss"].get<double>(), trained, 1e-5 * trained);
-  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(j["val_loss"].get<double>()), 1e-6 * j["perplexity"].get<double>());
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(j["val_loss"].get<double>()),
+              1e-6 * j["perplexity"].get<double>());
   const double accuracy = j["accuracy"].get<double>();
   EXPECT_GE(accuracy, 0.0);
   EXPECT_LE(accuracy, 1.0);

@@ -35,17 +35,22 @@ class ToolsGenerate : public ::testing::Test {
                           "  num_attention_heads: 2\n  kv_lora_rank: 16\n  qk_nope_head_dim: 8\n  qk_rope_head_dim: 8\n"
                           "  v_head_dim: 8\n  n_routed_experts: 8\n  n_shared_experts: 1\n  num_experts_per_tok: 2\n"
                           "  inner_iter: 2\n  max_position_embeddings: 1024\n"
-                          "data:\n  train_files: [" + gsm8k("train").string() + "]\n"
-                          "  prepared_dir: " + (root_ / "prepared").string() + "\n"
-                          "  tokenizer: byte\n  text_keys: [question, answer]\n  val_count: 16\n"
-                          "  max_length: 128\n  packing: true\n"
-                          "optim:\n  lr: 3.0e-3\n"
-                          "trainer:\n  total_steps: 4\n  global_batch: 8\n  micro_batch: 8\n"
-                          "  log_interval: 10\n  threads: 1\n  seed: 3\n");
+                          "data:\n  train_files: [" +
+                              gsm8k("train").string() +
+                              "]\n"
+                              "  prepared_dir: " +
+                              (root_ / "prepared").string() +
+                              "\n"
+                              "  tokenizer: byte\n  text_keys: [question, answer]\n  val_count: 16\n"
+                              "  max_length: 128\n  packing: true\n"
+                              "optim:\n  lr: 3.0e-3\n"
+                              "trainer:\n  total_steps: 4\n  global_batch: 8\n  micro_batch: 8\n"
+                              "  log_interval: 10\n  threads: 1\n  seed: 3\n");
     std::string out;
-    ASSERT_EQ(run_argv({tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out", (root_ / "run").string()},
-                       &out),
-              0)
+    ASSERT_EQ(
+        run_argv({tool_path("coe-train").string(), (root_ / "run.yaml").string(), "--out", (root_ / "run").string()},
+                 &out),
+        0)
         << out;
   }
 
@@ -91,7 +96,8 @@ TEST_F(ToolsGenerate, EvalTaskGsm8kOnTheTestSplit) {
   const auto lines = read_jsonl(samples);
   ASSERT_EQ(lines.size(), 20u);
   for (const auto& s : lines) {
-    for (const char* key : {"prompt", "generation", "extracted", "gold", "correct"}) EXPECT_TRUE(s.contains(key)) << key;
+    for (const char* key : {"prompt", "generation", "extracted", "gold", "correct"})
+      EXPECT_TRUE(s.contains(key)) << key;
     const std::string prompt = s["prompt"].get<std::string>();
     EXPECT_EQ(prompt.rfind("question : ", 0), 0u) << prompt;
     EXPECT_EQ(prompt.substr(prompt.size() - 9), " answer :") << prompt;
@@ -118,17 +124,19 @@ TEST_F(ToolsGenerate, EvalTaskWithExemplarsAndFromAPreparedSplit) {
   EXPECT_EQ(j["shots_from"], gsm8k("train").string());  // the run's training file
   const std::string prompt = j["example_prompt"].get<std::string>();
   size_t questions = 0;
-  for (size_t at = prompt.find("question : "); at != std::string::npos; at = prompt.find("question : ", at + 1)) ++questions;
+  for (size_t at = prompt.find("question : "); at != std::string::npos; at = prompt.find("question : ", at + 1))
+    ++questions;
   EXPECT_EQ(questions, 3u) << prompt;
   EXPECT_NE(prompt.find("\n\nquestion : "), std::string::npos) << prompt;
   EXPECT_NE(prompt.find("#### "), std::string::npos) << prompt;  // exemplars carry their solutions
 
   // The validation split of the prepared data: its records come back from the source file.
   const fs::path prepared = root_ / "prepared-samples.jsonl";
-  ASSERT_EQ(run_argv({tool_path("coe-eval").string(), "--checkpoint", run_dir(), "--data", (root_ / "prepared").string(),
-                      "--task", "gsm8k", "--max-records", "2", "--max-new-tokens", "4", "--samples", prepared.string()},
-                     &out),
-            0)
+  ASSERT_EQ(
+      run_argv({tool_path("coe-eval").string(), "--checkpoint", run_dir(), "--data", (root_ / "prepared").string(),
+                "--task", "gsm8k", "--max-records", "2", "--max-new-tokens", "4", "--samples", prepared.string()},
+               &out),
+      0)
       << out;
   const auto lines = read_jsonl(prepared);
   ASSERT_EQ(lines.size(), 2u);
@@ -171,9 +179,26 @@ TEST_F(ToolsGenerate, SamplingIsSeededAndIndependentOfTheBatch) {
   auto sample = [&](const std::string& batch, const std::string& seed, const std::string& name) {
     const fs::path out_file = root_ / name;
     std::string out;
-    EXPECT_EQ(run_argv({tool_path("coe-generate").string(), "--checkpoint", run_dir(), "--input",
-                        gsm8k("test").string(), "--max-records", "4", "--batch", batch, "--max-new-tokens", "24",
-                        "--temperature", "1.0", "--top-k", "50", "--top-p", "0.95", "--seed", seed, "--output",
+    EXPECT_EQ(run_argv({tool_path("coe-generate").string(),
+                        "--checkpoint",
+                        run_dir(),
+                        "--input",
+                        gsm8k("test").string(),
+                        "--max-records",
+                        "4",
+                        "--batch",
+                        batch,
+                        "--max-new-tokens",
+                        "24",
+                        "--temperature",
+                        "1.0",
+                        "--top-k",
+                        "50",
+                        "--top-p",
+                        "0.95",
+                        "--seed",
+                        seed,
+                        "--output",
                         out_file.string()},
                        &out),
               0)

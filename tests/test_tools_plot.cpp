@@ -48,10 +48,11 @@ class ToolsPlot : public ::testing::Test {
                        &out),
               0)
         << out;
-    ASSERT_EQ(run_argv({tool_path("coe-eval").string(), "--checkpoint", run_.string(), "--data",
-                        (root_ / "prepared").string(), "--max-records", "8", "--routing", (run_ / "routing.json").string()},
-                       &out),
-              0)
+    ASSERT_EQ(
+        run_argv({tool_path("coe-eval").string(), "--checkpoint", run_.string(), "--data",
+                  (root_ / "prepared").string(), "--max-records", "8", "--routing", (run_ / "routing.json").string()},
+                 &out),
+        0)
         << out;
   }
   static fs::path root_, run_;
@@ -75,7 +76,8 @@ TEST_F(ToolsPlot, PlotsAFinishedRun) {
     GTEST_SKIP() << "gnuplot is not installed: the PNGs are not checked";
   }
   ASSERT_EQ(rc, 0) << out << read_file(plots / "gnuplot.log");
-  for (const char* png : {"loss.png", "val_loss.png", "lr.png", "grad_norm.png", "tokens_per_s.png", "expert_load.png"}) {
+  for (const char* png :
+       {"loss.png", "val_loss.png", "lr.png", "grad_norm.png", "tokens_per_s.png", "expert_load.png"}) {
     expect_png(plots / png);
     EXPECT_NE(out.find("wrote " + (plots / png).string()), std::string::npos) << out;
   }
@@ -91,7 +93,8 @@ TEST_F(ToolsPlot, OverlaysSeveralRunsIntoOut) {
   coe::test::write_file(other / "metrics.jsonl", metrics.substr(0, metrics.size() - 30));
   const fs::path out_dir = root_ / "overlay";
   std::string out;
-  const int rc = run_argv({tool_path("coe-plot").string(), run_.string(), other.string(), "--out", out_dir.string()}, &out);
+  const int rc =
+      run_argv({tool_path("coe-plot").string(), run_.string(), other.string(), "--out", out_dir.string()}, &out);
   EXPECT_EQ(count_lines(read_file(out_dir / "train-2.dat")), 1u + 7u) << "the torn last line is not read";
   EXPECT_FALSE(fs::exists(out_dir / "val-2.dat"));
   const std::string runs = read_file(out_dir / "runs.txt");
@@ -99,8 +102,8 @@ TEST_F(ToolsPlot, OverlaysSeveralRunsIntoOut) {
   EXPECT_NE(runs.find("2 other run "), std::string::npos) << runs;
   if (!has_gnuplot()) GTEST_SKIP() << "gnuplot is not installed";
   ASSERT_EQ(rc, 0) << out << read_file(out_dir / "gnuplot.log");
-  for (const char* png : {"loss.png", "val_loss.png", "lr.png", "grad_norm.png", "tokens_per_s.png",
-                          "expert_load-tiny-run.png"})
+  for (const char* png :
+       {"loss.png", "val_loss.png", "lr.png", "grad_norm.png", "tokens_per_s.png", "expert_load-tiny-run.png"})
     expect_png(out_dir / png);
 }
 
@@ -140,9 +143,9 @@ TEST_F(ToolsPlot, WithoutGnuplotTheDataFilesAreWritten) {
   const fs::path out_dir = root_ / "no-gnuplot";
   std::string out;
   // An empty PATH: gnuplot is not found.
-  const int rc = coe::test::run_command("env PATH=/nonexistent " + tool_path("coe-plot").string() + " " + run_.string() +
-                                            " --out " + out_dir.string(),
-                                        &out);
+  const int rc = coe::test::run_command(
+      "env PATH=/nonexistent " + tool_path("coe-plot").string() + " " + run_.string() + " --out " + out_dir.string(),
+      &out);
   EXPECT_EQ(rc, 1) << out;
   EXPECT_EQ(out, "error: gnuplot is not installed (apt-get install gnuplot-nox); the data files are in " +
                      out_dir.string() + "\n");

@@ -187,7 +187,8 @@ TEST_F(TrainConfig, OutOfRangeValues) {
       {"trainer.device=tpu", "trainer.device: unknown device 'tpu' (cpu | cuda | cuda:N)"},
       {"trainer.dtype=float16", "trainer.dtype: unknown dtype 'float16' (float32 | bfloat16)"},
       {"trainer.dtype=bfloat16", "trainer.dtype: bfloat16 autocast is only supported on CUDA"},
-      {"trainer.expert_dispatch=fast", "trainer.expert_dispatch: unknown dispatch 'fast' (auto | grouped | segmented | masked)"},
+      {"trainer.expert_dispatch=fast",
+       "trainer.expert_dispatch: unknown dispatch 'fast' (auto | grouped | segmented | masked)"},
       {"data.max_length=256", "data.max_length: 256 exceeds model.max_position_embeddings 128"},
       {"model.num_experts_per_tok=9", "num_experts_per_tok"},
   };
@@ -221,7 +222,8 @@ TEST_F(TrainConfig, FileErrors) {
   }
   std::string text = kBase;
   text.replace(0, text.find("data:"), "model:\n  from: nowhere.json\n");
-  EXPECT_NE(error_of(text).find("model.from: model config 'nowhere.json' not found"), std::string::npos) << error_of(text);
+  EXPECT_NE(error_of(text).find("model.from: model config 'nowhere.json' not found"), std::string::npos)
+      << error_of(text);
 }
 
 // A typo'd key leaves a default in place that a value check may trip over: the typo is named,
@@ -266,15 +268,15 @@ TEST_F(TrainConfig, NullIsNotTheDefault) {
 // keys name the base file and its line; the resolved config is complete either way.
 TEST_F(TrainConfig, BaseInheritance) {
   write(kBase, "base.yaml");
-  const std::string child = write("base: base.yaml\nmodel:\n  num_experts_per_tok: 4\ntrainer:\n  total_steps: 7\n",
-                                  "child.yaml");
+  const std::string child =
+      write("base: base.yaml\nmodel:\n  num_experts_per_tok: 4\ntrainer:\n  total_steps: 7\n", "child.yaml");
   const coe::TrainConfig c = coe::load_train_config(child);
   EXPECT_EQ(c.model.num_experts_per_tok, 4);
   EXPECT_EQ(c.model.hidden_size, 32);
   EXPECT_EQ(c.trainer.total_steps, 7);
   EXPECT_EQ(c.trainer.global_batch, 8);
-  const coe::TrainConfig direct = coe::load_train_config(write(kBase), {"model.num_experts_per_tok=4",
-                                                                        "trainer.total_steps=7"});
+  const coe::TrainConfig direct =
+      coe::load_train_config(write(kBase), {"model.num_experts_per_tok=4", "trainer.total_steps=7"});
   std::string resolved = coe::train_config_to_yaml(c), expected = coe::train_config_to_yaml(direct);
   EXPECT_EQ(resolved, expected);
 

@@ -12,9 +12,9 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/autograd.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -99,8 +99,8 @@ TEST_F(TrainLoop, LossDecreasesOnGsm8k) {
   auto latest = coe::latest_checkpoint(dir.string());
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(latest->step, 40);
-  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json",
-                        "config.yaml"})
+  for (const char* f :
+       {"config.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json", "config.yaml"})
     EXPECT_TRUE(fs::exists(fs::path(latest->dir) / f)) << f;
   coe::CausalLM loaded = coe::load_hf_checkpoint(latest->dir);
   for (const auto& item : trainer.model().named_parameters(true))

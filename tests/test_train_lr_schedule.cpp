@@ -65,7 +65,7 @@ TEST(LrSchedule, NoWarmupAndFromConfig) {
   o.warmup_ratio = 0.25;
   EXPECT_EQ(coe::LrSchedule::from_config(o, 50).warmup_steps, 12);  // floor(0.25 * 50)
   o.warmup_ratio.reset();
-  EXPECT_EQ(coe::LrSchedule::from_config(o, 50).warmup_steps, 5);   // default ratio 0.1
+  EXPECT_EQ(coe::LrSchedule::from_config(o, 50).warmup_steps, 5);  // default ratio 0.1
 }
 
 }  // namespace

@@ -12,8 +12,8 @@
 #include "support/tiny_model.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
@@ -80,8 +80,7 @@ TEST_F(RunDir, ResumingFromAnOlderStepStartsABranch) {
   ASSERT_TRUE(fs::exists(dir / "step-4") && fs::exists(dir / "step-6") && fs::exists(dir / "final.json"));
   // keep_last 2 left steps 4 and 6; bring step 2 back from a copy so there is an older step to resume.
   {
-    ASSERT_EQ(coe::Trainer(config("branch-src", common), options(false, 2)).run().status,
-              coe::TrainStatus::kStopped);
+    ASSERT_EQ(coe::Trainer(config("branch-src", common), options(false, 2)).run().status, coe::TrainStatus::kStopped);
     fs::copy(root_ / "branch-src" / "step-2", dir / "step-2", fs::copy_options::recursive);
   }
 
@@ -230,10 +229,9 @@ TEST_F(RunDir, NonFiniteStopIsPrintedOnce) {
   const fs::path yaml = root_ / "nonfinite-binary.yaml";
   write_file(yaml, coe::test::tiny_gsm8k_run_yaml(root_ / "prepared", root_ / "nonfinite-binary", 4));
   std::string out;
-  const int rc = coe::test::run_command(
-      coe::test::tool_path("coe-train").string() + " " + yaml.string() +
-          " --set optim.lr=1.0e30 --set optim.warmup_steps=0",
-      &out);
+  const int rc = coe::test::run_command(coe::test::tool_path("coe-train").string() + " " + yaml.string() +
+                                            " --set optim.lr=1.0e30 --set optim.warmup_steps=0",
+                                        &out);
   EXPECT_EQ(rc, 3) << out;
   size_t count = 0;
   for (size_t at = out.find("non-finite values"); at != std::string::npos; at = out.find("non-finite values", at + 1))
@@ -254,9 +252,9 @@ TEST_F(RunDir, ResumeWarningNamesTheChangedKeys) {
   const std::string train = coe::test::tool_path("coe-train").string() + " " + yaml.string();
   std::string out;
   ASSERT_EQ(coe::test::run_command(train + " --max-steps 2", &out), 0) << out;
-  ASSERT_EQ(coe::test::run_command(train + " --resume --max-steps 1 --set optim.lr=0.001 --set trainer.log_interval=5",
-                                   &out),
-            0)
+  ASSERT_EQ(
+      coe::test::run_command(train + " --resume --max-steps 1 --set optim.lr=0.001 --set trainer.log_interval=5", &out),
+      0)
       << out;
   EXPECT_NE(out.find("optim.lr (0.003 -> 0.001)"), std::string::npos) << out;
   EXPECT_NE(out.find("trainer.log_interval (10 -> 5)"), std::string::npos) << out;
@@ -285,9 +283,12 @@ TEST_F(RunDir, TensorBoardEventsMatchTheLogsAcrossAResume) {
   ASSERT_EQ(metrics.size(), 6u);
   for (const auto& m : metrics) {
     const int64_t step = m["step"].get<int64_t>();
-    for (const auto& [key, tag] : std::vector<std::pair<std::string, std::string>>{
-             {"loss", "train/loss"}, {"aux_loss", "train/aux_loss"}, {"lr", "train/lr"},
-             {"grad_norm", "train/grad_norm"}, {"tokens_per_s", "train/tokens_per_s"}}) {
+    for (const auto& [key, tag] :
+         std::vector<std::pair<std::string, std::string>>{{"loss", "train/loss"},
+                                                          {"aux_loss", "train/aux_loss"},
+                                                          {"lr", "train/lr"},
+                                                          {"grad_norm", "train/grad_norm"},
+                                                          {"tokens_per_s", "train/tokens_per_s"}}) {
       auto it = scalars.find({tag, step});
       ASSERT_NE(it, scalars.end()) << tag << " at step " << step;
       EXPECT_EQ(it->second, static_cast<float>(m[key].get<double>())) << tag << " at step " << step;

@@ -55,19 +55,20 @@ class TrainSignal : public ::testing::Test {
   void SetUp() override {
     dir_ = coe::test::make_temp_dir("train-signal");
     coe::write_synth_file((dir_ / "synth.json").string(), 400, 11);
-    std::ofstream(dir_ / "run.yaml") << "model:\n"
-                                        "  hidden_size: 32\n  intermediate_size: 64\n  moe_intermediate_size: 32\n"
-                                        "  num_hidden_layers: 2\n  num_attention_heads: 4\n  kv_lora_rank: 16\n"
-                                        "  qk_nope_head_dim: 8\n  qk_rope_head_dim: 8\n  v_head_dim: 8\n"
-                                        "  n_routed_experts: 8\n  num_experts_per_tok: 2\n  max_position_embeddings: 64\n"
-                                        "data:\n  train_files: ["
-                                     << (dir_ / "synth.json").string()
-                                     << "]\n  val_count: 20\n  max_length: 64\n  packing: true\n"
-                                        "optim:\n  lr: 1.0e-3\n"
-                                        "trainer:\n  total_steps: 300\n  global_batch: 4\n  micro_batch: 2\n"
-                                        "  log_interval: 50\n  save_interval: 1000\n  val_batches: 2\n"
-                                        "  out_dir: "
-                                     << (dir_ / "run").string() << "\n";
+    std::ofstream(dir_ / "run.yaml")
+        << "model:\n"
+           "  hidden_size: 32\n  intermediate_size: 64\n  moe_intermediate_size: 32\n"
+           "  num_hidden_layers: 2\n  num_attention_heads: 4\n  kv_lora_rank: 16\n"
+           "  qk_nope_head_dim: 8\n  qk_rope_head_dim: 8\n  v_head_dim: 8\n"
+           "  n_routed_experts: 8\n  num_experts_per_tok: 2\n  max_position_embeddings: 64\n"
+           "data:\n  train_files: ["
+        << (dir_ / "synth.json").string()
+        << "]\n  val_count: 20\n  max_length: 64\n  packing: true\n"
+           "optim:\n  lr: 1.0e-3\n"
+           "trainer:\n  total_steps: 300\n  global_batch: 4\n  micro_batch: 2\n"
+           "  log_interval: 50\n  save_interval: 1000\n  val_batches: 2\n"
+           "  out_dir: "
+        << (dir_ / "run").string() << "\n";
   }
   void TearDown() override { fs::remove_all(dir_); }
 
@@ -114,14 +115,14 @@ TEST_F(TrainSignal, SigtermLeavesACompleteCheckpointAndResumeFinishes) {
 
   // Without --resume the run directory is refused; with it the run continues to the end.
   std::string out;
-  EXPECT_EQ(coe::test::run_command(bin + " " + (dir_ / "run.yaml").string() + " --set trainer.total_steps=" +
-                                       std::to_string(stopped + 3),
-                                   &out),
-            1);
+  EXPECT_EQ(
+      coe::test::run_command(
+          bin + " " + (dir_ / "run.yaml").string() + " --set trainer.total_steps=" + std::to_string(stopped + 3), &out),
+      1);
   EXPECT_NE(out.find("error: "), std::string::npos) << out;
   EXPECT_NE(out.find("--resume"), std::string::npos) << out;
-  EXPECT_EQ(coe::test::run_command(bin + " " + (dir_ / "run.yaml").string() + " --resume --set trainer.total_steps=" +
-                                       std::to_string(stopped + 3),
+  EXPECT_EQ(coe::test::run_command(bin + " " + (dir_ / "run.yaml").string() +
+                                       " --resume --set trainer.total_steps=" + std::to_string(stopped + 3),
                                    &out),
             0)
       << out;

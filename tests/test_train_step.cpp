@@ -118,7 +118,8 @@ TEST_P(Accumulation, FourMicroBatchesEqualOneBatch) {
   const auto g_naive = grads_of(*model);
   double naive_rel = 0;
   for (const auto& [name, g] : g_big)
-    naive_rel = std::max(naive_rel, (g_naive.at(name) - g).abs().max().item<double>() / (g.abs().max().item<double>() + 1e-12));
+    naive_rel =
+        std::max(naive_rel, (g_naive.at(name) - g).abs().max().item<double>() / (g.abs().max().item<double>() + 1e-12));
   EXPECT_GT(naive_rel, 1e-3) << "the test batch does not distinguish token weighting";
 }
 

@@ -63,10 +63,8 @@ class ScopedEnv {
     ::setenv(name, value.c_str(), 1);
   }
   ~ScopedEnv() {
-    if (old_)
-      ::setenv(name_, old_->c_str(), 1);
-    else
-      ::unsetenv(name_);
+    if (old_) ::setenv(name_, old_->c_str(), 1);
+    else ::unsetenv(name_);
   }
 
  private:
@@ -138,10 +136,16 @@ TEST(Subprocess, ExitStatusSignalsAndStartFailures) {
   EXPECT_EQ(coe::run_process({sh->string(), "-c", "read line; echo \"read:$?\""}, dir / "stdin.log"), 0);
   EXPECT_EQ(read_file(dir / "stdin.log"), "read:1\n");
 
-  expect_error([&] { coe::run_process({"/nonexistent-coe/tool", "x"}, dir / "log"); },
-               {"/nonexistent-coe/tool", "cannot start"});
-  expect_error([&] { coe::run_process({sh->string(), "-c", "true"}, dir / "missing" / "x.log"); },
-               {"missing/x.log", "cannot open for writing", "No such file"});
+  expect_error(
+      [&] {
+        coe::run_process({"/nonexistent-coe/tool", "x"}, dir / "log");
+      },
+      {"/nonexistent-coe/tool", "cannot start"});
+  expect_error(
+      [&] {
+        coe::run_process({sh->string(), "-c", "true"}, dir / "missing" / "x.log");
+      },
+      {"missing/x.log", "cannot open for writing", "No such file"});
   expect_error([&] { coe::run_process({}); }, {"no program"});
 }
 
@@ -149,13 +153,15 @@ TEST(Subprocess, GnuplotGetsItsArgumentsAsStrings) {
   if (!coe::find_gnuplot()) GTEST_SKIP() << "gnuplot is not installed";
   const fs::path dir = scratch_dir("gnuplot-args");
   // The script prints each argument to a file; gnuplot code in an argument must stay text.
-  const std::string script = write_file(dir / "echo.gp",
-                                        "set print ARG1\n"
-                                        "print ARGC\n"
-                                        "do for [i=2:ARGC] { print ARGV[i] }\n"
-                                        "unset print\n");
-  std::vector<std::string> args{(dir / "printed.txt").string(), "x'; system('touch PWNED1'); '",
-                                "\"; system(\"touch PWNED2\"); \"", "`touch PWNED3`", "$(touch PWNED4)",
+  const std::string script = write_file(dir / "echo.gp", "set print ARG1\n"
+                                                         "print ARGC\n"
+                                                         "do for [i=2:ARGC] { print ARGV[i] }\n"
+                                                         "unset print\n");
+  std::vector<std::string> args{(dir / "printed.txt").string(),
+                                "x'; system('touch PWNED1'); '",
+                                "\"; system(\"touch PWNED2\"); \"",
+                                "`touch PWNED3`",
+                                "$(touch PWNED4)",
                                 "@macro; touch PWNED5"};
   InDirectory cwd(dir);
   ASSERT_EQ(coe::run_gnuplot(script, args, dir / "gnuplot.log"), 0) << read_file(dir / "gnuplot.log");

@@ -57,15 +57,18 @@ TEST(RunLogs, ReadFilesSkipATornLastLineAndNameBadLines) {
   EXPECT_TRUE(coe::read_val_file(dir / "val.jsonl").empty()) << "no val.jsonl: no validations";
 
   coe::test::write_file(dir / "bad.jsonl", metrics_line(1, 2.5) + "not json\n");
-  coe::test::expect_error([&] { coe::read_metrics_file(dir / "bad.jsonl"); }, {(dir / "bad.jsonl").string() + ":2", "not JSON"});
+  coe::test::expect_error([&] { coe::read_metrics_file(dir / "bad.jsonl"); },
+                          {(dir / "bad.jsonl").string() + ":2", "not JSON"});
   coe::test::write_file(dir / "bad.jsonl", "{\"loss\": 1}\n");
   coe::test::expect_error([&] { coe::read_metrics_file(dir / "bad.jsonl"); }, {"bad.jsonl:1", "no \"step\""});
   coe::test::write_file(dir / "bad.jsonl", "{\"step\": 1, \"loss\": 1, \"lr\": \"fast\"}\n");
-  coe::test::expect_error([&] { coe::read_metrics_file(dir / "bad.jsonl"); }, {"bad.jsonl:1", "\"lr\" is not a number"});
+  coe::test::expect_error([&] { coe::read_metrics_file(dir / "bad.jsonl"); },
+                          {"bad.jsonl:1", "\"lr\" is not a number"});
   coe::test::write_file(dir / "bad.jsonl", "[1, 2]\n");
   coe::test::expect_error([&] { coe::read_metrics_file(dir / "bad.jsonl"); }, {"bad.jsonl:1", "not a JSON object"});
   coe::test::write_file(dir / "val.jsonl", "{\"step\": 1.5, \"val_loss\": 2}\n");
-  coe::test::expect_error([&] { coe::read_val_file(dir / "val.jsonl"); }, {"val.jsonl:1", "\"step\" is not an integer"});
+  coe::test::expect_error([&] { coe::read_val_file(dir / "val.jsonl"); },
+                          {"val.jsonl:1", "\"step\" is not an integer"});
   // A non-finite loss (logged as null) is NaN, not zero.
   coe::test::write_file(dir / "nan.jsonl", "{\"step\": 1, \"loss\": null, \"grad_norm\": null}\n");
   const auto nan_rows = coe::read_metrics_file(dir / "nan.jsonl");
@@ -85,7 +88,8 @@ TEST(RunLogs, WatcherPaceExcludesEarlierLinesAndStartup) {
   EXPECT_EQ(w.step(), 10);
   EXPECT_FALSE(w.seconds_per_step());
   EXPECT_FALSE(w.eta_seconds());
-  EXPECT_EQ(coe::progress_line("[1/2] moe", w, std::nullopt), "[1/2] moe: step 10/100 (10%) | loss 4.0000 | 1.0k tok/s");
+  EXPECT_EQ(coe::progress_line("[1/2] moe", w, std::nullopt),
+            "[1/2] moe: step 10/100 (10%) | loss 4.0000 | 1.0k tok/s");
   // Startup takes 30 s; then a step every 2 s.
   EXPECT_FALSE(w.poll(10.0));
   append(run / "metrics.jsonl", metrics_line(11, 3.5, 3000));

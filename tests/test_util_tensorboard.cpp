@@ -11,8 +11,8 @@
 #include "support/tfevents_reader.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -146,12 +146,9 @@ TEST(TensorBoard, ScalarsMatchMetricsToFloatRounding) {
 
   const auto events = read_events(file);
   ASSERT_EQ(events.size(), 1u + 20u + 4u);
-  const std::map<std::string, std::string> tag_of = {{"loss", "train/loss"},
-                                                     {"aux_loss", "train/aux_loss"},
-                                                     {"lr", "train/lr"},
-                                                     {"grad_norm", "train/grad_norm"},
-                                                     {"tokens_per_s", "train/tokens_per_s"},
-                                                     {"comm_wait_s", "train/comm_wait_s"}};
+  const std::map<std::string, std::string> tag_of = {
+      {"loss", "train/loss"},           {"aux_loss", "train/aux_loss"},         {"lr", "train/lr"},
+      {"grad_norm", "train/grad_norm"}, {"tokens_per_s", "train/tokens_per_s"}, {"comm_wait_s", "train/comm_wait_s"}};
   const auto metrics = coe::test::read_jsonl(run / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 20u);
   for (size_t i = 0; i < metrics.size(); ++i) {
@@ -194,9 +191,8 @@ TEST(TensorBoard, ScalarsMatchMetricsToFloatRounding) {
 TEST(TensorBoard, NonFiniteAndExtremeValuesRoundTrip) {
   const fs::path dir = coe::test::scratch_dir("tb-extreme");
   const double inf = std::numeric_limits<double>::infinity();
-  const coe::Scalars values = {{"a/nan", std::nan("")}, {"a/inf", inf},         {"a/-inf", -inf},
-                               {"a/big", 1e300},        {"a/tiny", 1e-300},     {"a/zero", 0.0},
-                               {"a/neg", -2.5},         {"ünïcode/λ", 1.0}};
+  const coe::Scalars values = {{"a/nan", std::nan("")}, {"a/inf", inf},  {"a/-inf", -inf}, {"a/big", 1e300},
+                               {"a/tiny", 1e-300},      {"a/zero", 0.0}, {"a/neg", -2.5},  {"ünïcode/λ", 1.0}};
   coe::TensorBoardWriter writer(dir);
   writer.add_scalars(std::numeric_limits<int64_t>::max(), values, 1.5);
   writer.add_scalars(-3, {{"a/neg_step", 1.0}}, 2.5);

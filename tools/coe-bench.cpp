@@ -2,24 +2,24 @@
 // random tokens. Reports tokens/s, step time, model FLOPs utilisation and peak memory.
 // With --decode: incremental decoding with the MLA cache instead (prefill, then one token per
 // step), once with kv_b_proj absorbed and once expanded, and the cache's bytes per token.
+#include "cli.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/flops.h"
 #include "coe/model/kv_cache.h"
 #include "coe/train/adamw.h"
+#include "coe/train/device.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
 #include "coe/train/training_model.h"
-#include "coe/train/device.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -53,7 +53,8 @@ void decode_bench(const coe::TrainConfig& cfg, const std::string& config_path, c
   model->eval();
   const auto dispatch = coe::make_dispatch(cfg.trainer.expert_dispatch, device);
   model->set_dispatch(dispatch);
-  const at::Tensor prompt = at::randint(m.vocab_size, {batch, prompt_len}, at::TensorOptions().dtype(at::kLong)).to(device);
+  const at::Tensor prompt =
+      at::randint(m.vocab_size, {batch, prompt_len}, at::TensorOptions().dtype(at::kLong)).to(device);
 
   auto run = [&](coe::MlaDecode mode, int64_t steps, double* prefill_s, double* decode_s) {
     coe::KvCache cache(m, batch, prompt_len + steps, model->lm_head_weight().options());
@@ -128,9 +129,15 @@ int main(int argc, char** argv) {
   bool decode = false;
   int64_t decode_batch = 1, prompt_len = 128, new_tokens = 64;
   app.add_flag("--decode", decode, "measure incremental decoding with the KV cache (absorbed and expanded MLA)");
-  app.add_option("--batch", decode_batch, "--decode: rows decoded together")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--prompt-len", prompt_len, "--decode: prompt tokens per row")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--new-tokens", new_tokens, "--decode: decode steps")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--batch", decode_batch, "--decode: rows decoded together")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--prompt-len", prompt_len, "--decode: prompt tokens per row")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--new-tokens", new_tokens, "--decode: decode steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   coe::tune_host_allocator();
 

@@ -5,23 +5,23 @@
 // For a coe-train checkpoint the tokenizer, the text keys / template and the row length default
 // to the run's own (its config.yaml); flags override them. Raw records are scored in batches of
 // similar length, each padded only to its longest record.
+#include "cli.h"
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
 #include "coe/data/random.h"
 #include "coe/data/tokenizer.h"
 #include "coe/model/causal_lm.h"
 #include "coe/train/device.h"
-#include "coe/train/evaluate.h"
 #include "coe/train/eval_setup.h"
+#include "coe/train/evaluate.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/task_eval.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <ATen/ATen.h>
 #include <c10/core/Device.h>
@@ -42,7 +42,7 @@ namespace {
 
 struct Flags {
   std::string checkpoint, data, tokenizer, split_name, json_out, routing_out, device = "cpu", template_text,
-      truncation = "right";
+                                                                              truncation = "right";
   std::vector<std::string> text_keys;
   int64_t batch = 8, max_length = 0, max_records = -1;
   // --task
@@ -134,8 +134,8 @@ void run_loss_eval(const Flags& f) {
     fmt::print("  type {:<20} loss {:.4f} ({} tokens)\n", type.empty() ? "(none)" : type, t.loss, t.tokens);
   if (!report.routing.empty()) fmt::print("routing      layer iter  imbalance  cv     entropy\n");
   for (const auto& r : report.routing)
-    fmt::print("             {:>5} {:>4}  {:>9.3f}  {:.3f}  {:.3f}\n", r.layer, r.iteration, r.load_imbalance, r.load_cv,
-               r.router_entropy);
+    fmt::print("             {:>5} {:>4}  {:>9.3f}  {:.3f}  {:.3f}\n", r.layer, r.iteration, r.load_imbalance,
+               r.load_cv, r.router_entropy);
   for (const auto& c : report.chains)
     if (c.iterations > 1)
       fmt::print("chain        layer {}: {} distinct expert sets over {} iterations, {:.2f} unique experts/token\n",
@@ -178,7 +178,8 @@ nlohmann::ordered_json generation_json(const coe::GenerateStats& g) {
 void run_task_eval(const Flags& f) {
   const auto start = std::chrono::steady_clock::now();
   if (!f.routing_out.empty()) coe::fail("--routing: not with --task (routing statistics come from scoring the loss)");
-  if (f.max_length > 0) coe::fail("--max-length: not with --task (prompts and answers are bounded by max_position_embeddings)");
+  if (f.max_length > 0)
+    coe::fail("--max-length: not with --task (prompts and answers are bounded by max_position_embeddings)");
   const coe::MathTask task = coe::parse_math_task(f.task, "--task");
   if (f.max_new_tokens < 1) coe::fail("--max-new-tokens {}: must be at least 1", f.max_new_tokens);
   if (f.shots < 0) coe::fail("--shots {}: must be >= 0", f.shots);
@@ -285,7 +286,8 @@ void run_task_eval(const Flags& f) {
 int main(int argc, char** argv) {
   CLI::App app{"coe-eval: evaluate a coe / reference checkpoint on validation data"};
   Flags f;
-  app.add_option("--checkpoint", f.checkpoint, "checkpoint dir (config.json + model.safetensors) or run dir")->required();
+  app.add_option("--checkpoint", f.checkpoint, "checkpoint dir (config.json + model.safetensors) or run dir")
+      ->required();
   app.add_option("--data", f.data, "prepared dataset dir, split dir, or a raw JSON/JSONL file")->required();
   app.add_option("--tokenizer", f.tokenizer,
                  "for raw files: 'byte' or a tokenizer.json (default: the checkpoint's run config)");
@@ -311,7 +313,8 @@ int main(int argc, char** argv) {
                  "--task: the records' solution key (default: answer for gsm8k, response for metamathqa-answers)");
   app.add_option("--max-new-tokens", f.max_new_tokens, "--task: tokens generated per record at most")
       ->capture_default_str();
-  app.add_option("--shots", f.shots, "--task: exemplars (question + solution) before every prompt")->capture_default_str();
+  app.add_option("--shots", f.shots, "--task: exemplars (question + solution) before every prompt")
+      ->capture_default_str();
   app.add_option("--shots-from", f.shots_from,
                  "--task: raw file to draw exemplars from (default: the run config's training file)");
   app.add_option("--shot-separator", f.shot_separator, "--task: text after each exemplar")->capture_default_str();
@@ -328,9 +331,11 @@ int main(int argc, char** argv) {
     if (!f.samples_out.empty()) coe::check_writable(f.samples_out, "--samples");
     if (f.task.empty()) {
       for (const auto& [flag, given] : {std::pair<const char*, bool>{"--samples", !f.samples_out.empty()},
-                                        {"--shots", f.shots > 0}, {"--shots-from", !f.shots_from.empty()},
+                                        {"--shots", f.shots > 0},
+                                        {"--shots-from", !f.shots_from.empty()},
                                         {"--question-key", !f.question_key.empty()},
-                                        {"--answer-key", !f.answer_key.empty()}, {"--stop", !f.stop.empty()}})
+                                        {"--answer-key", !f.answer_key.empty()},
+                                        {"--stop", !f.stop.empty()}})
         if (given) coe::fail("{}: only with --task", flag);
       run_loss_eval(f);
     } else {

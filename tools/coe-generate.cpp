@@ -7,6 +7,7 @@
 // answer begins: --prompt fills the format's first key, a record of --input its own keys
 // (text_keys [question, answer]: "question : <question> answer :"). --raw sends the text as is.
 // Prefill and decode throughput go to stderr (and --json).
+#include "cli.h"
 #include "coe/data/jsonl.h"
 #include "coe/data/text_template.h"
 #include "coe/data/tokenizer.h"
@@ -18,10 +19,9 @@
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <c10/core/Device.h>
@@ -36,8 +36,8 @@
 namespace {
 
 struct Flags {
-  std::string checkpoint, prompt, input, output, json_out, tokenizer, template_text, prompt_key = "prompt",
-      device = "cpu", prefill_attention = "expanded", decode_attention = "absorbed";
+  std::string checkpoint, prompt, input, output, json_out, tokenizer, template_text,
+      prompt_key = "prompt", device = "cpu", prefill_attention = "expanded", decode_attention = "absorbed";
   std::vector<std::string> text_keys, stop;
   bool raw = false, ignore_eos = false;
   int64_t max_new_tokens = 256, batch = 8, max_records = -1, top_k = 0;
@@ -50,9 +50,7 @@ struct Prompt {
   std::vector<int32_t> ids;
 };
 
-std::string rate(int64_t tokens, double seconds) {
-  return seconds > 0 ? fmt::format("{:.1f}", tokens / seconds) : "-";
-}
+std::string rate(int64_t tokens, double seconds) { return seconds > 0 ? fmt::format("{:.1f}", tokens / seconds) : "-"; }
 
 int run(const Flags& f) {
   if (f.prompt.empty() == f.input.empty()) coe::fail("--prompt / --input: give exactly one");
@@ -136,11 +134,11 @@ int run(const Flags& f) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> finish;
   if (!f.prompt.empty()) {
-    const auto out = coe::generate(*model, *tokenizer, {prompts[0].ids}, options, {}, &stats,
-                                   [](int64_t, const std::string& piece) {
-                                     std::fwrite(piece.data(), 1, piece.size(), stdout);
-                                     std::fflush(stdout);
-                                   });
+    const auto out =
+        coe::generate(*model, *tokenizer, {prompts[0].ids}, options, {}, &stats, [](int64_t, const std::string& piece) {
+          std::fwrite(piece.data(), 1, piece.size(), stdout);
+          std::fflush(stdout);
+        });
     std::fputc('\n', stdout);
     std::fflush(stdout);  // before the statistics on stderr
     finish.push_back(coe::to_string(out[0].finish));
@@ -181,13 +179,14 @@ int run(const Flags& f) {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t cache_bytes = coe::KvCache::bytes_per_token(checkpoint.model, 4);
-  fmt::print(stderr,
-             "prefill  {} prompt tokens in {:.3f} s: {} tokens/s ({} attention)\n"
-             "decode   {} tokens in {} steps, {:.3f} s: {} tokens/s ({} attention, batch {}; KV cache {} bytes/token)\n",
-             stats.prompt_tokens, stats.prefill_s, rate(stats.prompt_tokens, stats.prefill_s),
-             coe::to_string(options.prefill_mode), stats.decode_tokens, stats.decode_steps, stats.decode_s,
-             rate(stats.decode_tokens, stats.decode_s), coe::to_string(options.decode_mode),
-             std::min<int64_t>(f.batch, static_cast<int64_t>(prompts.size())), cache_bytes);
+  fmt::print(
+      stderr,
+      "prefill  {} prompt tokens in {:.3f} s: {} tokens/s ({} attention)\n"
+      "decode   {} tokens in {} steps, {:.3f} s: {} tokens/s ({} attention, batch {}; KV cache {} bytes/token)\n",
+      stats.prompt_tokens, stats.prefill_s, rate(stats.prompt_tokens, stats.prefill_s),
+      coe::to_string(options.prefill_mode), stats.decode_tokens, stats.decode_steps, stats.decode_s,
+      rate(stats.decode_tokens, stats.decode_s), coe::to_string(options.decode_mode),
+      std::min<int64_t>(f.batch, static_cast<int64_t>(prompts.size())), cache_bytes);
   if (!f.json_out.empty()) {
     auto per_s = [](int64_t n, double s) { return s > 0 ? n / s : 0.0; };
     const nlohmann::ordered_json j = {
@@ -196,8 +195,7 @@ int run(const Flags& f) {
         {"prompts", prompts.size()},
         {"batch", std::min<int64_t>(f.batch, static_cast<int64_t>(prompts.size()))},
         {"max_new_tokens", f.max_new_tokens},
-        {"sampling",
-         {{"temperature", f.temperature}, {"top_k", f.top_k}, {"top_p", f.top_p}, {"seed", f.seed}}},
+        {"sampling", {{"temperature", f.temperature}, {"top_k", f.top_k}, {"top_p", f.top_p}, {"seed", f.seed}}},
         {"stop_at_eos", options.stop_at_eos},
         {"prefill_attention", coe::to_string(options.prefill_mode)},
         {"decode_attention", coe::to_string(options.decode_mode)},
@@ -221,17 +219,20 @@ int run(const Flags& f) {
 int main(int argc, char** argv) {
   CLI::App app{"coe-generate: generate text from a coe / reference checkpoint with a KV cache"};
   Flags f;
-  app.add_option("--checkpoint", f.checkpoint, "checkpoint dir (config.json + model.safetensors) or run dir")->required();
+  app.add_option("--checkpoint", f.checkpoint, "checkpoint dir (config.json + model.safetensors) or run dir")
+      ->required();
   app.add_option("--prompt", f.prompt, "one prompt: the question, put into the run's text format (streams the answer)");
   app.add_option("--input", f.input, "JSON / JSONL records, each rendered in the run's text format up to its answer");
   app.add_option("--output", f.output, "with --input: write the JSONL here (default: stdout)");
   app.add_flag("--raw", f.raw, "use the prompt text as is (--input: the records' --prompt-key field)");
-  app.add_option("--prompt-key", f.prompt_key, "with --raw --input: the field holding the prompt")->capture_default_str();
+  app.add_option("--prompt-key", f.prompt_key, "with --raw --input: the field holding the prompt")
+      ->capture_default_str();
   app.add_option("--tokenizer", f.tokenizer, "'byte' or a tokenizer.json (default: the checkpoint's run config)");
   app.add_option("--text-keys", f.text_keys, "record keys of the text format (default: the run's)")->delimiter(',');
   app.add_option("--template", f.template_text, "text template with {key} fields (default: the run's)");
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens generated per prompt at most")->capture_default_str();
-  app.add_option("--temperature", f.temperature, "0: greedy; else sample from softmax(logits / T)")->capture_default_str();
+  app.add_option("--temperature", f.temperature, "0: greedy; else sample from softmax(logits / T)")
+      ->capture_default_str();
   app.add_option("--top-k", f.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
   app.add_option("--top-p", f.top_p, "sample among the most likely tokens whose probability reaches p")
       ->capture_default_str();

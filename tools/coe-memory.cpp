@@ -5,25 +5,25 @@
 //   coe-memory CONFIG.yaml [--set k=v ...] [--micro-batch M] [--seq S] [--checkpointing | --no-checkpointing]
 //              [--dtype float32|bfloat16] [--attention auto|fused|materialized] [--measure] [--json OUT]
 //   coe-memory --compare A.yaml B.yaml [same options]
+#include "cli.h"
 #include "coe/compat.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/train/adamw.h"
+#include "coe/train/device.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
 #include "coe/train/training_model.h"
-#include "coe/train/device.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -117,10 +117,8 @@ Loaded load(const std::string& path, const Options& opt) {
     if (dtype != "float32" && dtype != "bfloat16") coe::fail("--dtype: expected float32 or bfloat16, got '{}'", dtype);
     m.bf16 = dtype == "bfloat16";
   }
-  if (opt.attention == "fused")
-    m.fused_attention = true;
-  else if (opt.attention == "materialized" || opt.attention == "materialised")
-    m.fused_attention = false;
+  if (opt.attention == "fused") m.fused_attention = true;
+  else if (opt.attention == "materialized" || opt.attention == "materialised") m.fused_attention = false;
   else if (opt.attention != "auto")
     coe::fail("--attention: expected auto, fused or materialized, got '{}'", opt.attention);
   if (m.seq_len > c.model.max_position_embeddings)
@@ -200,8 +198,8 @@ Measurement measure(const Loaded& l, const Options& opt) {
 
 std::string measurement_text(const Measurement& m, const coe::MemoryEstimate& e) {
   const int64_t est = e.total_bytes();
-  std::string out = fmt::format("\nmeasured ({} optimizer steps of {} micro-batches, random tokens)\n", m.steps,
-                                m.accumulation);
+  std::string out =
+      fmt::format("\nmeasured ({} optimizer steps of {} micro-batches, random tokens)\n", m.steps, m.accumulation);
   out += fmt::format("  {:<58} {:>11}   ({})\n", "peak", coe::format_bytes(m.peak_bytes), m.source);
   out += fmt::format("  {:<58} {:>11}   error of the estimate {:+.1f}%\n", "estimate", coe::format_bytes(est),
                      m.peak_bytes > 0 ? 100.0 * double(est - m.peak_bytes) / double(m.peak_bytes) : 0.0);
@@ -276,8 +274,8 @@ int main(int argc, char** argv) {
         ja["config"] = compare[0];
         jb["config"] = compare[1];
         nlohmann::json rel;
-        for (const char* key : {"params_total", "params_active_per_token", "states_bytes", "activations_peak_bytes",
-                                "estimate_bytes"}) {
+        for (const char* key :
+             {"params_total", "params_active_per_token", "states_bytes", "activations_peak_bytes", "estimate_bytes"}) {
           const double x = ja[key].get<double>(), y = jb[key].get<double>();
           rel[key] = x != 0 ? (y - x) / x : 0.0;
         }

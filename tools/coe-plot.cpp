@@ -13,18 +13,18 @@
 // Exit status 0 when every PNG was drawn; 1 with one line "error: ..." for bad input, or when
 // gnuplot (or tools/plot_run.gp) is missing or fails: the data files are written all the same, and
 // the message says where they are.
+#include "cli.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
 #include "coe/util/run_logs.h"
 #include "coe/util/subprocess.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cctype>
 #include <cerrno>
@@ -112,7 +112,8 @@ std::vector<LoadRow> read_routing(const fs::path& path) {
       coe::fail("{}: \"expert_load\" is not a non-empty array", where);
     double total = 0;
     for (const auto& v : r["expert_load"]) {
-      if (!v.is_number() || v.get<double>() < 0) coe::fail("{}: \"expert_load\" holds {}, not a count", where, v.dump());
+      if (!v.is_number() || v.get<double>() < 0)
+        coe::fail("{}: \"expert_load\" holds {}, not a count", where, v.dump());
       row.load.push_back(v.get<double>());
       total += row.load.back();
     }
@@ -265,7 +266,8 @@ int main(int argc, char** argv) {
     coe::write_file_atomic(log, "");
     const std::string suffix = ".tmp-" + std::to_string(::getpid());
     const int rc = coe::run_gnuplot(
-        *script, {out.string(), suffix, std::to_string(runs.size()), titles, val_runs, heatmaps, fmt::format("{}", smoothing)},
+        *script,
+        {out.string(), suffix, std::to_string(runs.size()), titles, val_runs, heatmaps, fmt::format("{}", smoothing)},
         log);
     std::vector<std::string> missing;
     for (const auto& [drawn, name] : pngs) {

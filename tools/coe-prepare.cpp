@@ -6,15 +6,15 @@
 //               [--val-count 1000 | --val-fraction F] [--seed S] [--group-by KEY] ...
 //   coe-prepare synth --records N --seed S --out FILE.json
 // Flags given with --config override its values. Errors print "error: <message>" and exit 1.
+#include "cli.h"
 #include "coe/data/data_config.h"
 #include "coe/data/prepare.h"
 #include "coe/data/synth.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <optional>

@@ -7,17 +7,17 @@
 // continues with coe-train --resume. A failing variant (its exit status and log in
 // <out>/<name>/train.log) does not stop the others; the exit status is 1 when any variant failed,
 // 130 when interrupted (SIGINT/SIGTERM: the running coe-train saves a checkpoint and stops).
+#include "cli.h"
 #include "coe/train/checkpoint.h"
 #include "coe/train/sweep.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/run_logs.h"
 #include "coe/util/subprocess.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
+#include <CLI/CLI.hpp>
 
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -197,14 +197,22 @@ int main(int argc, char** argv) {
       const fs::path dir = coe::variant_dir(spec, v);
       std::string data = spec.routing.data.empty() ? prepared_dir_of(dir) : spec.routing.data;
       return std::vector<std::string>{tool("coe-eval").string(),
-                                      "--checkpoint", path_arg(dir.string()),
-                                      "--data", path_arg(data),
-                                      "--max-records", std::to_string(spec.routing.max_records),
-                                      "--max-length", std::to_string(c.data.max_length),
-                                      "--batch", std::to_string(c.trainer.micro_batch),
-                                      "--device", c.trainer.device,
-                                      "--routing", path_arg((dir / "routing.json").string()),
-                                      "--json", path_arg((dir / "eval.json").string())};
+                                      "--checkpoint",
+                                      path_arg(dir.string()),
+                                      "--data",
+                                      path_arg(data),
+                                      "--max-records",
+                                      std::to_string(spec.routing.max_records),
+                                      "--max-length",
+                                      std::to_string(c.data.max_length),
+                                      "--batch",
+                                      std::to_string(c.trainer.micro_batch),
+                                      "--device",
+                                      c.trainer.device,
+                                      "--routing",
+                                      path_arg((dir / "routing.json").string()),
+                                      "--json",
+                                      path_arg((dir / "eval.json").string())};
     };
 
     auto status = coe::read_sweep_status(spec);
@@ -339,13 +347,15 @@ int main(int argc, char** argv) {
             fmt::print("{}: measuring memory (coe-memory --measure)\n", tag);
             std::fflush(stdout);
             const int rc = run_logged(memory_command(v, c), dir / "memory.log");
-            if (rc != 0) fmt::print(stderr, "{}: coe-memory failed (exit {}); see {}\n", tag, rc, (dir / "memory.log").string());
+            if (rc != 0)
+              fmt::print(stderr, "{}: coe-memory failed (exit {}); see {}\n", tag, rc, (dir / "memory.log").string());
           }
           if (spec.routing.enabled && !fs::exists(dir / "routing.json")) {
             fmt::print("{}: routing analysis (coe-eval --routing)\n", tag);
             std::fflush(stdout);
             const int rc = run_logged(routing_command(v, c), dir / "eval.log");
-            if (rc != 0) fmt::print(stderr, "{}: coe-eval failed (exit {}); see {}\n", tag, rc, (dir / "eval.log").string());
+            if (rc != 0)
+              fmt::print(stderr, "{}: coe-eval failed (exit {}); see {}\n", tag, rc, (dir / "eval.log").string());
           }
         }
         // The table so far after each variant this invocation trained, not only at the end.

@@ -8,12 +8,12 @@
 //
 // Several --field options are joined with one space (e.g. --field question --field answer).
 // A malformed line or a missing field stops the run: the error names the line, the exit code is 1.
+#include "cli.h"
 #include "coe/data/tokenizer.h"
 #include "coe/util/error.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -33,9 +33,9 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kBatchLines = 16384;          // lines read before a parallel pass
-constexpr size_t kBatchBytes = 32u << 20;      // ... or this many bytes
-constexpr size_t kChunk = 16;                  // lines a worker takes at a time
+constexpr size_t kBatchLines = 16384;      // lines read before a parallel pass
+constexpr size_t kBatchBytes = 32u << 20;  // ... or this many bytes
+constexpr size_t kChunk = 16;              // lines a worker takes at a time
 
 json parse_line(const std::string& line) {
   try {
@@ -189,7 +189,8 @@ int main(int argc, char** argv) {
   app.add_option("--field", fields, "string field(s) to encode, joined by a space (default: text)");
   app.add_option("--threads", threads, "worker threads (output order is preserved)")->check(CLI::Range(1, 1024));
   app.add_flag("--decode", decode, "read {\"ids\":[...]} lines and write {\"text\": ...} lines");
-  app.add_flag("--skip-special-tokens", skip_special_tokens, "with --decode: drop special tokens (HF's skip_special_tokens)");
+  app.add_flag("--skip-special-tokens", skip_special_tokens,
+               "with --decode: drop special tokens (HF's skip_special_tokens)");
   app.add_flag("--bench", run_bench, "report encoding throughput on the input instead of writing ids");
   app.add_option("--repeat", repeat, "passes over the input in --bench mode")->check(CLI::Range(1, 1000));
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;

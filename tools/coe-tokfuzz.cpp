@@ -14,13 +14,13 @@
 // tokenizer file), e.g. for coe-tokenize --bench.
 // Exit status: 0 no differences; 1 differences (or a bad flag, as for every coe tool); 2 the
 // oracle or a file failed.
+#include "cli.h"
 #include "coe/data/hf_tokenizer.h"
 #include "coe/data/tokenizer_fuzz.h"
 #include "coe/util/error.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -101,8 +101,10 @@ std::string where_ids_differ(const coe::HfTokenizer& tok, const std::string& tex
   size_t k = 0;
   while (k < hf.size() && k < ours.size() && hf[k] == ours[k]) ++k;
   const std::string prefix = tok.decode(Ids(hf.begin(), hf.begin() + static_cast<std::ptrdiff_t>(k)));
-  std::string rest = text.size() >= prefix.size() && text.compare(0, prefix.size(), prefix) == 0 ? text.substr(prefix.size()) : text;
-  return fmt::format("token {}, text from byte {}: {}", k, text.size() - rest.size(), coe::describe_code_points(rest, 12));
+  std::string rest =
+      text.size() >= prefix.size() && text.compare(0, prefix.size(), prefix) == 0 ? text.substr(prefix.size()) : text;
+  return fmt::format("token {}, text from byte {}: {}", k, text.size() - rest.size(),
+                     coe::describe_code_points(rest, 12));
 }
 
 void report(const std::string& what, uint64_t index, const std::string& text, const std::string& detail) {
@@ -141,10 +143,10 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
     double hf_seconds = 0;
     std::thread oracle([&] {
       const auto start = Clock::now();
-      const std::string command = fmt::format("{} {} --module {} --tokenizer {} < {} > {} 2> {}", shell_quote(opt.node),
-                                              shell_quote(opt.script), shell_quote(opt.oracle), shell_quote(path),
-                                              shell_quote(in_path.string()), shell_quote(out_path.string()),
-                                              shell_quote(err_path.string()));
+      const std::string command =
+          fmt::format("{} {} --module {} --tokenizer {} < {} > {} 2> {}", shell_quote(opt.node),
+                      shell_quote(opt.script), shell_quote(opt.oracle), shell_quote(path),
+                      shell_quote(in_path.string()), shell_quote(out_path.string()), shell_quote(err_path.string()));
       oracle_status = std::system(command.c_str());
       hf_seconds = seconds_since(start);
     });
@@ -175,8 +177,8 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
         ++counts.ids;
         if (shown++ < opt.examples)
           report("ids", index, texts[i],
-                 fmt::format("    hf:  {}\n    coe: {}\n    first difference at {}\n", json(hf_ids).dump(), json(ours[i]).dump(),
-                             where_ids_differ(*tok, texts[i], hf_ids, ours[i])));
+                 fmt::format("    hf:  {}\n    coe: {}\n    first difference at {}\n", json(hf_ids).dump(),
+                             json(ours[i]).dump(), where_ids_differ(*tok, texts[i], hf_ids, ours[i])));
         continue;
       }
       const std::string decoded = tok->decode(hf_ids), decoded_skip = tok->decode(hf_ids, true);
@@ -213,7 +215,8 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
 int main(int argc, char** argv) {
   CLI::App app{"Differential test of coe's HF tokenizer against Hugging Face tokenizers (node)"};
   Options opt;
-  app.add_option("--oracle", opt.oracle, "directory of `npm install --prefix DIR tokenizers@0.23.2` (required unless --write-texts)");
+  app.add_option("--oracle", opt.oracle,
+                 "directory of `npm install --prefix DIR tokenizers@0.23.2` (required unless --write-texts)");
   app.add_option("--tokenizer", opt.tokenizers, "tokenizer.json file(s)")->required();
   app.add_option("--count", opt.count, "generated strings per tokenizer");
   app.add_option("--seed", opt.seed, "generator seed");
@@ -267,7 +270,8 @@ int main(int argc, char** argv) {
 #else  // !COE_WITH_HF_TOKENIZER
 
 int main() {
-  std::fprintf(stderr, "coe-tokfuzz: this build of coe has no HF tokenizer support (PCRE2 was not found at configure time)\n");
+  std::fprintf(stderr,
+               "coe-tokfuzz: this build of coe has no HF tokenizer support (PCRE2 was not found at configure time)\n");
   return 2;
 }
 

@@ -11,14 +11,14 @@
 // (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID with MASTER_ADDR/MASTER_PORT), each process is one
 // rank of a data-parallel job (docs/distributed.md); without those variables it is a single
 // process. In a job, error lines name the rank: "error: rank 1: ...".
+#include "cli.h"
 #include "coe/dist/env.h"
 #include "coe/train/trainer.h"
 #include "coe/util/error.h"
 #include "coe/util/host_runtime.h"
-#include "cli.h"
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <exception>

@@ -13,7 +13,9 @@ packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlo
           python3-protobuf python3-crcmod
           # torchrun, the launcher the data-parallel test starts coe-train with (its libtorch is the
           # libtorch-dev one above; Python never runs coe).
-          python3-torch)
+          python3-torch
+          # tools/check-format.sh (CI): the tree is formatted as .clang-format says.
+          clang-format)
 # The differential tokenizer test (tests/test_data_tokenizer_diff.cpp) runs HF's tokenizers from npm
 # on node; it is skipped without them. Debian's node is only installed when none is on PATH.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

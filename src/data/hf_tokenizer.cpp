@@ -76,10 +76,8 @@ void check_json_depth(const std::string& text, const std::string& path) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -128,8 +126,8 @@ bool split_merge(const std::string& line, std::pair<std::string, std::string>& o
 
 // The conventional names of special tokens, most specific first; see docs/tokenizer.md.
 const std::vector<std::string>& eos_names() {
-  static const std::vector<std::string> names{"<|endoftext|>", "</s>", "<|end_of_text|>",
-                                              "<｜end▁of▁sentence｜>", "<eos>", "<|eot_id|>", "<|im_end|>"};
+  static const std::vector<std::string> names{"<|endoftext|>", "</s>",       "<|end_of_text|>", "<｜end▁of▁sentence｜>",
+                                              "<eos>",         "<|eot_id|>", "<|im_end|>"};
   return names;
 }
 const std::vector<std::string>& bos_names() {
@@ -183,10 +181,8 @@ struct HfTokenizer::Impl {
       }
       added.split(part, /*normalized_pass=*/true, normalized_parts);
       for (const auto& sub : normalized_parts) {
-        if (sub.token >= 0)
-          on_token(sub.token);
-        else if (sub.end > sub.begin)
-          on_text(part.substr(sub.begin, sub.end - sub.begin));
+        if (sub.token >= 0) on_token(sub.token);
+        else if (sub.end > sub.begin) on_text(part.substr(sub.begin, sub.end - sub.begin));
       }
     }
   }
@@ -284,8 +280,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_tokenizer_json(const std::string&
   if (const json* type = hf::find_member(model, "type")) {
     if (!type->is_string()) model_at.child("type").fail("expected a string");
     if (type->get<std::string>() != "BPE")
-      model_at.child("type").fail(fmt::format("unsupported model type '{}' (only BPE is supported)",
-                                              type->get<std::string>()));
+      model_at.child("type").fail(
+          fmt::format("unsupported model type '{}' (only BPE is supported)", type->get<std::string>()));
   } else if (!hf::find_member(model, "merges")) {
     model_at.fail("no 'type' and no 'merges': not a BPE model");
   }
@@ -298,7 +294,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_tokenizer_json(const std::string&
   if (!vocab_json || !vocab_json->is_object()) model_at.child("vocab").fail("missing or not an object");
   std::unordered_map<std::string, int32_t> vocab;
   vocab.reserve(vocab_json->size());
-  for (const auto& [token, id] : vocab_json->items()) vocab.emplace(token, parse_id(id, model_at.child("vocab").child(token)));
+  for (const auto& [token, id] : vocab_json->items())
+    vocab.emplace(token, parse_id(id, model_at.child("vocab").child(token)));
 
   const ConfigPath merges_at = model_at.child("merges");
   const json* merges_json = hf::find_member(model, "merges");
@@ -312,7 +309,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_tokenizer_json(const std::string&
     if (m.is_string()) {
       const auto& line = m.get_ref<const std::string&>();
       if (line.rfind("#version", 0) == 0) continue;  // HF skips version headers
-      if (!split_merge(line, merge)) merges_at.index(i).fail(fmt::format("bad merge \"{}\": expected \"left right\"", line));
+      if (!split_merge(line, merge))
+        merges_at.index(i).fail(fmt::format("bad merge \"{}\": expected \"left right\"", line));
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       merge = {m[0].get<std::string>(), m[1].get<std::string>()};
     } else {
@@ -408,7 +406,10 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_vocab_merges(const std::string& v
   impl->byte_level_decoder = true;
   impl->model = std::make_unique<hf::BpeModel>(
       std::move(vocab), merges, hf::BpeOptions{},
-      [&](size_t k) { return ConfigPath{merges_path, fmt::format("line {}", merge_line[k])}; }, vocab_at);
+      [&](size_t k) {
+        return ConfigPath{merges_path, fmt::format("line {}", merge_line[k])};
+      },
+      vocab_at);
   impl->model->set_byte_level_input(impl->pre_tokenizer.byte_level_deferred());
   // GPT-2's only special token, when the vocabulary has it (as GPT2TokenizerFast sets it up).
   std::vector<hf::AddedToken> added;
@@ -519,7 +520,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     const fs::path dir(path);
-    if (fs::exists(dir / "tokenizer.json", ec)) return HfTokenizer::from_tokenizer_json((dir / "tokenizer.json").string());
+    if (fs::exists(dir / "tokenizer.json", ec))
+      return HfTokenizer::from_tokenizer_json((dir / "tokenizer.json").string());
     if (fs::exists(dir / "vocab.json", ec))
       return HfTokenizer::from_vocab_merges((dir / "vocab.json").string(), (dir / "merges.txt").string());
     fail("{}: directory holds neither tokenizer.json nor vocab.json + merges.txt", path);
@@ -527,7 +529,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   const fs::path file(path);
   const std::string filename = file.filename().string();
   const std::string suffix = "vocab.json";
-  if (filename.size() >= suffix.size() && filename.compare(filename.size() - suffix.size(), suffix.size(), suffix) == 0) {
+  if (filename.size() >= suffix.size() &&
+      filename.compare(filename.size() - suffix.size(), suffix.size(), suffix) == 0) {
     const std::string merges = filename.substr(0, filename.size() - suffix.size()) + "merges.txt";
     return HfTokenizer::from_vocab_merges(path, (file.parent_path() / merges).string());
   }

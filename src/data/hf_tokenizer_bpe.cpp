@@ -18,7 +18,7 @@ namespace {
 
 constexpr size_t kCacheShards = 64;
 constexpr size_t kCacheShardCapacity = 4096;  // words (~256K in all); a full shard is cleared
-constexpr size_t kMaxCachedWordBytes = 256;    // long words are rare and would bloat the cache
+constexpr size_t kMaxCachedWordBytes = 256;   // long words are rare and would bloat the cache
 
 uint64_t pair_key(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
@@ -38,9 +38,7 @@ struct Merge {
 
 // std::priority_queue pops the largest element: "larger" = lower rank, then lower position.
 struct MergeOrder {
-  bool operator()(const Merge& a, const Merge& b) const {
-    return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos;
-  }
+  bool operator()(const Merge& a, const Merge& b) const { return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos; }
 };
 
 }  // namespace
@@ -73,10 +71,8 @@ BpeModel::BpeModel(std::unordered_map<std::string, int32_t> vocab,
     merges_[pair_key(l->second, r->second)] = MergeRule{static_cast<uint32_t>(rank), m->second};
   }
   if (options_.unk_token) {
-    if (auto it = vocab_.find(*options_.unk_token); it != vocab_.end())
-      unk_id_ = it->second;
-    else
-      unk_where.fail(fmt::format("unk_token '{}' is not in the vocabulary", *options_.unk_token));
+    if (auto it = vocab_.find(*options_.unk_token); it != vocab_.end()) unk_id_ = it->second;
+    else unk_where.fail(fmt::format("unk_token '{}' is not in the vocabulary", *options_.unk_token));
   }
 }
 

@@ -90,7 +90,7 @@ bool is_word_char(char32_t cp);
 
 // GPT-2's bytes_to_unicode: every byte gets a printable stand-in character.
 const std::array<std::string, 256>& byte_level_chars();  // byte -> UTF-8 of its stand-in
-int byte_of_level_char(char32_t cp);                       // stand-in -> byte, or -1
+int byte_of_level_char(char32_t cp);                     // stand-in -> byte, or -1
 
 enum class NormalForm { NFC, NFKC, NFD, NFKD };
 // Normalization exactly as HF's normalizers (unicode-normalization-alignments, Unicode 9.0 data).

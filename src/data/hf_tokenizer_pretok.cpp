@@ -71,9 +71,9 @@ using Step = PreTokenizer::Step;
 
 // HF's ByteLevel pattern (GPT-2's), compiled once.
 std::shared_ptr<const Regex> gpt2_regex() {
-  static const auto re = std::make_shared<const Regex>(
-      R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)",
-      ConfigPath{"<built-in>", "ByteLevel"});
+  static const auto re =
+      std::make_shared<const Regex>(R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)",
+                                    ConfigPath{"<built-in>", "ByteLevel"});
   return re;
 }
 
@@ -136,18 +136,15 @@ void apply_behavior(SplitBehavior behavior, std::vector<Piece>& pieces) {
   std::vector<Piece> out;
   out.reserve(pieces.size());
   switch (behavior) {
-    case SplitBehavior::Removed:
-      return;  // matches are removed: the flag already says so
+    case SplitBehavior::Removed: return;  // matches are removed: the flag already says so
     case SplitBehavior::Isolated:
       for (auto& p : pieces) p.flag = false;
       return;
     case SplitBehavior::Contiguous: {
       bool previous_match = false;
       for (const auto& p : pieces) {
-        if (p.flag == previous_match && !out.empty())
-          out.back().end = p.end;
-        else
-          out.push_back({p.begin, p.end, false});
+        if (p.flag == previous_match && !out.empty()) out.back().end = p.end;
+        else out.push_back({p.begin, p.end, false});
         previous_match = p.flag;
       }
       break;
@@ -155,10 +152,8 @@ void apply_behavior(SplitBehavior behavior, std::vector<Piece>& pieces) {
     case SplitBehavior::MergedWithPrevious: {
       bool previous_match = false;
       for (const auto& p : pieces) {
-        if (p.flag && !previous_match && !out.empty())
-          out.back().end = p.end;
-        else
-          out.push_back({p.begin, p.end, false});
+        if (p.flag && !previous_match && !out.empty()) out.back().end = p.end;
+        else out.push_back({p.begin, p.end, false});
         previous_match = p.flag;
       }
       break;
@@ -166,10 +161,8 @@ void apply_behavior(SplitBehavior behavior, std::vector<Piece>& pieces) {
     case SplitBehavior::MergedWithNext: {
       bool previous_match = false;
       for (auto it = pieces.rbegin(); it != pieces.rend(); ++it) {
-        if (it->flag && !previous_match && !out.empty())
-          out.back().begin = it->begin;
-        else
-          out.push_back({it->begin, it->end, false});
+        if (it->flag && !previous_match && !out.empty()) out.back().begin = it->begin;
+        else out.push_back({it->begin, it->end, false});
         previous_match = it->flag;
       }
       std::reverse(out.begin(), out.end());
@@ -214,12 +207,8 @@ void apply_step(const Step& step, const std::string& word, std::vector<std::stri
       out.push_back(std::move(mapped));
       return;
     }
-    case Step::Kind::Split:
-      regex_pieces(*step.regex, word, pieces);
-      break;
-    case Step::Kind::Digits:
-      numeric_pieces(word, pieces);
-      break;
+    case Step::Kind::Split: regex_pieces(*step.regex, word, pieces); break;
+    case Step::Kind::Digits: numeric_pieces(word, pieces); break;
   }
   if (step.invert)
     for (auto& p : pieces) p.flag = !p.flag;
@@ -265,8 +254,8 @@ void PreTokenizer::add_json(const json& j, const ConfigPath& at) {
     if (!list || !list->is_array()) at.child("pretokenizers").fail("expected an array");
     for (size_t i = 0; i < list->size(); ++i) add_json((*list)[i], at.child("pretokenizers").index(i));
   } else {
-    at.child("type").fail(fmt::format(
-        "unsupported pre-tokenizer type '{}' (supported: ByteLevel, Split, Digits, Sequence)", type));
+    at.child("type").fail(
+        fmt::format("unsupported pre-tokenizer type '{}' (supported: ByteLevel, Split, Digits, Sequence)", type));
   }
 }
 
@@ -292,7 +281,8 @@ PreTokenizer PreTokenizer::from_json(const json& j, const ConfigPath& at) {
 
 PreTokenizer PreTokenizer::gpt2_byte_level() {
   PreTokenizer p;
-  p.add_json(json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}, ConfigPath{"<built-in>", ""});
+  p.add_json(json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}},
+             ConfigPath{"<built-in>", ""});
   p.finish();
   return p;
 }

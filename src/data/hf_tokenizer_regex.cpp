@@ -37,16 +37,11 @@ std::string printable(std::string_view pattern) {
   std::string out;
   for (char c : pattern) {
     const auto u = static_cast<unsigned char>(c);
-    if (c == '\n')
-      out += "\\n";
-    else if (c == '\r')
-      out += "\\r";
-    else if (c == '\t')
-      out += "\\t";
-    else if (u < 0x20 || u == 0x7F)
-      out += fmt::format("\\x{:02x}", u);
-    else
-      out += c;
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (u < 0x20 || u == 0x7F) out += fmt::format("\\x{:02x}", u);
+    else out += c;
   }
   return out;
 }
@@ -76,10 +71,8 @@ Ranges canonical(Ranges r) {
   std::sort(r.begin(), r.end(), [](const tables::Range& a, const tables::Range& b) { return a.first < b.first; });
   Ranges out;
   for (const auto& x : r) {
-    if (!out.empty() && x.first <= out.back().last + 1)
-      out.back().last = std::max(out.back().last, x.last);
-    else
-      out.push_back(x);
+    if (!out.empty() && x.first <= out.back().last + 1) out.back().last = std::max(out.back().last, x.last);
+    else out.push_back(x);
   }
   Ranges split;
   for (const auto& x : out) {
@@ -146,7 +139,8 @@ const std::array<Ranges, tables::kCategoryCount>& category_sets() {
     std::array<Ranges, tables::kCategoryCount> out;
     for (size_t i = 0; i < tables::kRegexCategoriesSize; ++i) {
       const char32_t first = tables::kRegexCategories[i].first;
-      const char32_t last = i + 1 < tables::kRegexCategoriesSize ? tables::kRegexCategories[i + 1].first - 1 : kMaxCodePoint;
+      const char32_t last =
+          i + 1 < tables::kRegexCategoriesSize ? tables::kRegexCategories[i + 1].first - 1 : kMaxCodePoint;
       out[tables::kRegexCategories[i].category].push_back({first, last});
     }
     for (auto& r : out) r = canonical(std::move(r));
@@ -207,8 +201,8 @@ std::vector<tables::Category> categories_named(std::string_view raw) {
       {{"cs", "surrogate"}, {Cs}},
       {{"co", "privateuse"}, {Co}},
       {{"cn", "unassigned"}, {Cn}},
-      {{"any"}, {Lu, Ll, Lt, Lm, Lo, Mn, Mc, Me, Nd, Nl, No, Pc, Pd, Ps, Pe, Pi, Pf, Po, Sm, Sc, Sk, So, Zs, Zl, Zp,
-                 Cc, Cf, Cs, Co, Cn}},
+      {{"any"}, {Lu, Ll, Lt, Lm, Lo, Mn, Mc, Me, Nd, Nl, No, Pc, Pd, Ps, Pe,
+                 Pi, Pf, Po, Sm, Sc, Sk, So, Zs, Zl, Zp, Cc, Cf, Cs, Co, Cn}},
   };
   for (const auto& [aliases, categories] : names)
     if (std::find(aliases.begin(), aliases.end(), name) != aliases.end()) return categories;
@@ -285,7 +279,7 @@ std::string class_body(const Ranges& wanted, bool ascii_only) {
     return body.empty() ? "\\x{80}" : body;
   }
   static const std::vector<std::pair<char, std::vector<Category>>> majors{
-      {'L', {Lu, Ll, Lt, Lm, Lo}}, {'M', {Mn, Mc, Me}}, {'N', {Nd, Nl, No}}, {'P', {Pc, Pd, Ps, Pe, Pi, Pf, Po}},
+      {'L', {Lu, Ll, Lt, Lm, Lo}}, {'M', {Mn, Mc, Me}}, {'N', {Nd, Nl, No}},    {'P', {Pc, Pd, Ps, Pe, Pi, Pf, Po}},
       {'S', {Sm, Sc, Sk, So}},     {'Z', {Zs, Zl, Zp}}, {'C', {Cc, Cf, Co, Cn}}};
   std::string body;
   Ranges covered;
@@ -359,10 +353,8 @@ class PatternTranslator {
   std::string run() {
     out_.reserve(p_.size() * 2);
     while (i_ < p_.size()) {
-      if (class_depth_ > 0)
-        in_class();
-      else
-        outside_class();
+      if (class_depth_ > 0) in_class();
+      else outside_class();
     }
     if (class_depth_ > 0) fail("premature end of character class");
     return out_;
@@ -404,7 +396,8 @@ class PatternTranslator {
     if (p_[i_ + 1] != 'u') return false;
     if (i_ + 6 > p_.size()) fail("\\u needs four hexadecimal digits at offset {}", i_);
     for (size_t k = 2; k < 6; ++k)
-      if (!std::isxdigit(static_cast<unsigned char>(p_[i_ + k]))) fail("\\u needs four hexadecimal digits at offset {}", i_);
+      if (!std::isxdigit(static_cast<unsigned char>(p_[i_ + k])))
+        fail("\\u needs four hexadecimal digits at offset {}", i_);
     out_ += "\\x{";
     out_.append(p_.substr(i_ + 2, 4));
     out_ += '}';
@@ -472,10 +465,8 @@ class PatternTranslator {
   // A class escape outside brackets. Oniguruma never case-folds these, PCRE2 folds the explicit
   // ranges of a class: under (?i) the class is wrapped in (?-i:...).
   void emit_class(const std::string& cls) {
-    if (caseless_)
-      out_ += "(?-i:" + cls + ")";
-    else
-      out_ += cls;
+    if (caseless_) out_ += "(?-i:" + cls + ")";
+    else out_ += cls;
   }
 
   void outside_class() {
@@ -512,7 +503,8 @@ class PatternTranslator {
       emit_class((negated ? "[^" : "[") + property_body(name, false) + "]");
       return;
     }
-    if (const std::string* body = escape_class_body(static_cast<char>(std::tolower(static_cast<unsigned char>(e))), ascii_only_)) {
+    if (const std::string* body =
+            escape_class_body(static_cast<char>(std::tolower(static_cast<unsigned char>(e))), ascii_only_)) {
       emit_class((std::isupper(static_cast<unsigned char>(e)) ? "[^" : "[") + *body + "]");
       i_ += 2;
       return;
@@ -573,13 +565,15 @@ class PatternTranslator {
   std::string out_;
   int class_depth_ = 0;
   bool class_start_ = false;
-  bool caseless_ = false;               // (?i) in effect
-  std::vector<bool> caseless_stack_;    // the option outside each open group
+  bool caseless_ = false;             // (?i) in effect
+  std::vector<bool> caseless_stack_;  // the option outside each open group
 };
 
 }  // namespace
 
-std::string onig_to_pcre2(std::string_view pattern, bool ascii_only) { return PatternTranslator(pattern, ascii_only).run(); }
+std::string onig_to_pcre2(std::string_view pattern, bool ascii_only) {
+  return PatternTranslator(pattern, ascii_only).run();
+}
 
 std::string regex_escape(std::string_view literal) {
   std::string out;
@@ -612,7 +606,8 @@ Regex::Regex(const std::string& pattern, const ConfigPath& at) : pattern_(patter
     pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                                      PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, context);
     if (!code)
-      at.fail(fmt::format("invalid regex /{}/: {} (at offset {} of its PCRE2 form)", printable(pattern), pcre2_message(error), offset));
+      at.fail(fmt::format("invalid regex /{}/: {} (at offset {} of its PCRE2 form)", printable(pattern),
+                          pcre2_message(error), offset));
     // JIT is an optimisation only; without it pcre2_match interprets the pattern.
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
     (ascii_only ? ascii_code_ : code_) = code;
@@ -630,11 +625,11 @@ namespace {
 // catastrophically (exponentially) hits them within a fraction of a second and fails with an
 // error instead of running for hours. HF's patterns backtrack linearly: a run of n spaces costs
 // them about 1.5 n steps (docs/tokenizer.md), so the step limit grows with the text left.
-constexpr uint64_t kMatchLimit = 10'000'000;      // backtracking steps (PCRE2's default) ...
-constexpr uint64_t kMatchStepsPerByte = 16;       // ... or this many per byte of text left, if more
-constexpr uint32_t kDepthLimit = 10'000'000;      // nested backtracking points (interpreter only)
-constexpr uint32_t kHeapLimitKiB = 1024 * 1024;   // interpreter backtracking memory (1 GiB)
-constexpr size_t kJitStackMax = 64u << 20;        // JIT backtracking stack (reserved, used lazily)
+constexpr uint64_t kMatchLimit = 10'000'000;     // backtracking steps (PCRE2's default) ...
+constexpr uint64_t kMatchStepsPerByte = 16;      // ... or this many per byte of text left, if more
+constexpr uint32_t kDepthLimit = 10'000'000;     // nested backtracking points (interpreter only)
+constexpr uint32_t kHeapLimitKiB = 1024 * 1024;  // interpreter backtracking memory (1 GiB)
+constexpr size_t kJitStackMax = 64u << 20;       // JIT backtracking stack (reserved, used lazily)
 
 struct MatchState {
   pcre2_match_data* data = nullptr;
@@ -680,7 +675,8 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT ||
         rc == PCRE2_ERROR_JIT_STACKLIMIT)
-      fail("regex /{}/: backtracking limit hit at byte {} of a {}-byte text ({}): the pattern backtracks catastrophically",
+      fail("regex /{}/: backtracking limit hit at byte {} of a {}-byte text ({}): the pattern backtracks "
+           "catastrophically",
            printable(pattern_), pos, s.size(), pcre2_message(rc));
     if (rc < 0) fail("regex /{}/: matching failed: {}", printable(pattern_), pcre2_message(rc));
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);

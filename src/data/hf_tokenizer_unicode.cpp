@@ -103,7 +103,8 @@ namespace {
 
 bool in_ranges(const tables::Range* ranges, size_t size, char32_t cp) {
   const tables::Range* end = ranges + size;
-  const tables::Range* it = std::upper_bound(ranges, end, cp, [](char32_t c, const tables::Range& r) { return c < r.first; });
+  const tables::Range* it =
+      std::upper_bound(ranges, end, cp, [](char32_t c, const tables::Range& r) { return c < r.first; });
   return it != ranges && cp <= (it - 1)->last;
 }
 
@@ -172,13 +173,15 @@ uint8_t combining_order(char32_t cp) {
   if (cp < 0x300) return 0;
   const auto* begin = tables::kCombiningOrder;
   const auto* end = begin + tables::kCombiningOrderSize;
-  const auto* it = std::upper_bound(begin, end, cp, [](char32_t c, const tables::CombiningRun& r) { return c < r.first; });
+  const auto* it =
+      std::upper_bound(begin, end, cp, [](char32_t c, const tables::CombiningRun& r) { return c < r.first; });
   return it != begin && cp <= (it - 1)->last ? (it - 1)->order : 0;
 }
 
 const tables::Decomposition* find_decomposition(const tables::Decomposition* table, size_t size, char32_t cp) {
   const auto* end = table + size;
-  const auto* it = std::lower_bound(table, end, cp, [](const tables::Decomposition& d, char32_t c) { return d.code_point < c; });
+  const auto* it =
+      std::lower_bound(table, end, cp, [](const tables::Decomposition& d, char32_t c) { return d.code_point < c; });
   return it != end && it->code_point == cp ? it : nullptr;
 }
 
@@ -195,7 +198,8 @@ void decompose(char32_t cp, bool compat, std::u32string& out) {
     return;
   }
   const tables::Decomposition* d = nullptr;
-  if (compat) d = find_decomposition(tables::kCompatibilityDecompositions, tables::kCompatibilityDecompositionsSize, cp);
+  if (compat)
+    d = find_decomposition(tables::kCompatibilityDecompositions, tables::kCompatibilityDecompositionsSize, cp);
   if (!d) d = find_decomposition(tables::kCanonicalDecompositions, tables::kCanonicalDecompositionsSize, cp);
   if (!d) {
     out.push_back(cp);
@@ -212,9 +216,10 @@ std::optional<char32_t> compose(char32_t first, char32_t second) {
     return first + (second - kHangulT);
   const auto* begin = tables::kCompositions;
   const auto* end = begin + tables::kCompositionsSize;
-  const auto* it = std::lower_bound(begin, end, std::make_pair(first, second), [](const tables::Composition& c, const auto& key) {
-    return c.first != key.first ? c.first < key.first : c.second < key.second;
-  });
+  const auto* it =
+      std::lower_bound(begin, end, std::make_pair(first, second), [](const tables::Composition& c, const auto& key) {
+        return c.first != key.first ? c.first < key.first : c.second < key.second;
+      });
   if (it != end && it->first == first && it->second == second) return it->composite;
   return std::nullopt;
 }
@@ -229,10 +234,8 @@ std::u32string recompose(const std::u32string& in) {
   for (const char32_t cp : in) {
     const uint8_t cls = combining_order(cp);
     if (!composee) {
-      if (cls == 0)
-        composee = cp;
-      else
-        out.push_back(cp);
+      if (cls == 0) composee = cp;
+      else out.push_back(cp);
       continue;
     }
     if (last_class != 0 && last_class >= cls) {  // blocked
@@ -280,7 +283,8 @@ std::string unicode_normalize(std::string_view s, NormalForm form) {
     size_t end = i + 1;
     while (end < decomposed.size() && combining_order(decomposed[end]) != 0) ++end;
     if (end - i > 1)
-      std::stable_sort(decomposed.begin() + static_cast<std::ptrdiff_t>(i), decomposed.begin() + static_cast<std::ptrdiff_t>(end),
+      std::stable_sort(decomposed.begin() + static_cast<std::ptrdiff_t>(i),
+                       decomposed.begin() + static_cast<std::ptrdiff_t>(end),
                        [](char32_t a, char32_t b) { return combining_order(a) < combining_order(b); });
     i = end;
   }

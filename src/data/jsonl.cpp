@@ -40,10 +40,8 @@ RecordFile::RecordFile(const std::string& path) : file_(path) {
   int64_t line = 1;
   while (pos < s.size() && is_blank(s[pos])) line += s[pos++] == '\n';
   json_array_ = pos < s.size() && s[pos] == '[';
-  if (json_array_)
-    scan_array(pos + 1, line);
-  else
-    scan_lines(pos, line);
+  if (json_array_) scan_array(pos + 1, line);
+  else scan_lines(pos, line);
 }
 
 void RecordFile::scan_lines(size_t pos, int64_t line) {
@@ -80,10 +78,8 @@ void RecordFile::scan_array(size_t pos, int64_t line) {
         char c = s[pos];
         if (c == '\n') ++line;
         if (in_string) {
-          if (c == '\\')
-            ++pos;
-          else if (c == '"')
-            in_string = false;
+          if (c == '\\') ++pos;
+          else if (c == '"') in_string = false;
         } else if (c == '"') {
           in_string = true;
         } else if (c == '{' || c == '[') {

@@ -74,8 +74,8 @@ LoaderOptions loader_options(const DataConfig& data, int64_t batch_size, uint64_
 }
 
 nlohmann::json LoaderState::to_json() const {
-  return {{"epoch", epoch},  {"cursor", cursor},   {"seed", seed},
-          {"units", units},  {"packing", packing}, {"max_length", max_length}};
+  return {{"epoch", epoch}, {"cursor", cursor},   {"seed", seed},
+          {"units", units}, {"packing", packing}, {"max_length", max_length}};
 }
 
 LoaderState LoaderState::from_json(const nlohmann::json& j) {
@@ -84,7 +84,8 @@ LoaderState LoaderState::from_json(const nlohmann::json& j) {
   s.epoch = json_int(j, "epoch");
   s.cursor = json_int(j, "cursor");
   auto seed = j.find("seed");
-  if (seed == j.end() || !seed->is_number_unsigned()) fail("loader state: 'seed' is missing or not a non-negative integer");
+  if (seed == j.end() || !seed->is_number_unsigned())
+    fail("loader state: 'seed' is missing or not a non-negative integer");
   s.seed = seed->get<uint64_t>();
   s.units = json_int(j, "units");
   s.max_length = json_int(j, "max_length");
@@ -108,7 +109,8 @@ Loader::Loader(std::shared_ptr<const PreparedSplit> split, LoaderOptions options
 void Loader::lay_out_epoch(int64_t epoch) {
   if (laid_out_epoch_ == epoch) return;
   const int64_t n = rows_.split().size();
-  rows_.set_order(options_.shuffle ? shuffled_indices(n, mix_seed(options_.seed, static_cast<uint64_t>(epoch))) : in_order(n));
+  rows_.set_order(options_.shuffle ? shuffled_indices(n, mix_seed(options_.seed, static_cast<uint64_t>(epoch)))
+                                   : in_order(n));
   laid_out_epoch_ = epoch;
 }
 
@@ -140,17 +142,20 @@ void Loader::restore(const LoaderState& s) {
          "the prepared split or data settings changed",
          s.units, s.packing ? "packed rows" : "records", s.max_length, units_,
          options_.packing ? "packed rows" : "records", options_.max_length);
-  if (s.seed != options_.seed) fail("loader state: saved with seed {}, this loader uses seed {}", s.seed, options_.seed);
+  if (s.seed != options_.seed)
+    fail("loader state: saved with seed {}, this loader uses seed {}", s.seed, options_.seed);
   if (s.cursor > units_) fail("loader state: cursor {} is past the {} units of an epoch", s.cursor, units_);
   epoch_ = s.epoch;
   cursor_ = s.cursor;
 }
 
-SequentialLoader::SequentialLoader(std::shared_ptr<const PreparedSplit> split, LoaderOptions options, int64_t max_records)
+SequentialLoader::SequentialLoader(std::shared_ptr<const PreparedSplit> split, LoaderOptions options,
+                                   int64_t max_records)
     : options_(options), rows_(make_rows(split, options)) {
   records_ = max_records < 0 ? split->size() : std::min(max_records, split->size());
   if (records_ == 0) fail("{}: no records to evaluate (max_records {})", split->dir(), max_records);
-  if (options_.length_buckets && options_.packing) fail("{}: length buckets need padding mode (one record per row)", split->dir());
+  if (options_.length_buckets && options_.packing)
+    fail("{}: length buckets need padding mode (one record per row)", split->dir());
   std::vector<int64_t> order = in_order(records_);
   if (options_.length_buckets)
     std::stable_sort(order.begin(), order.end(),

@@ -37,7 +37,8 @@ std::string to_text(Int v) {
   if (v == 0) return "0";
   const bool negative = v < 0;
   std::string digits;
-  for (; v != 0; v /= 10) digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(negative ? -(v % 10) : v % 10)));
+  for (; v != 0; v /= 10)
+    digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(negative ? -(v % 10) : v % 10)));
   return negative ? "-" + digits : digits;
 }
 
@@ -58,7 +59,9 @@ std::string to_text(const Rational& r) {
 }
 
 bool is_digit(const std::string& s, size_t i) { return i < s.size() && s[i] >= '0' && s[i] <= '9'; }
-bool starts(const std::string& s, size_t i, const char* prefix) { return s.compare(i, std::strlen(prefix), prefix) == 0; }
+bool starts(const std::string& s, size_t i, const char* prefix) {
+  return s.compare(i, std::strlen(prefix), prefix) == 0;
+}
 
 struct Parsed {
   size_t end;

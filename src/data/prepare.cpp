@@ -46,8 +46,12 @@ nlohmann::json content_of(const nlohmann::json& sources) {
 
 nlohmann::json describe_tokenizer(const Tokenizer& tok, const std::string& spec) {
   auto id = [](std::optional<int32_t> v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-  return {{"spec", spec},         {"name", tok.name()},     {"fingerprint", tok.fingerprint()},
-          {"vocab_size", tok.vocab_size()}, {"pad_id", id(tok.pad_id())}, {"eos_id", id(tok.eos_id())},
+  return {{"spec", spec},
+          {"name", tok.name()},
+          {"fingerprint", tok.fingerprint()},
+          {"vocab_size", tok.vocab_size()},
+          {"pad_id", id(tok.pad_id())},
+          {"eos_id", id(tok.eos_id())},
           {"bos_id", id(tok.bos_id())}};
 }
 
@@ -55,7 +59,9 @@ nlohmann::json describe_split(const DataConfig& cfg) {
   if (!cfg.val_files.empty()) return {{"method", "files"}};
   if (!cfg.split.enabled()) return {{"method", "none"}};
   const SplitConfig& s = cfg.split;
-  return {{"method", !s.group_by.empty() ? "grouped" : s.rng == SplitRng::kNumpy ? "numpy" : "random"},
+  return {{"method", !s.group_by.empty()         ? "grouped"
+                     : s.rng == SplitRng::kNumpy ? "numpy"
+                                                 : "random"},
           {"val_count", s.val_count ? nlohmann::json(*s.val_count) : nlohmann::json(nullptr)},
           {"val_fraction", s.val_fraction ? nlohmann::json(*s.val_fraction) : nlohmann::json(nullptr)},
           {"seed", s.seed},
@@ -272,7 +278,8 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
     if (options.log) options.log(line);
   };
   cfg.validate();
-  if (cfg.prepared_dir.empty()) fail("data.prepared_dir (coe-prepare --out) is not set: where should the prepared dataset go?");
+  if (cfg.prepared_dir.empty())
+    fail("data.prepared_dir (coe-prepare --out) is not set: where should the prepared dataset go?");
   const fs::path target = dataset_target(cfg.prepared_dir);
 
   if (cfg.train_files.empty()) {
@@ -358,35 +365,36 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
   auto base_meta = [&](const nlohmann::json& sources, const std::vector<int64_t>& per_file) {
     nlohmann::json s = sources;
     for (size_t f = 0; f < s.size(); ++f) s[f]["records"] = per_file[f];
-    return nlohmann::json{{"tokenizer", tokenizer_info}, {"sources", s}, {"text", text.describe()},
-                          {"split_params", split_meta}};
+    return nlohmann::json{
+        {"tokenizer", tokenizer_info}, {"sources", s}, {"text", text.describe()}, {"split_params", split_meta}};
   };
 
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
   BuildDir build(target);
   nlohmann::json splits;
-  SplitSummary t = write_split(build.dataset(), "train", train, assignment.train, base_meta(train_sources, train.records_per_file));
+  SplitSummary t =
+      write_split(build.dataset(), "train", train, assignment.train, base_meta(train_sources, train.records_per_file));
   splits["train"] = {{"records", t.records}, {"tokens", t.tokens}};
   if (!assignment.val.empty()) {
-    SplitSummary v = write_split(build.dataset(), "val", train, assignment.val, base_meta(train_sources, train.records_per_file));
+    SplitSummary v =
+        write_split(build.dataset(), "val", train, assignment.val, base_meta(train_sources, train.records_per_file));
     splits["val"] = {{"records", v.records}, {"tokens", v.tokens}};
   } else if (val) {
-    SplitSummary v = write_split(build.dataset(), "val", *val, iota_indices(val->size()), base_meta(val_sources, val->records_per_file));
+    SplitSummary v = write_split(build.dataset(), "val", *val, iota_indices(val->size()),
+                                 base_meta(val_sources, val->records_per_file));
     splits["val"] = {{"records", v.records}, {"tokens", v.tokens}};
   }
-  const nlohmann::json manifest = {{"format", "coe-prepared-dataset"},
-                                   {"recipe", recipe},
-                                   {"tokenizer", tokenizer_info},
-                                   {"train_sources", train_sources},
-                                   {"val_sources", val_sources},
-                                   {"splits", splits}};
+  const nlohmann::json manifest = {{"format", "coe-prepared-dataset"}, {"recipe", recipe},
+                                   {"tokenizer", tokenizer_info},      {"train_sources", train_sources},
+                                   {"val_sources", val_sources},       {"splits", splits}};
   write_json(build.dataset() / kManifest, manifest);
   if (const std::string kept = build.swap_into_place(target); !kept.empty()) log(kept);
 
   PrepareResult r = summarize(cfg.prepared_dir, manifest);
   r.reason = reason;
-  log(fmt::format("prepared {}: train {} records / {} tokens{}", cfg.prepared_dir, r.train_records, r.train_tokens,
-                  splits.contains("val") ? fmt::format(", val {} records / {} tokens", r.val_records, r.val_tokens) : ""));
+  log(fmt::format(
+      "prepared {}: train {} records / {} tokens{}", cfg.prepared_dir, r.train_records, r.train_tokens,
+      splits.contains("val") ? fmt::format(", val {} records / {} tokens", r.val_records, r.val_tokens) : ""));
   return r;
 }
 

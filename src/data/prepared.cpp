@@ -15,7 +15,8 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "prepared files are little-endian; this host is not");
 
 MappedFile map_sized(const fs::path& path, uint64_t count, uint64_t width, const char* what) {
-  if (!fs::exists(path)) fail("{}: missing (a prepared split needs tokens.bin, offsets.bin, source_index.bin, meta.json)", path.string());
+  if (!fs::exists(path))
+    fail("{}: missing (a prepared split needs tokens.bin, offsets.bin, source_index.bin, meta.json)", path.string());
   MappedFile file(path.string());
   if (file.size() != count * width)
     fail("{}: {} bytes, expected {} ({} {} of {} bytes); the prepared split is truncated or stale, re-run coe-prepare",
@@ -93,7 +94,8 @@ std::shared_ptr<const PreparedSplit> PreparedSplit::open(const std::string& spli
     if (static_cast<int64_t>(s->type_ids_.size()) != s->records_)
       fail("{}: record_types has {} ids for {} records", mfile, s->type_ids_.size(), s->records_);
     for (int32_t id : s->type_ids_)
-      if (id < -1 || id >= static_cast<int32_t>(s->type_names_.size())) fail("{}: record type id {} out of range", mfile, id);
+      if (id < -1 || id >= static_cast<int32_t>(s->type_names_.size()))
+        fail("{}: record type id {} out of range", mfile, id);
   }
   return s;
 }
@@ -172,7 +174,8 @@ std::string PreparedSplit::describe_record(int64_t i) const {
   if (sources != meta_.end() && sources->is_array())
     for (const auto& s : *sources) {
       const int64_t n = s.value("records", int64_t{0});
-      if (source < first + n) return fmt::format("{}: record {}", s.value("path", std::string("?")), source - first + 1);
+      if (source < first + n)
+        return fmt::format("{}: record {}", s.value("path", std::string("?")), source - first + 1);
       first += n;
     }
   return fmt::format("{}: record {}", dir_, i);

@@ -90,7 +90,8 @@ uint64_t numpy_interval(Mt19937& rng, uint64_t max) {
   uint64_t mask = max;
   for (int shift = 1; shift <= 32; shift <<= 1) mask |= mask >> shift;
   uint64_t value;
-  do value = rng.next() & mask; while (value > max);
+  do value = rng.next() & mask;
+  while (value > max);
   return value;
 }
 

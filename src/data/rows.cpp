@@ -79,7 +79,8 @@ int64_t RowBuilder::write_row(int64_t row, int32_t* ids, int32_t* labels, int64_
   // Packing: copy stream[row * L, row * L + L) piece by piece.
   const int64_t stream_end = stream_start_.back();
   int64_t pos = row * L;
-  auto p = static_cast<size_t>(std::upper_bound(stream_start_.begin(), stream_start_.end(), pos) - stream_start_.begin() - 1);
+  auto p = static_cast<size_t>(std::upper_bound(stream_start_.begin(), stream_start_.end(), pos) -
+                               stream_start_.begin() - 1);
   int64_t record = order_[p];
   bool mixed = false;
   int64_t filled = 0;

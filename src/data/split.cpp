@@ -23,7 +23,8 @@ SplitAssignment assign_split(int64_t n, const SplitConfig& split, const std::vec
   std::vector<char> held(static_cast<size_t>(n), 0);
 
   if (!split.group_by.empty()) {
-    if (static_cast<int64_t>(group_keys.size()) != n) fail("assign_split: {} group keys for {} records", group_keys.size(), n);
+    if (static_cast<int64_t>(group_keys.size()) != n)
+      fail("assign_split: {} group keys for {} records", group_keys.size(), n);
     std::unordered_map<uint64_t, int64_t> group_of_key;
     std::vector<int64_t> group(static_cast<size_t>(n));
     std::vector<int64_t> group_size;

@@ -17,15 +17,26 @@ struct Person {
   const char* he;   // subject pronoun
   const char* him;  // object pronoun
 };
-constexpr std::array<Person, 16> kPeople{{{"Ava", "she", "her"},    {"Ben", "he", "him"},     {"Chloe", "she", "her"},
-                                         {"Diego", "he", "him"},    {"Emma", "she", "her"},   {"Farid", "he", "him"},
-                                         {"Grace", "she", "her"},   {"Hiro", "he", "him"},    {"Isla", "she", "her"},
-                                         {"Jamal", "he", "him"},    {"Kira", "she", "her"},   {"Liam", "he", "him"},
-                                         {"Maya", "she", "her"},    {"Noah", "he", "him"},    {"Olga", "she", "her"},
-                                         {"Pedro", "he", "him"}}};
-constexpr std::array<const char*, 10> kItems{"apples", "marbles", "stickers", "books",   "coins",
-                                             "pencils", "cookies", "stamps",  "shells", "cards"};
-constexpr std::array<const char*, 8> kGoods{"notebooks", "pens", "mugs", "toy cars", "plants", "candles", "scarves", "puzzles"};
+constexpr std::array<Person, 16> kPeople{{{"Ava", "she", "her"},
+                                          {"Ben", "he", "him"},
+                                          {"Chloe", "she", "her"},
+                                          {"Diego", "he", "him"},
+                                          {"Emma", "she", "her"},
+                                          {"Farid", "he", "him"},
+                                          {"Grace", "she", "her"},
+                                          {"Hiro", "he", "him"},
+                                          {"Isla", "she", "her"},
+                                          {"Jamal", "he", "him"},
+                                          {"Kira", "she", "her"},
+                                          {"Liam", "he", "him"},
+                                          {"Maya", "she", "her"},
+                                          {"Noah", "he", "him"},
+                                          {"Olga", "she", "her"},
+                                          {"Pedro", "he", "him"}}};
+constexpr std::array<const char*, 10> kItems{"apples",  "marbles", "stickers", "books",  "coins",
+                                             "pencils", "cookies", "stamps",   "shells", "cards"};
+constexpr std::array<const char*, 8> kGoods{"notebooks", "pens",    "mugs",    "toy cars",
+                                            "plants",    "candles", "scarves", "puzzles"};
 constexpr std::array<const char*, 5> kExtras{"bag", "card", "ribbon", "box", "pin"};
 struct Activity {
   const char* verb;  // third person
@@ -92,7 +103,8 @@ Problem collection(SplitMix64& rng) {
     } else if (op == 2) {
       int64_t k = rng.between(2, 4);
       y = x * k;
-      sentences += fmt::format(" {} keeps collecting until {} has {} times as many {} as before.", cap(p.he), p.he, k, items);
+      sentences +=
+          fmt::format(" {} keeps collecting until {} has {} times as many {} as before.", cap(p.he), p.he, k, items);
       clauses += fmt::format(", collects until {} has {} times as many", p.he, k);
       out.response += fmt::format("{} times as many is {} {}.\n", k, eq(x, '*', k, y), items);
     } else {
@@ -127,14 +139,16 @@ Problem shopping(SplitMix64& rng) {
   while (bill <= total) bill = bill == 20 ? 50 : bill * 2;
   Problem out;
   out.response = fmt::format("The {} cost {} dollars.\n", goods, eq(q, '*', price, cost));
-  if (extra) out.response += fmt::format("With the {}, the total is {} dollars.\n", extra_name, eq(cost, '+', extra_cost, total));
+  if (extra)
+    out.response +=
+        fmt::format("With the {}, the total is {} dollars.\n", extra_name, eq(cost, '+', extra_cost, total));
   out.response += fmt::format("The change is {} dollars.\n", eq(bill, '-', total, bill - total));
   const std::string extra_text = extra ? fmt::format(" and a gift {} for ${}", extra_name, extra_cost) : "";
-  out.original = fmt::format("{} buys {} {} for ${} each{}. {} pays with a ${} bill. How much change does {} get?", p.name,
-                             q, goods, price, extra_text, cap(p.he), bill, p.he);
-  out.rephrased = fmt::format("If {} pays for {} {} at ${} each{} with a ${} bill, what change does {} receive?", p.name, q,
-                              goods, price, extra ? fmt::format(" plus a gift {} costing ${}", extra_name, extra_cost) : "",
-                              bill, p.he);
+  out.original = fmt::format("{} buys {} {} for ${} each{}. {} pays with a ${} bill. How much change does {} get?",
+                             p.name, q, goods, price, extra_text, cap(p.he), bill, p.he);
+  out.rephrased =
+      fmt::format("If {} pays for {} {} at ${} each{} with a ${} bill, what change does {} receive?", p.name, q, goods,
+                  price, extra ? fmt::format(" plus a gift {} costing ${}", extra_name, extra_cost) : "", bill, p.he);
   out.answer = bill - total;
   return out;
 }
@@ -145,14 +159,17 @@ Problem rates(SplitMix64& rng) {
   const Activity& a = pick(rng, kActivities);
   const int64_t r1 = rng.between(2, 30), d1 = rng.between(2, 9), r2 = rng.between(2, 30), d2 = rng.between(2, 9);
   Problem out;
-  out.response = fmt::format("In the first {} days {} {} {} {}.\n", d1, p.name, a.verb, eq(r1, '*', d1, r1 * d1), a.unit);
+  out.response =
+      fmt::format("In the first {} days {} {} {} {}.\n", d1, p.name, a.verb, eq(r1, '*', d1, r1 * d1), a.unit);
   out.response += fmt::format("In the next {} days {} {} {} {}.\n", d2, p.he, a.verb, eq(r2, '*', d2, r2 * d2), a.unit);
   out.response += fmt::format("In total that is {} {}.\n", eq(r1 * d1, '+', r2 * d2, r1 * d1 + r2 * d2), a.unit);
-  out.original = fmt::format("{} {} {} {} every day for {} days, then {} {} a day for {} days. How many {} does {} {} in total?",
-                             p.name, a.verb, r1, a.unit, d1, r2, a.unit, d2, a.unit, p.he,
-                             std::string(a.verb).substr(0, std::string(a.verb).size() - 1));
-  out.rephrased = fmt::format("Over {} days {} {} {} {} a day, and over the next {} days {} {} a day. What is the total number of {}?",
-                              d1, p.name, a.verb, r1, a.unit, d2, r2, a.unit, a.unit);
+  out.original =
+      fmt::format("{} {} {} {} every day for {} days, then {} {} a day for {} days. How many {} does {} {} in total?",
+                  p.name, a.verb, r1, a.unit, d1, r2, a.unit, d2, a.unit, p.he,
+                  std::string(a.verb).substr(0, std::string(a.verb).size() - 1));
+  out.rephrased = fmt::format(
+      "Over {} days {} {} {} {} a day, and over the next {} days {} {} a day. What is the total number of {}?", d1,
+      p.name, a.verb, r1, a.unit, d2, r2, a.unit, a.unit);
   out.answer = r1 * d1 + r2 * d2;
   return out;
 }
@@ -179,7 +196,8 @@ std::vector<SynthRecord> generate_synth_records(int64_t count, uint64_t seed) {
 nlohmann::ordered_json synth_records_json(const std::vector<SynthRecord>& records) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& r : records)
-    out.push_back({{"query", r.query}, {"response", r.response}, {"type", r.type}, {"original_question", r.original_question}});
+    out.push_back(
+        {{"query", r.query}, {"response", r.response}, {"type", r.type}, {"original_question", r.original_question}});
   return out;
 }
 

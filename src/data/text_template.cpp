@@ -17,10 +17,11 @@ size_t whitespace_at(const std::string& s, size_t i) {
   if (c == 0xC2 && i + 1 < s.size() && (u(i + 1) == 0x85 || u(i + 1) == 0xA0)) return 2;
   if (i + 2 >= s.size()) return 0;
   unsigned char c1 = u(i + 1), c2 = u(i + 2);
-  if (c == 0xE1 && c1 == 0x9A && c2 == 0x80) return 3;                 // U+1680
-  if (c == 0xE2 && c1 == 0x80 && ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF)) return 3;  // U+2000-200A, 2028, 2029, 202F
-  if (c == 0xE2 && c1 == 0x81 && c2 == 0x9F) return 3;                 // U+205F
-  if (c == 0xE3 && c1 == 0x80 && c2 == 0x80) return 3;                 // U+3000
+  if (c == 0xE1 && c1 == 0x9A && c2 == 0x80) return 3;  // U+1680
+  if (c == 0xE2 && c1 == 0x80 && ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF))
+    return 3;                                           // U+2000-200A, 2028, 2029, 202F
+  if (c == 0xE2 && c1 == 0x81 && c2 == 0x9F) return 3;  // U+205F
+  if (c == 0xE3 && c1 == 0x80 && c2 == 0x80) return 3;  // U+3000
   return 0;
 }
 

@@ -33,8 +33,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
 #ifdef COE_WITH_HF_TOKENIZER
   return load_hf_tokenizer(spec);
 #else
-  fail("{}: this build of coe has no HF tokenizer support (PCRE2 was not found at configure time)",
-       spec);
+  fail("{}: this build of coe has no HF tokenizer support (PCRE2 was not found at configure time)", spec);
 #endif
 }
 

@@ -47,7 +47,8 @@ const std::vector<char32_t>& non_starters() {
   static const auto list = [] {
     std::vector<char32_t> out;
     for (size_t i = 0; i < tables::kCombiningOrderSize; ++i)
-      for (char32_t cp = tables::kCombiningOrder[i].first; cp <= tables::kCombiningOrder[i].last; ++cp) out.push_back(cp);
+      for (char32_t cp = tables::kCombiningOrder[i].first; cp <= tables::kCombiningOrder[i].last; ++cp)
+        out.push_back(cp);
     return out;
   }();
   return list;
@@ -85,7 +86,8 @@ const std::vector<char32_t>& digit_zeros() {
 const std::vector<char32_t>& decomposable() {
   static const auto list = [] {
     std::vector<char32_t> out;
-    for (size_t i = 0; i < tables::kCanonicalDecompositionsSize; ++i) out.push_back(tables::kCanonicalDecompositions[i].code_point);
+    for (size_t i = 0; i < tables::kCanonicalDecompositionsSize; ++i)
+      out.push_back(tables::kCanonicalDecompositions[i].code_point);
     for (size_t i = 0; i < tables::kCompatibilityDecompositionsSize; ++i)
       out.push_back(tables::kCompatibilityDecompositions[i].code_point);
     return out;
@@ -94,14 +96,15 @@ const std::vector<char32_t>& decomposable() {
 }
 
 constexpr std::array<const char*, 40> kWords{
-    "the", "The", "THE", "a", "of", "and", "to", "in", "is", "was", "it", "that", "for", "on", "with", "as",
-    "I", "you", "he", "she", "we", "they", "hello", "world", "Hello", "naïve", "café", "Ünïcödé", "résumé",
-    "don", "won", "can", "Jean-Luc", "e.g", "U.S.A", "x", "abc123", "foo_bar", "CamelCase", "snake_case"};
-constexpr std::array<const char*, 14> kContractions{"'s", "'t", "'re", "'ve", "'m", "'ll", "'d",
-                                                    "'S", "'T", "'RE", "'Ve", "'LL", "'D", "'M"};
-constexpr std::array<const char*, 28> kPunctuation{
-    ".", ",", "!", "?", ";", ":", "-", "--", "...", "(", ")", "[", "]", "{", "}", "\"", "'", "`", "/", "\\",
-    "@", "#", "$", "%", "^", "&", "*", "~"};
+    "the", "The",  "THE",      "a",     "of",    "and",   "to",     "in",      "is",        "was",
+    "it",  "that", "for",      "on",    "with",  "as",    "I",      "you",     "he",        "she",
+    "we",  "they", "hello",    "world", "Hello", "naïve", "café",   "Ünïcödé", "résumé",    "don",
+    "won", "can",  "Jean-Luc", "e.g",   "U.S.A", "x",     "abc123", "foo_bar", "CamelCase", "snake_case"};
+constexpr std::array<const char*, 14> kContractions{"'s", "'t", "'re", "'ve", "'m",  "'ll", "'d",
+                                                    "'S", "'T", "'RE", "'Ve", "'LL", "'D",  "'M"};
+constexpr std::array<const char*, 28> kPunctuation{".", ",", "!", "?", ";", ":",  "-", "--", "...", "(",
+                                                   ")", "[", "]", "{", "}", "\"", "'", "`",  "/",   "\\",
+                                                   "@", "#", "$", "%", "^", "&",  "*", "~"};
 
 }  // namespace
 
@@ -162,7 +165,8 @@ void TokenizerFuzzText::piece(std::string& out) {
         break;
       }
       const char32_t zero = rng_.below(3) == 0 ? U'0' : pick(digit_zeros());
-      for (uint64_t n = times(rng_.below(5) == 0 ? 40 : 8); n > 0; --n) append_utf8(out, zero + static_cast<char32_t>(rng_.below(10)));
+      for (uint64_t n = times(rng_.below(5) == 0 ? 40 : 8); n > 0; --n)
+        append_utf8(out, zero + static_cast<char32_t>(rng_.below(10)));
       break;
     }
     case 7: {  // CJK, kana, Hangul runs (BMP and astral ideographs)
@@ -179,7 +183,8 @@ void TokenizerFuzzText::piece(std::string& out) {
                                                                               {0x2EBF0, 0x2EE5D},
                                                                               {0x31350, 0x323AF}}};
       const auto& [first, last] = pick(kBlocks);
-      for (uint64_t n = times(6); n > 0; --n) append_utf8(out, first + static_cast<char32_t>(rng_.below(last - first + 1)));
+      for (uint64_t n = times(6); n > 0; --n)
+        append_utf8(out, first + static_cast<char32_t>(rng_.below(last - first + 1)));
       break;
     }
     case 8:
@@ -214,7 +219,7 @@ void TokenizerFuzzText::piece(std::string& out) {
     }
     case 12: {  // emoji: skin tones, ZWJ sequences, variation selectors, flags, keycaps, tags
       static constexpr std::array<char32_t, 12> kEmoji{0x1F600, 0x1F44D, 0x1F468, 0x1F469, 0x1F9D1, 0x2764,
-                                                      0x1F3F3, 0x1F308, 0x1F525, 0x1FAE8, 0x1F1FA, 0x263A};
+                                                       0x1F3F3, 0x1F308, 0x1F525, 0x1FAE8, 0x1F1FA, 0x263A};
       switch (rng_.below(5)) {
         case 0:
           append_utf8(out, pick(kEmoji));
@@ -251,7 +256,8 @@ void TokenizerFuzzText::piece(std::string& out) {
         case 0: out += pick(kContractions); break;
         case 1: out += pick(kPunctuation); break;
         case 2: {  // contractions with non-ASCII case partners (long s, Kelvin sign, dotted I)
-          static constexpr std::array<const char*, 6> kOdd{"'\u017F", "'\u212A", "'\u0130", "'\u0131", "'\u00DF", "'\uFB05"};
+          static constexpr std::array<const char*, 6> kOdd{"'\u017F", "'\u212A", "'\u0130",
+                                                           "'\u0131", "'\u00DF", "'\uFB05"};
           out += pick(kOdd);
           break;
         }
@@ -284,14 +290,14 @@ void TokenizerFuzzText::piece(std::string& out) {
       break;
     }
     case 18: {  // private use, noncharacters, replacement character, UTF-8 length boundaries
-      static constexpr std::array<char32_t, 22> kEdges{0x7F,    0x80,    0x7FF,   0x800,   0xD7FF,  0xE000,
-                                                      0xF8FF,  0xFDD0,  0xFDEF,  0xFEFF,  0xFFFD,  0xFFFE,
-                                                      0xFFFF,  0x10000, 0x1FFFE, 0xF0000, 0xFFFFD, 0x100000,
-                                                      0x10FFFD, 0x10FFFF, 0xE0001, 0xE01EF};
+      static constexpr std::array<char32_t, 22> kEdges{
+          0x7F,   0x80,   0x7FF,   0x800,   0xD7FF,  0xE000,  0xF8FF,   0xFDD0,   0xFDEF,   0xFEFF,  0xFFFD,
+          0xFFFE, 0xFFFF, 0x10000, 0x1FFFE, 0xF0000, 0xFFFFD, 0x100000, 0x10FFFD, 0x10FFFF, 0xE0001, 0xE01EF};
       if (rng_.below(2)) {
         append_utf8(out, pick(kEdges));
       } else {
-        static constexpr std::array<std::pair<char32_t, char32_t>, 3> kPrivate{{{0xE000, 0xF8FF}, {0xF0000, 0xFFFFD}, {0x100000, 0x10FFFD}}};
+        static constexpr std::array<std::pair<char32_t, char32_t>, 3> kPrivate{
+            {{0xE000, 0xF8FF}, {0xF0000, 0xFFFFD}, {0x100000, 0x10FFFD}}};
         const auto& [first, last] = pick(kPrivate);
         append_utf8(out, first + static_cast<char32_t>(rng_.below(last - first + 1)));
       }
@@ -316,7 +322,8 @@ void TokenizerFuzzText::piece(std::string& out) {
         out += ' ';
         const auto& runs = runs_of(static_cast<tables::Category>(rng_.below(5)));  // a letter category
         const auto& [first, last] = runs[rng_.below(runs.size())];
-        for (uint64_t k = times(5); k > 0; --k) append_utf8(out, first + static_cast<char32_t>(rng_.below(last - first + 1)));
+        for (uint64_t k = times(5); k > 0; --k)
+          append_utf8(out, first + static_cast<char32_t>(rng_.below(last - first + 1)));
       }
       break;
     }
@@ -329,8 +336,8 @@ std::string code_point_contexts(char32_t cp) {
   // Alone at the start; after a space, a letter, a digit, a mark, CJK; doubled; before marks
   // (U+0301 acute: class 230; U+0334: class 1; U+0345: class 240); after an apostrophe; at a
   // line end.
-  return c + " " + c + c + "a" + c + "1" + c + "2 \u0301" + c + "\u3042" + c + "'" + c + "\u0334 " + c + "\u0301\u0345" +
-         "\n" + c;
+  return c + " " + c + c + "a" + c + "1" + c + "2 \u0301" + c + "\u3042" + c + "'" + c + "\u0334 " + c +
+         "\u0301\u0345" + "\n" + c;
 }
 
 std::string describe_code_points(std::string_view text, size_t max_code_points) {

@@ -86,8 +86,8 @@ struct DistContext::Impl {
   DistOptions opts;
   c10::Device comm_device{c10::kCPU};
   std::string backend_name = "none";
-  c10::intrusive_ptr<c10d::Store> store;      // this rank's client (rank 0: also the server)
-  c10::intrusive_ptr<c10d::Store> hb_store;   // the heartbeat thread's own connection
+  c10::intrusive_ptr<c10d::Store> store;     // this rank's client (rank 0: also the server)
+  c10::intrusive_ptr<c10d::Store> hb_store;  // the heartbeat thread's own connection
   c10::intrusive_ptr<Backend> pg;
   std::atomic<uint64_t> seq{0};
   std::atomic<bool> failed{false};
@@ -104,7 +104,7 @@ struct DistContext::Impl {
   std::condition_variable hb_cv;
   bool hb_stop = false;
   std::mutex verdict_mutex;
-  std::string verdict;  // a peer failure the watchdog saw (exit_on_peer_failure off)
+  std::string verdict;    // a peer failure the watchdog saw (exit_on_peer_failure off)
   std::vector<int> gone;  // ranks diagnose() found dead or exited (rank 0 does not wait for them)
 
   double heartbeat_period() const {
@@ -118,8 +118,8 @@ struct DistContext::Impl {
     o.isServer = false;
     o.waitWorkers = false;
     o.timeout = to_ms(opts.timeout_s);
-    hb_store = c10::make_intrusive<c10d::PrefixStore>(
-        key_prefix(env), c10::make_intrusive<c10d::TCPStore>(env.master_addr, o));
+    hb_store = c10::make_intrusive<c10d::PrefixStore>(key_prefix(env),
+                                                      c10::make_intrusive<c10d::TCPStore>(env.master_addr, o));
     hb_store->set(hb_key(env.rank), to_bytes("0 0"));
     hb_store_ok_ms = now_ms();
     hb_thread = std::thread([this] { heartbeat_loop(); });
@@ -276,11 +276,12 @@ struct DistContext::Impl {
         if (after == before[q]) {
           gone.push_back(q);
           // Early: a peer's socket closed (killed, crashed); at the timeout: it never answered.
-          culprits.push_back(failed_after < 0.9 * opts.timeout_s
-                                 ? fmt::format("rank {} stopped answering (dead or hung: no heartbeat for {} s)", q,
-                                               format_seconds(window))
-                                 : fmt::format("rank {} did not answer within {} s (dead or hung: no heartbeat for {} s)",
-                                               q, format_seconds(failed_after), format_seconds(window)));
+          culprits.push_back(
+              failed_after < 0.9 * opts.timeout_s
+                  ? fmt::format("rank {} stopped answering (dead or hung: no heartbeat for {} s)", q,
+                                format_seconds(window))
+                  : fmt::format("rank {} did not answer within {} s (dead or hung: no heartbeat for {} s)", q,
+                                format_seconds(failed_after), format_seconds(window)));
           continue;
         }
         uint64_t beat = 0, their_seq = 0;
@@ -292,8 +293,7 @@ struct DistContext::Impl {
       }
       return fmt::format("{}", fmt::join(culprits, "; "));
     } catch (const std::exception&) {
-      if (env.rank != 0)
-        return "rank 0 stopped answering (dead or hung: the rendezvous store it hosts is gone)";
+      if (env.rank != 0) return "rank 0 stopped answering (dead or hung: the rendezvous store it hosts is gone)";
       return "";
     }
   }
@@ -307,9 +307,9 @@ struct DistContext::Impl {
     failed.store(true);
     const std::string reason = first_line(e);
     const std::string culprit = pending_verdict.empty() ? diagnose(t0) : pending_verdict;
-    const std::string message = culprit.empty()
-                                    ? fmt::format("{} failed after {} s: {}", what, format_seconds(seconds_since(t0)), reason)
-                                    : fmt::format("{} failed: {} ({})", what, culprit, reason);
+    const std::string message =
+        culprit.empty() ? fmt::format("{} failed after {} s: {}", what, format_seconds(seconds_since(t0)), reason)
+                        : fmt::format("{} failed: {} ({})", what, culprit, reason);
     try {
       if (!store->check({kAbortKey})) store->set(kAbortKey, to_bytes(message));
     } catch (...) {
@@ -470,8 +470,8 @@ DistContext::DistContext(const DistEnv& env, const DistOptions& options)
         std::vector<int> missing;
         for (int q = 0; q < env.world_size; ++q)
           if (!I.store->check({fmt::format("coe/rank/{}", q)})) missing.push_back(q);
-        throw DistError(fmt::format("only {} of {} ranks joined within {} s (missing: rank {})", joined,
-                                    env.world_size, format_seconds(options.timeout_s), fmt::join(missing, ", ")));
+        throw DistError(fmt::format("only {} of {} ranks joined within {} s (missing: rank {})", joined, env.world_size,
+                                    format_seconds(options.timeout_s), fmt::join(missing, ", ")));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -589,8 +589,9 @@ std::unique_ptr<PendingOp> DistContext::all_reduce_sum_async(at::Tensor tensor, 
     I.collective_failed(what, e, t0);
   }
   Impl* impl = impl_.get();
-  return std::make_unique<AsyncAllReduce>(std::move(work), std::move(tensor),
-                                          [impl, what, t0](const std::exception& e) { impl->collective_failed(what, e, t0); });
+  return std::make_unique<AsyncAllReduce>(
+      std::move(work), std::move(tensor),
+      [impl, what, t0](const std::exception& e) { impl->collective_failed(what, e, t0); });
 }
 
 namespace {
@@ -729,7 +730,8 @@ void DistContext::main_first(const std::string& what, const std::function<void()
     return;
   }
   const std::string result = I.wait_for_main(key, what);
-  if (result.rfind("error ", 0) == 0) throw DistError(fmt::format("rank 0 failed during {}: {}", what, result.substr(6)));
+  if (result.rfind("error ", 0) == 0)
+    throw DistError(fmt::format("rank 0 failed during {}: {}", what, result.substr(6)));
   if (others_fn) others_fn();
 }
 

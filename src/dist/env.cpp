@@ -45,8 +45,10 @@ DistEnv parse_dist_env(const EnvLookup& lookup) {
   std::string rank_var, world_var, local_var;
   std::optional<std::string> local;
   if (rank || world) {
-    if (!rank) fail("WORLD_SIZE is set but RANK is not (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)");
-    if (!world) fail("RANK is set but WORLD_SIZE is not (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)");
+    if (!rank)
+      fail("WORLD_SIZE is set but RANK is not (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)");
+    if (!world)
+      fail("RANK is set but WORLD_SIZE is not (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)");
     env.launcher = "torchrun";
     rank_var = "RANK";
     world_var = "WORLD_SIZE";
@@ -104,9 +106,8 @@ DistEnv parse_dist_env(const EnvLookup& lookup) {
   if (env.local_world_size > env.world_size)
     fail("LOCAL_WORLD_SIZE={} is larger than {}={}", env.local_world_size, world_var, env.world_size);
 
-  const std::string how = env.launcher == "slurm"
-                              ? " (under Slurm set it in the job script, see docs/distributed.md)"
-                              : " (torchrun sets it; launching by hand, export it for every rank)";
+  const std::string how = env.launcher == "slurm" ? " (under Slurm set it in the job script, see docs/distributed.md)"
+                                                  : " (torchrun sets it; launching by hand, export it for every rank)";
   if (!master_addr) fail("MASTER_ADDR is not set{}", how);
   if (!master_port) fail("MASTER_PORT is not set{}", how);
   env.master_addr = *master_addr;

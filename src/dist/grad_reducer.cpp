@@ -13,9 +13,7 @@
 #include <chrono>
 
 namespace coe {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 struct GradReducer::Bucket {
   std::vector<size_t> params;    // indices into params_
@@ -24,8 +22,8 @@ struct GradReducer::Bucket {
   at::Tensor flat;               // float32 [numel + params.size()] on the communication device
   at::Tensor ones;               // float32 [params.size()] of 1 on the same device (the usual counts)
   std::unique_ptr<PendingOp> op;
-  std::vector<char> had_grad;    // this rank's gradient existed at launch
-  int pending = 0;               // hooked parameters not yet accumulated in the armed backward
+  std::vector<char> had_grad;  // this rank's gradient existed at launch
+  int pending = 0;             // hooked parameters not yet accumulated in the armed backward
   int hooked = 0;
   bool launched = false;
 };
@@ -151,7 +149,8 @@ void GradReducer::launch(size_t index) {
       if (b.had_grad[j]) counts.narrow(0, static_cast<int64_t>(j), 1).fill_(1.0);
   }
   b.launched = true;
-  b.op = ctx_.all_reduce_sum_async(b.flat, fmt::format("gradient all-reduce (bucket {}/{})", index + 1, buckets_.size()));
+  b.op =
+      ctx_.all_reduce_sum_async(b.flat, fmt::format("gradient all-reduce (bucket {}/{})", index + 1, buckets_.size()));
 }
 
 void GradReducer::finish() {

@@ -6,8 +6,8 @@
 #include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 #include <torch/autograd.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>

@@ -23,9 +23,8 @@ struct DtypeInfo {
   at::ScalarType type;
 };
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", at::kDouble}, {"F32", at::kFloat}, {"BF16", at::kBFloat16}, {"F16", at::kHalf},
-    {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort},     {"I8", at::kChar},
-    {"U8", at::kByte},    {"BOOL", at::kBool},
+    {"F64", at::kDouble}, {"F32", at::kFloat}, {"BF16", at::kBFloat16}, {"F16", at::kHalf}, {"I64", at::kLong},
+    {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},       {"U8", at::kByte},  {"BOOL", at::kBool},
 };
 
 at::ScalarType dtype_from_name(const std::string& name, const std::string& file, const std::string& tensor) {

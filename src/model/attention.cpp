@@ -15,7 +15,9 @@ MlaAttentionImpl::MlaAttentionImpl(const ModelConfig& c)
       v_(c.v_head_dim),
       kv_rank_(c.kv_lora_rank),
       scale_(c.softmax_scale()) {
-  auto linear = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  auto linear = [](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
   const int64_t q_dim = heads_ * c.q_head_dim();
   if (c.q_lora_rank) {
     q_a_proj = register_module("q_a_proj", linear(c.hidden_size, *c.q_lora_rank));
@@ -77,8 +79,8 @@ torch::Tensor MlaAttentionImpl::forward_cached(const torch::Tensor& x, const Rot
   cache.latent.narrow(1, start, S).copy_(kv_a_layernorm(compressed.narrow(-1, 0, kv_rank_)));
   const at::Tensor k_pe_new = compressed.narrow(-1, kv_rank_, rope_).view({B, S, 1, rope_}).transpose(1, 2);
   cache.rope_key.narrow(1, start, S).copy_(apply_rotary(k_pe_new, rope).squeeze(1));
-  const at::Tensor latent = cache.latent.narrow(1, 0, T).unsqueeze(1);     // [B, 1, T, rank]
-  const at::Tensor k_pe = cache.rope_key.narrow(1, 0, T).unsqueeze(1);     // [B, 1, T, rope]
+  const at::Tensor latent = cache.latent.narrow(1, 0, T).unsqueeze(1);  // [B, 1, T, rank]
+  const at::Tensor k_pe = cache.rope_key.narrow(1, 0, T).unsqueeze(1);  // [B, 1, T, rope]
 
   auto attend = [&](const at::Tensor& scores) {
     at::Tensor masked = (scores * scale_).masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
@@ -89,8 +91,8 @@ torch::Tensor MlaAttentionImpl::forward_cached(const torch::Tensor& x, const Rot
     // kv_b_proj.weight [H*(nope+v), rank] = per head [W_UK; W_UV]: q_nope . (W_UK c) = (W_UK^T q_nope) . c,
     // and W_UV is applied once to the attention-weighted latent instead of to every position.
     const at::Tensor w = kv_b_proj->weight.view({heads_, nope_ + v_, kv_rank_});
-    const at::Tensor w_uk = w.narrow(1, 0, nope_);   // [H, nope, rank]
-    const at::Tensor w_uv = w.narrow(1, nope_, v_);  // [H, v, rank]
+    const at::Tensor w_uk = w.narrow(1, 0, nope_);         // [H, nope, rank]
+    const at::Tensor w_uv = w.narrow(1, nope_, v_);        // [H, v, rank]
     const at::Tensor q_latent = at::matmul(q_nope, w_uk);  // [B, H, S, rank]
     const at::Tensor probs =
         attend(at::matmul(q_latent, latent.transpose(2, 3)) + at::matmul(q_pe, k_pe.transpose(2, 3)));

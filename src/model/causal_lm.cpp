@@ -2,8 +2,8 @@
 
 #include "coe/compat.h"
 #include "coe/model/chunked_loss.h"
-#include "coe/util/ignore_label.h"
 #include "coe/util/error.h"
+#include "coe/util/ignore_label.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -128,10 +128,11 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   } else {
     out.logits = at::linear(h, lm_head_weight()).to(accumulate_dtype(h));
     if (labels.defined())
-      out.loss = at::cross_entropy_loss(out.logits.narrow(1, 0, S - 1).reshape({-1, out.logits.size(-1)}),
-                                        shift_labels, /*weight=*/{}, at::Reduction::Mean, kIgnoreLabel);
+      out.loss = at::cross_entropy_loss(out.logits.narrow(1, 0, S - 1).reshape({-1, out.logits.size(-1)}), shift_labels,
+                                        /*weight=*/{}, at::Reduction::Mean, kIgnoreLabel);
   }
-  if (labels.defined() && options.count_loss_tokens) out.loss_tokens = shift_labels.ne(kIgnoreLabel).sum().item<int64_t>();
+  if (labels.defined() && options.count_loss_tokens)
+    out.loss_tokens = shift_labels.ne(kIgnoreLabel).sum().item<int64_t>();
   return out;
 }
 
@@ -172,8 +173,9 @@ torch::Tensor CausalLMImpl::forward_cached(const torch::Tensor& input_ids, KvCac
   // alone, which keeps its (unused) row finite.
   const at::Tensor key_slot = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0);
   const at::Tensor query_slot = at::arange(start, T, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(1);
-  const at::Tensor allowed =
-      key_slot.le(query_slot).logical_and(cache.valid.narrow(1, 0, T).view({B, 1, 1, T})).logical_or(key_slot.eq(query_slot));
+  const at::Tensor allowed = key_slot.le(query_slot)
+                                 .logical_and(cache.valid.narrow(1, 0, T).view({B, 1, 1, T}))
+                                 .logical_or(key_slot.eq(query_slot));
 
   at::Tensor h = embed_tokens(input_ids);
   for (size_t l = 0; l < layers->size(); ++l)

@@ -51,8 +51,8 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
     auto saved = ctx->get_saved_variables();
     at::Tensor scale = grads[0] / saved[2];
     at::Tensor gh = saved[0].defined() ? saved[0] * scale.to(saved[0].scalar_type()) : at::Tensor();
-    at::Tensor gw = saved[1].defined() ? (saved[1] * scale).to(ctx->saved_data["weight_dtype"].toScalarType())
-                                       : at::Tensor();
+    at::Tensor gw =
+        saved[1].defined() ? (saved[1] * scale).to(ctx->saved_data["weight_dtype"].toScalarType()) : at::Tensor();
     return {gh, gw, at::Tensor(), at::Tensor()};
   }
 };

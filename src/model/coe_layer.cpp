@@ -10,10 +10,8 @@ CoeLayerImpl::CoeLayerImpl(const ModelConfig& c, int64_t layer_index)
       inner_residual_(c.inner_residual),
       outer_residual_(c.outer_residual) {
   self_attn = register_module("self_attn", MlaAttention(c));
-  if (c.is_moe_layer(layer_index))
-    moe = register_module("mlp", MoeBlock(c));
-  else
-    dense = register_module("mlp", SwiGluMlp(c.hidden_size, c.intermediate_size));
+  if (c.is_moe_layer(layer_index)) moe = register_module("mlp", MoeBlock(c));
+  else dense = register_module("mlp", SwiGluMlp(c.hidden_size, c.intermediate_size));
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }

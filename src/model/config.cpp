@@ -3,8 +3,8 @@
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
 
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 
@@ -13,9 +13,9 @@ namespace {
 
 // Keys HF writes into config.json that do not change the model we build. Accepted and ignored.
 const char* const kIgnoredHfKeys[] = {
-    "architectures", "auto_map", "model_type", "torch_dtype", "transformers_version", "use_cache",
-    "pretraining_tp", "_name_or_path", "ep_size", "save_routing_logits", "attention_dropout",
-    "output_attentions", "output_hidden_states", "return_dict", "_attn_implementation",
+    "architectures",     "auto_map",          "model_type",           "torch_dtype", "transformers_version",
+    "use_cache",         "pretraining_tp",    "_name_or_path",        "ep_size",     "save_routing_logits",
+    "attention_dropout", "output_attentions", "output_hidden_states", "return_dict", "_attn_implementation",
 };
 
 }  // namespace
@@ -80,9 +80,9 @@ void ModelConfig::validate(const std::string& source) const {
       if (topk_group <= 0 || topk_group > n_group)
         bad("topk_group", fmt::format("must be in [1, n_group={}], got {}", n_group, topk_group));
       if (num_experts_per_tok > topk_group * (n_routed_experts / n_group))
-        bad("num_experts_per_tok", fmt::format("top-k {} exceeds the {} experts of the {} selected groups",
-                                               num_experts_per_tok, topk_group * (n_routed_experts / n_group),
-                                               topk_group));
+        bad("num_experts_per_tok",
+            fmt::format("top-k {} exceeds the {} experts of the {} selected groups", num_experts_per_tok,
+                        topk_group * (n_routed_experts / n_group), topk_group));
     }
     if (scoring_func != "softmax") bad("scoring_func", fmt::format("unsupported '{}' (softmax)", scoring_func));
     if (aux_loss_alpha < 0) bad("aux_loss_alpha", "must be >= 0");
@@ -98,8 +98,8 @@ void ModelConfig::validate(const std::string& source) const {
     if (r.type == "yarn" && r.original_max_position_embeddings <= 0)
       bad("rope_scaling.original_max_position_embeddings", "must be > 0");
   }
-  for (auto [key, id] : {std::pair{"bos_token_id", bos_token_id}, {"eos_token_id", eos_token_id},
-                         {"pad_token_id", pad_token_id}})
+  for (auto [key, id] :
+       {std::pair{"bos_token_id", bos_token_id}, {"eos_token_id", eos_token_id}, {"pad_token_id", pad_token_id}})
     if (id && (*id < 0 || *id >= vocab_size))
       bad(key, fmt::format("id {} is outside the vocabulary [0, {})", *id, vocab_size));
 }
@@ -119,10 +119,10 @@ ModelConfig parse_model_config(ConfigReader& r) {
   c.qk_nope_head_dim = r.get("qk_nope_head_dim", c.qk_nope_head_dim);
   c.qk_rope_head_dim = r.get("qk_rope_head_dim", c.qk_rope_head_dim);
   c.v_head_dim = r.get("v_head_dim", c.v_head_dim);
-  c.n_routed_experts = r.is_null("n_routed_experts") ? (r.ignore("n_routed_experts"), 0)
-                                                     : r.get("n_routed_experts", c.n_routed_experts);
-  c.n_shared_experts = r.is_null("n_shared_experts") ? (r.ignore("n_shared_experts"), 0)
-                                                     : r.get("n_shared_experts", c.n_shared_experts);
+  c.n_routed_experts =
+      r.is_null("n_routed_experts") ? (r.ignore("n_routed_experts"), 0) : r.get("n_routed_experts", c.n_routed_experts);
+  c.n_shared_experts =
+      r.is_null("n_shared_experts") ? (r.ignore("n_shared_experts"), 0) : r.get("n_shared_experts", c.n_shared_experts);
   c.num_experts_per_tok = r.get("num_experts_per_tok", c.num_experts_per_tok);
   c.routed_scaling_factor = r.get("routed_scaling_factor", c.routed_scaling_factor);
   c.topk_method = r.get("topk_method", c.topk_method);
@@ -174,8 +174,8 @@ ModelConfig parse_model_config(ConfigReader& r) {
     else if (m == "none") c.inner_residual = InnerResidual::kNone;
     else if (m == "outer") c.inner_residual = InnerResidual::kNone, outer = true;
     else
-      r.fail_key(key, fmt::format("unknown residual mode '{}' (inner | outer | addinit | none, optionally +outer)",
-                                  *mode));
+      r.fail_key(key,
+                 fmt::format("unknown residual mode '{}' (inner | outer | addinit | none, optionally +outer)", *mode));
     c.outer_residual = outer;
   }
 
@@ -280,8 +280,8 @@ std::string model_config_to_json(const ModelConfig& c) {
   } else {
     j["rope_scaling"] = nullptr;
   }
-  for (auto [k, v] : {std::pair{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
-                      {"pad_token_id", c.pad_token_id}})
+  for (auto [k, v] :
+       {std::pair{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}})
     j[k] = v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
   j["model_type"] = "coe_deepseekv2";
   j["architectures"] = {"CoeForCausalLM"};
@@ -305,8 +305,8 @@ void model_config_to_yaml(const ModelConfig& c, YAML::Node& out) {
   } else {
     out["rope_scaling"] = YAML::Node(YAML::NodeType::Null);
   }
-  for (auto [k, v] : {std::pair{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
-                      {"pad_token_id", c.pad_token_id}})
+  for (auto [k, v] :
+       {std::pair{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}})
     out[k] = v ? YAML::Node(*v) : YAML::Node(YAML::NodeType::Null);
 }
 

@@ -72,7 +72,8 @@ torch::Tensor SegmentedDispatch::run(const torch::Tensor& x, const torch::Tensor
   const auto acc = accumulate_dtype(x);
   at::Tensor out = at::zeros({T, x.size(1)}, x.options().dtype(acc));
   if (outputs.empty()) return out.to(x.scalar_type());
-  at::Tensor weighted = at::cat(outputs, 0).to(acc) * topk_weight.to(acc).reshape(-1).index_select(0, order).unsqueeze(1);
+  at::Tensor weighted =
+      at::cat(outputs, 0).to(acc) * topk_weight.to(acc).reshape(-1).index_select(0, order).unsqueeze(1);
   return out.index_add_(0, token, weighted).to(x.scalar_type());
 }
 
@@ -86,8 +87,8 @@ torch::Tensor MaskedDispatch::run(const torch::Tensor& x, const torch::Tensor& t
     at::Tensor mask = flat == e;
     // The reference's per-expert Linear: index the stacked weight directly.
     const at::Tensor xe = repeated.index({mask});
-    y = y.index_put({mask}, at::linear(at::silu(at::linear(xe, w.gate_proj[e])) * at::linear(xe, w.up_proj[e]),
-                                       w.down_proj[e]));
+    y = y.index_put(
+        {mask}, at::linear(at::silu(at::linear(xe, w.gate_proj[e])) * at::linear(xe, w.up_proj[e]), w.down_proj[e]));
   }
   return weighted_slot_sum(y, topk_weight, x.scalar_type());
 }
@@ -156,8 +157,8 @@ torch::Tensor GroupedDispatch::run(const torch::Tensor& x, const torch::Tensor& 
 
   // Padding rows and the unused tail read the zero row T; whatever the GEMM leaves in the tail
   // (uninitialised for at::_grouped_mm) is never gathered, and its gradient lands on that row.
-  at::Tensor rows = at::cat({x.to(dtype), at::zeros({1, H}, x.options().dtype(dtype))}, 0)
-                        .index_select(0, layout.token_of_row);
+  at::Tensor rows =
+      at::cat({x.to(dtype), at::zeros({1, H}, x.options().dtype(dtype))}, 0).index_select(0, layout.token_of_row);
   at::Tensor h = at::silu(mm_(rows, weight_t(w.gate_proj), layout.offs)) * mm_(rows, weight_t(w.up_proj), layout.offs);
   at::Tensor y = mm_(h, weight_t(w.down_proj), layout.offs);
   return weighted_slot_sum(y.index_select(0, layout.row_of_pair), topk_weight, x.scalar_type());

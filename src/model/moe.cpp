@@ -11,15 +11,14 @@ MoeBlockImpl::MoeBlockImpl(const ModelConfig& c) : dispatch_(default_dispatch())
   } else {
     shared_gate = register_module("gate", Router(c));
   }
-  experts = register_module("experts", RoutedExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, c.initializer_range));
+  experts = register_module(
+      "experts", RoutedExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, c.initializer_range));
   if (c.n_shared_experts > 0)
-    shared_experts = register_module("shared_experts",
-                                     SwiGluMlp(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts));
+    shared_experts =
+        register_module("shared_experts", SwiGluMlp(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts));
 }
 
-Router MoeBlockImpl::router(int64_t iteration) const {
-  return gates ? gates->ptr<RouterImpl>(iteration) : shared_gate;
-}
+Router MoeBlockImpl::router(int64_t iteration) const { return gates ? gates->ptr<RouterImpl>(iteration) : shared_gate; }
 
 MoeOutput MoeBlockImpl::forward(const torch::Tensor& x, int64_t iteration) {
   Routing routing = router(iteration)->forward(x);

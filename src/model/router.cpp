@@ -47,10 +47,8 @@ Routing RouterImpl::forward(const torch::Tensor& x) {
     at::Tensor masked = scores.masked_fill(score_mask.logical_not(), 0.0);
     std::tie(r.topk_weight, r.topk_idx) = masked.topk(top_k_, -1, true, false);
   }
-  if (top_k_ > 1 && norm_topk_prob_)
-    r.topk_weight = r.topk_weight / (r.topk_weight.sum(-1, true) + 1e-20);
-  else
-    r.topk_weight = r.topk_weight * scaling_;
+  if (top_k_ > 1 && norm_topk_prob_) r.topk_weight = r.topk_weight / (r.topk_weight.sum(-1, true) + 1e-20);
+  else r.topk_weight = r.topk_weight * scaling_;
 
   if (is_training() && alpha_ > 0.0) {
     const auto opts = scores.options();

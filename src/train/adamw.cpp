@@ -21,11 +21,11 @@ std::vector<NamedParameter> optimizer_parameters(const CausalLMImpl& model, Deca
   return out;
 }
 
-AdamW::AdamW(std::vector<NamedParameter> params, AdamWOptions options)
-    : params_(std::move(params)), options_(options) {
+AdamW::AdamW(std::vector<NamedParameter> params, AdamWOptions options) : params_(std::move(params)), options_(options) {
   for (const auto& p : params_) {
     if (p.param.scalar_type() != at::kFloat)
-      fail("AdamW: parameter '{}' is {}, expected float32 master weights", p.name, c10::toString(p.param.scalar_type()));
+      fail("AdamW: parameter '{}' is {}, expected float32 master weights", p.name,
+           c10::toString(p.param.scalar_type()));
     exp_avg_.push_back(at::zeros_like(p.param, at::MemoryFormat::Contiguous));
     exp_avg_sq_.push_back(at::zeros_like(p.param, at::MemoryFormat::Contiguous));
     steps_.push_back(0);
@@ -57,7 +57,8 @@ std::string AdamW::first_non_finite() const {
   std::vector<at::Tensor> flags;
   flags.reserve(3 * params_.size());
   for (size_t i = 0; i < params_.size(); ++i)
-    for (const at::Tensor* t : {&params_[i].param, &exp_avg_[i], &exp_avg_sq_[i]}) flags.push_back(at::isfinite(*t).all());
+    for (const at::Tensor* t : {&params_[i].param, &exp_avg_[i], &exp_avg_sq_[i]})
+      flags.push_back(at::isfinite(*t).all());
   if (flags.empty()) return "";
   const at::Tensor ok = at::stack(flags).to(at::kCPU);  // one host sync
   const bool* v = ok.data_ptr<bool>();

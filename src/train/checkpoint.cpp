@@ -92,7 +92,8 @@ void sync_path(const fs::path& path) {
 }
 
 at::Generator cuda_generator(int device) {
-  return at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
+  return at::globalContext().defaultGenerator(
+      c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
 }
 
 template <typename T>
@@ -119,8 +120,11 @@ nlohmann::ordered_json TrainState::to_json() const {
   j["val_step"] = opt(val_step);
   j["scheduler"] = scheduler;
   j["loader"] = loader;
-  j["files"] = {{"model", "model.safetensors"}, {"model_config", "config.json"}, {"optimizer", kOptimizer},
-                {"rng", kRng}, {"config", kConfig}};
+  j["files"] = {{"model", "model.safetensors"},
+                {"model_config", "config.json"},
+                {"optimizer", kOptimizer},
+                {"rng", kRng},
+                {"config", kConfig}};
   j["checksums"] = checksums;
   j["torch_version"] = TORCH_VERSION;
   return j;
@@ -222,10 +226,11 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
     write_file_atomic(tmp / kMarker, "coe-train checkpoint\n");
     save_hf_checkpoint(model, tmp.string(), at::kFloat);
     save_safetensors((tmp / kOptimizer).string(), optimizer_state,
-                         {{"format", "coe-adamw"}, {"beta1", fmt::format("{}", optimizer.options().beta1)},
-                          {"beta2", fmt::format("{}", optimizer.options().beta2)},
-                          {"eps", fmt::format("{}", optimizer.options().eps)},
-                          {"weight_decay", fmt::format("{}", optimizer.options().weight_decay)}});
+                     {{"format", "coe-adamw"},
+                      {"beta1", fmt::format("{}", optimizer.options().beta1)},
+                      {"beta2", fmt::format("{}", optimizer.options().beta2)},
+                      {"eps", fmt::format("{}", optimizer.options().eps)},
+                      {"weight_decay", fmt::format("{}", optimizer.options().weight_decay)}});
     std::map<std::string, at::Tensor> rng;
     {
       at::Generator cpu = at::detail::getDefaultCPUGenerator();

@@ -48,7 +48,9 @@ c10::Device resolve_device(const std::string& spec, const std::string& what) {
 #endif
 }
 
-int64_t proc_status_kib(const std::string& key) { return std::max<int64_t>(0, proc_field_kib("/proc/self/status", key)); }
+int64_t proc_status_kib(const std::string& key) {
+  return std::max<int64_t>(0, proc_field_kib("/proc/self/status", key));
+}
 
 int64_t host_memory_available() {
   const int64_t kib = proc_field_kib("/proc/meminfo", "MemAvailable");

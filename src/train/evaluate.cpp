@@ -180,7 +180,8 @@ nlohmann::json EvalReport::to_json(bool with_coactivation) const {
   j["rows"] = rows;
   if (!per_type.empty()) {
     nlohmann::json types = nlohmann::json::object();
-    for (const auto& [name, t] : per_type) types[name.empty() ? "(none)" : name] = {{"loss", t.loss}, {"tokens", t.tokens}};
+    for (const auto& [name, t] : per_type)
+      types[name.empty() ? "(none)" : name] = {{"loss", t.loss}, {"tokens", t.tokens}};
     j["per_type"] = types;
   }
   nlohmann::json r = nlohmann::json::array();

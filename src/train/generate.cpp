@@ -60,12 +60,13 @@ int64_t choose_token(const float* logits, int64_t vocab, const SamplingOptions& 
   if (sampling.top_p < 1.0) {
     // The smallest prefix whose probability reaches top_p (always at least one token).
     keep = static_cast<size_t>(std::lower_bound(cumulative.begin(), cumulative.end(), sampling.top_p * total) -
-                               cumulative.begin()) + 1;
+                               cumulative.begin()) +
+           1;
     keep = std::min(keep, order.size());
   }
   const double target = uniform * cumulative[keep - 1];
-  const size_t pick = static_cast<size_t>(std::upper_bound(cumulative.begin(), cumulative.begin() + keep, target) -
-                                          cumulative.begin());
+  const size_t pick =
+      static_cast<size_t>(std::upper_bound(cumulative.begin(), cumulative.begin() + keep, target) - cumulative.begin());
   return order[std::min(pick, keep - 1)];
 }
 
@@ -148,7 +149,8 @@ std::vector<Generation> generate(CausalLMImpl& model, const Tokenizer& tokenizer
   }
   std::vector<SplitMix64> rngs;
   for (int64_t r = 0; r < rows; ++r)
-    rngs.emplace_back(mix_seed(sampling.seed, streams.empty() ? static_cast<uint64_t>(r) : streams[static_cast<size_t>(r)]));
+    rngs.emplace_back(
+        mix_seed(sampling.seed, streams.empty() ? static_cast<uint64_t>(r) : streams[static_cast<size_t>(r)]));
   auto uniform = [&](int64_t r) { return static_cast<double>(rngs[static_cast<size_t>(r)].next() >> 11) * 0x1.0p-53; };
 
   GenerateStats local;
@@ -156,8 +158,9 @@ std::vector<Generation> generate(CausalLMImpl& model, const Tokenizer& tokenizer
   KvCache cache(config, rows, longest + slots_after_prompt, weight.options());
   cache.mode = options.prefill_mode;
   at::Tensor logits =
-      model.forward_cached(at::tensor(flat, at::TensorOptions().dtype(at::kLong)).view({rows, longest}).to(device),
-                           cache, padding)
+      model
+          .forward_cached(at::tensor(flat, at::TensorOptions().dtype(at::kLong)).view({rows, longest}).to(device),
+                          cache, padding)
           .to(at::kCPU, at::kFloat)
           .contiguous();
   local.prompt_tokens = std::accumulate(prompts.begin(), prompts.end(), int64_t{0},
@@ -226,8 +229,9 @@ std::vector<Generation> generate(CausalLMImpl& model, const Tokenizer& tokenizer
       active = std::move(still);
     }
     const int64_t n = static_cast<int64_t>(active.size());
-    logits = model.forward_cached(at::tensor(next_tokens, at::TensorOptions().dtype(at::kLong)).view({n, 1}).to(device),
-                                  cache)
+    logits = model
+                 .forward_cached(at::tensor(next_tokens, at::TensorOptions().dtype(at::kLong)).view({n, 1}).to(device),
+                                 cache)
                  .to(at::kCPU, at::kFloat)
                  .contiguous();
     local.decode_tokens += n;

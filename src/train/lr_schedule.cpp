@@ -26,7 +26,10 @@ double LrSchedule::at(int64_t step) const {
 }
 
 nlohmann::json LrSchedule::to_json() const {
-  return {{"kind", to_string(kind)}, {"lr", lr}, {"min_lr", min_lr}, {"warmup_steps", warmup_steps},
+  return {{"kind", to_string(kind)},
+          {"lr", lr},
+          {"min_lr", min_lr},
+          {"warmup_steps", warmup_steps},
           {"total_steps", total_steps}};
 }
 

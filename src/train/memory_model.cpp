@@ -27,7 +27,7 @@ ParamCounts count_parameters(const ModelConfig& c) {
     // MLA
     p.attention += c.attention_q_weights() + c.attention_kv_weights() + c.attention_o_weights();
     if (c.q_lora_rank) p.norms += *c.q_lora_rank;  // q_a_layernorm
-    p.norms += c.kv_lora_rank + 2 * H;  // kv_a_layernorm, input_layernorm, post_attention_layernorm
+    p.norms += c.kv_lora_rank + 2 * H;             // kv_a_layernorm, input_layernorm, post_attention_layernorm
     if (c.is_moe_layer(l)) {
       const int64_t E = c.n_routed_experts, I = c.moe_intermediate_size;
       const int64_t expert = 3 * H * I;
@@ -146,20 +146,16 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
   // ---- MLA ----
   add("input_layernorm: normalized x (f32) + rsqrt", kF32 * T * H + kF32 * T, "f*T*H + f*T", kF32 * T * H);
   norm_square(H, "f*T*H");
-  if (ac)
-    add("q/kv_a inputs: two bf16 casts of the norm output", 2 * 2 * T * H, "2 * 2*T*H", 2 * T * H);
-  else
-    add("q/kv_a input: norm output", kF32 * T * H, "f*T*H");
+  if (ac) add("q/kv_a inputs: two bf16 casts of the norm output", 2 * 2 * T * H, "2 * 2*T*H", 2 * T * H);
+  else add("q/kv_a input: norm output", kF32 * T * H, "f*T*H");
   if (d.rq > 0) {
     add("q_a_layernorm: input (f32), normalized, rsqrt", kF32 * T * d.rq + cb * T * d.rq + kF32 * T,
         "f*T*rq + c*T*rq + f*T", kF32 * T * d.rq);
     norm_square(d.rq, "f*T*rq");
     add("q_b_proj input", (ac ? 2 : 4) * T * d.rq, ac ? "2*T*rq" : "f*T*rq");
   }
-  if (ac)
-    add("kv_a_layernorm input: f32 copy of the latent", kF32 * T * d.r, "f*T*r");
-  else
-    add("kv_a_layernorm input: view of kv_a output [T, r+rope]", kF32 * T * (d.r + d.rope), "f*T*(r+rope)");
+  if (ac) add("kv_a_layernorm input: f32 copy of the latent", kF32 * T * d.r, "f*T*r");
+  else add("kv_a_layernorm input: view of kv_a output [T, r+rope]", kF32 * T * (d.r + d.rope), "f*T*(r+rope)");
   add("kv_a_layernorm: normalized + rsqrt", cb * T * d.r + kF32 * T, "c*T*r + f*T", cb * T * d.r);
   norm_square(d.r, "f*T*r");
   add("kv_b_proj input", (ac ? 2 : 4) * T * d.r, ac ? "2*T*r" : "f*T*r");
@@ -167,22 +163,20 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
   add("attention: query and key (after rope)", 2 * qk, "2 * c*B*h*S*dq", qk);
   const int64_t value = cb * d.B * d.heads * d.S * d.dv;
   if (o.fused_attention) {
-    add("fused attention: value, output, logsumexp", 2 * value + kF32 * d.B * d.heads * d.S,
-        "2 * c*B*h*S*dv + f*B*h*S", value);
+    add("fused attention: value, output, logsumexp", 2 * value + kF32 * d.B * d.heads * d.S, "2 * c*B*h*S*dv + f*B*h*S",
+        value);
   } else {
     const int64_t probs = kF32 * d.B * d.heads * d.S * d.S;
     add("attention: softmax probabilities (f32)", probs, "f*B*h*S^2");
     if (ac) add("attention: bf16 copy of the probabilities", 2 * d.B * d.heads * d.S * d.S, "2*B*h*S^2");
     if (d.B == 1)
-      add("attention: value (a view keeping kv_b output alive)", cb * T * d.heads * (d.nope + d.dv),
-          "c*T*h*(nope+dv)");
-    else
-      add("attention: value (contiguous copy)", value, "c*B*h*S*dv");
+      add("attention: value (a view keeping kv_b output alive)", cb * T * d.heads * (d.nope + d.dv), "c*T*h*(nope+dv)");
+    else add("attention: value (contiguous copy)", value, "c*B*h*S*dv");
     add("attention: causal mask (bool)", d.S * d.S, "S^2");
   }
   add("o_proj input", cb * T * d.heads * d.dv, "c*T*h*dv");
-  add("post_attention_layernorm: input (residual) + normalized + rsqrt", 2 * kF32 * T * H + kF32 * T,
-      "2*f*T*H + f*T", kF32 * T * H);
+  add("post_attention_layernorm: input (residual) + normalized + rsqrt", 2 * kF32 * T * H + kF32 * T, "2*f*T*H + f*T",
+      kF32 * T * H);
   norm_square(H, "f*T*H");
   if (ac) {
     // Rope tables cast to bf16 per apply_rotary call (query and key), saved by the multiply.
@@ -198,20 +192,22 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
       if (ac)
         add(it + "router/shared inputs: bf16 casts of x(t-1)", (shared ? 3 : 1) * 2 * T * H,
             shared ? "3 * 2*T*H" : "2*T*H", 2 * T * H);
-      else
-        add(it + "x(t-1) (router and shared-expert input)", kF32 * T * H, "f*T*H");
+      else add(it + "x(t-1) (router and shared-expert input)", kF32 * T * H, "f*T*H");
       int64_t router = kF32 * T * d.E + kI64 * T * d.K;
       std::string rf = "f*T*E + i*T*K";
       if (c.norm_topk_prob && d.K > 1) router += kF32 * T * d.K + kF32 * T, rf += " + f*T*K + f*T";
       if (c.topk_method == "group_limited_greedy") router += T * d.E, rf += " + T*E";
-      if (c.aux_loss_alpha > 0) router += c.seq_aux ? kF32 * d.B * d.E : kF32 * d.E, rf += c.seq_aux ? " + f*B*E" : " + f*E";
+      if (c.aux_loss_alpha > 0)
+        router += c.seq_aux ? kF32 * d.B * d.E : kF32 * d.E, rf += c.seq_aux ? " + f*B*E" : " + f*E";
       add(it + "router: softmax scores, top-k indices, aux", router, rf, kF32 * T * d.E);
       if (o.grouped_dispatch) {
         // M = R + E*8 rows: every expert's group padded to a multiple of 8 (at least 8).
         const int64_t M = R + d.E * 8, c = ac ? 2 : kF32;
         const std::string cf = ac ? "2" : "f";
-        add(it + "grouped dispatch: gathered rows [M, H] (one tensor for gate and up)", c * M * H, cf + "*M*H", c * M * H);
-        add(it + "grouped dispatch: gate, silu, up, product [M, I]", 4 * c * M * d.I, "4 * " + cf + "*M*I", c * M * d.I);
+        add(it + "grouped dispatch: gathered rows [M, H] (one tensor for gate and up)", c * M * H, cf + "*M*H",
+            c * M * H);
+        add(it + "grouped dispatch: gate, silu, up, product [M, I]", 4 * c * M * d.I, "4 * " + cf + "*M*I",
+            c * M * d.I);
         add(it + "grouped dispatch: f32 expert outputs of the K slots [R, H]", kF32 * R * H, "f*R*H");
         add(it + "grouped dispatch: slot weights, row and token indices", kF32 * R + kI64 * (R + M), "f*R + i*(R+M)",
             kI64 * M);
@@ -237,10 +233,8 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
       if (shared) add(it + "shared experts: gate, silu, up, product", 4 * cb * T * d.Is, "4 * c*T*Is", cb * T * d.Is);
     }
   } else {
-    if (ac)
-      add("dense mlp: bf16 casts of the input (gate, up)", 2 * 2 * T * H, "2 * 2*T*H", 2 * T * H);
-    else
-      add("dense mlp: input", kF32 * T * H, "f*T*H");
+    if (ac) add("dense mlp: bf16 casts of the input (gate, up)", 2 * 2 * T * H, "2 * 2*T*H", 2 * T * H);
+    else add("dense mlp: input", kF32 * T * H, "f*T*H");
     add("dense mlp: gate, silu, up, product", 4 * cb * T * d.Id, "4 * c*T*Id", cb * T * d.Id);
   }
   if (ac) {
@@ -390,10 +384,9 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
     a.phases.push_back({"backward of the loss", a.saved_bytes + loss_backward, "saved + loss backward working set"});
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const int64_t held = embed_saved + kF32 * d.T * d.H * (l + 1);
-      a.phases.push_back({fmt::format("backward of layer {} (recomputed)", l),
-                          held + recompute[l].saved + recompute[l].working_set,
-                          "layer inputs up to this layer + its recomputed saved tensors + " +
-                              recompute[l].working_formula});
+      a.phases.push_back(
+          {fmt::format("backward of layer {} (recomputed)", l), held + recompute[l].saved + recompute[l].working_set,
+           "layer inputs up to this layer + its recomputed saved tensors + " + recompute[l].working_formula});
     }
     a.phases.push_back({"optimizer step", optimizer, "2 * f * largest parameter"});
     finish(a);
@@ -418,11 +411,16 @@ struct Line {
 };
 
 std::vector<Line> param_lines(const ParamCounts& p) {
-  return {{"embeddings", p.embeddings, false},         {"attention (MLA projections)", p.attention, false},
-          {"routed experts", p.routed_experts, false}, {"shared experts", p.shared_experts, false},
-          {"gates (routers)", p.gates, false},         {"norms", p.norms, false},
-          {"lm_head", p.lm_head, false},               {"dense MLPs", p.dense_mlps, false},
-          {"total", p.total(), false},                 {"active per token (upper bound)", p.active_per_token, false}};
+  return {{"embeddings", p.embeddings, false},
+          {"attention (MLA projections)", p.attention, false},
+          {"routed experts", p.routed_experts, false},
+          {"shared experts", p.shared_experts, false},
+          {"gates (routers)", p.gates, false},
+          {"norms", p.norms, false},
+          {"lm_head", p.lm_head, false},
+          {"dense MLPs", p.dense_mlps, false},
+          {"total", p.total(), false},
+          {"active per token (upper bound)", p.active_per_token, false}};
 }
 
 std::vector<Line> memory_lines(const MemoryEstimate& m) {
@@ -451,10 +449,11 @@ std::string format_memory_report(const MemoryEstimate& m, const std::string& tit
   const ModelConfig& c = m.config;
   std::string out;
   out += fmt::format("== {} ==\n", title);
-  out += fmt::format("model: {} layers, hidden {}, vocab {}, {} routed + {} shared experts of width {}, top-{}, C={}{}\n",
-                     c.num_hidden_layers, c.hidden_size, c.vocab_size, c.n_routed_experts, c.n_shared_experts,
-                     c.moe_intermediate_size, c.num_experts_per_tok, c.inner_iter,
-                     c.inner_iter > 1 ? (c.use_igate ? " (one router per iteration)" : " (one shared router)") : "");
+  out +=
+      fmt::format("model: {} layers, hidden {}, vocab {}, {} routed + {} shared experts of width {}, top-{}, C={}{}\n",
+                  c.num_hidden_layers, c.hidden_size, c.vocab_size, c.n_routed_experts, c.n_shared_experts,
+                  c.moe_intermediate_size, c.num_experts_per_tok, c.inner_iter,
+                  c.inner_iter > 1 ? (c.use_igate ? " (one router per iteration)" : " (one shared router)") : "");
   out += "\nparameters                              count       float32 bytes\n";
   for (const auto& l : param_lines(m.params))
     out += fmt::format("  {:<34} {:>15}   {:>11}\n", l.name, group_digits(l.value), format_bytes(4 * l.value));
@@ -478,8 +477,8 @@ std::string format_memory_report(const MemoryEstimate& m, const std::string& tit
                      format_bytes(m.states_bytes + other.peak_bytes), format_bytes(other.peak_bytes),
                      format_bytes(other.saved_bytes));
 
-  out += "\nactivation peak candidates (" + std::string(m.options.checkpointing ? "checkpointing" : "no checkpointing") +
-         ")\n";
+  out += "\nactivation peak candidates (" +
+         std::string(m.options.checkpointing ? "checkpointing" : "no checkpointing") + ")\n";
   for (const auto& p : a.phases) out += fmt::format("  {:<44} {:>11}   {}\n", p.name, format_bytes(p.bytes), p.formula);
   out += "\nsaved for backward without checkpointing, per part\n";
   for (const auto& p : m.saved_by_part) out += fmt::format("  {:<58} {:>11}\n", p.name, format_bytes(p.bytes));
@@ -536,7 +535,8 @@ std::string format_memory_comparison(const MemoryEstimate& a, const std::string&
   out += fmt::format("  activation peak difference: {} (A: {} at {}; B: {} at {})\n", format_bytes(da),
                      format_bytes(a.activations().peak_bytes), a.activations().peak_phase,
                      format_bytes(b.activations().peak_bytes), b.activations().peak_phase);
-  const int64_t ra = a.config.num_experts_per_tok * a.config.inner_iter, rb = b.config.num_experts_per_tok * b.config.inner_iter;
+  const int64_t ra = a.config.num_experts_per_tok * a.config.inner_iter,
+                rb = b.config.num_experts_per_tok * b.config.inner_iter;
   out += fmt::format("  routed rows per token over a layer's iterations: A {} (C={} x K={}), B {} (C={} x K={})\n", ra,
                      a.config.inner_iter, a.config.num_experts_per_tok, rb, b.config.inner_iter,
                      b.config.num_experts_per_tok);
@@ -548,10 +548,14 @@ nlohmann::json memory_to_json(const MemoryEstimate& m) {
   const ParamCounts& p = m.params;
   j["params_total"] = p.total();
   j["params_active_per_token"] = p.active_per_token;
-  j["params"] = {{"embeddings", p.embeddings},         {"attention", p.attention},
-                 {"routed_experts", p.routed_experts}, {"shared_experts", p.shared_experts},
-                 {"gates", p.gates},                   {"norms", p.norms},
-                 {"lm_head", p.lm_head},               {"dense_mlps", p.dense_mlps}};
+  j["params"] = {{"embeddings", p.embeddings},
+                 {"attention", p.attention},
+                 {"routed_experts", p.routed_experts},
+                 {"shared_experts", p.shared_experts},
+                 {"gates", p.gates},
+                 {"norms", p.norms},
+                 {"lm_head", p.lm_head},
+                 {"dense_mlps", p.dense_mlps}};
   j["expert_calls_per_token"] = p.expert_calls_per_token;
   j["training_flops_per_token"] = training_flops_per_token(m.config, m.options.seq_len).total();
   j["options"] = {{"micro_batch", m.options.micro_batch},

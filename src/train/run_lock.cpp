@@ -57,8 +57,7 @@ RunDirLock::RunDirLock(const std::string& dir) : path_((fs::path(dir) / ".coe-lo
     ::close(fd_);
     fd_ = -1;
     if (err == EWOULDBLOCK)
-      fail("{} is in use by another coe-train ({}); wait for it to end or choose another trainer.out_dir", dir,
-           holder);
+      fail("{} is in use by another coe-train ({}); wait for it to end or choose another trainer.out_dir", dir, holder);
     fail("{}: cannot lock: {}", path_, std::strerror(err));
   }
   const std::string me = fmt::format("pid {} on host {} since {}\n", ::getpid(), host_name(), utc_now());

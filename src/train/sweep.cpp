@@ -10,8 +10,8 @@
 #include "coe/util/subprocess.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
@@ -56,9 +56,10 @@ std::string resolve_path(const ConfigReader& r, const std::string& key, const st
   const fs::path beside = fs::path(r.file()).parent_path() / path;
   if (fs::exists(beside)) return beside.lexically_normal().string();
   if (fs::exists(path)) return path.string();
-  r.fail_key(key, fmt::format("'{}' not found (relative to {} or to the working directory)", p,
-                              fs::path(r.file()).parent_path().string().empty() ? std::string(".")
-                                                                               : fs::path(r.file()).parent_path().string()));
+  r.fail_key(
+      key, fmt::format("'{}' not found (relative to {} or to the working directory)", p,
+                       fs::path(r.file()).parent_path().string().empty() ? std::string(".")
+                                                                         : fs::path(r.file()).parent_path().string()));
 }
 
 std::string emit_value(const YAML::Node& value) {
@@ -78,10 +79,8 @@ void flatten(const ConfigReader& r, const std::string& what, const YAML::Node& n
   if (depth > kMaxOverrideDepth) r.fail_key(what, fmt::format("nested deeper than {} levels", kMaxOverrideDepth));
   for (const auto& kv : node) {
     const std::string key = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
-    if (kv.second.IsMap() && kv.second.size() > 0)
-      flatten(r, what, kv.second, key, depth + 1, out);
-    else
-      out->push_back(key + "=" + emit_value(kv.second));
+    if (kv.second.IsMap() && kv.second.size() > 0) flatten(r, what, kv.second, key, depth + 1, out);
+    else out->push_back(key + "=" + emit_value(kv.second));
     if (out->size() > kMaxOverrides) r.fail_key(what, fmt::format("more than {} overrides", kMaxOverrides));
   }
 }
@@ -135,7 +134,6 @@ std::string csv_field(const std::string& s) {
 std::string fmt_loss(const std::optional<double>& v) { return v ? fmt::format("{:.4f}", *v) : std::string("-"); }
 
 std::string fmt_millions(int64_t v) { return fmt::format("{:.2f}M", double(v) / 1e6); }
-
 
 std::string pct(double value, double base) {
   if (!(base > 0)) return "-";
@@ -219,7 +217,8 @@ SweepSpec load_sweep(const std::string& path) {
     spec.variants.push_back(std::move(var));
   }
   spec.baseline = r.get<std::string>("baseline", spec.variants.front().name);
-  if (!names.count(spec.baseline)) r.fail_key("baseline", fmt::format("'{}' is not one of the variants", spec.baseline));
+  if (!names.count(spec.baseline))
+    r.fail_key("baseline", fmt::format("'{}' is not one of the variants", spec.baseline));
   r.finish();
   return spec;
 }
@@ -453,8 +452,8 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
     }
     const bool measured = base && base->measured_peak_bytes;
     {
-      std::string bars = fmt::format(
-          "# variant params% active% memory_estimate% memory_measured% (relative to {})\n", spec.baseline);
+      std::string bars =
+          fmt::format("# variant params% active% memory_estimate% memory_measured% (relative to {})\n", spec.baseline);
       for (const auto& r : results) {
         auto rel = [&](double v, double b) { return b > 0 ? fmt::format("{:.3f}", 100.0 * v / b) : std::string("?"); };
         bars += fmt::format(
@@ -473,11 +472,11 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
     int rc = 0;
     try {
       write_file_atomic(log, "");
-      rc = run_gnuplot(plot_script,
-                       {data.string(), (abs_out / (png_names[0] + tmp)).string(),
-                        (abs_out / (png_names[1] + tmp)).string(), names, spec.baseline, spec.name,
-                        measured ? "1" : "0"},
-                       log);
+      rc = run_gnuplot(
+          plot_script,
+          {data.string(), (abs_out / (png_names[0] + tmp)).string(), (abs_out / (png_names[1] + tmp)).string(), names,
+           spec.baseline, spec.name, measured ? "1" : "0"},
+          log);
     } catch (const Error& e) {
       plot_note = e.what();
       rc = -1;
@@ -520,7 +519,8 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
     for (const auto& r : results) {
       std::string dv = "-";
       if (r.best_val_loss && base->best_val_loss) dv = fmt::format("{:+.4f}", *r.best_val_loss - *base->best_val_loss);
-      md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.name, pct(double(r.params_total), double(base->params_total)),
+      md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.name,
+                        pct(double(r.params_total), double(base->params_total)),
                         pct(double(r.params_active), double(base->params_active)),
                         pct(double(r.estimate_bytes), double(base->estimate_bytes)),
                         r.measured_peak_bytes && base->measured_peak_bytes

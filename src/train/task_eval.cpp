@@ -24,7 +24,8 @@ std::vector<SourceRecord> read_source_records(const std::string& data, const std
   if (!fs::is_directory(data)) {
     if (!fs::exists(data)) fail("--data {}: no such file or prepared dataset", data);
     const RecordFile file(data);
-    for (int64_t i = 0; i < count(file.size()); ++i) out.push_back({file.parse(i), fmt::format("{}:{}", data, file.line(i))});
+    for (int64_t i = 0; i < count(file.size()); ++i)
+      out.push_back({file.parse(i), fmt::format("{}:{}", data, file.line(i))});
     return out;
   }
   std::shared_ptr<const PreparedSplit> s;
@@ -122,7 +123,9 @@ std::string MathTaskPrompter::next_text_prefix() const {
 }
 
 nlohmann::ordered_json TaskSample::to_json() const {
-  auto opt = [](const std::optional<std::string>& v) { return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(); };
+  auto opt = [](const std::optional<std::string>& v) {
+    return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json();
+  };
   return {{"where", where},
           {"prompt", prompt},
           {"generation", generation},
@@ -178,8 +181,9 @@ std::vector<TaskSample> run_math_task(CausalLMImpl& model, const Tokenizer& toke
     ids[i] = tokenizer.encode(s.prompt);
     s.prompt_tokens = static_cast<int64_t>(ids[i].size());
     if (s.prompt_tokens >= max_pos)
-      fail("{}: the prompt has {} tokens{}, no room for an answer under the model's max_position_embeddings {}", s.where,
-           s.prompt_tokens, prompter.shots() ? fmt::format(" with {} exemplars", prompter.shots()) : "", max_pos);
+      fail("{}: the prompt has {} tokens{}, no room for an answer under the model's max_position_embeddings {}",
+           s.where, s.prompt_tokens, prompter.shots() ? fmt::format(" with {} exemplars", prompter.shots()) : "",
+           max_pos);
   }
   // Similar lengths share a batch: less padding to prefill.
   std::vector<size_t> order(n);

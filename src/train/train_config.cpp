@@ -43,8 +43,8 @@ std::string resolve_from(const ConfigReader& model, const std::string& from) {
   if (p.is_absolute() || fs::exists(p)) return p.string();
   fs::path beside = fs::path(model.file()).parent_path() / p;
   if (fs::exists(beside)) return beside.string();
-  model.fail_key("from", fmt::format("model config '{}' not found (relative to the working directory or to {})",
-                                     from, model.file()));
+  model.fail_key("from", fmt::format("model config '{}' not found (relative to the working directory or to {})", from,
+                                     model.file()));
 }
 
 ModelConfig parse_model_section(ConfigReader& model, TrainConfig* out) {
@@ -89,8 +89,7 @@ OptimConfig parse_optim(ConfigReader& r) {
   if (!(o.eps > 0)) r.fail_key("eps", fmt::format("must be > 0, got {}", o.eps));
   o.warmup_ratio = r.optional<double>("warmup_ratio");
   o.warmup_steps = r.optional<int64_t>("warmup_steps");
-  if (o.warmup_ratio && o.warmup_steps)
-    r.fail_key("warmup_steps", "set warmup_ratio or warmup_steps, not both");
+  if (o.warmup_ratio && o.warmup_steps) r.fail_key("warmup_steps", "set warmup_ratio or warmup_steps, not both");
   if (o.warmup_ratio && !(*o.warmup_ratio >= 0.0 && *o.warmup_ratio <= 1.0))
     r.fail_key("warmup_ratio", fmt::format("must be in [0, 1], got {}", *o.warmup_ratio));
   if (o.warmup_steps && *o.warmup_steps < 0)
@@ -104,7 +103,8 @@ OptimConfig parse_optim(ConfigReader& r) {
   if (!(o.min_lr >= 0 && o.min_lr <= o.lr))
     r.fail_key("min_lr", fmt::format("must be in [0, lr={}], got {}", o.lr, o.min_lr));
   o.clip_grad = r.get("clip_grad", o.clip_grad);
-  if (!(o.clip_grad >= 0)) r.fail_key("clip_grad", fmt::format("must be >= 0 (0 disables clipping), got {}", o.clip_grad));
+  if (!(o.clip_grad >= 0))
+    r.fail_key("clip_grad", fmt::format("must be >= 0 (0 disables clipping), got {}", o.clip_grad));
   const std::string decay = r.get<std::string>("decay", "all");
   if (decay == "all") o.decay = DecayMode::kAll;
   else if (decay == "no_norms_biases") o.decay = DecayMode::kNoNormsBiases;
@@ -192,7 +192,8 @@ std::set<std::string> keys_read_by(Parse parse, const YAML::Node& defaults, cons
 
 // The unknown key to report instead of a value error: a typo ("micro_bach") leaves a default in
 // place that a later check may trip over, and the typo is the mistake to name.
-void throw_first_unknown_key(const YAML::Node& root, const std::string& file, std::shared_ptr<const KeyOrigins> origins) {
+void throw_first_unknown_key(const YAML::Node& root, const std::string& file,
+                             std::shared_ptr<const KeyOrigins> origins) {
   TrainConfig defaults;
   YAML::Node model_defaults;
   model_config_to_yaml(defaults.model, model_defaults);
@@ -229,7 +230,8 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::ve
   const std::string base_path = base.lexically_normal().string();
   if (!fs::exists(base_path)) fail("{}:{}: base: {} not found (relative to this file)", path, line, base_path);
   for (const auto& seen : chain)
-    if (fs::equivalent(seen, base_path)) fail("{}:{}: base: {} is already in the chain (a cycle)", path, line, base_path);
+    if (fs::equivalent(seen, base_path))
+      fail("{}:{}: base: {} is already in the chain (a cycle)", path, line, base_path);
   chain.push_back(base_path);
   KeyOrigins base_origins;
   YAML::Node merged = load_with_bases(base_path, base_origins, chain);  // not cloned: keep the lines
@@ -245,22 +247,21 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::ve
   };
   for (const auto& kv : merged) note(kv.second, kv.first.as<std::string>());
 
-  std::function<void(YAML::Node, const YAML::Node&, const std::string&)> overlay = [&](YAML::Node into,
-                                                                                      const YAML::Node& from,
-                                                                                      const std::string& prefix) {
-    for (const auto& kv : from) {
-      const std::string key = kv.first.as<std::string>();
-      if (prefix.empty() && key == "base") continue;
-      const std::string dotted = prefix.empty() ? key : prefix + "." + key;
-      if (kv.second.IsMap() && into[key] && into[key].IsMap()) {
-        overlay(into[key], kv.second, dotted);
-        continue;
-      }
-      into[key] = kv.second;
-      for (auto it = origins.begin(); it != origins.end();)
-        it = it->first == dotted || it->first.rfind(dotted + ".", 0) == 0 ? origins.erase(it) : std::next(it);
-    }
-  };
+  std::function<void(YAML::Node, const YAML::Node&, const std::string&)> overlay =
+      [&](YAML::Node into, const YAML::Node& from, const std::string& prefix) {
+        for (const auto& kv : from) {
+          const std::string key = kv.first.as<std::string>();
+          if (prefix.empty() && key == "base") continue;
+          const std::string dotted = prefix.empty() ? key : prefix + "." + key;
+          if (kv.second.IsMap() && into[key] && into[key].IsMap()) {
+            overlay(into[key], kv.second, dotted);
+            continue;
+          }
+          into[key] = kv.second;
+          for (auto it = origins.begin(); it != origins.end();)
+            it = it->first == dotted || it->first.rfind(dotted + ".", 0) == 0 ? origins.erase(it) : std::next(it);
+        }
+      };
   overlay(merged, doc, "");
   return merged;
 }
@@ -296,8 +297,8 @@ TrainConfig parse_with_origins(const YAML::Node& root, const std::string& file,
 
   if (c.optim.resolved_warmup_steps(c.trainer.total_steps) > c.trainer.total_steps) {
     ConfigReader optim = top.section("optim");
-    optim.fail_key("warmup_steps", fmt::format("{} exceeds trainer.total_steps {}", *c.optim.warmup_steps,
-                                               c.trainer.total_steps));
+    optim.fail_key("warmup_steps",
+                   fmt::format("{} exceeds trainer.total_steps {}", *c.optim.warmup_steps, c.trainer.total_steps));
   }
   if (c.data.max_length > c.model.max_position_embeddings) {
     ConfigReader data = top.section("data");

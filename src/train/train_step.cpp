@@ -24,13 +24,13 @@ TokenBatch slice_rows(const TokenBatch& batch, int64_t first, int64_t count) {
   TokenBatch out;
   out.batch_size = count;
   out.seq_len = batch.seq_len;
-  const auto begin = static_cast<size_t>(first * batch.seq_len), end = static_cast<size_t>((first + count) * batch.seq_len);
+  const auto begin = static_cast<size_t>(first * batch.seq_len),
+             end = static_cast<size_t>((first + count) * batch.seq_len);
   out.input_ids.assign(batch.input_ids.begin() + begin, batch.input_ids.begin() + end);
   out.labels.assign(batch.labels.begin() + begin, batch.labels.begin() + end);
   if (!batch.record_index.empty())
     out.record_index.assign(batch.record_index.begin() + first, batch.record_index.begin() + first + count);
-  if (!batch.lengths.empty())
-    out.lengths.assign(batch.lengths.begin() + first, batch.lengths.begin() + first + count);
+  if (!batch.lengths.empty()) out.lengths.assign(batch.lengths.begin() + first, batch.lengths.begin() + first + count);
   return out;
 }
 
@@ -51,7 +51,8 @@ DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device) {
   // a copy from pageable memory would make the host wait for all queued GPU work (once per
   // micro-batch); the pinned block is not reused before the copy is done (caching host allocator).
   const bool cuda = device.is_cuda();
-  at::Tensor host = at::empty({2, batch.batch_size, batch.seq_len}, at::TensorOptions().dtype(at::kLong).pinned_memory(cuda));
+  at::Tensor host =
+      at::empty({2, batch.batch_size, batch.seq_len}, at::TensorOptions().dtype(at::kLong).pinned_memory(cuda));
   int64_t k = 0;
   for (const auto* v : {&batch.input_ids, &batch.labels})
     host[k++].copy_(at::from_blob(const_cast<int32_t*>(v->data()), {batch.batch_size, batch.seq_len}, at::kInt));
@@ -127,7 +128,9 @@ at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_
     grads.push_back(g);
     norms.push_back(at::norm(g, 2).to(at::kFloat));
   }
-  if (norms.empty()) return at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(params.empty() ? at::kCPU : params[0].param.device()));
+  if (norms.empty())
+    return at::zeros(
+        {}, at::TensorOptions().dtype(at::kFloat).device(params.empty() ? at::kCPU : params[0].param.device()));
   at::Tensor total = at::norm(at::stack(norms), 2);
   if (max_norm > 0) {
     at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
@@ -154,8 +157,10 @@ std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedPara
     forward.on_layer = [&](int64_t l, const LayerOutput& out) {
       if (!first.empty()) return;
       if (l < 0 && !finite(out.hidden)) first = "embedding output is non-finite";
-      else if (!finite(out.hidden)) first = fmt::format("decoder layer {} (model.layers.{}) produced non-finite activations", l, l);
-      else if (!finite(out.aux_loss)) first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite aux loss", l, l);
+      else if (!finite(out.hidden))
+        first = fmt::format("decoder layer {} (model.layers.{}) produced non-finite activations", l, l);
+      else if (!finite(out.aux_loss))
+        first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite aux loss", l, l);
     };
     const LmOutput out = model.forward(db.input_ids, {}, forward);
     if (!first.empty()) return fmt::format("{} (micro-batch {})", first, i);

@@ -2,34 +2,34 @@
 
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
-#include "coe/model/flops.h"
-#include "coe/train/memory_model.h"
 #include "coe/dist/rank_device.h"
-#include "coe/train/run_lock.h"
-#include "coe/train/training_model.h"
-#include "coe/train/signals.h"
-#include "coe/train/evaluate.h"
-#include "coe/train/train_step.h"
+#include "coe/model/flops.h"
 #include "coe/train/device.h"
+#include "coe/train/evaluate.h"
+#include "coe/train/memory_model.h"
+#include "coe/train/run_lock.h"
+#include "coe/train/signals.h"
+#include "coe/train/train_step.h"
+#include "coe/train/training_model.h"
 #include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
-#include "coe/util/tensorboard.h"
 #include "coe/util/json_limits.h"
+#include "coe/util/tensorboard.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cmath>
 #include <ctime>
-#include <functional>
-#include <map>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 
 namespace fs = std::filesystem;
 
@@ -48,7 +48,6 @@ const char* to_string(TrainStatus status) {
 int exit_code(TrainStatus status) { return status == TrainStatus::kNonFinite ? 3 : 0; }
 
 namespace {
-
 
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -86,7 +85,9 @@ AppendFile open_log(const fs::path& path, int64_t max_step) {
   return AppendFile(path);
 }
 
-void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) { write_file_atomic(path, j.dump(2) + "\n"); }
+void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) {
+  write_file_atomic(path, j.dump(2) + "\n");
+}
 
 nlohmann::ordered_json optional_json(const std::optional<double>& v) {
   return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
@@ -188,8 +189,7 @@ void Trainer::choose_checkpoint() {
     const auto existing = latest_checkpoint(out_dir_);
     if (options_.resume || tc.resume == "auto") {
       if (existing) resumed_from_ = existing->dir;
-      else if (options_.resume)
-        fail("--resume: no complete checkpoint (step-N/ with state.json) in {}", out_dir_);
+      else if (options_.resume) fail("--resume: no complete checkpoint (step-N/ with state.json) in {}", out_dir_);
     } else if (tc.resume != "never") {
       if (!fs::exists(fs::path(tc.resume) / "state.json"))
         fail("{}: trainer.resume: '{}' is not a complete checkpoint directory (no state.json)", config_.source,
@@ -225,10 +225,13 @@ void Trainer::set_aside_newer_branch(int64_t step) {
   if (moved.empty()) return;
   for (const char* log : {"metrics.jsonl", "val.jsonl"})
     if (fs::exists(fs::path(out_dir_) / log)) fs::copy_file(fs::path(out_dir_) / log, aside / log);
-  if (fs::is_directory(fs::path(out_dir_) / "tb")) fs::copy(fs::path(out_dir_) / "tb", aside / "tb", fs::copy_options::recursive);
-  if (fs::exists(fs::path(out_dir_) / "final.json")) fs::rename(fs::path(out_dir_) / "final.json", aside / "final.json");
-  spdlog::warn("resuming from step {} starts a new branch: {} newer checkpoint(s) and the logs as they were moved to {}",
-               step, moved.size(), aside.string());
+  if (fs::is_directory(fs::path(out_dir_) / "tb"))
+    fs::copy(fs::path(out_dir_) / "tb", aside / "tb", fs::copy_options::recursive);
+  if (fs::exists(fs::path(out_dir_) / "final.json"))
+    fs::rename(fs::path(out_dir_) / "final.json", aside / "final.json");
+  spdlog::warn(
+      "resuming from step {} starts a new branch: {} newer checkpoint(s) and the logs as they were moved to {}", step,
+      moved.size(), aside.string());
 }
 
 // Rank 0 prepares (or reuses) the dataset while the others wait; then the loaders, and the
@@ -266,8 +269,8 @@ void Trainer::prepare_data() {
   config_.model.validate(config_.source);
   // Rank r reads global_batch / W rows of every global batch (rows r, r + W, ... of it).
   const int64_t rank = dist_->rank(), world = dist_->world_size();
-  train_loader_ = std::make_unique<Loader>(
-      train_split, loader_options(config_.data, tc.global_batch / world, tc.seed, rank, world));
+  train_loader_ = std::make_unique<Loader>(train_split,
+                                           loader_options(config_.data, tc.global_batch / world, tc.seed, rank, world));
   if (prepared.val_records > 0) {
     // val_batches counts val_micro_batch-sized batches of the whole evaluation, shared by the ranks.
     const int64_t max_records = tc.val_batches > 0 ? tc.val_batches * tc.val_micro_batch : -1;
@@ -474,8 +477,7 @@ std::optional<TrainStatus> Trainer::stop_reason(const StepStats& step) const {
     if (console_) spdlog::info("stopped after {} steps of this run (step {})", run_steps_, state_.step);
     return TrainStatus::kStopped;
   }
-  const bool signalled =
-      dist_->distributed() ? step.stop_requested : signals_ && StopSignalGuard::received() != 0;
+  const bool signalled = dist_->distributed() ? step.stop_requested : signals_ && StopSignalGuard::received() != 0;
   if (!signalled) return std::nullopt;
   if (console_) {
     const int sig = StopSignalGuard::received();
@@ -617,14 +619,14 @@ void Trainer::log_step(const StepStats& s) {
   if (console_) {
     const double per_step = window_time_ / static_cast<double>(window_steps_);
     const double tokens_per_s = static_cast<double>(window_tokens_) / window_time_;
-    std::string line = fmt::format(
-        "step {:>{}}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", s.step,
-        std::to_string(total).size(), total, s.loss, s.aux_loss, s.lr, s.grad_norm, format_count(tokens_per_s),
-        format_duration(per_step * static_cast<double>(total - s.step)));
+    std::string line =
+        fmt::format("step {:>{}}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", s.step,
+                    std::to_string(total).size(), total, s.loss, s.aux_loss, s.lr, s.grad_norm,
+                    format_count(tokens_per_s), format_duration(per_step * static_cast<double>(total - s.step)));
     if (config_.trainer.peak_tflops > 0)
-      line += fmt::format(" | mfu {:.1f}%", 100.0 * tokens_per_s * flops_per_token_ / (config_.trainer.peak_tflops * 1e12));
-    if (device_.is_cuda())
-      line += fmt::format(" | gpu peak {}", format_bytes(peak_memory(device_).bytes));
+      line +=
+          fmt::format(" | mfu {:.1f}%", 100.0 * tokens_per_s * flops_per_token_ / (config_.trainer.peak_tflops * 1e12));
+    if (device_.is_cuda()) line += fmt::format(" | gpu peak {}", format_bytes(peak_memory(device_).bytes));
     else
       line += fmt::format(" | rss {} (peak {})", format_bytes(proc_status_kib("VmRSS") * 1024),
                           format_bytes(proc_status_kib("VmHWM") * 1024));

@@ -17,7 +17,8 @@ TrainingModel build_model_and_optimizer(const TrainConfig& config, const c10::De
   t.model->set_dispatch(dispatch);
   t.dispatch = dispatch->name();
   for (const auto& p : t.model->parameters()) t.params += p.numel();
-  t.optimizer = std::make_unique<AdamW>(optimizer_parameters(*t.model, config.optim.decay), AdamWOptions::from(config.optim));
+  t.optimizer =
+      std::make_unique<AdamW>(optimizer_parameters(*t.model, config.optim.decay), AdamWOptions::from(config.optim));
   return t;
 }
 

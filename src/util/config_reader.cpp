@@ -43,8 +43,14 @@ bool convert_scalar(const YAML::Node& node, T* out) {
   if (!node.IsScalar()) return false;
   const std::string& s = node.Scalar();
   if constexpr (std::is_same_v<T, bool>) {
-    if (s == "true" || s == "True") { *out = true; return true; }
-    if (s == "false" || s == "False") { *out = false; return true; }
+    if (s == "true" || s == "True") {
+      *out = true;
+      return true;
+    }
+    if (s == "false" || s == "False") {
+      *out = false;
+      return true;
+    }
     return false;
   } else if constexpr (std::is_integral_v<T>) {
     try {
@@ -109,8 +115,7 @@ ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
     std::set<std::string> seen;
     for (const auto& kv : node_) {
       const std::string key = kv.first.as<std::string>();
-      if (!seen.insert(key).second)
-        fail("{}: {}: duplicate key", at(file_, line_of(kv.first)), dotted(key));
+      if (!seen.insert(key).second) fail("{}: {}: duplicate key", at(file_, line_of(kv.first)), dotted(key));
     }
   }
 }
@@ -177,8 +182,8 @@ std::optional<T> ConfigReader::optional(const std::string& key) {
     for (size_t i = 0; i < n.size(); ++i) {
       typename T::value_type item{};
       if (!convert_scalar(n[i], &item))
-        fail_key(key, fmt::format("item {}: expected {}, got {}", i, type_name<typename T::value_type>(),
-                                  describe(n[i])));
+        fail_key(key,
+                 fmt::format("item {}: expected {}, got {}", i, type_name<typename T::value_type>(), describe(n[i])));
       value.push_back(item);
     }
   } else {

@@ -15,8 +15,8 @@ void tune_host_allocator() {
   for (const char* var : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX"})
     if (std::getenv(var) != nullptr) return;
   mallopt(M_MMAP_THRESHOLD, 32 << 20);  // blocks up to 32 MiB (glibc's maximum) come from the heap
-  mallopt(M_TRIM_THRESHOLD, -1);       // never shrink the heap
-  mallopt(M_TOP_PAD, 256 << 20);       // grow it in 256 MiB steps
+  mallopt(M_TRIM_THRESHOLD, -1);        // never shrink the heap
+  mallopt(M_TOP_PAD, 256 << 20);        // grow it in 256 MiB steps
 #endif
 }
 

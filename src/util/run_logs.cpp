@@ -74,8 +74,8 @@ MetricsRow parse_metrics_line(const std::string& line, const std::string& where)
   r.step = required_step(j, where);
   const auto loss = j.find("loss");
   // A non-finite loss is logged (as null) on the step that stops the run with exit status 3.
-  r.loss = loss != j.end() && loss->is_null() ? std::numeric_limits<double>::quiet_NaN()
-                                              : required_number(j, "loss", where);
+  r.loss =
+      loss != j.end() && loss->is_null() ? std::numeric_limits<double>::quiet_NaN() : required_number(j, "loss", where);
   r.aux_loss = optional_number(j, "aux_loss", where);
   r.lr = optional_number(j, "lr", where);
   r.grad_norm = optional_number(j, "grad_norm", where);

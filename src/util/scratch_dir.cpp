@@ -60,9 +60,7 @@ bool process_alive(pid_t pid) {
   return ::kill(pid, 0) == 0 || errno == EPERM;
 }
 
-fs::path scratch_path(const fs::path& target) {
-  return target.string() + ".tmp-" + std::to_string(::getpid());
-}
+fs::path scratch_path(const fs::path& target) { return target.string() + ".tmp-" + std::to_string(::getpid()); }
 
 void create_scratch_dir(const fs::path& dir, const std::string& tool) {
   if (::mkdir(dir.c_str(), 0755) != 0) {

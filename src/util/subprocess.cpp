@@ -119,8 +119,8 @@ std::optional<fs::path> find_plot_script(const std::string& name, const char* en
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return std::nullopt;
-  for (const fs::path& p : {exe.parent_path() / ".." / ".." / "tools" / name,
-                            exe.parent_path() / ".." / "share" / "coe" / name})
+  for (const fs::path& p :
+       {exe.parent_path() / ".." / ".." / "tools" / name, exe.parent_path() / ".." / "share" / "coe" / name})
     if (fs::is_regular_file(p, ec)) return fs::weakly_canonical(p, ec);
   return std::nullopt;
 }

@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -158,8 +158,7 @@ std::optional<EventHead> decode_event_head(std::string_view data) {
         }
         break;
       }
-      default:
-        return std::nullopt;
+      default: return std::nullopt;
     }
   }
   return head;
@@ -329,9 +328,8 @@ TensorBoardWriter::TensorBoardWriter(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail("{}: cannot create the TensorBoard directory: {}", dir.string(), ec.message());
-  const auto seconds = static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(
-                                                  std::chrono::system_clock::now().time_since_epoch())
-                                                  .count());
+  const auto seconds = static_cast<long long>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   const std::string base = fmt::format("events.out.tfevents.{:010d}.{}.{}", seconds, host_name(), ::getpid());
   for (int n = 0; fd_ < 0; ++n) {
     path_ = dir / (n == 0 ? base : fmt::format("{}.{}", base, n));
@@ -449,8 +447,9 @@ std::vector<std::string> cut_back_event_files(const fs::path& dir, int64_t max_s
     const size_t tail = bytes.size() - stopped_at;
     if (dropped == 0 && tail == 0) continue;
     std::string what = dropped ? fmt::format("{} event(s) after step {}", dropped, max_step) : "";
-    if (tail) what += fmt::format("{}a torn or damaged record at byte {} and the {} byte(s) from there",
-                                  what.empty() ? "" : " and ", stopped_at, tail);
+    if (tail)
+      what += fmt::format("{}a torn or damaged record at byte {} and the {} byte(s) from there",
+                          what.empty() ? "" : " and ", stopped_at, tail);
     if (summaries_kept == 0) {
       if (!fs::remove(file, ec) && ec) fail("{}: cannot remove: {}", file.string(), ec.message());
       notes.push_back(fmt::format("{}: removed ({}; nothing left)", file.string(), what));

@@ -62,14 +62,22 @@ inline std::string tiny_gsm8k_run_yaml(const std::filesystem::path& prepared_dir
   const std::filesystem::path gsm = shared_root() / "data" / "gsm8k";
   return "model:\n" + tiny_model_yaml() +
          "data:\n"
-         "  train_files: [" + (gsm / "train.jsonl").string() + "]\n"
-         "  val_files: [" + (gsm / "test.jsonl").string() + "]\n"
-         "  prepared_dir: " + prepared_dir.string() + "\n"
+         "  train_files: [" +
+         (gsm / "train.jsonl").string() +
+         "]\n"
+         "  val_files: [" +
+         (gsm / "test.jsonl").string() +
+         "]\n"
+         "  prepared_dir: " +
+         prepared_dir.string() +
+         "\n"
          "  text_keys: [question, answer]\n  tokenizer: byte\n  max_length: 64\n  packing: true\n"
          "optim:\n  lr: 3.0e-3\n  warmup_steps: 2\n"
-         "trainer:\n  total_steps: " + std::to_string(total_steps) +
+         "trainer:\n  total_steps: " +
+         std::to_string(total_steps) +
          "\n  global_batch: 8\n  micro_batch: 4\n  val_batches: 2\n  seed: 3\n  log_interval: 10\n"
-         "  out_dir: " + out_dir.string() + "\n";
+         "  out_dir: " +
+         out_dir.string() + "\n";
 }
 
 }  // namespace coe::test

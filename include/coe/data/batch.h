@@ -10,7 +10,6 @@
 
 namespace coe {
 
-
 struct TokenBatch {
   int64_t batch_size = 0;
   int64_t seq_len = 0;

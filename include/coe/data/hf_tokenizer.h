@@ -29,8 +29,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path);
 class HfTokenizer final : public Tokenizer {
  public:
   static std::unique_ptr<HfTokenizer> from_tokenizer_json(const std::string& path);
-  static std::unique_ptr<HfTokenizer> from_vocab_merges(const std::string& vocab_path,
-                                                        const std::string& merges_path);
+  static std::unique_ptr<HfTokenizer> from_vocab_merges(const std::string& vocab_path, const std::string& merges_path);
   ~HfTokenizer() override;
 
   // Invalid UTF-8 in `text` is replaced by U+FFFD first (HF only ever sees valid strings).

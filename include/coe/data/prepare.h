@@ -18,8 +18,8 @@
 namespace coe {
 
 struct PrepareOptions {
-  bool force = false;                            // rebuild even when the recipe matches
-  std::function<void(const std::string&)> log;   // progress / decision lines (may be empty)
+  bool force = false;                           // rebuild even when the recipe matches
+  std::function<void(const std::string&)> log;  // progress / decision lines (may be empty)
 };
 
 struct PrepareResult {

@@ -33,7 +33,7 @@ struct DistEnv {
   int local_world_size = 0;  // 0: not known (Slurm; torchrun without LOCAL_WORLD_SIZE)
   std::string master_addr;
   int master_port = 0;
-  std::string launcher;  // "" (single process), "torchrun" or "slurm"
+  std::string launcher;      // "" (single process), "torchrun" or "slurm"
   bool agent_store = false;  // TORCHELASTIC_USE_AGENT_STORE=True: the launcher serves the store
   int restart_count = 0;     // TORCHELASTIC_RESTART_COUNT: keys of this attempt are kept apart
 

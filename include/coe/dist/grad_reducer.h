@@ -73,8 +73,8 @@ class GradReducer {
   std::vector<at::Tensor> params_;
   GradReducerOptions options_;
   std::vector<Bucket> buckets_;
-  std::vector<size_t> bucket_of_;       // parameter -> bucket
-  std::vector<int> fired_;              // parameter -> accumulations seen in the armed backward
+  std::vector<size_t> bucket_of_;                    // parameter -> bucket
+  std::vector<int> fired_;                           // parameter -> accumulations seen in the armed backward
   std::vector<std::shared_ptr<void>> accumulators_;  // keep the hooked gradient accumulators alive
   std::vector<uintptr_t> hook_keys_;
   bool armed_ = false;

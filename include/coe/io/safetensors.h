@@ -14,8 +14,8 @@ namespace coe {
 inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
 
 struct SafetensorsFile {
-  std::map<std::string, at::Tensor> tensors;      // CPU, owning
-  std::map<std::string, std::string> metadata;    // "__metadata__"
+  std::map<std::string, at::Tensor> tensors;    // CPU, owning
+  std::map<std::string, std::string> metadata;  // "__metadata__"
 };
 
 // Validates the header completely (size cap, JSON depth, dtype, shape vs byte range without

@@ -1,8 +1,8 @@
 #pragma once
 // The causal language model: embeddings, decoder layers, final norm, lm_head, and the shifted
 // next-token loss (mean over labels != kIgnoreLabel, the reference's CrossEntropyLoss semantics).
-#include "coe/model/config.h"
 #include "coe/model/coe_layer.h"
+#include "coe/model/config.h"
 #include "coe/model/experts.h"
 #include "coe/model/kv_cache.h"
 
@@ -22,7 +22,7 @@ struct ForwardOptions {
   // false: the loss comes from the fused, chunked lm_head + cross-entropy (model/chunked_loss.h)
   // and the [B, S, V] logits are never materialised.
   bool return_logits = true;
-  bool record_routing = false;     // fill LmOutput::routing
+  bool record_routing = false;    // fill LmOutput::routing
   int64_t loss_chunk_tokens = 0;  // rows per loss chunk; 0: default_loss_chunk_tokens
   // Fill LmOutput::loss_tokens. Counting needs a device->host copy, which stalls the GPU stream;
   // the trainer counts on the host from the batch instead.
@@ -34,11 +34,11 @@ struct ForwardOptions {
 };
 
 struct LmOutput {
-  torch::Tensor logits;    // [B, S, V] float32 (if requested)
-  torch::Tensor loss;      // scalar float32 LM loss (if labels were given)
-  torch::Tensor aux_loss;  // scalar: sum of all routers' aux losses (0 when none); add it to the loss
-                           // for backward, as the reference does, but report it separately
-  int64_t loss_tokens = 0; // labels that count (labels[:,1:] != kIgnoreLabel); 0 unless requested
+  torch::Tensor logits;     // [B, S, V] float32 (if requested)
+  torch::Tensor loss;       // scalar float32 LM loss (if labels were given)
+  torch::Tensor aux_loss;   // scalar: sum of all routers' aux losses (0 when none); add it to the loss
+                            // for backward, as the reference does, but report it separately
+  int64_t loss_tokens = 0;  // labels that count (labels[:,1:] != kIgnoreLabel); 0 unless requested
   std::vector<RoutingTrace> routing;
 };
 
@@ -83,6 +83,5 @@ class CausalLMImpl : public torch::nn::Module {
   bool checkpointing_ = false;
 };
 TORCH_MODULE(CausalLM);
-
 
 }  // namespace coe

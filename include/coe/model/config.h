@@ -5,7 +5,9 @@
 #include <optional>
 #include <string>
 
-namespace YAML { class Node; }
+namespace YAML {
+class Node;
+}
 
 namespace coe {
 

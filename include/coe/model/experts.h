@@ -63,7 +63,8 @@ GroupedLayout grouped_layout(const torch::Tensor& topk_idx, int64_t n_experts, i
 
 // out[offs[g-1]:offs[g]] = a[offs[g-1]:offs[g]] @ b[g] for a [M, K], b [G, K, N], offs [G] int32;
 // rows of `out` past offs[G-1] are unspecified (at::_grouped_mm leaves them uninitialised).
-using GroupedMm = std::function<torch::Tensor(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs)>;
+using GroupedMm =
+    std::function<torch::Tensor(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs)>;
 // One GEMM per group on the host-known group ends (copies `offs` to the host); rows past offs[G-1]
 // are zero. Differentiable; the fallback where at::_grouped_mm is missing or cannot take the shapes.
 torch::Tensor grouped_mm_loop(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);

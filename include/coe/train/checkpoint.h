@@ -40,15 +40,15 @@ std::optional<CheckpointInfo> latest_checkpoint(const std::string& out_dir);
 
 // Everything of a run's progress that is not a tensor (state.json).
 struct TrainState {
-  int64_t step = 0;              // optimizer steps completed
-  int64_t tokens_seen = 0;       // positions processed (rows * seq_len)
-  int64_t loss_tokens_seen = 0;  // labels that counted in the loss
-  double elapsed_s = 0.0;        // training wall time so far, over all resumed runs
+  int64_t step = 0;                       // optimizer steps completed
+  int64_t tokens_seen = 0;                // positions processed (rows * seq_len)
+  int64_t loss_tokens_seen = 0;           // labels that counted in the loss
+  double elapsed_s = 0.0;                 // training wall time so far, over all resumed runs
   std::optional<double> last_train_loss;  // training loss of step `step`
   std::optional<double> last_val_loss, best_val_loss;
-  std::optional<int64_t> val_step;  // the step last_val_loss was measured at
-  nlohmann::json loader;         // LoaderState::to_json()
-  nlohmann::json scheduler;      // informational: kind, lr, min_lr, warmup_steps, total_steps, last lr
+  std::optional<int64_t> val_step;               // the step last_val_loss was measured at
+  nlohmann::json loader;                         // LoaderState::to_json()
+  nlohmann::json scheduler;                      // informational: kind, lr, min_lr, warmup_steps, total_steps, last lr
   std::map<std::string, std::string> checksums;  // file name -> "xxh64:<hex>" (filled by write_checkpoint)
 
   nlohmann::ordered_json to_json() const;

@@ -87,9 +87,9 @@ struct MemoryTerm {
 
 // The activation side of one training configuration (checkpointing on or off).
 struct ActivationEstimate {
-  int64_t saved_bytes = 0;   // held by autograd when backward starts (whole model)
-  int64_t peak_bytes = 0;    // activations + working set at the activation peak
-  std::string peak_phase;    // where that peak happens
+  int64_t saved_bytes = 0;         // held by autograd when backward starts (whole model)
+  int64_t peak_bytes = 0;          // activations + working set at the activation peak
+  std::string peak_phase;          // where that peak happens
   std::vector<MemoryTerm> phases;  // the candidates the peak is the maximum of
 };
 

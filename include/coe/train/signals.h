@@ -18,7 +18,8 @@ class StopSignalGuard {
   static int received();
 
  private:
-  struct sigaction old_int_{}, old_term_{};
+  struct sigaction old_int_ {
+  }, old_term_{};
 };
 
 }  // namespace coe

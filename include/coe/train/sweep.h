@@ -38,7 +38,7 @@ struct SweepVariant {
 struct SweepMemory {
   std::optional<int64_t> micro_batch, seq;  // default: the variant's trainer.micro_batch / data.max_length
   std::optional<bool> checkpointing;        // default: trainer.activation_checkpointing
-  bool measure = false;  // after training, coe-memory --measure into <variant>/memory.json
+  bool measure = false;                     // after training, coe-memory --measure into <variant>/memory.json
 };
 
 struct SweepRouting {
@@ -48,7 +48,7 @@ struct SweepRouting {
 };
 
 struct SweepSpec {
-  std::string file;     // the sweep file
+  std::string file;  // the sweep file
   std::string name;
   std::string out_dir;
   std::string baseline;

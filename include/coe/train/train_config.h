@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
-namespace YAML { class Node; }
+namespace YAML {
+class Node;
+}
 
 namespace coe {
 
@@ -38,8 +40,8 @@ struct OptimConfig {
   std::optional<double> warmup_ratio;   // fraction of trainer.total_steps, in [0, 1]
   std::optional<int64_t> warmup_steps;  // absolute, >= 0
   LrScheduleKind schedule = LrScheduleKind::kConstant;
-  double min_lr = 0.0;    // floor of cosine / linear decay (ignored by constant)
-  double clip_grad = 1.0; // max global L2 norm of the gradients; 0 disables clipping
+  double min_lr = 0.0;     // floor of cosine / linear decay (ignored by constant)
+  double clip_grad = 1.0;  // max global L2 norm of the gradients; 0 disables clipping
   DecayMode decay = DecayMode::kAll;
 
   // Warmup length for a run of `total_steps` (warmup_steps, or floor(warmup_ratio * total_steps)
@@ -48,20 +50,20 @@ struct OptimConfig {
 };
 
 struct TrainerConfig {
-  int64_t total_steps = 1000;   // optimizer steps
-  int64_t global_batch = 64;    // sequences per optimizer step
-  int64_t micro_batch = 16;     // sequences per forward/backward; must divide global_batch
-  int64_t val_interval = 0;     // validate every N steps (0: only at the end)
-  int64_t val_batches = 0;      // val_micro_batch-sized validation batches per evaluation (0: whole split)
+  int64_t total_steps = 1000;  // optimizer steps
+  int64_t global_batch = 64;   // sequences per optimizer step
+  int64_t micro_batch = 16;    // sequences per forward/backward; must divide global_batch
+  int64_t val_interval = 0;    // validate every N steps (0: only at the end)
+  int64_t val_batches = 0;     // val_micro_batch-sized validation batches per evaluation (0: whole split)
   // Rows per validation forward (default: micro_batch). Validation keeps no activations for
   // backward, so it can use bigger batches than training; val_batches * val_micro_batch records
   // are scored, independent of the training micro-batch.
   int64_t val_micro_batch = 16;
-  int64_t save_interval = 0;    // checkpoint every N steps (0: only the final / interrupt checkpoint)
-  int64_t keep_last = 3;        // keep the newest K step-N checkpoints (0: keep all)
+  int64_t save_interval = 0;  // checkpoint every N steps (0: only the final / interrupt checkpoint)
+  int64_t keep_last = 3;      // keep the newest K step-N checkpoints (0: keep all)
   std::string out_dir = "runs/coe";
-  uint64_t seed = 1;            // model init (torch's generator) and data shuffling
-  std::string device = "cpu";   // cpu | cuda | cuda:N
+  uint64_t seed = 1;              // model init (torch's generator) and data shuffling
+  std::string device = "cpu";     // cpu | cuda | cuda:N
   std::string dtype = "float32";  // float32 | bfloat16 (CUDA autocast, float32 master weights)
   bool activation_checkpointing = false;
   // Refuse (before allocating) a CPU run whose estimated memory exceeds the machine's MemAvailable.
@@ -69,13 +71,13 @@ struct TrainerConfig {
   // How tokens reach their experts (model/experts.h): auto (grouped GEMMs on CUDA with libtorch
   // >= 2.8, else segmented) | grouped | segmented | masked.
   std::string expert_dispatch = "auto";
-  int64_t log_interval = 10;    // console line every N steps (metrics.jsonl gets every step)
-  bool tensorboard = true;      // TensorBoard event files in <out_dir>/tb (util/tensorboard.h)
+  int64_t log_interval = 10;  // console line every N steps (metrics.jsonl gets every step)
+  bool tensorboard = true;    // TensorBoard event files in <out_dir>/tb (util/tensorboard.h)
   // The device's dense peak in TFLOP/s (989 for an H100 SXM in bf16): the progress line then shows
   // the model FLOPs utilisation. 0: unknown, no MFU.
   double peak_tflops = 0;
-  int threads = 0;              // torch intra-op threads (0: torch's default)
-  std::string resume = "never"; // never | auto | a checkpoint directory
+  int threads = 0;               // torch intra-op threads (0: torch's default)
+  std::string resume = "never";  // never | auto | a checkpoint directory
   // Data parallelism (docs/distributed.md); used only when a launcher starts several ranks.
   double dist_timeout_s = 300;  // rendezvous, each collective, heartbeat silence before an abort
   double dist_bucket_mb = 25;   // gradient all-reduce bucket size

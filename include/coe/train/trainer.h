@@ -77,10 +77,10 @@ const char* to_string(TrainStatus status);
 
 struct TrainResult {
   TrainStatus status = TrainStatus::kCompleted;
-  int64_t step = 0;         // optimizer steps completed
-  std::string message;      // kNonFinite: the step, values and the located layer, one line (not logged:
-                            // the caller prints it once)
-  std::string checkpoint;   // newest checkpoint written or resumed from ("" if none)
+  int64_t step = 0;        // optimizer steps completed
+  std::string message;     // kNonFinite: the step, values and the located layer, one line (not logged:
+                           // the caller prints it once)
+  std::string checkpoint;  // newest checkpoint written or resumed from ("" if none)
   std::optional<double> final_val_loss, best_val_loss;
   double last_loss = 0.0;   // training loss of the last completed step
   int64_t tokens = 0;       // positions processed over the whole run (all invocations)
@@ -143,7 +143,7 @@ class Trainer {
   // the context and sit on the model's parameters).
   std::unique_ptr<DistContext> dist_;
   std::unique_ptr<RunDirLock> run_lock_;  // rank 0: held for the trainer's lifetime
-  bool console_ = true;  // options_.console on rank 0
+  bool console_ = true;                   // options_.console on rank 0
   std::string out_dir_, config_yaml_, resumed_from_;
   c10::Device device_{c10::kCPU};
   bool bf16_ = false;
@@ -156,7 +156,7 @@ class Trainer {
   LrSchedule schedule_;
   TrainState state_;
   int64_t params_ = 0;
-  double flops_per_token_ = 0;  // training FLOPs per token, for the MFU of the progress line
+  double flops_per_token_ = 0;   // training FLOPs per token, for the MFU of the progress line
   std::string expert_dispatch_;  // the dispatch trainer.expert_dispatch resolved to
   int64_t last_saved_step_ = -1;
   std::unique_ptr<GradReducer> reducer_;  // data parallelism only

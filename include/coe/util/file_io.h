@@ -5,7 +5,6 @@
 // crash) never sees half a file.
 #include <filesystem>
 #include <string>
-#include <string>
 #include <string_view>
 
 namespace coe {
