@@ -15,6 +15,13 @@
 
 namespace {
 
+// The model of the sweeps below: one tiny MoE layer (the variants change C and K).
+const char* const kSweepModel =
+    "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
+    "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
+    "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
+    "          max_position_embeddings: 128}\n";
+
 namespace fs = std::filesystem;
 using coe::test::read_file;
 
@@ -35,30 +42,25 @@ TEST(SweepRun, TwoVariantsSummariseAndResume) {
     for (int i = 0; i < 80 && std::getline(in, line); ++i) out << line << "\n";
   }
   const fs::path sweep = dir / "tiny-sweep.yaml";
-  std::ofstream(sweep)
-      << "name: tiny\n"
-         "out_dir: "
-      << (dir / "out").string()
-      << "\n"
-         "baseline: moe\n"
-         "base:\n"
-         "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
-         "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
-         "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
-         "          max_position_embeddings: 128}\n"
-         "  data: {train_files: ["
-      << (dir / "gsm8k-80.jsonl").string() << "], prepared_dir: " << (dir / "prepared").string()
-      << ",\n"
-         "         tokenizer: byte, text_keys: [question, answer], val_count: 8, max_length: 64,\n"
-         "         packing: true, threads: 1}\n"
-         "  optim: {lr: 1.0e-3}\n"
-         "  trainer: {total_steps: 4, global_batch: 4, micro_batch: 4, val_interval: 2,\n"
-         "            val_batches: 1, threads: 1, log_interval: 1}\n"
-         "routing: {enabled: true, max_records: 8}\n"
-         "variants:\n"
-         "  - name: moe\n"
-         "  - name: coe\n"
-         "    overrides: {model.inner_iter: 2, model.num_experts_per_tok: 1}\n";
+  std::ofstream(sweep) << "name: tiny\n"
+                          "out_dir: "
+                       << (dir / "out").string()
+                       << "\n"
+                          "baseline: moe\n"
+                          "base:\n"
+                       << kSweepModel << "  data: {train_files: [" << (dir / "gsm8k-80.jsonl").string()
+                       << "], prepared_dir: " << (dir / "prepared").string()
+                       << ",\n"
+                          "         tokenizer: byte, text_keys: [question, answer], val_count: 8, max_length: 64,\n"
+                          "         packing: true, threads: 1}\n"
+                          "  optim: {lr: 1.0e-3}\n"
+                          "  trainer: {total_steps: 4, global_batch: 4, micro_batch: 4, val_interval: 2,\n"
+                          "            val_batches: 1, threads: 1, log_interval: 1}\n"
+                          "routing: {enabled: true, max_records: 8}\n"
+                          "variants:\n"
+                          "  - name: moe\n"
+                          "  - name: coe\n"
+                          "    overrides: {model.inner_iter: 2, model.num_experts_per_tok: 1}\n";
   const std::string sweep_cmd = coe::test::tool_path("coe-sweep").string() + " " + sweep.string();
   const fs::path out = dir / "out";
 
@@ -127,24 +129,18 @@ TEST(SweepRun, FailedVariantDoesNotStopTheOthers) {
       out << "{\"question\": \"What is " << i << " plus " << i << "?\", \"answer\": \"" << 2 * i << "\"}\n";
   }
   const fs::path sweep = dir / "fail.yaml";
-  std::ofstream(sweep)
-      << "out_dir: " << (dir / "out").string()
-      << "\n"
-         "base:\n"
-         "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
-         "          num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
-         "          v_head_dim: 4, n_routed_experts: 4, n_shared_experts: 1, num_experts_per_tok: 2,\n"
-         "          max_position_embeddings: 128}\n"
-         "  data: {train_files: ["
-      << (dir / "missing.jsonl").string()
-      << "],\n"
-         "         tokenizer: byte, text_keys: [question, answer], max_length: 32, packing: true}\n"
-         "  trainer: {total_steps: 2, global_batch: 2, micro_batch: 2, threads: 1}\n"
-         "variants:\n"
-         "  - name: broken\n"
-         "  - name: works\n"
-         "    overrides: {data.train_files: ["
-      << data.string() << "]}\n";
+  std::ofstream(sweep) << "out_dir: " << (dir / "out").string()
+                       << "\n"
+                          "base:\n"
+                       << kSweepModel << "  data: {train_files: [" << (dir / "missing.jsonl").string()
+                       << "],\n"
+                          "         tokenizer: byte, text_keys: [question, answer], max_length: 32, packing: true}\n"
+                          "  trainer: {total_steps: 2, global_batch: 2, micro_batch: 2, threads: 1}\n"
+                          "variants:\n"
+                          "  - name: broken\n"
+                          "  - name: works\n"
+                          "    overrides: {data.train_files: ["
+                       << data.string() << "]}\n";
   std::string out;
   EXPECT_EQ(coe::test::run_command(coe::test::tool_path("coe-sweep").string() + " " + sweep.string(), &out), 1) << out;
   EXPECT_NE(out.find("broken: FAILED with exit status 1"), std::string::npos) << out;

@@ -32,6 +32,12 @@ size_t code_point_start(const std::string& s, size_t end) {
   return i;
 }
 
+const nlohmann::json& field(const nlohmann::json& record, const std::string& key) {
+  auto it = record.find(key);
+  if (it == record.end()) fail("record has no key '{}'", key);
+  return *it;
+}
+
 }  // namespace
 
 std::string python_strip(const std::string& text) {
@@ -101,33 +107,23 @@ TextTemplate::TextTemplate(std::vector<std::string> text_keys, std::optional<std
 }
 
 std::string TextTemplate::render(const nlohmann::json& record) const {
-  auto lookup = [&](const std::string& key) -> const nlohmann::json& {
-    auto it = record.find(key);
-    if (it == record.end()) fail("record has no key '{}'", key);
-    return *it;
-  };
   std::string out;
   if (!custom_) {
     for (const auto& key : text_keys_) {
       out += key;
       out += " : ";
-      out += value_to_text(lookup(key));
+      out += value_to_text(field(record, key));
       out += ' ';
     }
     return python_strip(out);
   }
-  for (const auto& piece : pieces_) out += piece.is_key ? value_to_text(lookup(piece.text)) : piece.text;
+  for (const auto& piece : pieces_) out += piece.is_key ? value_to_text(field(record, piece.text)) : piece.text;
   return out;
 }
 
 std::string TextTemplate::render_prompt(const nlohmann::json& record, const std::string& answer_key) const {
   if (std::find(keys_.begin(), keys_.end(), answer_key) == keys_.end())
     fail("the text has no key '{}' to prompt for (its keys: {})", answer_key, fmt::join(keys_, ", "));
-  auto lookup = [&](const std::string& key) -> const nlohmann::json& {
-    auto it = record.find(key);
-    if (it == record.end()) fail("record has no key '{}'", key);
-    return *it;
-  };
   std::string out;
   if (!custom_) {
     for (const auto& key : text_keys_) {
@@ -135,14 +131,14 @@ std::string TextTemplate::render_prompt(const nlohmann::json& record, const std:
       out += " :";
       if (key == answer_key) break;
       out += ' ';
-      out += value_to_text(lookup(key));
+      out += value_to_text(field(record, key));
       out += ' ';
     }
     return python_strip(out);
   }
   for (const auto& piece : pieces_) {
     if (piece.is_key && piece.text == answer_key) break;
-    out += piece.is_key ? value_to_text(lookup(piece.text)) : piece.text;
+    out += piece.is_key ? value_to_text(field(record, piece.text)) : piece.text;
   }
   while (!out.empty() && out.back() == ' ') out.pop_back();
   return out;
