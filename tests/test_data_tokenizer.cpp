@@ -737,6 +737,7 @@ TEST(CoeTokenizeTool, BadLinesFailWithTheLineNumber) {
   EXPECT_NE(run_tool("--tokenizer byte", malformed, "/dev/null", &log), 0);
   EXPECT_NE(log.find("line 2"), std::string::npos) << log;
   EXPECT_NE(log.find("malformed JSON"), std::string::npos) << log;
+  EXPECT_EQ(log.rfind("error: stdin line 2: ", 0), 0u) << "every tool's one-line error: " << log;
 
   const std::string missing = write_file("tool/missing.jsonl", "{\"body\": \"x\"}\n");
   EXPECT_NE(run_tool("--tokenizer byte --threads 2", missing, "/dev/null", &log), 0);
@@ -749,6 +750,7 @@ TEST(CoeTokenizeTool, BadLinesFailWithTheLineNumber) {
 
   EXPECT_NE(run_tool("--tokenizer /nonexistent.json", "/dev/null", "/dev/null", &log), 0);
   EXPECT_NE(log.find("/nonexistent.json"), std::string::npos) << log;
+  EXPECT_EQ(log.rfind("error: ", 0), 0u) << log;
 }
 
 #else  // !COE_WITH_HF_TOKENIZER

@@ -112,7 +112,8 @@ TEST_F(ToolsEvalBench, BenchRunsOnCpuAndWritesJson) {
 }
 
 TEST_F(ToolsEvalBench, BadFlagsAreOneLineErrors) {
-  for (const std::string tool : {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep"}) {
+  for (const std::string tool : {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep", "coe-prepare",
+                                 "coe-tokenize", "coe-generate", "coe-plot", "coe-tokfuzz"}) {
     std::string out;
     const int rc = run_command(tool_path(tool).string() + " --no-such-flag", &out);
     EXPECT_EQ(rc, 1) << tool << ": " << out;
@@ -173,8 +174,8 @@ TEST_F(ToolsEvalBench, EvalRefusesWhatWouldScoreGarbage) {
 }
 
 TEST_F(ToolsEvalBench, EveryToolNamesItsVersion) {
-  for (const std::string tool :
-       {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep", "coe-prepare", "coe-tokenize"}) {
+  for (const std::string tool : {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep", "coe-prepare",
+                                 "coe-tokenize", "coe-generate", "coe-plot", "coe-tokfuzz"}) {
     std::string out;
     EXPECT_EQ(run_command(tool_path(tool).string() + " --version", &out), 0) << tool << ": " << out;
     EXPECT_EQ(out.rfind(tool + " ", 0), 0u) << out;

@@ -133,7 +133,7 @@ int stream(const std::function<std::string(const std::string&)>& transform, int 
       if (!errors[i].empty()) {
         std::fwrite(buffer.data(), 1, buffer.size(), stdout);
         std::fflush(stdout);
-        fmt::print(stderr, "coe-tokenize: stdin line {}: {}\n", line_base + i + 1, errors[i]);
+        fmt::print(stderr, "error: stdin line {}: {}\n", line_base + i + 1, errors[i]);
         return 1;
       }
       buffer += outputs[i];
@@ -155,7 +155,7 @@ int bench(const coe::Tokenizer& tok, const std::vector<std::string>& fields, int
     try {
       texts.push_back(record_text(line, fields));
     } catch (const std::exception& e) {
-      fmt::print(stderr, "coe-tokenize: stdin line {}: {}\n", line_no, e.what());
+      fmt::print(stderr, "error: stdin line {}: {}\n", line_no, e.what());
       return 1;
     }
   }
@@ -196,11 +196,11 @@ int main(int argc, char** argv) {
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   if (fields.empty()) fields = {"text"};
   if (decode && run_bench) {
-    fmt::print(stderr, "coe-tokenize: --decode and --bench cannot be combined\n");
+    fmt::print(stderr, "error: --decode and --bench cannot be combined\n");
     return 2;
   }
   if (skip_special_tokens && !decode) {
-    fmt::print(stderr, "coe-tokenize: --skip-special-tokens needs --decode\n");
+    fmt::print(stderr, "error: --skip-special-tokens needs --decode\n");
     return 2;
   }
 
@@ -212,7 +212,6 @@ int main(int argc, char** argv) {
       return stream([&](const std::string& line) { return decode_line(*tok, line, skip_special_tokens); }, threads);
     return stream([&](const std::string& line) { return ids_line(tok->encode(record_text(line, fields))); }, threads);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "coe-tokenize: {}\n", e.what());
-    return 1;
+    return coe::cli::report(e);
   }
 }
