@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <iterator>
 #include <string>
 
 namespace {
@@ -30,7 +32,12 @@ TEST(PaperConfigs, EveryPaperConfigLoadsWithItsGrid) {
                          {"dense-c1", 8, 0, 8, 1, 4},
                          {"dense-c2", 8, 0, 8, 2, 4},
                          {"coe-c2-k8-shared-gate", 63, 1, 8, 2, 4},
-                         {"coe-c2-k8-outer-residual", 63, 1, 8, 2, 4}};
+                         {"coe-c2-k8-outer-residual", 63, 1, 8, 2, 4},
+                         {"coe-c3-k8", 63, 1, 8, 3, 4},
+                         {"coe-c4-k8", 63, 1, 8, 4, 4},
+                         {"coe-c4-k4", 63, 1, 4, 4, 4},
+                         {"coe-c4-k2", 63, 1, 2, 4, 4},
+                         {"moe-k32", 63, 1, 32, 1, 4}};
   for (const auto& g : grid) {
     SCOPED_TRACE(g.name);
     const fs::path p = coe::test::source_root() / "configs" / "paper" / (std::string(g.name) + ".yaml");
@@ -48,6 +55,12 @@ TEST(PaperConfigs, EveryPaperConfigLoadsWithItsGrid) {
     EXPECT_EQ(c.trainer.total_steps, 1000);
     EXPECT_EQ(c.data.max_length, 512);
     EXPECT_EQ(c.trainer.val_batches * c.trainer.val_micro_batch, 100);  // the reference's 100 held-out records
+  }
+  // Every file of configs/paper is in the grid above.
+  for (const auto& entry : fs::directory_iterator(coe::test::source_root() / "configs" / "paper")) {
+    const std::string stem = entry.path().stem().string();
+    EXPECT_TRUE(std::any_of(std::begin(grid), std::end(grid), [&](const Expect& g) { return stem == g.name; }))
+        << entry.path() << " is not checked";
   }
   for (const auto& entry : fs::directory_iterator(coe::test::source_root() / "configs" / "sweeps")) {
     SCOPED_TRACE(entry.path().string());

@@ -216,6 +216,32 @@ TEST_F(DistTrain, TwoRanksMatchOneProcessAndResume) {
   EXPECT_LT(max_abs_diff(weights("single", 6), weights("resumed-single", 6)), 1e-5);
 }
 
+// Aux-loss-free balancing under data parallelism: each rank routes its half of the batch, the
+// bias moves by the load of the whole global batch (all-reduced), so two ranks end with the one
+// process's biases (a per-rank update would move them by different +-gamma steps).
+TEST_F(DistTrain, AuxFreeBiasFollowsTheGlobalLoad) {
+  const std::vector<std::string> aux_free{
+      "--set", "model.topk_method=noaux_tc", "--set", "model.scoring_func=sigmoid",
+      "--set", "model.aux_loss_alpha=0",     "--set", "trainer.router_bias_update_rate=0.01",
+      "--set", "model.inner_iter=2"};
+  expect_success(train("aux-free-single", 0, aux_free));
+  expect_success(train("aux-free-two", 2, aux_free));
+  const auto a = weights("aux-free-single", 6), b = weights("aux-free-two", 6);
+  int biases = 0;
+  for (const auto& [name, t] : a) {
+    if (name.find("e_score_correction_bias") == std::string::npos) continue;
+    ++biases;
+    EXPECT_GT(t.abs().max().item<double>(), 0.0) << name;
+    EXPECT_LT((t - b.at(name)).abs().max().item<double>(), 1e-6) << name;
+  }
+  EXPECT_EQ(biases, 4);
+  EXPECT_LT(max_abs_diff(a, b), 1e-5);
+  const auto m = read_jsonl(root_ / "aux-free-two" / "metrics.jsonl");
+  ASSERT_EQ(m.size(), 6u);
+  EXPECT_EQ(m[5]["router"], read_jsonl(root_ / "aux-free-single" / "metrics.jsonl")[5]["router"])
+      << "the load statistics are over the global batch";
+}
+
 // SIGKILL one rank mid-run: the other exits non-zero with a line naming the dead rank, well within
 // dist_timeout_s (20 s) + a margin, instead of hanging. Rank 1 (a plain peer) and rank 0 (which
 // also hosts the rendezvous store) are both tried.

@@ -102,6 +102,11 @@ TEST(MemoryModel, ParameterCountsEqualTheModel) {
   c = tiny();
   c.n_routed_experts = 0;
   expect_counts_match(c, "all layers dense");
+  c = tiny();
+  c.inner_iter = 2;
+  c.topk_method = "noaux_tc";  // the correction biases are buffers: no parameters
+  c.scoring_func = "sigmoid";
+  expect_counts_match(c, "noaux_tc with sigmoid scores");
 }
 
 TEST(MemoryModel, ActiveParametersPerTokenHandCount) {

@@ -56,6 +56,7 @@ void gradient_check(coe::CoeLayerImpl& layer, const coe::ModelConfig& config) {
     coe::LayerOutput out = layer.forward(x, rope);
     at::Tensor loss = (out.hidden * probe).sum();
     if (out.aux_loss.defined()) loss = loss + out.aux_loss * 100.0;  // make the aux path visible
+    if (out.z_loss.defined()) loss = loss + out.z_loss * 100.0;
     return loss;
   };
   at::Tensor loss = loss_fn();
@@ -112,6 +113,28 @@ TEST(GradientCheck, GroupLimitedNormalisedTokenAuxAddInputOuterResidualSharedGat
   c.rope_scaling = coe::RopeScaling{"yarn", 4.0, 16, 32, 1, 0.707, 0.707};
   torch::manual_seed(2);
   coe::CoeLayer layer(c, 0);
+  gradient_check(*layer, c);
+}
+
+TEST(GradientCheck, SigmoidBiasCorrectedGroupsZLossSeqAux) {
+  // DeepSeek-V3's gate: sigmoid scores, bias-corrected group-limited choice, normalised and scaled
+  // weights, the sequence-wise aux loss on normalised sigmoid scores, and the router z-loss.
+  coe::ModelConfig c = tiny_config();
+  c.scoring_func = "sigmoid";
+  c.topk_method = "noaux_tc";
+  c.n_group = 3;
+  c.topk_group = 2;
+  c.num_experts_per_tok = 3;
+  c.norm_topk_prob = true;
+  c.routed_scaling_factor = 2.5;
+  c.aux_loss_alpha = 0.01;
+  c.router_z_loss_alpha = 0.01;
+  torch::manual_seed(3);
+  coe::CoeLayer layer(c, 0);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& b : layer->buffers()) b.normal_(0.0, 0.2);
+  }
   gradient_check(*layer, c);
 }
 

@@ -188,6 +188,20 @@ TEST(TensorBoard, ScalarsMatchMetricsToFloatRounding) {
   }
 }
 
+TEST(TensorBoard, ZLossAndExpertLoadOfALogLine) {
+  const auto row = nlohmann::json::parse(
+      R"({"step": 50, "loss": 2.5, "z_loss": 0.0017, "router": {"layer0_iter1": {"max_over_mean": 1.83, "cv": 0.42},
+          "layer1_iter0": {"max_over_mean": 1.2, "cv": "n/a"}, "bad/name": {"cv": 1.0}, "layer2_iter0": 3}})");
+  const coe::Scalars scalars = coe::metrics_scalars(row);
+  const std::map<std::string, double> got(scalars.begin(), scalars.end());
+  const std::map<std::string, double> want{{"train/loss", 2.5},
+                                           {"train/z_loss", 0.0017},
+                                           {"router/layer0_iter1/max_over_mean", 1.83},
+                                           {"router/layer0_iter1/cv", 0.42},
+                                           {"router/layer1_iter0/max_over_mean", 1.2}};
+  EXPECT_EQ(got, want) << "non-numbers, names with other characters and non-objects are left out";
+}
+
 TEST(TensorBoard, NonFiniteAndExtremeValuesRoundTrip) {
   const fs::path dir = coe::test::scratch_dir("tb-extreme");
   const double inf = std::numeric_limits<double>::infinity();

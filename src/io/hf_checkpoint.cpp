@@ -44,6 +44,10 @@ std::map<std::string, at::Tensor> hf_state_dict(const CausalLMImpl& model, bool 
     }
     for (int64_t e = 0; e < t.size(0); ++e) out[prefix + std::to_string(e) + "." + proj + ".weight"] = t[e].detach();
   }
+  // Buffers that are model state (the routers' e_score_correction_bias, under its HF name); they
+  // have no gradient.
+  if (!grads)
+    for (const auto& item : model.named_buffers(/*recurse=*/true)) out[item.key()] = item.value().detach();
   return out;
 }
 
@@ -70,6 +74,7 @@ void load_hf_state_dict(CausalLMImpl& model, const std::map<std::string, at::Ten
     for (int64_t e = 0; e < item.value().size(0); ++e)
       take(prefix + std::to_string(e) + "." + proj + ".weight", item.value()[e]);
   }
+  for (auto& item : model.named_buffers(true)) take(item.key(), item.value());
   for (const auto& [name, t] : tensors) {
     if (used.count(name)) continue;
     // The reference keeps rotary caches as non-persistent buffers; tied checkpoints may still

@@ -28,8 +28,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["autocast"] = compat::cuda_autocast_enabled();
     ctx->saved_data["autocast_dtype"] = compat::cuda_autocast_dtype();
     LayerOutput out = layer->forward(h, *rope);
-    at::Tensor aux = out.aux_loss.defined() ? out.aux_loss : at::zeros({}, h.options().dtype(accumulate_dtype(h)));
-    return {out.hidden, aux};
+    const at::Tensor zero = at::zeros({}, h.options().dtype(accumulate_dtype(h)));
+    return {out.hidden, out.aux_loss.defined() ? out.aux_loss : zero, out.z_loss.defined() ? out.z_loss : zero};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -41,9 +41,11 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
       torch::AutoGradMode enable(true);
       compat::CudaAutocastGuard autocast(ctx->saved_data["autocast"].toBool(),
                                          ctx->saved_data["autocast_dtype"].toScalarType());
+      ExpertLoadPause counted_in_forward;
       LayerOutput out = layer->forward(h, rope);
       std::vector<at::Tensor> outputs{out.hidden}, out_grads{grads[0]};
       if (out.aux_loss.defined()) outputs.push_back(out.aux_loss), out_grads.push_back(grads[1]);
+      if (out.z_loss.defined()) outputs.push_back(out.z_loss), out_grads.push_back(grads[2]);
       torch::autograd::backward(outputs, out_grads);
     }
     return {h.grad(), at::Tensor(), at::Tensor()};
@@ -94,6 +96,35 @@ void CausalLMImpl::set_dispatch(const std::shared_ptr<ExpertDispatch>& dispatch)
   }
 }
 
+void CausalLMImpl::set_expert_load_tracking(bool on) {
+  for (const auto& layer : *layers) {
+    auto* l = layer->as<CoeLayerImpl>();
+    if (l->is_moe()) l->moe->set_load_tracking(on);
+  }
+}
+
+std::vector<int64_t> CausalLMImpl::moe_layers() const {
+  std::vector<int64_t> out;
+  for (size_t l = 0; l < layers->size(); ++l)
+    if (layers->at<CoeLayerImpl>(l).is_moe()) out.push_back(static_cast<int64_t>(l));
+  return out;
+}
+
+torch::Tensor CausalLMImpl::take_expert_load() {
+  std::vector<at::Tensor> counts;
+  const auto device = embed_tokens->weight.device();
+  for (int64_t l : moe_layers()) counts.push_back(layers->at<CoeLayerImpl>(l).moe->take_load(device));
+  return counts.empty() ? at::Tensor() : at::stack(counts);
+}
+
+void CausalLMImpl::update_router_bias(const torch::Tensor& load, double rate) {
+  const auto moe = moe_layers();
+  if (!load.defined() || load.size(0) != static_cast<int64_t>(moe.size()))
+    fail("update_router_bias: expected the load of {} MoE layers", moe.size());
+  for (size_t i = 0; i < moe.size(); ++i)
+    layers->at<CoeLayerImpl>(moe[i]).moe->update_router_bias(load[static_cast<int64_t>(i)], rate);
+}
+
 torch::Tensor CausalLMImpl::lm_head_weight() const { return lm_head ? lm_head->weight : embed_tokens->weight; }
 
 LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& labels,
@@ -104,21 +135,24 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   if (options.on_layer) options.on_layer(-1, LayerOutput{h, {}});
   const RotaryTables rope = rotary_tables(config_, S, input_ids.device());
   at::Tensor aux = at::zeros({}, h.options().dtype(accumulate_dtype(h)));
+  at::Tensor z = aux;
   for (int64_t l = 0; l < static_cast<int64_t>(layers->size()); ++l) {
     auto* layer = &layers->at<CoeLayerImpl>(l);
     LayerOutput lo;
     if (checkpointing_ && is_training() && torch::GradMode::is_enabled()) {
       auto outputs = CheckpointedLayer::apply(h, layer, &rope);
-      lo = {outputs[0], outputs[1]};
+      lo = {outputs[0], outputs[1], outputs[2]};
     } else {
       lo = layer->forward(h, rope, options.record_routing ? &out.routing : nullptr);
     }
     if (options.on_layer) options.on_layer(l, lo);
     h = lo.hidden;
     if (lo.aux_loss.defined()) aux = aux + lo.aux_loss;
+    if (lo.z_loss.defined()) z = z + lo.z_loss;
   }
   h = norm(h);
   out.aux_loss = aux;
+  out.z_loss = z;
   at::Tensor shift_labels = labels.defined() ? labels.narrow(1, 1, S - 1).reshape(-1) : at::Tensor();
   if (!options.return_logits) {
     if (labels.defined()) {

@@ -71,21 +71,33 @@ void ModelConfig::validate(const std::string& source) const {
     if (num_experts_per_tok > n_routed_experts)
       bad("num_experts_per_tok",
           fmt::format("top-k {} exceeds n_routed_experts {}", num_experts_per_tok, n_routed_experts));
-    if (topk_method != "greedy" && topk_method != "group_limited_greedy")
-      bad("topk_method", fmt::format("unknown method '{}' (greedy | group_limited_greedy)", topk_method));
-    if (topk_method == "group_limited_greedy") {
+    if (topk_method != "greedy" && topk_method != "group_limited_greedy" && topk_method != "noaux_tc")
+      bad("topk_method", fmt::format("unknown method '{}' (greedy | group_limited_greedy | noaux_tc)", topk_method));
+    // Group-limited selection: group_limited_greedy ranks groups by their best expert; noaux_tc
+    // (n_group > 1) by the sum of their two best biased scores, so a group needs two experts.
+    const bool grouped = topk_method == "group_limited_greedy" || (topk_method == "noaux_tc" && n_group > 1);
+    if (grouped) {
       positive("n_group", n_group);
       if (n_routed_experts % n_group != 0)
         bad("n_group", fmt::format("n_routed_experts {} is not divisible by n_group {}", n_routed_experts, n_group));
+      if (topk_method == "noaux_tc" && n_routed_experts / n_group < 2)
+        bad("n_group", fmt::format("noaux_tc ranks a group by its two best experts, but n_group {} leaves {} per group",
+                                   n_group, n_routed_experts / n_group));
       if (topk_group <= 0 || topk_group > n_group)
         bad("topk_group", fmt::format("must be in [1, n_group={}], got {}", n_group, topk_group));
       if (num_experts_per_tok > topk_group * (n_routed_experts / n_group))
         bad("num_experts_per_tok",
             fmt::format("top-k {} exceeds the {} experts of the {} selected groups", num_experts_per_tok,
                         topk_group * (n_routed_experts / n_group), topk_group));
+    } else if (topk_method == "noaux_tc" && n_group != 1) {
+      bad("n_group", fmt::format("must be >= 1, got {}", n_group));
     }
-    if (scoring_func != "softmax") bad("scoring_func", fmt::format("unsupported '{}' (softmax)", scoring_func));
-    if (aux_loss_alpha < 0) bad("aux_loss_alpha", "must be >= 0");
+    if (scoring_func != "softmax" && scoring_func != "sigmoid")
+      bad("scoring_func", fmt::format("unknown scoring function '{}' (softmax | sigmoid)", scoring_func));
+    if (!(aux_loss_alpha >= 0) || !std::isfinite(aux_loss_alpha))
+      bad("aux_loss_alpha", fmt::format("must be >= 0, got {}", aux_loss_alpha));
+    if (!(router_z_loss_alpha >= 0) || !std::isfinite(router_z_loss_alpha))
+      bad("router_z_loss_alpha", fmt::format("must be >= 0, got {}", router_z_loss_alpha));
   }
   if (!(rms_norm_eps > 0)) bad("rms_norm_eps", "must be > 0");
   if (!(rope_theta > 0)) bad("rope_theta", "must be > 0");
@@ -132,6 +144,7 @@ ModelConfig parse_model_config(ConfigReader& r) {
   c.scoring_func = r.get("scoring_func", c.scoring_func);
   c.aux_loss_alpha = r.get("aux_loss_alpha", c.aux_loss_alpha);
   c.seq_aux = r.get("seq_aux", c.seq_aux);
+  c.router_z_loss_alpha = r.get("router_z_loss_alpha", c.router_z_loss_alpha);
   c.first_k_dense_replace = r.get("first_k_dense_replace", c.first_k_dense_replace);
   c.moe_layer_freq = r.get("moe_layer_freq", c.moe_layer_freq);
   c.rms_norm_eps = r.get("rms_norm_eps", c.rms_norm_eps);
@@ -246,6 +259,7 @@ void write_fields(const ModelConfig& c, Out&& put) {
   put("scoring_func", c.scoring_func);
   put("aux_loss_alpha", c.aux_loss_alpha);
   put("seq_aux", c.seq_aux);
+  put("router_z_loss_alpha", c.router_z_loss_alpha);
   put("first_k_dense_replace", c.first_k_dense_replace);
   put("moe_layer_freq", c.moe_layer_freq);
   put("rms_norm_eps", c.rms_norm_eps);

@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <fmt/ranges.h>
 #include <torch/version.h>
 
 #include <fcntl.h>
@@ -120,6 +121,8 @@ nlohmann::ordered_json TrainState::to_json() const {
   j["val_step"] = opt(val_step);
   j["scheduler"] = scheduler;
   j["loader"] = loader;
+  if (!expert_load_window.empty())
+    j["expert_load_window"] = {{"shape", expert_load_shape}, {"counts", expert_load_window}};
   j["files"] = {{"model", "model.safetensors"},
                 {"model_config", "config.json"},
                 {"optimizer", kOptimizer},
@@ -179,6 +182,18 @@ TrainState TrainState::from_json(const nlohmann::json& j, const std::string& sou
     field = "loader";
     s.loader = j.at("loader");
     if (!s.loader.is_object()) fail("{}: loader: expected an object", source);
+    field = "expert_load_window";
+    if (j.contains("expert_load_window")) {
+      const auto& w = j.at("expert_load_window");
+      s.expert_load_shape = w.at("shape").get<std::vector<int64_t>>();
+      s.expert_load_window = w.at("counts").get<std::vector<int64_t>>();
+      int64_t n = s.expert_load_shape.size() == 3 ? 1 : -1;
+      for (int64_t d : s.expert_load_shape) n = d > 0 && d <= (int64_t{1} << 20) ? n * d : -1;
+      check(n > 0 && static_cast<int64_t>(s.expert_load_window.size()) == n, "expert_load_window.shape",
+            fmt::format("[{}] for {} counts", fmt::join(s.expert_load_shape, ", "), s.expert_load_window.size()));
+      for (int64_t c : s.expert_load_window)
+        check(c >= 0 && c <= kMaxCount, "expert_load_window.counts", std::to_string(c));
+    }
     field = "checksums";
     if (version >= 2) {
       s.checksums = j.at("checksums").get<std::map<std::string, std::string>>();

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -29,6 +30,20 @@ struct ChainAccumulator {
 
 }  // namespace
 
+LoadBalance load_balance(const std::vector<int64_t>& load) {
+  LoadBalance b;
+  if (load.empty()) return b;
+  double total = 0, max_load = 0;
+  for (int64_t v : load) total += double(v), max_load = std::max(max_load, double(v));
+  const double mean = total / double(load.size());
+  if (!(mean > 0)) return b;
+  double var = 0;
+  for (int64_t v : load) var += (double(v) - mean) * (double(v) - mean);
+  b.max_over_mean = max_load / mean;
+  b.cv = std::sqrt(var / double(load.size())) / mean;
+  return b;
+}
+
 EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::Device& device,
                     const EvalOptions& options) {
   const bool was_training = model.is_training();
@@ -43,6 +58,7 @@ EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
   std::map<int64_t, ChainAccumulator> chains;
   const PreparedSplit* split = options.details;
   const bool has_types = split && !split->type_names().empty();
+  const bool sigmoid_scores = model.config().scoring_func == "sigmoid";
 
   loader.reset();
   TokenBatch batch;
@@ -97,6 +113,7 @@ EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
     for (const RoutingTrace& trace : out.routing) {
       at::Tensor idx = trace.topk_idx.to(at::kCPU).index({real});
       at::Tensor scores = trace.scores.to(at::kCPU, at::kDouble).index({real});
+      if (sigmoid_scores) scores = scores / scores.sum(1, true).clamp_min(1e-300);
       RoutingAccumulator& acc = routing[{trace.layer, trace.iteration}];
       const int64_t E = scores.size(1);
       if (acc.load.empty()) acc.load.assign(E, 0);
@@ -148,13 +165,9 @@ EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
     r.layer = key.first;
     r.iteration = key.second;
     r.expert_load = acc.load;
-    double total = 0, max_load = 0;
-    for (int64_t v : acc.load) total += double(v), max_load = std::max(max_load, double(v));
-    const double mean = total / acc.load.size();
-    double var = 0;
-    for (int64_t v : acc.load) var += (v - mean) * (v - mean);
-    r.load_imbalance = mean > 0 ? max_load / mean : 0;
-    r.load_cv = mean > 0 ? std::sqrt(var / acc.load.size()) / mean : 0;
+    const LoadBalance balance = load_balance(acc.load);
+    r.load_imbalance = balance.max_over_mean;
+    r.load_cv = balance.cv;
     r.router_entropy = acc.tokens > 0 ? acc.entropy_sum / acc.tokens : 0;
     report.routing.push_back(std::move(r));
   }

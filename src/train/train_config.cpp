@@ -162,6 +162,14 @@ TrainerConfig parse_trainer(ConfigReader& r) {
     if (resume.empty()) r.fail_key("resume", "expected never, auto or a checkpoint directory");
     t.resume = resume == "false" ? "never" : resume == "true" ? "auto" : resume;
   }
+  t.router_bias_update_rate = r.get("router_bias_update_rate", t.router_bias_update_rate);
+  if (!(t.router_bias_update_rate >= 0) || !std::isfinite(t.router_bias_update_rate))
+    r.fail_key("router_bias_update_rate", fmt::format("must be >= 0, got {}", t.router_bias_update_rate));
+  if (r.is_null("init_from")) r.ignore("init_from");
+  else t.init_from = r.get("init_from", t.init_from);
+  if (!t.init_from.empty() && t.resume != "never" && t.resume != "auto")
+    r.fail_key("init_from",
+               fmt::format("a run starts either from trainer.resume ({}) or from init_from, not both", t.resume));
   t.dist_timeout_s = r.get("dist_timeout_s", t.dist_timeout_s);
   if (!(t.dist_timeout_s > 0) || !std::isfinite(t.dist_timeout_s))
     r.fail_key("dist_timeout_s", fmt::format("must be > 0 seconds, got {}", t.dist_timeout_s));
@@ -430,6 +438,8 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   trainer["peak_tflops"] = fmt::format("{}", t.peak_tflops);
   trainer["threads"] = t.threads;
   trainer["resume"] = t.resume;
+  trainer["router_bias_update_rate"] = fmt::format("{}", t.router_bias_update_rate);
+  trainer["init_from"] = t.init_from.empty() ? null_node() : YAML::Node(t.init_from);
   // Shortest round-trip form (not tidy_numbers over the section: out_dir or resume may look numeric).
   trainer["dist_timeout_s"] = fmt::format("{}", t.dist_timeout_s);
   trainer["dist_bucket_mb"] = fmt::format("{}", t.dist_bucket_mb);

@@ -2,6 +2,7 @@
 
 #include "coe/compat.h"
 #include "coe/model/causal_lm.h"
+#include "coe/model/moe.h"
 #include "coe/util/error.h"
 
 #include <ATen/ATen.h>
@@ -85,6 +86,7 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   r.loss = at::zeros({}, f32);
   r.aux_loss = at::zeros({}, f32);
+  r.z_loss = at::zeros({}, f32);
   if (r.rows == 0) return r;
   for (size_t i = 0; i < micro_batches.size(); ++i) {
     const TokenBatch& mb = micro_batches[i];
@@ -101,15 +103,17 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
     if (out.loss_tokens > 0 && out.loss_tokens != n)
       fail("internal: the model counted {} loss tokens where the trainer counted {}", out.loss_tokens, n);
     // Weights are host numbers: no synchronisation.
-    at::Tensor aux =
-        out.aux_loss.to(at::kFloat) * (static_cast<double>(mb.batch_size) / static_cast<double>(total_rows));
-    at::Tensor total = aux;
+    const double row_share = static_cast<double>(mb.batch_size) / static_cast<double>(total_rows);
+    at::Tensor aux = out.aux_loss.to(at::kFloat) * row_share;
+    at::Tensor z = out.z_loss.to(at::kFloat) * row_share;
+    at::Tensor total = aux + z;
     if (n > 0) {
       at::Tensor lm = out.loss.to(at::kFloat) * (static_cast<double>(n) / static_cast<double>(total_tokens));
-      total = lm + aux;
+      total = lm + total;
       r.loss.add_(lm.detach());
     }
     r.aux_loss.add_(aux.detach());
+    r.z_loss.add_(z.detach());
     if (total.requires_grad()) {
       if (options.before_backward) options.before_backward(i, i + 1 == micro_batches.size());
       total.backward();
@@ -143,6 +147,7 @@ std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedPara
                                 const std::vector<TokenBatch>& micro_batches, const c10::Device& device,
                                 bool bf16_autocast) {
   torch::NoGradGuard no_grad;
+  ExpertLoadPause not_a_training_step;
   auto finite = [](const at::Tensor& t) { return !t.defined() || at::isfinite(t).all().item<bool>(); };
   for (const auto& p : params)
     if (!finite(p.param)) return fmt::format("parameter '{}' holds non-finite values", p.name);
@@ -161,6 +166,8 @@ std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedPara
         first = fmt::format("decoder layer {} (model.layers.{}) produced non-finite activations", l, l);
       else if (!finite(out.aux_loss))
         first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite aux loss", l, l);
+      else if (!finite(out.z_loss))
+        first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite router z-loss", l, l);
     };
     const LmOutput out = model.forward(db.input_ids, {}, forward);
     if (!first.empty()) return fmt::format("{} (micro-batch {})", first, i);

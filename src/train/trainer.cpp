@@ -6,6 +6,7 @@
 #include "coe/model/flops.h"
 #include "coe/train/device.h"
 #include "coe/train/evaluate.h"
+#include "coe/train/init_from.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/run_lock.h"
 #include "coe/train/signals.h"
@@ -297,6 +298,16 @@ void Trainer::build_model() {
   optimizer_ = std::move(built.optimizer);
   expert_dispatch_ = built.dispatch;
   params_ = built.params;
+  // The counts behind noaux_tc's bias updates and the load statistics of metrics.jsonl.
+  model_->set_expert_load_tracking(true);
+  if (!tc.init_from.empty()) {
+    if (resumed_from_.empty()) {
+      init_from_ = std::make_unique<InitFromReport>(
+          init_from_checkpoint(*model_, tc.init_from, config_.source + ": trainer.init_from"));
+    } else if (console_) {
+      spdlog::info("trainer.init_from is not applied: the run resumes from {}, which holds its weights", resumed_from_);
+    }
+  }
   schedule_ = LrSchedule::from_config(config_.optim, tc.total_steps);
   state_.scheduler = schedule_.to_json();
   flops_per_token_ = training_flops_per_token(config_.model, config_.data.max_length).total();
@@ -329,6 +340,20 @@ void Trainer::restore() {
     state_.scheduler = schedule_.to_json();  // informational: this run's schedule, not the saved one
     train_loader_->restore(LoaderState::from_json(state_.loader));
     last_saved_step_ = state_.step;
+    if (!state_.expert_load_window.empty()) {
+      const std::vector<int64_t> expected{static_cast<int64_t>(model_->moe_layers().size()), config_.model.inner_iter,
+                                          config_.model.n_routed_experts};
+      if (expected == state_.expert_load_shape) {
+        load_window_ = at::tensor(state_.expert_load_window, at::TensorOptions().dtype(at::kLong))
+                           .view(state_.expert_load_shape)
+                           .to(device_);
+      } else if (console_) {
+        spdlog::warn("resume: the checkpoint's expert-load window has shape [{}], this model's [{}]: the first load "
+                     "statistics after the resume cover only the steps trained from here",
+                     fmt::format("{}", fmt::join(state_.expert_load_shape, ", ")),
+                     fmt::format("{}", fmt::join(expected, ", ")));
+      }
+    }
   }
   if (dist_->distributed()) {
     // Every rank starts from rank 0's parameters (the same seed gives the same initialisation on
@@ -346,6 +371,11 @@ void Trainer::restore() {
 void Trainer::open_run_files() {
   if (!dist_->is_main()) return;
   write_file_atomic(fs::path(out_dir_) / "config.yaml", config_yaml_);
+  if (init_from_) {
+    write_file_atomic(fs::path(out_dir_) / "init_from.txt", init_from_->table());
+    if (console_)
+      spdlog::info("{}\n  (every row: {})", init_from_->summary(), (fs::path(out_dir_) / "init_from.txt").string());
+  }
   metrics_ = open_log(fs::path(out_dir_) / "metrics.jsonl", state_.step);
   val_log_ = open_log(fs::path(out_dir_) / "val.jsonl", state_.step);
   if (config_.trainer.tensorboard) {
@@ -426,6 +456,9 @@ Trainer::StepStats Trainer::train_step() {
     acc_options.before_backward = [this](size_t, bool last) { reducer_->arm(last); };
   }
   const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, acc_options);
+  // Each router's expert load over the whole global batch: one small all-reduce.
+  at::Tensor load = model_->take_expert_load();
+  if (distributed && load.defined()) dist_->all_reduce_sum(load, "expert load all-reduce");
   if (distributed) {
     reducer_->finish();  // every .grad() is now the sum over the ranks: the same everywhere
   } else {
@@ -434,31 +467,42 @@ Trainer::StepStats Trainer::train_step() {
   }
   const auto& params = optimizer_->parameters();
   const at::Tensor grad_norm = clip_grad_norm(params, config_.optim.clip_grad);
-  const at::Tensor host = at::stack({acc.loss, acc.aux_loss.to(at::kFloat), grad_norm}).to(at::kCPU);
+  const at::Tensor host =
+      at::stack({acc.loss, acc.aux_loss.to(at::kFloat), acc.z_loss.to(at::kFloat), grad_norm}).to(at::kCPU);
   const float* v = host.data_ptr<float>();
   s.loss = v[0];
   s.aux_loss = v[1];
-  s.grad_norm = v[2];
+  s.z_loss = v[2];
+  s.grad_norm = v[3];
   if (distributed) {
     // The ranks' shares of the loss, and whether any rank was asked to stop (so that all stop
     // after the same step).
     const double stop_here = signals_ && StopSignalGuard::received() != 0 ? 1.0 : 0.0;
-    const auto sums = dist_->all_reduce_sum(std::vector<double>{v[0], v[1], stop_here}, "metrics all-reduce");
+    const auto sums = dist_->all_reduce_sum(std::vector<double>{v[0], v[1], v[2], stop_here}, "metrics all-reduce");
     s.loss = sums[0];
     s.aux_loss = sums[1];
-    s.stop_requested = sums[2] > 0;
+    s.z_loss = sums[2];
+    s.stop_requested = sums[3] > 0;
     s.comm_wait_s = reducer_->stats().wait_s;
   }
 
-  if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.grad_norm)) {
+  if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.z_loss) || !std::isfinite(s.grad_norm)) {
     const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
-    result_.message = fmt::format("non-finite values at step {} (loss {}, aux_loss {}, grad_norm {}): {}; {}", s.step,
-                                  s.loss, s.aux_loss, s.grad_norm, where, last_good_checkpoint());
+    result_.message =
+        fmt::format("non-finite values at step {} (loss {}, aux_loss {}, z_loss {}, grad_norm {}): {}; {}", s.step,
+                    s.loss, s.aux_loss, s.z_loss, s.grad_norm, where, last_good_checkpoint());
     s.finite = false;
     return s;
   }
 
   optimizer_->step(s.lr);
+  if (load.defined()) {
+    // Aux-loss-free balancing: after the update, each correction bias moves against its
+    // experts' load error over this global batch (the same on every rank).
+    if (config_.model.uses_score_correction_bias() && tc.router_bias_update_rate > 0)
+      model_->update_router_bias(load, tc.router_bias_update_rate);
+    load_window_ = load_window_.defined() ? load_window_ + load : load;
+  }
   synchronize(device_);  // CUDA: the step's kernels are done before the clock is read
   s.seconds = seconds_since(t0);
   ++run_steps_;
@@ -538,6 +582,13 @@ bool Trainer::save_checkpoint() {
     return false;
   }
   state_.loader = train_loader_->state().to_json();
+  state_.expert_load_shape.clear();
+  state_.expert_load_window.clear();
+  if (load_window_.defined()) {
+    const at::Tensor host = load_window_.to(at::kCPU).contiguous();
+    state_.expert_load_shape = host.sizes().vec();
+    state_.expert_load_window.assign(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
+  }
   state_.scheduler["last_lr"] = schedule_.at(std::max<int64_t>(state_.step, 1));
   const auto t0 = Clock::now();
   if (dist_->distributed()) {
@@ -593,12 +644,39 @@ void Trainer::log_start() const {
   if (!resumed_from_.empty()) spdlog::info("resumed from {} (step {})", resumed_from_, state_.step);
 }
 
+nlohmann::ordered_json Trainer::take_load_statistics() {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  const at::Tensor window = std::move(load_window_);
+  load_window_ = at::Tensor();
+  if (!window.defined() || !dist_->is_main()) return out;    // the other ranks only restart their window
+  const at::Tensor host = window.to(at::kCPU).contiguous();  // the one host sync of the window
+  const auto layers = model_->moe_layers();
+  const int64_t C = host.size(1), E = host.size(2);
+  const int64_t* counts = host.data_ptr<int64_t>();
+  for (size_t i = 0; i < layers.size(); ++i)
+    for (int64_t t = 0; t < C; ++t) {
+      const int64_t* row = counts + (static_cast<int64_t>(i) * C + t) * E;
+      const LoadBalance b = load_balance(std::vector<int64_t>(row, row + E));
+      out[fmt::format("layer{}_iter{}", layers[i], t)] = {{"max_over_mean", b.max_over_mean}, {"cv", b.cv}};
+    }
+  return out;
+}
+
 void Trainer::log_step(const StepStats& s) {
+  const int64_t total = config_.trainer.total_steps;
+  const bool log_line = s.step % config_.trainer.log_interval == 0 || s.step == total || s.step == 1;
+  // At a log line: the expert load of the steps since the previous one (every rank restarts its
+  // window; rank 0 writes it).
+  const nlohmann::ordered_json router = log_line ? take_load_statistics() : nlohmann::ordered_json::object();
+  double worst_load = 0;
+  for (const auto& [key, stats] : router.items())
+    worst_load = std::max(worst_load, stats["max_over_mean"].get<double>());
   if (dist_->is_main()) {
     nlohmann::ordered_json j;
     j["step"] = s.step;
     j["loss"] = s.loss;
     j["aux_loss"] = s.aux_loss;
+    if (config_.model.router_z_loss_alpha > 0) j["z_loss"] = s.z_loss;
     j["lr"] = s.lr;
     j["grad_norm"] = s.grad_norm;
     j["tokens"] = s.tokens;
@@ -606,6 +684,7 @@ void Trainer::log_step(const StepStats& s) {
     j["tokens_per_s"] = s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0;
     j["time"] = state_.elapsed_s;
     if (s.comm_wait_s >= 0) j["comm_wait_s"] = s.comm_wait_s;
+    if (!router.empty()) j["router"] = router;
     metrics_.append(j.dump() + '\n');
     if (tensorboard_) tensorboard_->add_scalars(s.step, metrics_scalars(j));
   }
@@ -613,8 +692,7 @@ void Trainer::log_step(const StepStats& s) {
   window_time_ += s.seconds;
   window_steps_ += 1;
   window_tokens_ += s.tokens;
-  const int64_t total = config_.trainer.total_steps;
-  if (s.step % config_.trainer.log_interval != 0 && s.step != total && s.step != 1) return;
+  if (!log_line) return;
   if (tensorboard_) tensorboard_->flush();  // a live run shows up to this line
   if (console_) {
     const double per_step = window_time_ / static_cast<double>(window_steps_);
@@ -623,6 +701,8 @@ void Trainer::log_step(const StepStats& s) {
         fmt::format("step {:>{}}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", s.step,
                     std::to_string(total).size(), total, s.loss, s.aux_loss, s.lr, s.grad_norm,
                     format_count(tokens_per_s), format_duration(per_step * static_cast<double>(total - s.step)));
+    if (config_.model.router_z_loss_alpha > 0) line += fmt::format(" | z {:.4f}", s.z_loss);
+    if (!router.empty()) line += fmt::format(" | load max/mean {:.2f}", worst_load);
     if (config_.trainer.peak_tflops > 0)
       line +=
           fmt::format(" | mfu {:.1f}%", 100.0 * tokens_per_s * flops_per_token_ / (config_.trainer.peak_tflops * 1e12));

@@ -38,6 +38,7 @@ struct LmOutput {
   torch::Tensor loss;       // scalar float32 LM loss (if labels were given)
   torch::Tensor aux_loss;   // scalar: sum of all routers' aux losses (0 when none); add it to the loss
                             // for backward, as the reference does, but report it separately
+  torch::Tensor z_loss;     // scalar: sum of all routers' z-losses (0 when none); added for backward like aux_loss
   int64_t loss_tokens = 0;  // labels that count (labels[:,1:] != kIgnoreLabel); 0 unless requested
   std::vector<RoutingTrace> routing;
 };
@@ -67,6 +68,20 @@ class CausalLMImpl : public torch::nn::Module {
   bool activation_checkpointing() const { return checkpointing_; }
   // Replaces the expert dispatch of every MoE layer.
   void set_dispatch(const std::shared_ptr<ExpertDispatch>& dispatch);
+
+  // Expert load (what the trainer's balancing and load statistics use): with tracking on, every
+  // forward in training mode counts, per MoE layer and CoE iteration, the token slots each expert
+  // receives (on the device; activation checkpointing's recomputation is not counted twice).
+  void set_expert_load_tracking(bool on);
+  // The counts since the last call, int64 [moe_layers().size(), C, E], and a fresh count;
+  // undefined for a model without MoE layers.
+  torch::Tensor take_expert_load();
+  // The indices of the MoE layers, in order (the rows of take_expert_load).
+  std::vector<int64_t> moe_layers() const;
+  // Aux-loss-free balancing (topk_method noaux_tc, DeepSeek-V3): every router's
+  // e_score_correction_bias += rate * sign(mean load - load), with `load` as take_expert_load
+  // returns it (summed over a global batch). A no-op for the other top-k methods.
+  void update_router_bias(const torch::Tensor& load, double rate);
 
   const ModelConfig& config() const { return config_; }
   torch::Tensor lm_head_weight() const;

@@ -18,12 +18,13 @@ namespace coe {
 struct RoutingTrace {
   int64_t layer = 0, iteration = 0;
   torch::Tensor topk_idx;  // [B*S, K]
-  torch::Tensor scores;    // [B*S, E] router softmax
+  torch::Tensor scores;    // [B*S, E] router scores (softmax or sigmoid)
 };
 
 struct LayerOutput {
   torch::Tensor hidden;
   torch::Tensor aux_loss;  // summed over iterations; undefined when there is none
+  torch::Tensor z_loss;    // router z-loss summed over iterations; undefined when there is none
 };
 
 class CoeLayerImpl : public torch::nn::Module {

@@ -47,13 +47,17 @@ struct ModelConfig {
   int64_t n_shared_experts = 1;
   int64_t num_experts_per_tok = 8;
   double routed_scaling_factor = 1.0;
-  std::string topk_method = "greedy";  // greedy | group_limited_greedy
+  // greedy | group_limited_greedy (DeepSeek-V2) | noaux_tc (DeepSeek-V3: top-k of the scores plus
+  // a per-router e_score_correction_bias, moved by the trainer towards balanced load)
+  std::string topk_method = "greedy";
   int64_t n_group = 1;
   int64_t topk_group = 1;
   bool norm_topk_prob = false;
-  std::string scoring_func = "softmax";
+  std::string scoring_func = "softmax";  // softmax (DeepSeek-V2) | sigmoid (DeepSeek-V3)
   double aux_loss_alpha = 0.001;
   bool seq_aux = true;
+  // ST-MoE's router z-loss alpha * mean_t(logsumexp(logits_t)^2) per router; 0: off.
+  double router_z_loss_alpha = 0.0;
   int64_t first_k_dense_replace = 0;
   int64_t moe_layer_freq = 1;
 
@@ -73,6 +77,7 @@ struct ModelConfig {
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 
   int64_t q_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  bool uses_score_correction_bias() const { return topk_method == "noaux_tc"; }
   bool is_moe_layer(int64_t layer) const {
     return n_routed_experts > 0 && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
   }

@@ -46,9 +46,12 @@ struct TrainState {
   double elapsed_s = 0.0;                 // training wall time so far, over all resumed runs
   std::optional<double> last_train_loss;  // training loss of step `step`
   std::optional<double> last_val_loss, best_val_loss;
-  std::optional<int64_t> val_step;               // the step last_val_loss was measured at
-  nlohmann::json loader;                         // LoaderState::to_json()
-  nlohmann::json scheduler;                      // informational: kind, lr, min_lr, warmup_steps, total_steps, last lr
+  std::optional<int64_t> val_step;  // the step last_val_loss was measured at
+  nlohmann::json loader;            // LoaderState::to_json()
+  nlohmann::json scheduler;         // informational: kind, lr, min_lr, warmup_steps, total_steps, last lr
+  // Expert load counted since the last log line (the load statistics of metrics.jsonl), so that a
+  // resumed run logs the same numbers: [MoE layers, C, E] flattened row-major; empty when none.
+  std::vector<int64_t> expert_load_shape, expert_load_window;
   std::map<std::string, std::string> checksums;  // file name -> "xxh64:<hex>" (filled by write_checkpoint)
 
   nlohmann::ordered_json to_json() const;

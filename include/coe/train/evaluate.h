@@ -17,12 +17,23 @@ namespace coe {
 
 class CausalLMImpl;
 
+// How evenly a router spread its token slots over the experts: max load / mean load (1 =
+// perfectly balanced) and the coefficient of variation (population standard deviation / mean).
+// Both 0 when nothing was routed. The trainer's metrics.jsonl and coe-eval report these.
+struct LoadBalance {
+  double max_over_mean = 0;
+  double cv = 0;
+};
+LoadBalance load_balance(const std::vector<int64_t>& load);
+
 struct IterationRouting {
   int64_t layer = 0, iteration = 0;
   std::vector<int64_t> expert_load;  // routed (token, slot) pairs per expert
   double load_imbalance = 0;         // max load / mean load (1 = perfectly balanced)
   double load_cv = 0;                // coefficient of variation of the loads
-  double router_entropy = 0;         // mean over tokens of the router softmax entropy (nats)
+  // Mean over tokens of the entropy (nats) of the router's scores as a distribution over experts
+  // (softmax scores as they are; sigmoid scores normalised to sum to 1).
+  double router_entropy = 0;
 };
 
 struct LayerChain {  // how a CoE layer's iterations combine experts

@@ -78,6 +78,13 @@ struct TrainerConfig {
   double peak_tflops = 0;
   int threads = 0;               // torch intra-op threads (0: torch's default)
   std::string resume = "never";  // never | auto | a checkpoint directory
+  // Aux-loss-free balancing (model.topk_method noaux_tc): after every optimizer step each router's
+  // e_score_correction_bias moves by this much against its experts' load error (DeepSeek-V3's
+  // gamma). Unused by the other top-k methods.
+  double router_bias_update_rate = 0.001;
+  // Warm start: a checkpoint (or run directory) whose weights initialise this run's model where
+  // the shapes allow (init_from.h); "" none. Only for a run that starts fresh.
+  std::string init_from;
   // Data parallelism (docs/distributed.md); used only when a launcher starts several ranks.
   double dist_timeout_s = 300;  // rendezvous, each collective, heartbeat silence before an abort
   double dist_bucket_mb = 25;   // gradient all-reduce bucket size

@@ -5,6 +5,7 @@
 //   <out_dir>/metrics.jsonl    one JSON object per optimizer step
 //   <out_dir>/val.jsonl        one JSON object per validation
 //   <out_dir>/tb/              TensorBoard event files, one per invocation (trainer.tensorboard)
+//   <out_dir>/init_from.txt    with trainer.init_from: what the warm start copied (init_from.h)
 //   <out_dir>/step-N/          checkpoints (checkpoint.h)
 //   <out_dir>/final.json       summary, written when total_steps is reached
 //   <out_dir>/prepared/        the prepared dataset when data.prepared_dir is not set
@@ -15,7 +16,8 @@
 // choose the checkpoint to resume (locking out_dir), prepare the data, build the model and
 // optimizer, restore the checkpoint, open the run directory's files. run() is the loop: each
 // train_step() draws the global batch, accumulates gradients over its micro-batches, clips,
-// checks for non-finite values and updates; then the step is logged, validation and checkpoints
+// checks for non-finite values and updates (then moves the routers' correction biases with
+// topk_method noaux_tc); then the step is logged, validation and checkpoints
 // come at their intervals, and stop_reason() ends the loop on SIGINT/SIGTERM or --max-steps. See
 // docs/training.md.
 //
@@ -38,7 +40,9 @@
 #include "coe/util/clock.h"
 #include "coe/util/file_io.h"
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -50,6 +54,7 @@ namespace coe {
 class RunDirLock;
 class StopSignalGuard;
 class TensorBoardWriter;
+struct InitFromReport;
 
 struct TrainOptions {
   // Continue from the newest complete checkpoint in out_dir; an error when there is none
@@ -110,7 +115,7 @@ class Trainer {
   // What one optimizer step did, for the logs.
   struct StepStats {
     int64_t step = 0;
-    double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
+    double loss = 0, aux_loss = 0, z_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
     int64_t tokens = 0, loss_tokens = 0;
     double comm_wait_s = -1;      // data parallel: waiting for the gradient all-reduce (< 0: not logged)
     bool finite = true;           // false: the update was not applied (result_.message says why)
@@ -135,6 +140,10 @@ class Trainer {
   std::string last_good_checkpoint() const;
   void log_start() const;
   void log_step(const StepStats& s);
+  // The load statistics of the window since the last log line, per MoE layer and CoE iteration
+  // ({"layer0_iter0": {"max_over_mean", "cv"}, ...}); restarts the window. Empty without MoE layers
+  // and on ranks other than 0.
+  nlohmann::ordered_json take_load_statistics();
   TrainResult finish(TrainStatus status);
 
   TrainConfig config_;
@@ -162,6 +171,10 @@ class Trainer {
   std::unique_ptr<GradReducer> reducer_;  // data parallelism only
   AppendFile metrics_, val_log_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;  // rank 0, trainer.tensorboard
+  std::unique_ptr<InitFromReport> init_from_;       // the warm start of a fresh run with trainer.init_from
+  // Expert load ([MoE layers, C, E] int64, on the device, over the global batch) counted since the
+  // last log line; undefined until a step counted some.
+  at::Tensor load_window_;
 
   // run()'s state.
   std::unique_ptr<StopSignalGuard> signals_;

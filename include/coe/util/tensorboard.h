@@ -61,7 +61,9 @@ using Scalars = std::vector<std::pair<std::string, double>>;
 
 // The scalars of one metrics.jsonl row: loss -> train/loss, aux_loss -> train/aux_loss,
 // lr -> train/lr, grad_norm -> train/grad_norm, tokens_per_s -> train/tokens_per_s,
-// comm_wait_s -> train/comm_wait_s; keys the row lacks (or that are not numbers) are left out.
+// comm_wait_s -> train/comm_wait_s, z_loss -> train/z_loss, and the expert load of log lines,
+// router.<layerL_iterT>.{max_over_mean, cv} -> router/<layerL_iterT>/{max_over_mean, cv}; keys the
+// row lacks (or that are not numbers) are left out.
 Scalars metrics_scalars(const nlohmann::json& metrics_row);
 // The scalars of one val.jsonl row: val_loss -> val/loss.
 Scalars val_scalars(const nlohmann::json& val_row);
