@@ -1,10 +1,9 @@
-// The differential test of coe's HF tokenizer against Hugging Face `tokenizers` itself: the npm
-// package (the Rust library with node bindings) is installed into the build directory, and
+// The differential test of coe's HF tokenizer against Hugging Face `tokenizers` itself: the PyPI
+// package (the Rust library with Python bindings) in the Python coe was configured with, and
 // coe-tokfuzz compares ids, decode(ids) and decode(ids, skip_special_tokens) on seeded
 // generated strings for every tokenizer in $COE_SHARED/data/tokenizers, and for small tokenizers
 // whose Split patterns exercise the regex rewriting (properties inside and outside classes,
-// negations, \b, (?i), Ruby's (?m)). Skipped, saying why, when node or npm is missing or the
-// package cannot be installed.
+// negations, \b, (?i), Ruby's (?m)).
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
@@ -22,10 +21,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
-
-constexpr const char* kOraclePackage = "tokenizers@0.23.2";
-constexpr const char* kOracleVersion = "\"version\": \"0.23.2\"";
 constexpr int kStringsPerTokenizer = 20000;
 constexpr int kStringsPerPattern = 4000;
 
@@ -77,13 +72,21 @@ std::string pattern_tokenizer(const std::string& pattern) {
   return j.dump();
 }
 
-// Runs coe-tokfuzz; returns its output, failing the test on a difference.
-std::string run_fuzz(const fs::path& dir, const std::vector<std::string>& tokenizers, int count) {
-  std::string command = coe::test::tool_path("coe-tokfuzz").string() + " --oracle " + quoted(dir.string()) +
-                        " --count " + std::to_string(count) + " --seed 20261129 --examples 3";
-  for (const auto& t : tokenizers) command += " --tokenizer " + quoted(t);
+// Runs coe-tokfuzz against the configured Python's tokenizers; returns its output, failing the
+// test on a difference.
+std::string run_fuzz(const std::vector<std::string>& tokenizers, int count) {
+  std::vector<std::string> argv{coe::test::tool_path("coe-tokfuzz").string(),
+                                "--python",
+                                coe::test::python().string(),
+                                "--count",
+                                std::to_string(count),
+                                "--seed",
+                                "20261129",
+                                "--examples",
+                                "3"};
+  for (const auto& t : tokenizers) argv.insert(argv.end(), {"--tokenizer", t});
   std::string output;
-  const int rc = coe::test::run_command(command, &output);
+  const int rc = coe::test::run_argv(argv, &output);
   std::cout << output;
   EXPECT_EQ(rc, 0) << "coe and HF tokenizers differ (or the oracle failed):\n" << output;
   EXPECT_NE(output.find("total: " + std::to_string(static_cast<size_t>(count) * tokenizers.size()) +
@@ -93,37 +96,21 @@ std::string run_fuzz(const fs::path& dir, const std::vector<std::string>& tokeni
   return output;
 }
 
-// build/hf-oracle, or $COE_HF_ORACLE.
-fs::path oracle_dir() {
-  if (const char* env = std::getenv("COE_HF_ORACLE"); env && *env) return env;
-  return coe::test::tool_path("coe-tokfuzz").parent_path().parent_path() / "hf-oracle";
-}
-
-// Installs the pinned oracle unless it is there; returns an empty string or why it is unusable.
-std::string prepare_oracle(const fs::path& dir) {
-  std::string output;
-  if (coe::test::run_command("command -v node && command -v npm", &output) != 0)
-    return "node and npm are needed for the differential test against HF tokenizers (tools/install-deps.sh installs "
-           "Debian's nodejs and npm); not found on PATH";
-  const fs::path package = dir / "node_modules" / "tokenizers" / "package.json";
-  if (!fs::exists(package) || coe::test::read_file(package).find(kOracleVersion) == std::string::npos) {
-    // ctest runs the tests of this file in parallel: one npm install at a time (flock), each
-    // installing only if the others have not.
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    // Inside sh -c '...': paths in double quotes.
-    const std::string script = R"(grep -qs "\"version\": \"0.23.2\"" ")" + package.string() +
-                               R"(" || npm install --prefix ")" + dir.string() +
-                               "\" --no-audit --no-fund --loglevel=error " + kOraclePackage;
-    const int rc = coe::test::run_command(
-        "flock " + quoted((dir / ".install.lock").string()) + " sh -c " + quoted(script), &output);
-    if (rc != 0) return "npm install " + std::string(kOraclePackage) + " into " + dir.string() + " failed: " + output;
-  }
-  const std::string load =
-      "node -e " + quoted("require(process.argv[1])") + " " + quoted((dir / "node_modules" / "tokenizers").string());
-  if (coe::test::run_command(load, &output) != 0)
-    return "node cannot load " + std::string(kOraclePackage) + ": " + output;
-  return "";
+// The oracle is the version tools/requirements.txt pins (the one that reproduces the goldens in
+// ../shared), imported by the Python coe was configured with; tools/install-deps.sh installs it.
+void expect_pinned_oracle() {
+  const std::string requirements = coe::test::read_file(coe::test::source_root() / "tools" / "requirements.txt");
+  const size_t at = requirements.find("\ntokenizers==");
+  ASSERT_NE(at, std::string::npos) << "tools/requirements.txt pins no tokenizers version";
+  const size_t from = at + std::string("\ntokenizers==").size();
+  const std::string pinned = requirements.substr(from, requirements.find('\n', from) - from);
+  std::string version;
+  ASSERT_EQ(
+      coe::test::run_argv(
+          {coe::test::python().string(), "-c", "import tokenizers; print(tokenizers.__version__, end='')"}, &version),
+      0)
+      << coe::test::python() << " cannot import HF tokenizers (run tools/install-deps.sh): " << version;
+  ASSERT_EQ(version, pinned) << "the oracle is HF tokenizers " << pinned << " (tools/requirements.txt)";
 }
 
 }  // namespace
@@ -131,8 +118,8 @@ std::string prepare_oracle(const fs::path& dir) {
 TEST(HfTokenizerDifferential, MatchesHfTokenizersOnGeneratedStrings) {
   const fs::path tool = coe::test::tool_path("coe-tokfuzz");
   ASSERT_TRUE(fs::exists(tool)) << "build the coe-tokfuzz target first: " << tool;
-  const fs::path dir = oracle_dir();
-  if (const std::string why = prepare_oracle(dir); !why.empty()) GTEST_SKIP() << why;
+  expect_pinned_oracle();
+  if (HasFatalFailure()) return;
 
   std::vector<std::string> tokenizers;
   for (const auto& entry : fs::directory_iterator(coe::test::shared_root() / "data" / "tokenizers")) {
@@ -143,20 +130,20 @@ TEST(HfTokenizerDifferential, MatchesHfTokenizersOnGeneratedStrings) {
   std::sort(tokenizers.begin(), tokenizers.end());
   ASSERT_GE(tokenizers.size(), 4u) << "expected the shared tokenizers (gpt-neox, qwen2, qwen2-digits3, deepseek-v3)";
 
-  run_fuzz(dir, tokenizers, kStringsPerTokenizer);
+  run_fuzz(tokenizers, kStringsPerTokenizer);
 }
 
 TEST(HfTokenizerDifferential, RegexRewritingMatchesOniguruma) {
   const fs::path tool = coe::test::tool_path("coe-tokfuzz");
   ASSERT_TRUE(fs::exists(tool)) << "build the coe-tokfuzz target first: " << tool;
-  const fs::path dir = oracle_dir();
-  if (const std::string why = prepare_oracle(dir); !why.empty()) GTEST_SKIP() << why;
+  expect_pinned_oracle();
+  if (HasFatalFailure()) return;
   const fs::path scratch = coe::test::scratch_dir("tokenizer-diff");
   std::vector<std::string> tokenizers;
   for (size_t i = 0; i < kPatterns.size(); ++i)
     tokenizers.push_back(coe::test::write_file(scratch / ("pattern" + std::to_string(i) + "-tokenizer.json"),
                                                pattern_tokenizer(kPatterns[i])));
-  run_fuzz(dir, tokenizers, kStringsPerPattern);
+  run_fuzz(tokenizers, kStringsPerPattern);
 }
 
 #else  // !COE_WITH_HF_TOKENIZER

@@ -270,23 +270,20 @@ INSTANTIATE_TEST_SUITE_P(Rank, DistTrainKilled, ::testing::Values(1, 0));
 
 // SIGTERM to one rank only (a launcher forwards it to all; any one suffices): both ranks stop after
 // the same step, rank 0 writes its checkpoint, both exit 0.
-// The real launcher: torchrun starts the binary itself (--no_python; without it torchrun hands
-// the binary to Python). Debian 12's torchrun 1.13 under Python 3.11 cannot parse its own default
-// "--redirects 0 --tee 0" (an IntFlag change in 3.11), hence the explicit "1": rank output is
-// copied to a log and the console. The two ranks give the single process's losses.
+// The real launcher: the torchrun of the Python coe was built against (the checkout's .venv) starts
+// the binary itself (--no-python; without it torchrun hands the binary to Python), each rank's
+// output copied to a log and the console. The two ranks give the single process's losses.
 TEST_F(DistTrain, TorchrunLaunchesTwoCpuRanks) {
-  const auto torchrun = coe::find_executable("torchrun");
-  if (!torchrun) GTEST_SKIP() << "torchrun is not on PATH (Debian: apt-get install python3-torch)";
+  const fs::path torchrun = coe::test::python_tool("torchrun");
+  ASSERT_TRUE(fs::exists(torchrun)) << torchrun << " is missing (tools/install-deps.sh installs torch into .venv)";
   const auto single = train("torchrun-single", 0, {});
   expect_success(single);
-  std::vector<std::string> argv{torchrun->string(),
-                                "--no_python",
+  std::vector<std::string> argv{torchrun.string(),
+                                "--no-python",
                                 "--standalone",
-                                "--nproc_per_node=2",
-                                "--redirects",
-                                "1",
+                                "--nproc-per-node=2",
                                 "--tee",
-                                "1",
+                                "3",
                                 "--log_dir",
                                 (root_ / "torchrun-logs").string(),
                                 coe::test::tool_path("coe-train").string(),

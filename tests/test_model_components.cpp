@@ -1,7 +1,7 @@
 // Model components on their own: numerical gradient checks in double precision (router + MoE +
 // CoE layer), agreement between expert dispatch implementations, dense layers, checkpointing.
-#include "coe/compat.h"
 #include "coe/io/hf_checkpoint.h"
+#include "coe/model/autocast.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/coe_layer.h"
 #include "coe/model/experts.h"
@@ -269,8 +269,8 @@ TEST(ExpertDispatch, GroupedNeverReadsTheRowsTheGemmLeavesUnspecified) {
   for (size_t i = 0; i < got.grads.size(); ++i) EXPECT_TRUE(at::equal(got.grads[i], want.grads[i])) << "gradient " << i;
 }
 
-// The GPU path: bf16 autocast on CUDA, at::_grouped_mm where the libtorch has it, against the
-// float32 CPU reference (relative Frobenius error of the output and of every gradient).
+// The GPU path: bf16 autocast on CUDA, at::_grouped_mm, against the float32 CPU reference (relative Frobenius error of
+// the output and of every gradient).
 TEST(ExpertDispatch, GroupedUnderCudaAutocastMatchesTheFloat32Reference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(6);
@@ -284,10 +284,10 @@ TEST(ExpertDispatch, GroupedUnderCudaAutocastMatchesTheFloat32Reference) {
   experts->to(cuda);
   EXPECT_EQ(coe::native_grouped_mm_applies(torch::zeros({8, H}, torch::dtype(at::kBFloat16).device(cuda)),
                                            torch::zeros({E, H, I}, torch::dtype(at::kBFloat16).device(cuda))),
-            coe::compat::kHasGroupedMm);
+            true);
   DispatchRun got;
   {
-    coe::compat::CudaAutocastGuard autocast(true, at::kBFloat16);
+    coe::AutocastGuard autocast(c10::kCUDA, true, at::kBFloat16);
     got = run_dispatch(coe::GroupedDispatch(), experts, p.x.to(cuda), p.idx.to(cuda), p.w.to(cuda));
   }
   auto rel = [](const at::Tensor& a, const at::Tensor& b) {

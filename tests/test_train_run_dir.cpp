@@ -5,6 +5,7 @@
 #include "coe/train/checkpoint.h"
 #include "coe/train/trainer.h"
 #include "coe/util/error.h"
+#include "coe/util/tensorboard.h"
 
 #include "support/expect_error.h"
 #include "support/test_env.h"
@@ -304,6 +305,25 @@ TEST_F(RunDir, TensorBoardEventsMatchTheLogsAcrossAResume) {
   size_t train_losses = 0;
   for (const auto& [key, value] : scalars) train_losses += key.first == "train/loss";
   EXPECT_EQ(train_losses, 6u);
+
+  // The tensorboard package (EventAccumulator, what `tensorboard --logdir` serves) sees exactly the
+  // scalars of metrics.jsonl and val.jsonl: every tag, every step once, every value.
+  std::map<std::pair<std::string, int64_t>, float> from_logs;
+  for (const auto& m : metrics)
+    for (const auto& [tag, value] : coe::metrics_scalars(m))
+      from_logs[{tag, m["step"].get<int64_t>()}] = static_cast<float>(value);
+  for (const auto& v : val)
+    for (const auto& [tag, value] : coe::val_scalars(v))
+      from_logs[{tag, v["step"].get<int64_t>()}] = static_cast<float>(value);
+  EXPECT_EQ(from_logs.at({"train/loss", 6}), static_cast<float>(metrics.back()["loss"].get<double>()));
+  const nlohmann::json tb = coe::test::read_with_tensorboard(dir / "tb");
+  ASSERT_FALSE(tb.is_null());
+  std::map<std::pair<std::string, int64_t>, float> read;
+  for (const auto& [tag, events] : tb.at("scalars").items())
+    for (const auto& e : events)
+      EXPECT_TRUE(read.emplace(std::make_pair(tag, e[0].get<int64_t>()), static_cast<float>(e[1].get<double>())).second)
+          << tag << " at step " << e[0] << " twice";
+  EXPECT_EQ(read, from_logs);
 }
 
 }  // namespace

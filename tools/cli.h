@@ -1,6 +1,6 @@
 #pragma once
 // The command-line contract of every coe tool: --help prints and exits 0; --version prints the
-// coe version, the git commit, the libtorch version and whether CUDA is built in; a bad flag or
+// coe version, the git commit, the torch version and the CUDA version built in (or CPU only); a bad flag or
 // value is one line "error: <reason> (see --help)" on stderr and exit status 1; any failure
 // later is one line "error: <reason>" and exit status 1.
 #include "coe/util/error.h"
@@ -14,10 +14,10 @@
 
 namespace coe::cli {
 
-// "coe-eval 0.1.0 (git 1a2b3c4d5e6f), libtorch 1.13.1, CPU only"
+// "coe-eval 0.1.0 (git 1a2b3c4d5e6f), torch 2.11.0, CUDA 13.0" (or ", CPU only")
 inline std::string version_line(const std::string& tool) {
-  return tool + " " + COE_VERSION + " (git " + COE_GIT_COMMIT + "), libtorch " + COE_TORCH_VERSION +
-         (COE_BUILT_WITH_CUDA ? ", CUDA" : ", CPU only");
+  return tool + " " + COE_VERSION + " (git " + COE_GIT_COMMIT + "), torch " + COE_TORCH_VERSION +
+         (COE_BUILT_WITH_CUDA ? std::string(", CUDA ") + COE_CUDA_VERSION : std::string(", CPU only"));
 }
 
 // Returns -1 when the tool should go on, else the status to exit with.

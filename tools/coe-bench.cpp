@@ -150,7 +150,6 @@ int main(int argc, char** argv) {
     const int64_t seq_len = seq > 0 ? seq : cfg.data.max_length;
     const c10::Device device = coe::resolve_device(t.device, config_path + ": trainer.device");
     const bool bf16 = t.dtype == "bfloat16";
-    if (bf16 && !device.is_cuda()) coe::fail("{}: trainer.dtype: bfloat16 needs a CUDA device", config_path);
     if (t.threads > 0) at::set_num_threads(t.threads);
     if (decode) {
       decode_bench(cfg, config_path, device, decode_batch, prompt_len, new_tokens, json_out, overrides);

@@ -6,7 +6,6 @@
 //              [--dtype float32|bfloat16] [--attention auto|fused|materialized] [--measure] [--json OUT]
 //   coe-memory --compare A.yaml B.yaml [same options]
 #include "cli.h"
-#include "coe/compat.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/train/adamw.h"
@@ -141,11 +140,9 @@ Measurement measure(const Loaded& l, const Options& opt) {
   const coe::TrainConfig& cfg = l.config;
   const coe::MemoryOptions& mo = l.memory;
   const c10::Device device = coe::resolve_device(cfg.trainer.device, cfg.source + ": trainer.device");
-  if (mo.bf16 && !device.is_cuda()) coe::fail("--measure: bfloat16 autocast needs a CUDA device (trainer.device)");
-  if (mo.fused_attention != coe::compat::kHasSdpa)
-    coe::fail("--measure: this libtorch {} attention; pass --attention {}",
-              coe::compat::kHasSdpa ? "uses fused SDPA" : "materialises the softmax",
-              coe::compat::kHasSdpa ? "fused" : "materialized");
+  if (mo.fused_attention != coe::memory_options(cfg).fused_attention)
+    coe::fail("--measure: this run's attention is {} (--attention auto); --attention {} is an estimate only",
+              mo.fused_attention ? "SDPA's math path" : "fused", mo.fused_attention ? "fused" : "materialized");
   if (cfg.trainer.threads > 0) at::set_num_threads(cfg.trainer.threads);
   if (!device.is_cuda())
     coe::check_host_memory(coe::estimate_memory(cfg.model, mo).total_bytes(), cfg.source + ": --measure",
@@ -231,7 +228,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-checkpointing", no_ckpt, "activation checkpointing off");
   app.add_option("--dtype", opt.dtype, "float32 | bfloat16 (default: trainer.dtype)");
   app.add_option("--attention", opt.attention,
-                 "auto | fused | materialized (auto: fused for CUDA configs, else what this libtorch does)")
+                 "auto | fused | materialized (auto: what SDPA runs on the config's device)")
       ->capture_default_str();
   app.add_flag("--measure", opt.measure, "also run real training steps and report the allocator's peak");
   app.add_option("--measure-steps", opt.measure_steps, "optimizer steps for --measure")

@@ -1,11 +1,12 @@
 // coe-tokfuzz: the differential test of coe's HF tokenizer against Hugging Face `tokenizers`
-// itself (the npm package, run by tools/hf_oracle.js on node). Generates seeded test strings
+// itself (the PyPI package, run by tools/hf_oracle.py). Generates seeded test strings
 // (coe/data/tokenizer_fuzz.h), encodes them with both, and compares the ids, decode(ids) and
 // decode(ids, skip_special_tokens); reports differences with their code points.
 //
-//   npm install --prefix build/hf-oracle tokenizers@0.23.2
-//   coe-tokfuzz --oracle build/hf-oracle --tokenizer FILE [--tokenizer FILE]... [--count N] [--seed S]
-//               [--all-code-points] [--batch N] [--threads N] [--examples K] [--node PATH] [--script PATH]
+//   coe-tokfuzz --tokenizer FILE [--tokenizer FILE]... [--count N] [--seed S] [--all-code-points]
+//               [--batch N] [--threads N] [--examples K] [--python PATH] [--script PATH]
+// The Python (default: the one coe was configured with, the checkout's .venv) must import
+// `tokenizers` (tools/install-deps.sh installs the pinned version).
 //   coe-tokfuzz --write-texts --tokenizer FILE [--count N] [--seed S] > texts.jsonl
 //
 // --all-code-points replaces the random strings by one string per code point (all 1,112,064
@@ -18,6 +19,7 @@
 #include "coe/data/hf_tokenizer.h"
 #include "coe/data/tokenizer_fuzz.h"
 #include "coe/util/error.h"
+#include "coe/util/subprocess.h"
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
@@ -49,12 +51,9 @@ using Clock = std::chrono::steady_clock;
 #ifndef COE_SOURCE_DIR
 #define COE_SOURCE_DIR "."
 #endif
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
+#ifndef COE_PYTHON
+#define COE_PYTHON "python3"
+#endif
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -83,7 +82,7 @@ void parallel_for(size_t n, int threads, Fn&& fn) {
 }
 
 struct Options {
-  std::string oracle, node = "node", script = COE_SOURCE_DIR "/tools/hf_oracle.js";
+  std::string python = COE_PYTHON, script = COE_SOURCE_DIR "/tools/hf_oracle.py";
   std::vector<std::string> tokenizers;
   uint64_t count = 20000, seed = 1;
   size_t batch = 50000;
@@ -138,16 +137,21 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
       for (const auto& t : texts) in << json{{"text", t}}.dump() << '\n';
       if (!in) coe::fail("{}: cannot write", in_path.string());
     }
-    // HF on node in the background while coe encodes the same batch.
+    // HF in the background while coe encodes the same batch.
     int oracle_status = 0;
     double hf_seconds = 0;
+    std::string oracle_error;
+    fs::remove(err_path);
     std::thread oracle([&] {
       const auto start = Clock::now();
-      const std::string command =
-          fmt::format("{} {} --module {} --tokenizer {} < {} > {} 2> {}", shell_quote(opt.node),
-                      shell_quote(opt.script), shell_quote(opt.oracle), shell_quote(path),
-                      shell_quote(in_path.string()), shell_quote(out_path.string()), shell_quote(err_path.string()));
-      oracle_status = std::system(command.c_str());
+      try {
+        oracle_status = coe::run_process(
+            {opt.python, opt.script, "--tokenizer", path, "--input", in_path.string(), "--output", out_path.string()},
+            err_path);
+      } catch (const std::exception& e) {
+        oracle_status = -1;
+        oracle_error = e.what();
+      }
       hf_seconds = seconds_since(start);
     });
     std::vector<Ids> ours(n);
@@ -160,7 +164,8 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
       std::ifstream err(err_path);
       std::stringstream ss;
       ss << err.rdbuf();
-      fmt::print(stderr, "coe-tokfuzz: the HF oracle failed (exit status {}): {}\n", oracle_status, ss.str());
+      fmt::print(stderr, "coe-tokfuzz: the HF oracle failed (exit status {}): {}{}\n", oracle_status, oracle_error,
+                 ss.str());
       return 2;
     }
     std::ifstream out(out_path);
@@ -213,10 +218,8 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Differential test of coe's HF tokenizer against Hugging Face tokenizers (node)"};
+  CLI::App app{"Differential test of coe's HF tokenizer against Hugging Face tokenizers (PyPI)"};
   Options opt;
-  app.add_option("--oracle", opt.oracle,
-                 "directory of `npm install --prefix DIR tokenizers@0.23.2` (required unless --write-texts)");
   app.add_option("--tokenizer", opt.tokenizers, "tokenizer.json file(s)")->required();
   app.add_option("--count", opt.count, "generated strings per tokenizer");
   app.add_option("--seed", opt.seed, "generator seed");
@@ -224,8 +227,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", opt.batch, "strings per oracle run")->check(CLI::Range(1, 10000000));
   app.add_option("--threads", opt.threads, "coe encoding threads")->check(CLI::Range(1, 256));
   app.add_option("--examples", opt.examples, "differences shown per tokenizer");
-  app.add_option("--node", opt.node, "node executable");
-  app.add_option("--script", opt.script, "tools/hf_oracle.js");
+  app.add_option("--python", opt.python, "a Python that imports tokenizers")->capture_default_str();
+  app.add_option("--script", opt.script, "the oracle script")->capture_default_str();
   app.add_flag("--write-texts", opt.write_texts, "write the strings as JSONL to stdout instead of testing");
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   if (opt.write_texts) {
@@ -238,10 +241,6 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "coe-tokfuzz: {}\n", e.what());
       return 2;
     }
-  }
-  if (opt.oracle.empty()) {
-    fmt::print(stderr, "error: --oracle is required (see --help)\n");
-    return 1;
   }
 
   const fs::path scratch = fs::temp_directory_path() / fmt::format("coe-tokfuzz-{}", ::getpid());

@@ -1,32 +1,39 @@
 #!/usr/bin/env bash
-# Installs coe's build and test dependencies from Debian 12's archive (run as root or with sudo).
+# Installs what coe builds and tests with, on Debian 12 (run as root or with sudo):
+#   - Debian's packages: compiler, CMake, the C++ libraries, gnuplot;
+#   - .venv/ in the checkout (ignored by git): PyPI's torch (the libtorch coe builds against: the
+#     CUDA 13.0 wheel, whose CUDA code compiles and links without a GPU) and the real clients the
+#     tests use as oracles (HF tokenizers, tensorboard, torchrun), pinned in tools/requirements.txt.
+# CMake finds that torch by itself (cmake/CoeDependencies.cmake). Safe to run again: it installs
+# only what is missing.
 set -euo pipefail
-packages=(cmake ninja-build g++ pkg-config libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-          libgtest-dev nlohmann-json3-dev libpcre2-dev libgloo-dev
-          # Debian's libtorch calls the system BLAS (update-alternatives libblas.so.3); without this
-          # it is the reference BLAS, ~7x slower for CPU training (docs/performance.md).
-          libopenblas0-openmp
+cd "$(dirname "$0")/.."
+packages=(cmake ninja-build g++ pkg-config libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
+          libgtest-dev nlohmann-json3-dev libpcre2-dev
+          # c10d's ProcessGroupGloo.hpp includes Gloo's headers, which the wheel does not ship
+          # (libtorch_cpu holds Gloo itself): data-parallel training on CPUs.
+          libgloo-dev
           # coe-sweep's and coe-plot's plots (tools/plot_*.gp); the tables and data are written without it.
           gnuplot-nox
-          # tools/check_tfevents.py: Google's protobuf library and crcmod read coe's TensorBoard files
-          # as a check independent of coe (tests/test_util_tensorboard.cpp skips it without them).
-          python3-protobuf python3-crcmod
-          # torchrun, the launcher the data-parallel test starts coe-train with (its libtorch is the
-          # libtorch-dev one above; Python never runs coe).
-          python3-torch
           # tools/check-format.sh (CI): the tree is formatted as .clang-format says.
           clang-format)
-# The differential tokenizer test (tests/test_data_tokenizer_diff.cpp) runs HF's tokenizers from npm
-# on node; it is skipped without them. Debian's node is only installed when none is on PATH.
-command -v node >/dev/null 2>&1 || packages+=(nodejs)
-command -v npm >/dev/null 2>&1 || packages+=(npm)
+python=${COE_BASE_PYTHON:-python3}
+# A Python with venv and pip: the machine's own, else Debian's.
+if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  packages+=(python3 python3-venv)
+  python=/usr/bin/python3
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
 if ((${#missing[@]})); then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+[ -x .venv/bin/python3 ] || "$python" -m venv .venv
+.venv/bin/python3 -m pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+.venv/bin/python3 -W ignore -c 'import torch; print("coe: torch", torch.__version__, "in", torch.__file__.rsplit("/", 2)[0])'

@@ -1,6 +1,6 @@
 #pragma once
 // The Unicode character properties of Hugging Face `tokenizers`, read off the library itself by
-// tools/gen_hf_unicode_tables.js (which writes hf_unicode_tables.cpp). Each engine HF uses has
+// tools/gen_hf_unicode_tables.py (which writes hf_unicode_tables.cpp). Each engine HF uses has
 // its own Unicode version: Oniguruma for the regexes of Split/ByteLevel, the Rust regex crate and
 // the Rust standard library for added tokens and Digits, unicode-normalization-alignments for
 // NFC/NFKC/NFD/NFKD (docs/tokenizer.md, "Unicode versions").

@@ -1,6 +1,5 @@
 #include "coe/dist/context.h"
 
-#include "coe/compat.h"  // COE_TORCH_AT_LEAST
 #include "coe/util/clock.h"
 #include "coe/util/error.h"
 
@@ -29,13 +28,8 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
-// torch 2.0 split the backends (Gloo, NCCL: c10d::Backend) from the ProcessGroup dispatcher
-// front; 1.13's backends are ProcessGroups themselves. The collective calls are the same.
-#if COE_TORCH_AT_LEAST(2, 0)
+// The backends (Gloo, NCCL) are c10d::Backends, used directly without the ProcessGroup dispatcher.
 #include <torch/csrc/distributed/c10d/Backend.hpp>
-#else
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#endif
 #ifdef COE_DIST_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
@@ -57,11 +51,7 @@
 namespace coe {
 namespace {
 
-#if COE_TORCH_AT_LEAST(2, 0)
 using Backend = c10d::Backend;
-#else
-using Backend = c10d::ProcessGroup;
-#endif
 
 std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(std::max(seconds, 0.001) * 1000.0));
@@ -535,7 +525,13 @@ DistContext::~DistContext() {
   Impl& I = *impl_;
   I.stop_heartbeat();
   if (!I.finished) {
-    // Leaving with an error: tell the peers, so they stop waiting for this rank at once.
+    // Leaving with an error: collectives still in flight cannot finish, so the communicators are
+    // aborted rather than shut down (NCCL would otherwise wait for them).
+    try {
+      if (I.pg) I.pg->abort();
+    } catch (...) {
+    }
+    // Tell the peers, so they stop waiting for this rank at once.
     try {
       I.store->set(exit_key(env_.rank), to_bytes("error"));
     } catch (...) {
@@ -739,6 +735,9 @@ void DistContext::finish() {
   if (!distributed() || impl_->finished) return;
   Impl& I = *impl_;
   barrier("final barrier");
+  // ProcessGroupNCCL destroyed without shutdown() warns and may leave its watchdog and
+  // communicators behind; shutting down after the barrier is the clean end (a no-op for Gloo).
+  I.pg->shutdown();
   I.stop_heartbeat();
   I.store->set(exit_key(rank()), to_bytes("ok"));
   if (is_main()) {

@@ -1,7 +1,5 @@
 #include "coe/model/attention.h"
 
-#include "coe/compat.h"
-
 #include <ATen/ATen.h>
 
 #include <limits>
@@ -53,9 +51,9 @@ torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTabl
   at::Tensor key = at::cat({k_nope, k_pe.expand({B, heads_, S, rope_})}, -1);
 
   at::Tensor out;
-  if (compat::kHasSdpa) {
-    // Fused kernels (flash / cuDNN / memory-efficient) where the build has them.
-    out = compat::causal_sdpa(query, key, value.contiguous(), scale_);
+  if (fused) {
+    out = at::scaled_dot_product_attention(query, key, value.contiguous(), /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                           /*is_causal=*/true, scale_);
   } else {
     at::Tensor scores = at::matmul(query, key.transpose(2, 3)) * scale_;
     at::Tensor causal = at::ones({S, S}, at::TensorOptions().dtype(at::kBool).device(x.device())).triu(1);

@@ -1,6 +1,6 @@
 #include "coe/model/causal_lm.h"
 
-#include "coe/compat.h"
+#include "coe/model/autocast.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/util/error.h"
 #include "coe/util/ignore_label.h"
@@ -25,8 +25,9 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["sin"] = rope->sin;
     // Backward runs outside the autocast region: the recomputation must re-enter it to rebuild
     // the same (bf16) graph.
-    ctx->saved_data["autocast"] = compat::cuda_autocast_enabled();
-    ctx->saved_data["autocast_dtype"] = compat::cuda_autocast_dtype();
+    const c10::DeviceType device = h.device().type();
+    ctx->saved_data["autocast"] = autocast_enabled(device);
+    ctx->saved_data["autocast_dtype"] = at::autocast::get_autocast_dtype(device);
     LayerOutput out = layer->forward(h, *rope);
     const at::Tensor zero = at::zeros({}, h.options().dtype(accumulate_dtype(h)));
     return {out.hidden, out.aux_loss.defined() ? out.aux_loss : zero, out.z_loss.defined() ? out.z_loss : zero};
@@ -39,8 +40,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     at::Tensor h = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     {
       torch::AutoGradMode enable(true);
-      compat::CudaAutocastGuard autocast(ctx->saved_data["autocast"].toBool(),
-                                         ctx->saved_data["autocast_dtype"].toScalarType());
+      AutocastGuard autocast(h.device().type(), ctx->saved_data["autocast"].toBool(),
+                             ctx->saved_data["autocast_dtype"].toScalarType());
       ExpertLoadPause counted_in_forward;
       LayerOutput out = layer->forward(h, rope);
       std::vector<at::Tensor> outputs{out.hidden}, out_grads{grads[0]};

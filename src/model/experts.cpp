@@ -1,6 +1,6 @@
 #include "coe/model/experts.h"
 
-#include "coe/compat.h"
+#include "coe/model/autocast.h"
 #include "coe/model/dispatch_name.h"
 #include "coe/model/layers.h"
 #include "coe/util/error.h"
@@ -131,14 +131,17 @@ at::Tensor grouped_mm_loop(const at::Tensor& a, const at::Tensor& b, const at::T
 }
 
 bool native_grouped_mm_applies(const at::Tensor& a, const at::Tensor& b) {
-  if (!compat::kHasGroupedMm || !a.is_cuda()) return false;
-  // TMA wants every non-unit stride (here: rows of a, of b and of the output) 16-byte aligned.
+  // Torch's kernels (TMA on CUDA; the CPU kernel checks the same) want every non-unit stride (here:
+  // rows of a, of b and of the output) 16-byte aligned.
+  if (!a.is_cuda() && !a.is_cpu()) return false;
+  const auto dtype = a.scalar_type();
+  if (dtype != b.scalar_type() || (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)) return false;
   const int64_t bytes = a.element_size();
   return (a.size(1) * bytes) % 16 == 0 && (b.size(1) * bytes) % 16 == 0 && (b.size(2) * bytes) % 16 == 0;
 }
 
 at::Tensor grouped_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offs) {
-  return native_grouped_mm_applies(a, b) ? compat::native_grouped_mm(a, b, offs) : grouped_mm_loop(a, b, offs);
+  return native_grouped_mm_applies(a, b) ? at::_grouped_mm(a, b, offs) : grouped_mm_loop(a, b, offs);
 }
 
 GroupedDispatch::GroupedDispatch(int64_t align, GroupedMm mm) : align_(align), mm_(std::move(mm)) {
@@ -150,10 +153,9 @@ torch::Tensor GroupedDispatch::run(const torch::Tensor& x, const torch::Tensor& 
                                    const torch::Tensor& topk_weight, const ExpertWeights& w) const {
   const int64_t H = x.size(1), E = w.gate_proj.size(0);
   const GroupedLayout layout = grouped_layout(topk_idx, E, align_);
-  // GEMMs in the autocast dtype on CUDA (at::_grouped_mm has no autocast rule of its own).
-  const bool autocast = x.is_cuda() && compat::cuda_autocast_enabled() && x.scalar_type() == at::kFloat;
-  const auto dtype = autocast ? compat::cuda_autocast_dtype() : x.scalar_type();
-  auto weight_t = [&](const at::Tensor& stack) { return compat::autocast_weight(stack, dtype).transpose(1, 2); };
+  // GEMMs in the autocast dtype (at::_grouped_mm has no autocast rule of its own).
+  const auto dtype = autocast_compute_dtype(x);
+  auto weight_t = [&](const at::Tensor& stack) { return autocast_weight(stack, dtype).transpose(1, 2); };
 
   // Padding rows and the unused tail read the zero row T; whatever the GEMM leaves in the tail
   // (uninitialised for at::_grouped_mm) is never gathered, and its gradient lands on that row.
@@ -167,7 +169,7 @@ torch::Tensor GroupedDispatch::run(const torch::Tensor& x, const torch::Tensor& 
 std::shared_ptr<ExpertDispatch> default_dispatch() { return std::make_shared<SegmentedDispatch>(); }
 
 std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name, const torch::Device& device) {
-  const std::string resolved = resolve_dispatch_name(name, device.is_cuda(), compat::kHasGroupedMm);
+  const std::string resolved = resolve_dispatch_name(name, device.is_cuda());
   if (resolved == "segmented") return std::make_shared<SegmentedDispatch>();
   if (resolved == "grouped") return std::make_shared<GroupedDispatch>();
   if (resolved == "masked") return std::make_shared<MaskedDispatch>();

@@ -1,6 +1,6 @@
 #include "coe/train/evaluate.h"
 
-#include "coe/compat.h"
+#include "coe/model/autocast.h"
 #include "coe/model/causal_lm.h"
 #include "coe/train/train_step.h"
 
@@ -68,7 +68,7 @@ EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
     report.rows += batch.batch_size;
     const int64_t B = batch.batch_size, S = batch.seq_len;
     const DeviceBatch db = to_device(batch, device);
-    compat::CudaAutocastGuard autocast(options.bf16_autocast, at::kBFloat16);
+    AutocastGuard autocast(device.type(), options.bf16_autocast, at::kBFloat16);
     if (!split) {
       const int64_t n = count_loss_tokens(batch);
       if (n == 0) continue;

@@ -1,6 +1,5 @@
 #include "coe/train/memory_model.h"
 
-#include "coe/compat.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/model/dispatch_name.h"
 #include "coe/model/flops.h"
@@ -137,27 +136,19 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
   };
   const int64_t T = d.T, H = d.H;
   a.input = kF32 * T * H;
-  // libtorch 1.x: mean(x^2) keeps x^2 (float32) alive in every RMSNorm.
-  const bool sq = o.legacy_mean_saves_input;
-  auto norm_square = [&](int64_t n, const char* formula) {
-    if (sq) add(std::string("  libtorch 1.x: x^2 kept by mean() (") + formula + ")", kF32 * T * n, formula);
-  };
 
   // ---- MLA ----
   add("input_layernorm: normalized x (f32) + rsqrt", kF32 * T * H + kF32 * T, "f*T*H + f*T", kF32 * T * H);
-  norm_square(H, "f*T*H");
   if (ac) add("q/kv_a inputs: two bf16 casts of the norm output", 2 * 2 * T * H, "2 * 2*T*H", 2 * T * H);
   else add("q/kv_a input: norm output", kF32 * T * H, "f*T*H");
   if (d.rq > 0) {
     add("q_a_layernorm: input (f32), normalized, rsqrt", kF32 * T * d.rq + cb * T * d.rq + kF32 * T,
         "f*T*rq + c*T*rq + f*T", kF32 * T * d.rq);
-    norm_square(d.rq, "f*T*rq");
     add("q_b_proj input", (ac ? 2 : 4) * T * d.rq, ac ? "2*T*rq" : "f*T*rq");
   }
   if (ac) add("kv_a_layernorm input: f32 copy of the latent", kF32 * T * d.r, "f*T*r");
   else add("kv_a_layernorm input: view of kv_a output [T, r+rope]", kF32 * T * (d.r + d.rope), "f*T*(r+rope)");
   add("kv_a_layernorm: normalized + rsqrt", cb * T * d.r + kF32 * T, "c*T*r + f*T", cb * T * d.r);
-  norm_square(d.r, "f*T*r");
   add("kv_b_proj input", (ac ? 2 : 4) * T * d.r, ac ? "2*T*r" : "f*T*r");
   const int64_t qk = cb * d.B * d.heads * d.S * d.dq;
   add("attention: query and key (after rope)", 2 * qk, "2 * c*B*h*S*dq", qk);
@@ -177,7 +168,6 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
   add("o_proj input", cb * T * d.heads * d.dv, "c*T*h*dv");
   add("post_attention_layernorm: input (residual) + normalized + rsqrt", 2 * kF32 * T * H + kF32 * T, "2*f*T*H + f*T",
       kF32 * T * H);
-  norm_square(H, "f*T*H");
   if (ac) {
     // Rope tables cast to bf16 per apply_rotary call (query and key), saved by the multiply.
     add("rope: bf16 cos/sin copies", 2 * 2 * 2 * d.S * d.rope, "2*2*2*S*rope");
@@ -269,16 +259,18 @@ MemoryOptions memory_options(const TrainConfig& config) {
   o.checkpointing = config.trainer.activation_checkpointing;
   o.bf16 = config.trainer.dtype == "bfloat16";
   const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
-  o.fused_attention = cuda || compat::kHasSdpa;
-  // libtorch 1.x keeps x^2 in every RMSNorm; CUDA configurations run on libtorch 2.x.
-  o.legacy_mean_saves_input = !cuda && !COE_TORCH_AT_LEAST(2, 0);
+  // The model runs at::scaled_dot_product_attention. Its CPU flash kernel needs one head dim for
+  // query, key and value; where MLA's differ (the paper's 192 vs 128) the CPU takes SDPA's math
+  // path, which keeps the softmax probabilities like the explicit attention.
+  o.fused_attention =
+      cuda || config.model.qk_nope_head_dim + config.model.qk_rope_head_dim == config.model.v_head_dim;
   o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch, cuda);
   o.loss_chunk_tokens = default_loss_chunk_tokens(config.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   return o;
 }
 
 bool uses_grouped_dispatch(const std::string& expert_dispatch, bool cuda) {
-  return resolve_dispatch_name(expert_dispatch, cuda, /*has_grouped_mm=*/true) == "grouped";
+  return resolve_dispatch_name(expert_dispatch, cuda) == "grouped";
 }
 
 MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
@@ -308,7 +300,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
   }
   // Final norm (input, normalized, rsqrt) and the chunked loss, which keeps its gradients with
   // respect to the hidden states [T', H] and the head weight [V, H] (float32) for backward.
-  const int64_t final_norm = (o.legacy_mean_saves_input ? 3 : 2) * kF32 * d.T * d.H + kF32 * d.T;
+  const int64_t final_norm = 2 * kF32 * d.T * d.H + kF32 * d.T;
   const int64_t loss_saved = kF32 * d.Tl * d.H + kF32 * d.V * d.H;
   const int64_t final_saved = final_norm + loss_saved;
 
@@ -316,8 +308,8 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     m.saved_by_part.push_back({fmt::format("layer {} ({})", l, c.is_moe_layer(l) ? "MoE" : "dense"),
                                layers[l].input + layers[l].saved, "layer input f*T*H + its saved tensors"});
-  m.saved_by_part.push_back({"final norm + chunked loss (grad_hidden, grad_weight)", final_saved,
-                             std::string(o.legacy_mean_saves_input ? "3" : "2") + "*f*T*H + f*T + f*T'*H + f*V*H"});
+  m.saved_by_part.push_back(
+      {"final norm + chunked loss (grad_hidden, grad_weight)", final_saved, "2*f*T*H + f*T + f*T'*H + f*V*H"});
   for (int64_t l = 1; l < c.num_hidden_layers; ++l)
     if (layers[l].saved > layers[m.detail_layer].saved) m.detail_layer = l;
   if (!layers.empty()) {

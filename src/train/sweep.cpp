@@ -1,6 +1,5 @@
 #include "coe/train/sweep.h"
 
-#include "coe/compat.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/train/model_vocab.h"
 #include "coe/util/config_reader.h"

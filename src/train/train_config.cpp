@@ -142,8 +142,6 @@ TrainerConfig parse_trainer(ConfigReader& r) {
   if (t.dtype == "fp32") t.dtype = "float32";
   if (t.dtype != "float32" && t.dtype != "bfloat16")
     r.fail_key("dtype", fmt::format("unknown dtype '{}' (float32 | bfloat16)", t.dtype));
-  if (t.dtype == "bfloat16" && t.device == "cpu")
-    r.fail_key("dtype", "bfloat16 autocast is only supported on CUDA; train in float32 on CPU");
   t.activation_checkpointing = r.get("activation_checkpointing", t.activation_checkpointing);
   t.memory_check = r.get("memory_check", t.memory_check);
   t.expert_dispatch = r.get("expert_dispatch", t.expert_dispatch);

@@ -1,6 +1,6 @@
 #include "coe/train/train_step.h"
 
-#include "coe/compat.h"
+#include "coe/model/autocast.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/moe.h"
 #include "coe/util/error.h"
@@ -95,7 +95,7 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
     const int64_t n = count_loss_tokens(mb);
     LmOutput out;
     {
-      compat::CudaAutocastGuard autocast(options.bf16_autocast, at::kBFloat16);
+      AutocastGuard autocast(device.type(), options.bf16_autocast, at::kBFloat16);
       ForwardOptions forward;
       forward.return_logits = false;
       out = model.forward(db.input_ids, db.labels, forward);
@@ -155,7 +155,7 @@ std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedPara
     const TokenBatch& mb = micro_batches[i];
     if (mb.batch_size == 0) continue;
     const DeviceBatch db = to_device(mb, device);
-    compat::CudaAutocastGuard autocast(bf16_autocast, at::kBFloat16);
+    AutocastGuard autocast(device.type(), bf16_autocast, at::kBFloat16);
     // The model's own forward, watched stage by stage: the first non-finite stage is named.
     std::string first;
     ForwardOptions forward;

@@ -149,9 +149,7 @@ void Trainer::resolve_device() {
   device_ = coe::resolve_device(tc.device, config_.source + ": trainer.device");
   if (device_.is_cuda() && options_.dist_env.distributed())
     device_ = rank_device(options_.dist_env, c10::Device(tc.device), config_.source);
-  bf16_ = tc.dtype == "bfloat16";
-  if (bf16_ && !device_.is_cuda())
-    fail("{}: trainer.dtype bfloat16 needs a CUDA device (float32 on CPU)", config_.source);
+  bf16_ = tc.dtype == "bfloat16";  // autocast on the device, CUDA or CPU
 }
 
 // Data parallelism: the split of the global batch is checked before any network activity, then

@@ -24,6 +24,10 @@ std::filesystem::path tool_path(const std::string& name) { return std::filesyste
 
 std::filesystem::path source_root() { return COE_SOURCE_DIR; }
 
+std::filesystem::path python() { return COE_PYTHON; }
+
+std::filesystem::path python_tool(const std::string& name) { return python().parent_path() / name; }
+
 std::filesystem::path make_temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
   auto dir = std::filesystem::temp_directory_path() /

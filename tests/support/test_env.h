@@ -17,6 +17,11 @@ std::filesystem::path shared_root();
 std::filesystem::path tool_path(const std::string& name);
 // The repository's source tree.
 std::filesystem::path source_root();
+// The Python whose torch coe was built against (CMake's COE_PYTHON: the checkout's .venv), which
+// also holds the real clients the tests use as oracles: tokenizers, tensorboard, torchrun.
+std::filesystem::path python();
+// A console script installed beside that Python (e.g. torchrun).
+std::filesystem::path python_tool(const std::string& name);
 // A fresh, empty temporary directory unique to this test process.
 std::filesystem::path make_temp_dir(const std::string& tag);
 // A fresh temporary directory removed when the test binary exits (kept when COE_KEEP_TEST_DIRS

@@ -2,10 +2,12 @@
 // A reader of TensorBoard event files written from the format's description alone (TFRecord
 // framing, the protobuf wire format, the field numbers of tensorboard's event.proto /
 // summary.proto), sharing no code with coe's writer: a bitwise CRC-32C instead of the writer's
-// table, a generic protobuf field parser. Failures are test failures.
+// table, a generic protobuf field parser. Failures are test failures. Beside it, the tensorboard
+// package's own reading (read_with_tensorboard).
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -195,6 +197,23 @@ inline std::map<std::pair<std::string, int64_t>, float> union_of_scalars(const s
         EXPECT_TRUE(inserted) << v.tag << " at step " << e.step << " appears twice in " << dir;
       }
   return out;
+}
+
+// The tensorboard package's reading of a directory (tools/check_tfevents.py under the Python coe
+// was configured with): {"files", "records", "file_version", "writer", "scalars": {tag: [[step,
+// value, wall_time], ...]}}. A reader error fails the test and returns null.
+inline nlohmann::json read_with_tensorboard(const std::filesystem::path& dir) {
+  std::string output;
+  const int rc = run_argv(
+      {python().string(), "-W", "ignore", (source_root() / "tools" / "check_tfevents.py").string(), dir.string()},
+      &output);
+  EXPECT_EQ(rc, 0) << "tensorboard cannot read " << dir << ": " << output;
+  if (rc != 0) return nullptr;
+  // The JSON object is the last line (the package may log before it).
+  std::string last = output;
+  while (!last.empty() && last.back() == '\n') last.pop_back();
+  if (const size_t nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+  return nlohmann::json::parse(last);
 }
 
 }  // namespace coe::test

@@ -28,6 +28,10 @@ class MlaAttentionImpl : public torch::nn::Module {
   RMSNorm q_a_layernorm{nullptr};
   torch::nn::Linear kv_a_proj_with_mqa{nullptr}, kv_b_proj{nullptr}, o_proj{nullptr};
   RMSNorm kv_a_layernorm{nullptr};
+  // forward(): at::scaled_dot_product_attention (flash / memory-efficient / cuDNN kernels on CUDA,
+  // a flash kernel on the CPU). false: the reference's explicit masked softmax, which the tests
+  // hold SDPA to.
+  bool fused = true;
 
  private:
   int64_t heads_, nope_, rope_, v_, kv_rank_;

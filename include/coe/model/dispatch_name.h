@@ -11,11 +11,11 @@ inline bool is_expert_dispatch_name(const std::string& name) {
   return name == "auto" || name == "grouped" || name == "segmented" || name == "masked";
 }
 
-// "auto": "grouped" on CUDA when the libtorch has at::_grouped_mm, else "segmented"; any other
-// valid name stands for itself.
-inline std::string resolve_dispatch_name(const std::string& name, bool cuda, bool has_grouped_mm) {
+// "auto": "grouped" (at::_grouped_mm) on CUDA, "segmented" on the CPU, where one GEMM per expert
+// is as fast (docs/performance.md); any other valid name stands for itself.
+inline std::string resolve_dispatch_name(const std::string& name, bool cuda) {
   if (name != "auto") return name;
-  return cuda && has_grouped_mm ? "grouped" : "segmented";
+  return cuda ? "grouped" : "segmented";
 }
 
 }  // namespace coe

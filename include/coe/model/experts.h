@@ -66,17 +66,16 @@ GroupedLayout grouped_layout(const torch::Tensor& topk_idx, int64_t n_experts, i
 using GroupedMm =
     std::function<torch::Tensor(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs)>;
 // One GEMM per group on the host-known group ends (copies `offs` to the host); rows past offs[G-1]
-// are zero. Differentiable; the fallback where at::_grouped_mm is missing or cannot take the shapes.
+// are zero. Differentiable; the fallback where at::_grouped_mm cannot take the shapes.
 torch::Tensor grouped_mm_loop(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
-// at::_grouped_mm (libtorch >= 2.8, CUDA, 16-byte aligned rows) where it applies, else grouped_mm_loop.
+// at::_grouped_mm where it applies (CPU or CUDA, 16-byte aligned rows), else grouped_mm_loop.
 torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
 // Whether grouped_mm runs at::_grouped_mm for these operands.
 bool native_grouped_mm_applies(const torch::Tensor& a, const torch::Tensor& b);
 
 // All experts in three grouped GEMMs (gate, up, down) over the rows of grouped_layout: one gather
 // in, one gather out, then the weighted sum over each token's K slots (no scatter-add). Free of host
-// syncs when the GEMM is at::_grouped_mm, the GPU fast path; on CPU and older libtorch it runs
-// grouped_mm_loop and serves as a second implementation of the same arithmetic.
+// syncs when the GEMM is at::_grouped_mm, the GPU fast path (torch's CPU kernel runs it too).
 class GroupedDispatch final : public ExpertDispatch {
  public:
   // `mm` replaces the grouped GEMM (tests use it to poison the unspecified rows).

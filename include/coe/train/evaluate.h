@@ -62,7 +62,7 @@ struct EvalReport {
 };
 
 struct EvalOptions {
-  bool bf16_autocast = false;  // forward under CUDA autocast to bfloat16
+  bool bf16_autocast = false;  // forward under the device's autocast (CUDA or CPU) to bfloat16
   // Accuracy, per-type losses and routing statistics: they need the [B, S, V] logits and the
   // split (record types). Without details the loss goes through the fused chunked lm_head +
   // cross-entropy and no logits are materialised (the trainer's validation).

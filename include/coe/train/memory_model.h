@@ -53,18 +53,15 @@ struct MemoryOptions {
   int64_t micro_batch = 1;
   int64_t seq_len = 512;
   bool checkpointing = false;
-  // CUDA bf16 autocast over float32 master weights (trainer.dtype: bfloat16); false: float32.
+  // bf16 autocast over float32 master weights (trainer.dtype: bfloat16); false: float32.
   bool bf16 = false;
   // Attention through a fused kernel (at::scaled_dot_product_attention's flash / memory-efficient
-  // path: libtorch >= 2.1 on CUDA) instead of materialised [B, heads, S, S] probabilities.
+  // path, which the model runs) instead of materialised [B, heads, S, S] probabilities.
   bool fused_attention = false;
   // Whether the checkpointed layer's recomputation in backward runs under the same autocast as
   // the forward (true) or in float32 (false).
   bool recompute_autocast = true;
   int64_t loss_chunk_tokens = 2048;  // ForwardOptions::loss_chunk_tokens
-  // libtorch 1.x: mean() keeps its input for backward, so every RMSNorm also holds x^2 (libtorch
-  // 2.x saves only the sizes). coe-memory sets it from the libtorch a configuration runs on.
-  bool legacy_mean_saves_input = false;
   // The grouped expert dispatch (trainer.expert_dispatch grouped, or auto on CUDA) instead of the
   // segmented one: rows padded per expert, one gather for gate and up, expert stacks cast once.
   bool grouped_dispatch = false;

@@ -64,7 +64,7 @@ struct TrainerConfig {
   std::string out_dir = "runs/coe";
   uint64_t seed = 1;              // model init (torch's generator) and data shuffling
   std::string device = "cpu";     // cpu | cuda | cuda:N
-  std::string dtype = "float32";  // float32 | bfloat16 (CUDA autocast, float32 master weights)
+  std::string dtype = "float32";  // float32 | bfloat16 (autocast on CUDA or CPU, float32 master weights)
   bool activation_checkpointing = false;
   // Refuse (before allocating) a CPU run whose estimated memory exceeds the machine's MemAvailable.
   bool memory_check = true;

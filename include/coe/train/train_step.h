@@ -60,7 +60,7 @@ struct AccumulationResult {
 };
 
 struct AccumulationOptions {
-  bool bf16_autocast = false;  // forward under CUDA autocast to bfloat16
+  bool bf16_autocast = false;  // forward under the device's autocast (CUDA or CPU) to bfloat16
   // The normalisers N and R: counted labels and rows of the whole global batch, over all ranks.
   // 0: this call's own (a single process).
   int64_t global_loss_tokens = 0;
@@ -71,7 +71,7 @@ struct AccumulationOptions {
 };
 
 // Forward and backward of every micro-batch (model in training mode); gradients add up in each
-// parameter's .grad() (call AdamW::zero_grad() first). `bf16_autocast`: forward under CUDA
+// parameter's .grad() (call AdamW::zero_grad() first). `bf16_autocast`: forward under the device's
 // autocast to bfloat16 (backward outside it, as torch recommends).
 AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,
                                         const c10::Device& device, bool bf16_autocast = false);

@@ -6,6 +6,12 @@
 #include <stdexcept>
 #include <string>
 
+// One fmt in every TU: the system's, which libfmt is, not the torch wheel's copy (see
+// cmake/CoeDependencies.cmake).
+#if defined(COE_FMT_VERSION)
+static_assert(FMT_VERSION == COE_FMT_VERSION, "fmt headers differ from the linked libfmt: torch's fmt shadows it");
+#endif
+
 namespace coe {
 
 class Error : public std::runtime_error {
