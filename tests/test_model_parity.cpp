@@ -79,7 +79,7 @@ Loaded load(const fs::path& dir, const std::string& dispatch, const torch::Devic
   l.expected = coe::load_safetensors((dir / "expected.safetensors").string()).tensors;
   l.model = coe::load_hf_checkpoint(dir.string());
   l.model->to(device);
-  l.model->set_dispatch(coe::make_dispatch(dispatch, device));
+  l.model->set_dispatch(coe::make_dispatch(dispatch));
   l.ids = l.expected.at("input_ids").to(device, at::kLong);
   return l;
 }
@@ -228,13 +228,15 @@ TEST(ModelParity, GroupedMmOnCpuEqualsOneGemmPerExpert) {
 TEST(ModelParity, SdpaOnCpuEqualsTheExplicitSoftmax) {
   auto fixtures = discover_fixtures();
   ASSERT_FALSE(fixtures.empty());
-  auto attention = [](bool fused) {
-    return [fused](coe::CausalLMImpl& m) {
-      for (const auto& layer : *m.layers) layer->as<coe::CoeLayer>()->self_attn->fused = fused;
+  using Backend = coe::MlaAttentionImpl::Backend;
+  auto attention = [](Backend backend) {
+    return [backend](coe::CausalLMImpl& m) {
+      for (const auto& layer : *m.layers) layer->as<coe::CoeLayer>()->self_attn->backend = backend;
     };
   };
   for (const auto& dir : fixtures)
-    expect_same_to_float32_rounding(run_fixture(dir, attention(true)), run_fixture(dir, attention(false)),
+    expect_same_to_float32_rounding(run_fixture(dir, attention(Backend::kSdpa)),
+                                    run_fixture(dir, attention(Backend::kExplicit)),
                                     dir.filename().string() + " [SDPA vs explicit softmax, cpu]");
 }
 

@@ -51,7 +51,7 @@ void decode_bench(const coe::TrainConfig& cfg, const std::string& config_path, c
   coe::CausalLM model(m);
   model->to(device);
   model->eval();
-  const auto dispatch = coe::make_dispatch(cfg.trainer.expert_dispatch, device);
+  const auto dispatch = coe::make_dispatch(cfg.trainer.expert_dispatch);
   model->set_dispatch(dispatch);
   const at::Tensor prompt =
       at::randint(m.vocab_size, {batch, prompt_len}, at::TensorOptions().dtype(at::kLong)).to(device);

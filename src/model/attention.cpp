@@ -31,6 +31,11 @@ MlaAttentionImpl::MlaAttentionImpl(const ModelConfig& c)
   o_proj = register_module("o_proj", linear(heads_ * v_, c.hidden_size));
 }
 
+bool MlaAttentionImpl::uses_sdpa(const c10::Device& device) const {
+  if (backend != Backend::kAuto) return backend == Backend::kSdpa;
+  return device.is_cuda() || nope_ + rope_ == v_;
+}
+
 torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope) {
   const int64_t B = x.size(0), S = x.size(1);
   at::Tensor q = q_proj ? q_proj(x) : q_b_proj(q_a_layernorm(q_a_proj(x)));
@@ -51,7 +56,7 @@ torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTabl
   at::Tensor key = at::cat({k_nope, k_pe.expand({B, heads_, S, rope_})}, -1);
 
   at::Tensor out;
-  if (fused) {
+  if (uses_sdpa(x.device())) {
     out = at::scaled_dot_product_attention(query, key, value.contiguous(), /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                            /*is_causal=*/true, scale_);
   } else {

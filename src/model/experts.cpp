@@ -168,8 +168,8 @@ torch::Tensor GroupedDispatch::run(const torch::Tensor& x, const torch::Tensor& 
 
 std::shared_ptr<ExpertDispatch> default_dispatch() { return std::make_shared<SegmentedDispatch>(); }
 
-std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name, const torch::Device& device) {
-  const std::string resolved = resolve_dispatch_name(name, device.is_cuda());
+std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name) {
+  const std::string resolved = resolve_dispatch_name(name);
   if (resolved == "segmented") return std::make_shared<SegmentedDispatch>();
   if (resolved == "grouped") return std::make_shared<GroupedDispatch>();
   if (resolved == "masked") return std::make_shared<MaskedDispatch>();

@@ -66,7 +66,7 @@ std::shared_ptr<CausalLMImpl> load_model_for_inference(const CheckpointSetup& ch
   CausalLM model = load_hf_checkpoint(checkpoint.dir);
   model->to(device);
   model->eval();
-  model->set_dispatch(make_dispatch("auto", device));
+  model->set_dispatch(make_dispatch("auto"));
   return model.ptr();
 }
 

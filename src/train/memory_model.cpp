@@ -259,18 +259,17 @@ MemoryOptions memory_options(const TrainConfig& config) {
   o.checkpointing = config.trainer.activation_checkpointing;
   o.bf16 = config.trainer.dtype == "bfloat16";
   const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
-  // The model runs at::scaled_dot_product_attention. Its CPU flash kernel needs one head dim for
-  // query, key and value; where MLA's differ (the paper's 192 vs 128) the CPU takes SDPA's math
-  // path, which keeps the softmax probabilities like the explicit attention.
-  o.fused_attention =
-      cuda || config.model.qk_nope_head_dim + config.model.qk_rope_head_dim == config.model.v_head_dim;
-  o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch, cuda);
+  // What MlaAttention's kAuto runs: SDPA's fused kernels on CUDA, and on the CPU where query, key
+  // and value share one head dim (its flash kernel); else the explicit softmax, which keeps the
+  // probabilities.
+  o.fused_attention = cuda || config.model.qk_nope_head_dim + config.model.qk_rope_head_dim == config.model.v_head_dim;
+  o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch);
   o.loss_chunk_tokens = default_loss_chunk_tokens(config.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   return o;
 }
 
-bool uses_grouped_dispatch(const std::string& expert_dispatch, bool cuda) {
-  return resolve_dispatch_name(expert_dispatch, cuda) == "grouped";
+bool uses_grouped_dispatch(const std::string& expert_dispatch) {
+  return resolve_dispatch_name(expert_dispatch) == "grouped";
 }
 
 MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {

@@ -13,7 +13,7 @@ TrainingModel build_model_and_optimizer(const TrainConfig& config, const c10::De
   t.model->to(device);
   t.model->train();
   t.model->set_activation_checkpointing(config.trainer.activation_checkpointing);
-  const auto dispatch = make_dispatch(config.trainer.expert_dispatch, device);
+  const auto dispatch = make_dispatch(config.trainer.expert_dispatch);
   t.model->set_dispatch(dispatch);
   t.dispatch = dispatch->name();
   for (const auto& p : t.model->parameters()) t.params += p.numel();

@@ -28,10 +28,15 @@ class MlaAttentionImpl : public torch::nn::Module {
   RMSNorm q_a_layernorm{nullptr};
   torch::nn::Linear kv_a_proj_with_mqa{nullptr}, kv_b_proj{nullptr}, o_proj{nullptr};
   RMSNorm kv_a_layernorm{nullptr};
-  // forward(): at::scaled_dot_product_attention (flash / memory-efficient / cuDNN kernels on CUDA,
-  // a flash kernel on the CPU). false: the reference's explicit masked softmax, which the tests
-  // hold SDPA to.
-  bool fused = true;
+  // forward()'s attention. kSdpa: at::scaled_dot_product_attention. kExplicit: the reference's
+  // masked softmax, which the tests hold SDPA to. kAuto: SDPA where torch has a fused kernel for
+  // these head dims (CUDA; the CPU's flash kernel needs query, key and value of one head dim), else
+  // the explicit softmax: on the CPU it beats SDPA's math path, and at 2 threads also the flash
+  // kernel on zero-padded values (docs/performance.md).
+  enum class Backend { kAuto, kSdpa, kExplicit };
+  Backend backend = Backend::kAuto;
+  // What kAuto picks for tensors on `device`.
+  bool uses_sdpa(const c10::Device& device) const;
 
  private:
   int64_t heads_, nope_, rope_, v_, kv_rank_;

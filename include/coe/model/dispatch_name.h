@@ -11,11 +11,8 @@ inline bool is_expert_dispatch_name(const std::string& name) {
   return name == "auto" || name == "grouped" || name == "segmented" || name == "masked";
 }
 
-// "auto": "grouped" (at::_grouped_mm) on CUDA, "segmented" on the CPU, where one GEMM per expert
-// is as fast (docs/performance.md); any other valid name stands for itself.
-inline std::string resolve_dispatch_name(const std::string& name, bool cuda) {
-  if (name != "auto") return name;
-  return cuda ? "grouped" : "segmented";
-}
+// "auto": "grouped" (at::_grouped_mm), the fastest on CUDA and, with torch's CPU kernel, on the
+// CPU too (docs/performance.md); any other valid name stands for itself.
+inline std::string resolve_dispatch_name(const std::string& name) { return name == "auto" ? "grouped" : name; }
 
 }  // namespace coe

@@ -91,9 +91,8 @@ class GroupedDispatch final : public ExpertDispatch {
 
 // The dispatch a model starts with (segmented).
 std::shared_ptr<ExpertDispatch> default_dispatch();
-// "segmented", "grouped", "masked", or "auto": grouped on CUDA when the libtorch has
-// at::_grouped_mm, else segmented. Throws coe::Error for any other name.
-std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name, const torch::Device& device);
+// "segmented", "grouped", "masked", or "auto" (grouped). Throws coe::Error for any other name.
+std::shared_ptr<ExpertDispatch> make_dispatch(const std::string& name);
 
 class RoutedExpertsImpl : public torch::nn::Module {
  public:

@@ -72,9 +72,8 @@ struct MemoryOptions {
 // configurations are estimated for libtorch 2.x). config.model.vocab_size must be resolved.
 MemoryOptions memory_options(const TrainConfig& config);
 
-// Whether a run with this trainer.expert_dispatch and device uses the grouped dispatch (CUDA
-// configurations are estimated for a libtorch with at::_grouped_mm).
-bool uses_grouped_dispatch(const std::string& expert_dispatch, bool cuda);
+// Whether a run with this trainer.expert_dispatch uses the grouped dispatch.
+bool uses_grouped_dispatch(const std::string& expert_dispatch);
 
 struct MemoryTerm {
   std::string name;
