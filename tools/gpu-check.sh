@@ -37,20 +37,26 @@ trap 'rm -rf "$work"' EXIT
 # Runs "$@" with its output appended to LOG under a header; on failure prints the tail and marks
 # the run failed.
 step() {
-  local log=$1 name=$2
+  local log=$1 name=$2 rc=0
   shift 2
   echo "== $name: $*" >>"$log"
-  if ! "$@" >>"$log" 2>&1; then
+  "$@" >"$work/step.out" 2>&1 || rc=$?
+  cat "$work/step.out" >>"$log"
+  if ((rc != 0)); then
     status=1
-    echo "FAILED: $name (last lines of $(basename "$log")):"
-    tail -15 "$log" | sed 's/^/  | /'
+    echo "FAILED: $name (exit status $rc; its last lines, all in $(basename "$log")):"
+    tail -15 "$work/step.out" | sed 's/^/  | /'
     return 1
   fi
 }
 
 {
   date -u +"%Y-%m-%dT%H:%MZ"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi: not found"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  else
+    echo "nvidia-smi: not found"
+  fi
   "$python" -W ignore -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' ||
     echo "error: $python cannot import torch"
   git log -1 --format='commit %H' 2>/dev/null || true

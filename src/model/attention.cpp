@@ -33,7 +33,7 @@ MlaAttentionImpl::MlaAttentionImpl(const ModelConfig& c)
 
 bool MlaAttentionImpl::uses_sdpa(const c10::Device& device) const {
   if (backend != Backend::kAuto) return backend == Backend::kSdpa;
-  return device.is_cuda() || nope_ + rope_ == v_;
+  return auto_attention_uses_sdpa(nope_ + rope_, v_, device.is_cuda());
 }
 
 torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope) {

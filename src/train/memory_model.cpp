@@ -1,5 +1,6 @@
 #include "coe/train/memory_model.h"
 
+#include "coe/model/attention.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/model/dispatch_name.h"
 #include "coe/model/flops.h"
@@ -259,10 +260,9 @@ MemoryOptions memory_options(const TrainConfig& config) {
   o.checkpointing = config.trainer.activation_checkpointing;
   o.bf16 = config.trainer.dtype == "bfloat16";
   const bool cuda = config.trainer.device.rfind("cuda", 0) == 0;
-  // What MlaAttention's kAuto runs: SDPA's fused kernels on CUDA, and on the CPU where query, key
-  // and value share one head dim (its flash kernel); else the explicit softmax, which keeps the
-  // probabilities.
-  o.fused_attention = cuda || config.model.qk_nope_head_dim + config.model.qk_rope_head_dim == config.model.v_head_dim;
+  // What the model's attention runs (else the explicit softmax, which keeps the probabilities).
+  o.fused_attention = auto_attention_uses_sdpa(config.model.qk_nope_head_dim + config.model.qk_rope_head_dim,
+                                               config.model.v_head_dim, cuda);
   o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch);
   o.loss_chunk_tokens = default_loss_chunk_tokens(config.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
   return o;

@@ -35,7 +35,7 @@ class MlaAttentionImpl : public torch::nn::Module {
   // kernel on zero-padded values (docs/performance.md).
   enum class Backend { kAuto, kSdpa, kExplicit };
   Backend backend = Backend::kAuto;
-  // What kAuto picks for tensors on `device`.
+  // Whether forward() runs SDPA for tensors on `device`.
   bool uses_sdpa(const c10::Device& device) const;
 
  private:
@@ -43,5 +43,11 @@ class MlaAttentionImpl : public torch::nn::Module {
   double scale_;
 };
 TORCH_MODULE(MlaAttention);
+
+// Backend::kAuto's rule (the memory model estimates by it too): SDPA where torch has a fused kernel
+// for these head dims, on CUDA, and on the CPU when query/key and value share one head dim.
+inline bool auto_attention_uses_sdpa(int64_t qk_head_dim, int64_t v_head_dim, bool cuda) {
+  return cuda || qk_head_dim == v_head_dim;
+}
 
 }  // namespace coe
