@@ -68,7 +68,7 @@ list(GET coe_fmt_parts 2 coe_fmt_patch)
 math(EXPR COE_FMT_VERSION "${coe_fmt_major} * 10000 + ${coe_fmt_minor} * 100 + ${coe_fmt_patch}")
 
 # The HF tokenizer needs PCRE2 (regex engine; its Unicode tables are not used, coe carries HF's:
-# src/data/hf_unicode_tables.cpp). It is optional: without it coe builds with the built-in byte
+# src/tokenizer/generated/hf_unicode_tables.cpp). It is optional: without it coe builds with the built-in byte
 # tokenizer only, and loading a tokenizer.json is an explicit error.
 option(COE_HF_TOKENIZER "Build HF tokenizer.json support (needs PCRE2)" ON)
 find_package(PkgConfig)
@@ -82,7 +82,7 @@ endif()
 message(STATUS "coe: torch ${Torch_VERSION} (CUDA: ${COE_TORCH_CUDA}) from ${COE_PYTHON}, fmt ${fmt_VERSION}, "
                "HF tokenizer support: ${COE_HAVE_HF_TOKENIZER}")
 
-# Data-parallel training (src/dist, docs/distributed.md). c10d's ProcessGroupGloo.hpp includes
+# Data-parallel training (src/distributed, docs/distributed.md). c10d's ProcessGroupGloo.hpp includes
 # Gloo's own headers, which the wheel does not ship (Debian: libgloo-dev; the symbols come from
 # libtorch_cpu). ProcessGroupNCCL.hpp includes nccl.h: the nvidia-nccl wheel's beside torch first,
 # the NCCL that torch loads at run time, then the CUDA toolkit's. A backend whose headers are

@@ -1,8 +1,8 @@
 // The HF byte-level BPE tokenizer: exact ids against HF's golden files, round trips on real
 // text, every pipeline rule on small synthetic tokenizer.json files, one-line errors, and the
 // coe-tokenize command-line tool.
-#include "coe/data/hf_tokenizer.h"
-#include "coe/data/tokenizer.h"
+#include "coe/tokenizer/hf_tokenizer.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/util/error.h"
 #include "support/expect_error.h"
 #include "support/test_env.h"

@@ -5,8 +5,8 @@
 //
 // The ranks are this test binary itself, re-run with --gtest_filter=DistWorker.Run and the scenario
 // in COE_DIST_TEST_ROLE (the worker test is skipped in a normal run).
-#include "coe/dist/context.h"
-#include "coe/dist/grad_reducer.h"
+#include "coe/distributed/context.h"
+#include "coe/distributed/grad_reducer.h"
 
 #include "support/dist_launch.h"
 #include "support/test_env.h"

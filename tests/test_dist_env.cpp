@@ -1,5 +1,5 @@
 // The launcher environment (torchrun / Slurm variables) -> DistEnv, and its one-line errors.
-#include "coe/dist/env.h"
+#include "coe/distributed/env.h"
 #include "coe/util/error.h"
 
 #include "support/expect_error.h"

@@ -55,8 +55,9 @@ void gradient_check(coe::CoeLayerImpl& layer, const coe::ModelConfig& config) {
   auto loss_fn = [&]() {
     coe::LayerOutput out = layer.forward(x, rope);
     at::Tensor loss = (out.hidden * probe).sum();
-    if (out.aux_loss.defined()) loss = loss + out.aux_loss * 100.0;  // make the aux path visible
-    if (out.z_loss.defined()) loss = loss + out.z_loss * 100.0;
+    if (out.router_losses.aux_loss.defined())
+      loss = loss + out.router_losses.aux_loss * 100.0;  // make the aux path visible
+    if (out.router_losses.z_loss.defined()) loss = loss + out.router_losses.z_loss * 100.0;
     return loss;
   };
   at::Tensor loss = loss_fn();
@@ -329,11 +330,11 @@ TEST(Model, DenseLayersRunTheirMlpOnceAndUseReferenceNames) {
   at::Tensor ids = torch::randint(0, c.vocab_size, {2, 7}, at::kLong);
   model->train();
   coe::LmOutput out = model->forward(ids, ids, {true, true});
-  (out.loss + out.aux_loss).backward();
+  (out.loss + out.router_losses.aux_loss).backward();
   EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
   ASSERT_EQ(out.routing.size(), 2u) << "one MoE layer with C = 2 iterations";
   EXPECT_EQ(out.routing[0].layer, 2);
-  EXPECT_GT(out.aux_loss.item<double>(), 0.0);
+  EXPECT_GT(out.router_losses.aux_loss.item<double>(), 0.0);
 }
 
 TEST(Model, ActivationCheckpointingGivesTheSameGradients) {
@@ -346,8 +347,9 @@ TEST(Model, ActivationCheckpointingGivesTheSameGradients) {
     model->zero_grad();
     model->set_activation_checkpointing(checkpointing);
     coe::LmOutput out = model->forward(ids, ids);
-    (out.loss + out.aux_loss).backward();
-    return std::make_pair(out.loss.item<double>() + out.aux_loss.item<double>(), coe::hf_state_dict(*model, true));
+    (out.loss + out.router_losses.aux_loss).backward();
+    return std::make_pair(out.loss.item<double>() + out.router_losses.aux_loss.item<double>(),
+                          coe::hf_state_dict(*model, true));
   };
   auto [loss_plain, grads_plain] = run(false);
   auto [loss_ckpt, grads_ckpt] = run(true);
@@ -396,7 +398,7 @@ TEST(ChunkedLoss, MatchesFullLogitsLossAndGradients) {
     o.loss_chunk_tokens = 7;  // several chunks, the last one partial
     coe::LmOutput out = model->forward(ids, labels, o);
     EXPECT_EQ(out.logits.defined(), full);
-    (out.loss + out.aux_loss).backward();
+    (out.loss + out.router_losses.aux_loss).backward();
     return std::make_pair(out.loss.item<double>(), coe::hf_state_dict(*model, true));
   };
   auto [full_loss, full_grads] = run(true);

@@ -110,7 +110,7 @@ void check_fixture(const fs::path& dir, const std::string& dispatch, const torch
   coe::LmOutput out = model->forward(ids, ids);
   if (expected.count("train_loss"))
     EXPECT_LE(std::abs(out.loss.item<double>() - expected.at("train_loss").item<double>()), 1e-4) << "train loss";
-  (out.loss + out.aux_loss).backward();
+  (out.loss + out.router_losses.aux_loss).backward();
   auto grads = coe::hf_state_dict(*model, /*grads=*/true);
   int checked = 0;
   double worst = 0;
@@ -183,7 +183,7 @@ Outputs run_fixture(const fs::path& dir, const std::function<void(coe::CausalLMI
   model->train();
   model->zero_grad();
   coe::LmOutput out = model->forward(ids, ids);
-  (out.loss + out.aux_loss).backward();
+  (out.loss + out.router_losses.aux_loss).backward();
   o.grads = coe::hf_state_dict(*model, /*grads=*/true);
   return o;
 }

@@ -179,9 +179,9 @@ TEST(RouterZLoss, ValueAndGradientMatchAFloat64ComputationByHand) {
   const at::Tensor x = torch::randn({B, S, H});
   router->train();
   const coe::Routing r = router->forward(x);
-  ASSERT_TRUE(r.z_loss.defined());
-  EXPECT_FALSE(r.aux_loss.defined()) << "alpha 0: no aux loss; the z-loss is reported on its own";
-  r.z_loss.backward();
+  ASSERT_TRUE(r.router_losses.z_loss.defined());
+  EXPECT_FALSE(r.router_losses.aux_loss.defined()) << "alpha 0: no aux loss; the z-loss is reported on its own";
+  r.router_losses.z_loss.backward();
   const at::Tensor grad = router->weight.grad();
 
   // float64, loop by loop: z = alpha / T * sum_t lse_t^2, lse_t = log sum_e exp(l_te),
@@ -208,7 +208,7 @@ TEST(RouterZLoss, ValueAndGradientMatchAFloat64ComputationByHand) {
   }
   z *= 0.01 / double(T);
   EXPECT_GT(z, 1e-3);
-  EXPECT_NEAR(r.z_loss.item<double>(), z, 1e-6 * z);
+  EXPECT_NEAR(r.router_losses.z_loss.item<double>(), z, 1e-6 * z);
   double worst = 0, scale = 0;
   for (int64_t i = 0; i < E * H; ++i) {
     worst = std::max(worst, std::abs(grad.view(-1)[i].item<double>() - dw[i]));
@@ -218,7 +218,7 @@ TEST(RouterZLoss, ValueAndGradientMatchAFloat64ComputationByHand) {
 
   // Outside training there is no z-loss.
   router->eval();
-  EXPECT_FALSE(router->forward(x).z_loss.defined());
+  EXPECT_FALSE(router->forward(x).router_losses.z_loss.defined());
 }
 
 TEST(RouterZLoss, ModelReportsItApartFromTheAuxLoss) {
@@ -234,12 +234,12 @@ TEST(RouterZLoss, ModelReportsItApartFromTheAuxLoss) {
   const at::Tensor ids = torch::randint(0, c.vocab_size, {2, 16});
   const coe::LmOutput a = without->forward(ids, ids);
   const coe::LmOutput b = with->forward(ids, ids);
-  EXPECT_TRUE(at::equal(a.aux_loss, b.aux_loss)) << "the z-loss is not part of aux_loss";
+  EXPECT_TRUE(at::equal(a.router_losses.aux_loss, b.router_losses.aux_loss)) << "the z-loss is not part of aux_loss";
   EXPECT_TRUE(at::equal(a.loss, b.loss));
-  EXPECT_EQ(a.z_loss.item<double>(), 0.0);
+  EXPECT_EQ(a.router_losses.z_loss.item<double>(), 0.0);
   // 2 layers x 2 iterations of routers, each alpha * mean(lse^2), lse near log(8) for small logits.
-  EXPECT_GT(b.z_loss.item<double>(), 0.5 * 4 * 0.001 * std::log(8.0) * std::log(8.0));
-  EXPECT_LT(b.z_loss.item<double>(), 2.0 * 4 * 0.001 * std::log(8.0) * std::log(8.0));
+  EXPECT_GT(b.router_losses.z_loss.item<double>(), 0.5 * 4 * 0.001 * std::log(8.0) * std::log(8.0));
+  EXPECT_LT(b.router_losses.z_loss.item<double>(), 2.0 * 4 * 0.001 * std::log(8.0) * std::log(8.0));
 }
 
 TEST(Balancing, BiasMovesTowardBalanceOnACraftedBatch) {

@@ -5,6 +5,7 @@
 #include "coe/train/checkpoint.h"
 #include "coe/train/trainer.h"
 #include "coe/util/error.h"
+#include "coe/util/run_files.h"
 #include "coe/util/tensorboard.h"
 
 #include "support/expect_error.h"

@@ -82,7 +82,7 @@ TEST_P(Accumulation, FourMicroBatchesEqualOneBatch) {
   model->train();
   const coe::DeviceBatch db = coe::to_device(batch, cpu);
   coe::LmOutput big = model->forward(db.input_ids, db.labels);
-  (big.loss + big.aux_loss).backward();
+  (big.loss + big.router_losses.aux_loss).backward();
   const auto g_big = grads_of(*model);
 
   opt.zero_grad();
@@ -104,7 +104,7 @@ TEST_P(Accumulation, FourMicroBatchesEqualOneBatch) {
   }
   std::printf("seq_aux=%d: max relative gradient difference, 4 micro-batches vs one batch: %.3g\n", seq_aux, max_rel);
   if (seq_aux) {
-    EXPECT_NEAR(acc.aux_loss.item<float>(), big.aux_loss.item<float>(), 1e-6);
+    EXPECT_NEAR(acc.router_losses.aux_loss.item<float>(), big.router_losses.aux_loss.item<float>(), 1e-6);
     EXPECT_LT(max_rel, 1e-4);
   }
 
@@ -113,7 +113,7 @@ TEST_P(Accumulation, FourMicroBatchesEqualOneBatch) {
   for (const auto& mb : coe::split_micro_batches(batch, 2)) {
     const coe::DeviceBatch m = coe::to_device(mb, cpu);
     coe::LmOutput out = model->forward(m.input_ids, m.labels);
-    ((out.loss + out.aux_loss) / 4.0).backward();
+    ((out.loss + out.router_losses.aux_loss) / 4.0).backward();
   }
   const auto g_naive = grads_of(*model);
   double naive_rel = 0;

@@ -3,6 +3,7 @@
 // the writer), and by the tensorboard package itself (tools/check_tfevents.py: its record reader and
 // EventAccumulator).
 #include "coe/util/error.h"
+#include "coe/util/run_files.h"
 #include "coe/util/subprocess.h"
 #include "coe/util/tensorboard.h"
 #include "support/expect_error.h"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Checks that every C++ file of the tree is formatted as .clang-format says (CI runs it);
-# `--fix` reformats them in place. Generated files (first line "// Generated ...") are skipped.
+# `--fix` reformats them in place. Generated files (first line "// @generated ...") are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v clang-format >/dev/null || { echo "error: clang-format is not installed (apt-get install clang-format)"; exit 1; }
 files=()
 while IFS= read -r f; do
-  head -n 1 "$f" | grep -q '^// Generated' || files+=("$f")
+  head -n 1 "$f" | grep -q '^// @generated' || files+=("$f")
 done < <(git ls-files '*.cpp' '*.h')
 if [[ "${1:-}" == "--fix" ]]; then
   clang-format -i "${files[@]}"

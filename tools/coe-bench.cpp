@@ -13,6 +13,7 @@
 #include "coe/train/train_config.h"
 #include "coe/train/train_step.h"
 #include "coe/train/training_model.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
@@ -29,9 +30,7 @@
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
+using coe::seconds_since;
 
 // Prefill `prompt_len` random tokens for `batch` rows, then decode `new_tokens` greedy tokens one
 // step at a time, in each MLA mode; random weights drawn from the config (throughput does not
@@ -60,11 +59,11 @@ void decode_bench(const coe::TrainConfig& cfg, const std::string& config_path, c
     coe::KvCache cache(m, batch, prompt_len + steps, model->lm_head_weight().options());
     cache.mode = mode;
     coe::synchronize(device);
-    auto t0 = std::chrono::steady_clock::now();
+    auto t0 = coe::Clock::now();
     at::Tensor next = model->forward_cached(prompt, cache).argmax(-1);
     coe::synchronize(device);
     *prefill_s = seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
+    t0 = coe::Clock::now();
     for (int64_t i = 0; i < steps; ++i) next = model->forward_cached(next.view({batch, 1}), cache).argmax(-1);
     coe::synchronize(device);
     *decode_s = seconds_since(t0);

@@ -8,17 +8,18 @@
 #include "cli.h"
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
-#include "coe/data/random.h"
-#include "coe/data/tokenizer.h"
 #include "coe/model/causal_lm.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/train/device.h"
 #include "coe/train/eval_setup.h"
 #include "coe/train/evaluate.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/task_eval.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
+#include "coe/util/random.h"
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
@@ -152,14 +153,14 @@ void run_loss_eval(const Flags& f) {
   if (!f.json_out.empty()) coe::write_file_atomic(f.json_out, j.dump(2) + "\n");
   if (!f.routing_out.empty()) {
     const coe::ModelConfig& c = model->config();
-    nlohmann::json r = report.to_json(/*with_coactivation=*/true);
+    coe::RoutingReport routing = report.routing_report();
     const int64_t N = c.n_routed_experts, K = c.num_experts_per_tok, C = c.inner_iter;
-    if (N > 0 && C * K <= N) {
-      r["combinatorial_bound"] = {
-          {"formula", fmt::format("C({},{})^{} / C({},{})", N, K, C, N, C * K)},
-          {"value", coe::combinatorial_ratio(N, K, C)},
-          {"note", "ordered expert-set sequences over C iterations vs unordered sets of C*K experts"}};
-    }
+    if (N > 0 && C * K <= N)
+      routing.combinatorial_bound = coe::CombinatorialBound{
+          fmt::format("C({},{})^{} / C({},{})", N, K, C, N, C * K), coe::combinatorial_ratio(N, K, C),
+          "ordered expert-set sequences over C iterations vs unordered sets of C*K experts"};
+    nlohmann::json r = report.to_json(/*with_coactivation=*/true);
+    routing.write_to(r, /*with_coactivation=*/true);
     coe::write_file_atomic(f.routing_out, r.dump(2) + "\n");
   }
 }
@@ -176,7 +177,7 @@ nlohmann::ordered_json generation_json(const coe::GenerateStats& g) {
 }
 
 void run_task_eval(const Flags& f) {
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = coe::Clock::now();
   if (!f.routing_out.empty()) coe::fail("--routing: not with --task (routing statistics come from scoring the loss)");
   if (f.max_length > 0)
     coe::fail("--max-length: not with --task (prompts and answers are bounded by max_position_embeddings)");
@@ -227,7 +228,7 @@ void run_task_eval(const Flags& f) {
                                           });
   if (tty) fmt::print(stderr, "\n");
   const coe::TaskScore score = coe::score(samples);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = coe::seconds_since(start);
   std::map<std::string, int64_t> finish;
   int64_t new_tokens = 0;
   for (const auto& s : samples) {

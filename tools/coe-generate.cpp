@@ -10,12 +10,13 @@
 #include "cli.h"
 #include "coe/data/jsonl.h"
 #include "coe/data/text_template.h"
-#include "coe/data/tokenizer.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/kv_cache.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/train/device.h"
 #include "coe/train/eval_setup.h"
 #include "coe/train/generate.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/host_runtime.h"
@@ -26,7 +27,6 @@
 
 #include <c10/core/Device.h>
 
-#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -131,7 +131,7 @@ int run(const Flags& f) {
 
   const std::shared_ptr<coe::CausalLMImpl> model = coe::load_model_for_inference(checkpoint, device);
   coe::GenerateStats stats;
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = coe::Clock::now();
   std::vector<std::string> finish;
   if (!f.prompt.empty()) {
     const auto out =
@@ -177,7 +177,7 @@ int run(const Flags& f) {
     }
     if (file) file->commit();
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = coe::seconds_since(start);
   const int64_t cache_bytes = coe::KvCache::bytes_per_token(checkpoint.model, 4);
   fmt::print(
       stderr,

@@ -17,7 +17,7 @@
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
-#include "coe/util/run_logs.h"
+#include "coe/util/run_files.h"
 #include "coe/util/subprocess.h"
 
 #include <fmt/format.h>
@@ -86,41 +86,16 @@ std::string num(const std::optional<double>& v) {
   return v && std::isfinite(*v) ? fmt::format("{:.9g}", *v) : std::string("?");
 }
 
-// The "routing" array of a coe-eval --json / --routing file: expert load per layer and iteration.
+// The "routing" array of a coe-eval --json / --routing file (util/run_files.h): expert load per
+// layer and iteration, each relative to its mean.
 std::vector<LoadRow> read_routing(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) coe::fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in, coe::json_depth_limit(path.string()));
-  } catch (const nlohmann::json::exception& e) {
-    coe::fail("{}: not JSON: {}", path.string(), coe::first_line(e));
-  }
-  if (!j.is_object() || !j.contains("routing") || !j["routing"].is_array())
-    coe::fail("{}: no \"routing\" array (not a coe-eval --routing or --json file)", path.string());
   std::vector<LoadRow> rows;
-  for (size_t i = 0; i < j["routing"].size(); ++i) {
-    const nlohmann::json& r = j["routing"][i];
-    const std::string where = fmt::format("{}: routing[{}]", path.string(), i);
-    if (!r.is_object()) coe::fail("{}: not an object", where);
-    LoadRow row;
-    for (const char* key : {"layer", "iteration"})
-      if (!r.contains(key) || !r[key].is_number_integer()) coe::fail("{}: \"{}\" is not an integer", where, key);
-    row.layer = r["layer"].get<int64_t>();
-    row.iteration = r["iteration"].get<int64_t>();
-    if (!r.contains("expert_load") || !r["expert_load"].is_array() || r["expert_load"].empty())
-      coe::fail("{}: \"expert_load\" is not a non-empty array", where);
+  for (const coe::IterationRouting& it : coe::read_routing_report(path).routing) {
+    LoadRow row{it.layer, it.iteration, {}};
     double total = 0;
-    for (const auto& v : r["expert_load"]) {
-      if (!v.is_number() || v.get<double>() < 0)
-        coe::fail("{}: \"expert_load\" holds {}, not a count", where, v.dump());
-      row.load.push_back(v.get<double>());
-      total += row.load.back();
-    }
-    if (!rows.empty() && row.load.size() != rows.front().load.size())
-      coe::fail("{}: {} experts, routing[0] has {}", where, row.load.size(), rows.front().load.size());
-    const double mean = total / static_cast<double>(row.load.size());
-    for (double& v : row.load) v = mean > 0 ? v / mean : 0;
+    for (int64_t v : it.expert_load) total += static_cast<double>(v);
+    const double mean = total / static_cast<double>(it.expert_load.size());
+    for (int64_t v : it.expert_load) row.load.push_back(mean > 0 ? static_cast<double>(v) / mean : 0);
     rows.push_back(std::move(row));
   }
   if (rows.empty()) coe::fail("{}: \"routing\" is empty (a dense model routes nothing)", path.string());
@@ -156,7 +131,7 @@ void write_data_files(const fs::path& out, const std::vector<Run>& runs, double 
     for (size_t k = 0; k < r.metrics.size(); ++k) {
       const auto& m = r.metrics[k];
       train += fmt::format("{} {} {} {} {} {} {}\n", m.step, num(m.loss), num(ema[k]), num(m.lr), num(m.grad_norm),
-                           num(m.tokens_per_s), num(m.aux_loss));
+                           num(m.tokens_per_s), num(m.router_loss("aux_loss")));
     }
     coe::write_file_atomic(out / fmt::format("train-{}.dat", n), train);
     if (!r.val.empty()) {

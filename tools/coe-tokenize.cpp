@@ -9,7 +9,8 @@
 // Several --field options are joined with one space (e.g. --field question --field answer).
 // A malformed line or a missing field stops the run: the error names the line, the exit code is 1.
 #include "cli.h"
-#include "coe/data/tokenizer.h"
+#include "coe/tokenizer/tokenizer.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
 
 #include <fmt/format.h>
@@ -18,7 +19,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -164,9 +164,9 @@ int bench(const coe::Tokenizer& tok, const std::vector<std::string>& fields, int
   fmt::print("bench: {} documents, {} bytes, tokenizer {}, {} thread(s)\n", texts.size(), bytes, tok.name(), threads);
   for (int pass = 1; pass <= repeat; ++pass) {
     std::vector<size_t> counts(texts.size());
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = coe::Clock::now();
     parallel_for(texts.size(), threads, [&](size_t i) { counts[i] = tok.encode(texts[i]).size(); });
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = coe::seconds_since(start);
     size_t tokens = 0;
     for (size_t c : counts) tokens += c;
     const double rate = static_cast<double>(tokens) / seconds;

@@ -1,6 +1,6 @@
 // coe-tokfuzz: the differential test of coe's HF tokenizer against Hugging Face `tokenizers`
 // itself (the PyPI package, run by tools/hf_oracle.py). Generates seeded test strings
-// (coe/data/tokenizer_fuzz.h), encodes them with both, and compares the ids, decode(ids) and
+// (coe/tokenizer/tokenizer_fuzz.h), encodes them with both, and compares the ids, decode(ids) and
 // decode(ids, skip_special_tokens); reports differences with their code points.
 //
 //   coe-tokfuzz --tokenizer FILE [--tokenizer FILE]... [--count N] [--seed S] [--all-code-points]
@@ -16,8 +16,9 @@
 // Exit status: 0 no differences; 1 differences (or a bad flag, as for every coe tool); 2 the
 // oracle or a file failed.
 #include "cli.h"
-#include "coe/data/hf_tokenizer.h"
-#include "coe/data/tokenizer_fuzz.h"
+#include "coe/tokenizer/hf_tokenizer.h"
+#include "coe/tokenizer/tokenizer_fuzz.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/subprocess.h"
 
@@ -27,7 +28,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -46,7 +46,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using Ids = std::vector<int32_t>;
-using Clock = std::chrono::steady_clock;
+using coe::Clock;
+using coe::seconds_since;
 
 #ifndef COE_SOURCE_DIR
 #define COE_SOURCE_DIR "."
@@ -54,8 +55,6 @@ using Clock = std::chrono::steady_clock;
 #ifndef COE_PYTHON
 #define COE_PYTHON "python3"
 #endif
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 std::vector<std::string> added_token_contents(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -12,7 +12,7 @@
 // rank of a data-parallel job (docs/distributed.md); without those variables it is a single
 // process. In a job, error lines name the rank: "error: rank 1: ...".
 #include "cli.h"
-#include "coe/dist/env.h"
+#include "coe/distributed/env.h"
 #include "coe/train/trainer.h"
 #include "coe/util/error.h"
 #include "coe/util/host_runtime.h"

@@ -1,7 +1,7 @@
 #include "coe/data/loader.h"
 
-#include "coe/data/random.h"
 #include "coe/util/error.h"
+#include "coe/util/random.h"
 
 #include <algorithm>
 #include <numeric>

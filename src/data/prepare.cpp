@@ -6,7 +6,8 @@
 #include "coe/data/split.h"
 #include "coe/data/text_template.h"
 #include "coe/data/tokenize_records.h"
-#include "coe/data/tokenizer.h"
+#include "coe/tokenizer/tokenizer.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
@@ -14,7 +15,6 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -345,11 +345,11 @@ PrepareResult prepare_dataset(const DataConfig& cfg, const PrepareOptions& optio
   }
   log(fmt::format("preparing {}: {}", cfg.prepared_dir, reason));
 
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = Clock::now();
   TokenizedRecords train = tokenize_records(train_files, text, *tokenizer, cfg.split.group_by, cfg.threads);
   std::optional<TokenizedRecords> val;
   if (!val_files.empty()) val = tokenize_records(val_files, text, *tokenizer, "", cfg.threads);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = seconds_since(start);
   log(fmt::format("tokenized {} records ({} tokens) in {:.1f} s", train.size() + (val ? val->size() : 0),
                   train.total_tokens() + (val ? val->total_tokens() : 0), seconds));
 

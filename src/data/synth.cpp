@@ -1,8 +1,8 @@
 #include "coe/data/synth.h"
 
-#include "coe/data/random.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
+#include "coe/util/random.h"
 
 #include <fmt/format.h>
 

@@ -16,37 +16,50 @@ namespace {
 // backward recompute the layer with grad enabled and backpropagate through the recomputation
 // (parameters' .grad accumulate there; the input's gradient is returned). Routing is a
 // deterministic function of the input, so the recomputation takes the same experts.
+//
+// What backward needs besides the input travels as one typed capsule: the layer (owned, so it
+// outlives the graph), the rope tables and the autocast state of the forward (backward runs
+// outside the autocast region; the recomputation re-enters it to rebuild the same graph).
 struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  struct Saved : torch::CustomClassHolder {
+    std::shared_ptr<CoeLayerImpl> layer;
+    RotaryTables rope;
+    bool autocast = false;
+    at::ScalarType autocast_dtype = at::kBFloat16;
+  };
+
+  // Returns {hidden, one scalar per RouterLosses term (zero where the layer has none)}.
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor h,
-                                                CoeLayerImpl* layer, const RotaryTables* rope) {
+                                                std::shared_ptr<CoeLayerImpl> layer, const RotaryTables& rope) {
     ctx->save_for_backward({h});
-    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
-    ctx->saved_data["cos"] = rope->cos;
-    ctx->saved_data["sin"] = rope->sin;
-    // Backward runs outside the autocast region: the recomputation must re-enter it to rebuild
-    // the same (bf16) graph.
+    auto saved = c10::make_intrusive<Saved>();
     const c10::DeviceType device = h.device().type();
-    ctx->saved_data["autocast"] = autocast_enabled(device);
-    ctx->saved_data["autocast_dtype"] = at::autocast::get_autocast_dtype(device);
-    LayerOutput out = layer->forward(h, *rope);
-    const at::Tensor zero = at::zeros({}, h.options().dtype(accumulate_dtype(h)));
-    return {out.hidden, out.aux_loss.defined() ? out.aux_loss : zero, out.z_loss.defined() ? out.z_loss : zero};
+    saved->autocast = autocast_enabled(device);
+    saved->autocast_dtype = at::autocast::get_autocast_dtype(device);
+    saved->rope = rope;
+    saved->layer = std::move(layer);
+    const LayerOutput out = saved->layer->forward(h, rope);
+    ctx->saved_data["saved"] = c10::IValue::make_capsule(std::move(saved));
+    const RouterLosses losses = out.router_losses.or_zeros(at::zeros({}, h.options().dtype(accumulate_dtype(h))));
+    torch::autograd::variable_list outputs{out.hidden};
+    for (const auto& term : RouterLosses::kTerms) outputs.push_back(losses.*term.value);
+    return outputs;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto* layer = reinterpret_cast<CoeLayerImpl*>(ctx->saved_data["layer"].toInt());
-    RotaryTables rope{ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor()};
+    const auto saved = c10::static_intrusive_pointer_cast<Saved>(ctx->saved_data["saved"].toCapsule());
     at::Tensor h = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     {
       torch::AutoGradMode enable(true);
-      AutocastGuard autocast(h.device().type(), ctx->saved_data["autocast"].toBool(),
-                             ctx->saved_data["autocast_dtype"].toScalarType());
+      AutocastGuard autocast(h.device().type(), saved->autocast, saved->autocast_dtype);
       ExpertLoadPause counted_in_forward;
-      LayerOutput out = layer->forward(h, rope);
+      const LayerOutput out = saved->layer->forward(h, saved->rope);
       std::vector<at::Tensor> outputs{out.hidden}, out_grads{grads[0]};
-      if (out.aux_loss.defined()) outputs.push_back(out.aux_loss), out_grads.push_back(grads[1]);
-      if (out.z_loss.defined()) outputs.push_back(out.z_loss), out_grads.push_back(grads[2]);
+      for (size_t i = 0; i < RouterLosses::kCount; ++i) {
+        const at::Tensor& loss = out.router_losses.*RouterLosses::kTerms[i].value;
+        if (loss.defined()) outputs.push_back(loss), out_grads.push_back(grads[1 + i]);
+      }
       torch::autograd::backward(outputs, out_grads);
     }
     return {h.grad(), at::Tensor(), at::Tensor()};
@@ -135,25 +148,23 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   at::Tensor h = embed_tokens(input_ids);
   if (options.on_layer) options.on_layer(-1, LayerOutput{h, {}});
   const RotaryTables rope = rotary_tables(config_, S, input_ids.device());
-  at::Tensor aux = at::zeros({}, h.options().dtype(accumulate_dtype(h)));
-  at::Tensor z = aux;
+  RouterLosses router_losses = RouterLosses{}.or_zeros(at::zeros({}, h.options().dtype(accumulate_dtype(h))));
   for (int64_t l = 0; l < static_cast<int64_t>(layers->size()); ++l) {
-    auto* layer = &layers->at<CoeLayerImpl>(l);
     LayerOutput lo;
     if (checkpointing_ && is_training() && torch::GradMode::is_enabled()) {
-      auto outputs = CheckpointedLayer::apply(h, layer, &rope);
-      lo = {outputs[0], outputs[1], outputs[2]};
+      const auto outputs = CheckpointedLayer::apply(h, layers->ptr<CoeLayerImpl>(l), rope);
+      lo.hidden = outputs[0];
+      for (size_t i = 0; i < RouterLosses::kCount; ++i)
+        lo.router_losses.*RouterLosses::kTerms[i].value = outputs[1 + i];
     } else {
-      lo = layer->forward(h, rope, options.record_routing ? &out.routing : nullptr);
+      lo = layers->at<CoeLayerImpl>(l).forward(h, rope, options.record_routing ? &out.routing : nullptr);
     }
     if (options.on_layer) options.on_layer(l, lo);
     h = lo.hidden;
-    if (lo.aux_loss.defined()) aux = aux + lo.aux_loss;
-    if (lo.z_loss.defined()) z = z + lo.z_loss;
+    router_losses += lo.router_losses;
   }
   h = norm(h);
-  out.aux_loss = aux;
-  out.z_loss = z;
+  out.router_losses = std::move(router_losses);
   at::Tensor shift_labels = labels.defined() ? labels.narrow(1, 1, S - 1).reshape(-1) : at::Tensor();
   if (!options.return_logits) {
     if (labels.defined()) {
@@ -162,9 +173,7 @@ LmOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
     }
   } else {
     out.logits = at::linear(h, lm_head_weight()).to(accumulate_dtype(h));
-    if (labels.defined())
-      out.loss = at::cross_entropy_loss(out.logits.narrow(1, 0, S - 1).reshape({-1, out.logits.size(-1)}), shift_labels,
-                                        /*weight=*/{}, at::Reduction::Mean, kIgnoreLabel);
+    if (labels.defined()) out.loss = shifted_cross_entropy(out.logits, labels);
   }
   if (labels.defined() && options.count_loss_tokens)
     out.loss_tokens = shift_labels.ne(kIgnoreLabel).sum().item<int64_t>();

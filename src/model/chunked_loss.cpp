@@ -57,7 +57,23 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
   }
 };
 
+// Both reductions share the shift; each is one at::cross_entropy_loss call, so the mean is the
+// kernel's own (bit-identical to what training has always used), not a sum divided afterwards.
+at::Tensor shifted_ce(const at::Tensor& logits, const at::Tensor& labels, at::Reduction::Reduction reduction) {
+  const int64_t S = logits.size(1);
+  return at::cross_entropy_loss(logits.narrow(1, 0, S - 1).reshape({-1, logits.size(-1)}),
+                                labels.narrow(1, 1, S - 1).reshape(-1), /*weight=*/{}, reduction, kIgnoreLabel);
+}
+
 }  // namespace
+
+at::Tensor shifted_cross_entropy_per_token(const at::Tensor& logits, const at::Tensor& labels) {
+  return shifted_ce(logits, labels, at::Reduction::None).view({logits.size(0), logits.size(1) - 1});
+}
+
+at::Tensor shifted_cross_entropy(const at::Tensor& logits, const at::Tensor& labels) {
+  return shifted_ce(logits, labels, at::Reduction::Mean);
+}
 
 at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
                                         int64_t chunk_tokens) {

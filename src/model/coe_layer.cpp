@@ -37,9 +37,8 @@ LayerOutput CoeLayerImpl::feed_forward(const torch::Tensor& attended, std::vecto
     if (is_moe()) {
       MoeOutput m = moe(x, t);
       f = m.y;
-      if (m.aux_loss.defined()) out.aux_loss = out.aux_loss.defined() ? out.aux_loss + m.aux_loss : m.aux_loss;
-      if (m.z_loss.defined()) out.z_loss = out.z_loss.defined() ? out.z_loss + m.z_loss : m.z_loss;
-      if (routing) routing->push_back({layer_index_, t, m.topk_idx, m.scores.detach()});
+      out.router_losses += m.routing.router_losses;
+      if (routing) routing->push_back({layer_index_, t, m.routing.topk_idx, m.routing.scores.detach()});
     } else {
       f = dense(x);
     }

@@ -42,7 +42,7 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& x, int64_t iteration) {
   at::Tensor flat = x.reshape({-1, x.size(-1)});
   at::Tensor y = dispatch_->run(flat, routing.topk_idx, routing.topk_weight, experts->weights()).view(x.sizes());
   if (shared_experts) y = y + shared_experts(x);
-  return {y, routing.aux_loss, routing.z_loss, routing.topk_idx, routing.scores};
+  return {y, std::move(routing)};
 }
 
 torch::Tensor MoeBlockImpl::take_load(const c10::Device& device) {

@@ -10,6 +10,37 @@
 
 namespace coe {
 
+const std::array<RouterLosses::Term, RouterLosses::kCount> RouterLosses::kTerms{{
+    {"aux_loss", &RouterLosses::aux_loss, &ModelConfig::aux_loss_alpha, /*always_logged=*/true},
+    {"z_loss", &RouterLosses::z_loss, &ModelConfig::router_z_loss_alpha, /*always_logged=*/false},
+}};
+
+RouterLosses& RouterLosses::operator+=(const RouterLosses& other) {
+  for (const Term& term : kTerms) {
+    const at::Tensor& add = other.*term.value;
+    if (!add.defined()) continue;
+    at::Tensor& sum = this->*term.value;
+    sum = sum.defined() ? sum + add : add;
+  }
+  return *this;
+}
+
+torch::Tensor RouterLosses::total() const {
+  at::Tensor sum;
+  for (const Term& term : kTerms) {
+    const at::Tensor& t = this->*term.value;
+    if (t.defined()) sum = sum.defined() ? sum + t : t;
+  }
+  return sum;
+}
+
+RouterLosses RouterLosses::or_zeros(const torch::Tensor& like) const {
+  RouterLosses out = *this;
+  for (const Term& term : kTerms)
+    if (!(out.*term.value).defined()) out.*term.value = at::zeros({}, like.options());
+  return out;
+}
+
 RouterImpl::RouterImpl(const ModelConfig& c)
     : experts_(c.n_routed_experts),
       top_k_(c.num_experts_per_tok),
@@ -46,6 +77,15 @@ void RouterImpl::update_bias(const torch::Tensor& load, double rate) {
   e_score_correction_bias.add_(step.to(e_score_correction_bias.scalar_type()));
 }
 
+// [T, E] bool: the experts of each token's topk_group best groups, from group_scores [T, G].
+at::Tensor RouterImpl::experts_of_best_groups(const at::Tensor& group_scores) const {
+  const int64_t T = group_scores.size(0);
+  const at::Tensor group_idx = std::get<1>(group_scores.topk(topk_group_, -1, true, false));
+  const at::Tensor group_mask =
+      at::zeros({T, n_group_}, group_scores.options().dtype(at::kBool)).scatter_(1, group_idx, true);
+  return group_mask.unsqueeze(-1).expand({T, n_group_, experts_ / n_group_}).reshape({T, -1});
+}
+
 Routing RouterImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), S = x.size(1), T = B * S;
   const auto acc = accumulate_dtype(x);
@@ -59,12 +99,9 @@ Routing RouterImpl::forward(const torch::Tensor& x) {
       std::tie(r.topk_weight, r.topk_idx) = scores.topk(top_k_, -1, /*largest=*/true, /*sorted=*/false);
       break;
     case Selection::kGroupLimited: {
-      // Keep only the experts of the topk_group groups with the highest best-expert score.
-      at::Tensor group_scores = std::get<0>(scores.view({T, n_group_, -1}).max(-1));  // [T, G]
-      at::Tensor group_idx = std::get<1>(group_scores.topk(topk_group_, -1, true, false));
-      at::Tensor group_mask = at::zeros_like(group_scores).scatter_(1, group_idx, 1.0);
-      at::Tensor score_mask = group_mask.unsqueeze(-1).expand({T, n_group_, experts_ / n_group_}).reshape({T, -1});
-      at::Tensor masked = scores.masked_fill(score_mask.logical_not(), 0.0);
+      // Groups rank by their best expert's score; the others' scores become 0.
+      const at::Tensor group_scores = std::get<0>(scores.view({T, n_group_, -1}).max(-1));  // [T, G]
+      const at::Tensor masked = scores.masked_fill(experts_of_best_groups(group_scores).logical_not(), 0.0);
       std::tie(r.topk_weight, r.topk_idx) = masked.topk(top_k_, -1, true, false);
       break;
     }
@@ -73,13 +110,10 @@ Routing RouterImpl::forward(const torch::Tensor& x) {
       // unbiased scores. Groups rank by the sum of their two best biased scores.
       at::Tensor choice = scores.detach() + e_score_correction_bias.to(acc).unsqueeze(0);
       if (n_group_ > 1) {
-        at::Tensor group_scores = std::get<0>(choice.view({T, n_group_, -1}).topk(2, -1)).sum(-1);  // [T, G]
-        at::Tensor group_idx = std::get<1>(group_scores.topk(topk_group_, -1, true, false));
-        at::Tensor group_mask =
-            at::zeros({T, n_group_}, choice.options().dtype(at::kBool)).scatter_(1, group_idx, true);
-        at::Tensor score_mask = group_mask.unsqueeze(-1).expand({T, n_group_, experts_ / n_group_}).reshape({T, -1});
+        const at::Tensor group_scores = std::get<0>(choice.view({T, n_group_, -1}).topk(2, -1)).sum(-1);  // [T, G]
         // -inf, not 0: biased scores may be negative.
-        choice = choice.masked_fill(score_mask.logical_not(), -std::numeric_limits<double>::infinity());
+        choice = choice.masked_fill(experts_of_best_groups(group_scores).logical_not(),
+                                    -std::numeric_limits<double>::infinity());
       }
       r.topk_idx = std::get<1>(choice.topk(top_k_, -1, true, false));
       r.topk_weight = scores.gather(1, r.topk_idx);
@@ -107,13 +141,13 @@ Routing RouterImpl::forward(const torch::Tensor& x) {
       at::Tensor ce = at::zeros({B, experts_}, opts)
                           .scatter_add_(1, idx, at::ones({B, S * top_k_}, opts))
                           .div_(static_cast<double>(S * top_k_) / experts_);
-      r.aux_loss = (ce * probs.view({B, S, -1}).mean(1)).sum(1).mean() * alpha_;
+      r.router_losses.aux_loss = (ce * probs.view({B, S, -1}).mean(1)).sum(1).mean() * alpha_;
     } else {
       at::Tensor fi = at::one_hot(idx.reshape(-1), experts_).to(acc).mean(0) * static_cast<double>(experts_);
-      r.aux_loss = (probs.mean(0) * fi).sum() * alpha_;
+      r.router_losses.aux_loss = (probs.mean(0) * fi).sum() * alpha_;
     }
   }
-  if (is_training() && z_alpha_ > 0.0) r.z_loss = logits.logsumexp(-1).square().mean() * z_alpha_;
+  if (is_training() && z_alpha_ > 0.0) r.router_losses.z_loss = logits.logsumexp(-1).square().mean() * z_alpha_;
   return r;
 }
 

@@ -1,7 +1,7 @@
 #include "coe/train/eval_setup.h"
 
-#include "coe/data/tokenizer.h"
 #include "coe/io/hf_checkpoint.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/train/checkpoint.h"
 #include "coe/train/device.h"
 #include "coe/train/memory_model.h"

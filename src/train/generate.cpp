@@ -1,14 +1,14 @@
 #include "coe/train/generate.h"
 
-#include "coe/data/random.h"
-#include "coe/data/tokenizer.h"
 #include "coe/model/causal_lm.h"
+#include "coe/tokenizer/tokenizer.h"
+#include "coe/util/clock.h"
 #include "coe/util/error.h"
+#include "coe/util/random.h"
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <numeric>
 
@@ -95,10 +95,6 @@ size_t held_back(const std::string& text, const std::vector<std::string>& stop) 
   return std::max(hold, text.size() - end);
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
 }  // namespace
 
 std::vector<Generation> generate(CausalLMImpl& model, const Tokenizer& tokenizer,
@@ -154,7 +150,7 @@ std::vector<Generation> generate(CausalLMImpl& model, const Tokenizer& tokenizer
   auto uniform = [&](int64_t r) { return static_cast<double>(rngs[static_cast<size_t>(r)].next() >> 11) * 0x1.0p-53; };
 
   GenerateStats local;
-  auto t0 = std::chrono::steady_clock::now();
+  auto t0 = Clock::now();
   KvCache cache(config, rows, longest + slots_after_prompt, weight.options());
   cache.mode = options.prefill_mode;
   at::Tensor logits =
@@ -219,7 +215,7 @@ std::vector<Generation> generate(CausalLMImpl& model, const Tokenizer& tokenizer
     if (prefill) {
       local.prefill_s = seconds_since(t0);
       prefill = false;
-      t0 = std::chrono::steady_clock::now();
+      t0 = Clock::now();
     }
     if (keep.empty()) break;
     if (keep.size() < active.size()) {

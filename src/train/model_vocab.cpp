@@ -1,6 +1,6 @@
 #include "coe/train/model_vocab.h"
 
-#include "coe/data/tokenizer.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/util/error.h"
 
 namespace coe {

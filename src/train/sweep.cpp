@@ -1,5 +1,7 @@
 #include "coe/train/sweep.h"
 
+#include "coe/util/run_files.h"
+
 #include "coe/model/chunked_loss.h"
 #include "coe/train/model_vocab.h"
 #include "coe/util/config_reader.h"
@@ -106,20 +108,6 @@ std::vector<std::string> read_overrides(ConfigReader& r, const std::string& key)
   for (const auto& o : out)
     if (!valid_override_key(o.substr(0, o.find('='))))
       r.fail_key(key, fmt::format("'{}': keys are section.key (model, data, optim or trainer)", o));
-  return out;
-}
-
-std::optional<double> opt_double(const nlohmann::json& j, const char* key) {
-  if (!j.contains(key) || !j[key].is_number()) return std::nullopt;
-  return j[key].get<double>();
-}
-
-std::vector<std::string> read_lines(const fs::path& p) {
-  std::vector<std::string> out;
-  std::ifstream in(p);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(line);
   return out;
 }
 
@@ -277,24 +265,54 @@ MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory&
   return o;
 }
 
-std::map<std::string, std::pair<std::string, int>> read_sweep_status(const SweepSpec& spec) {
-  std::map<std::string, std::pair<std::string, int>> out;
+namespace {
+
+// The texts of the states; a failure's also carries its exit status.
+constexpr std::pair<VariantStatus::State, const char*> kStateNames[] = {
+    {VariantStatus::State::kNotRun, "not run"},
+    {VariantStatus::State::kComplete, "complete"},
+    {VariantStatus::State::kIncomplete, "incomplete"},
+    {VariantStatus::State::kFailed, "failed"},
+};
+
+}  // namespace
+
+std::string to_string(const VariantStatus& status) {
+  for (const auto& [state, name] : kStateNames) {
+    if (state != status.state) continue;
+    if (state == VariantStatus::State::kFailed) return fmt::format("{} (exit {})", name, status.exit_code);
+    return name;
+  }
+  return "?";
+}
+
+std::optional<VariantStatus> parse_variant_status(const std::string& text, int exit_code) {
+  for (const auto& [state, name] : kStateNames) {
+    const bool match = state == VariantStatus::State::kFailed ? text.rfind(name, 0) == 0 : text == name;
+    if (match) return VariantStatus{state, exit_code};
+  }
+  return std::nullopt;
+}
+
+SweepStatus read_sweep_status(const SweepSpec& spec) {
+  SweepStatus out;
   const fs::path p = fs::path(spec.out_dir) / "sweep-status.json";
   if (!fs::exists(p)) return out;
   try {
     std::ifstream in(p);
     const nlohmann::json j = nlohmann::json::parse(in, json_depth_limit(p.string()));
-    for (const auto& [name, v] : j.items()) out[name] = {v.value("status", ""), v.value("exit_code", 0)};
+    for (const auto& [name, v] : j.items())
+      if (auto s = parse_variant_status(v.value("status", ""), v.value("exit_code", 0))) out[name] = *s;
   } catch (...) {
     // A damaged status file only loses the "failed" labels of earlier invocations.
   }
   return out;
 }
 
-void write_sweep_status(const SweepSpec& spec, const std::map<std::string, std::pair<std::string, int>>& status) {
+void write_sweep_status(const SweepSpec& spec, const SweepStatus& status) {
   fs::create_directories(spec.out_dir);
   nlohmann::ordered_json j;
-  for (const auto& [name, s] : status) j[name] = {{"status", s.first}, {"exit_code", s.second}};
+  for (const auto& [name, s] : status) j[name] = {{"status", to_string(s)}, {"exit_code", s.exit_code}};
   write_file_atomic(fs::path(spec.out_dir) / "sweep-status.json", j.dump(2) + "\n");
 }
 
@@ -309,45 +327,44 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
   r.params_active = p.active_per_token;
   r.estimate_bytes = estimate_memory(model, sweep_memory_options(config, spec.memory)).total_bytes();
 
-  for (const auto& line : read_lines(dir / "val.jsonl")) {
-    try {
-      const auto j = nlohmann::json::parse(line, json_depth_limit((dir / "val.jsonl").string()));
-      r.val_curve.push_back({j.at("step").get<int64_t>(), j.at("val_loss").get<double>()});
-    } catch (...) {
-    }
+  // The run directory's files through their one schema (util/run_files.h); a file that does not
+  // read is a note in the report, not a failure of the sweep.
+  try {
+    for (const ValRow& v : read_val_file(dir / "val.jsonl")) r.val_curve.push_back({v.step, v.val_loss});
+  } catch (const Error& e) {
+    r.notes.push_back(fmt::format("val.jsonl unreadable: {}", e.what()));
   }
   if (fs::exists(dir / "final.json")) {
     r.status = "complete";
     try {
-      std::ifstream in(dir / "final.json");
-      const auto j = nlohmann::json::parse(in, json_depth_limit((dir / "final.json").string()));
-      r.steps = j.value("steps", int64_t(0));
-      r.final_val_loss = opt_double(j, "final_val_loss");
-      r.best_val_loss = opt_double(j, "best_val_loss");
-      r.tokens = j.value("tokens", int64_t(0));
-      r.tokens_per_s = j.value("tokens_per_s", 0.0);
-      if (j.contains("peak_memory_bytes") && j["peak_memory_bytes"].is_number_integer()) {
-        r.measured_peak_bytes = j["peak_memory_bytes"].get<int64_t>();
+      const FinalSummary f = read_final_summary(dir / "final.json");
+      r.steps = f.steps;
+      r.final_val_loss = f.final_val_loss;
+      r.best_val_loss = f.best_val_loss;
+      r.tokens = f.tokens;
+      r.tokens_per_s = f.tokens_per_s;
+      if (f.peak_memory_bytes) {
+        r.measured_peak_bytes = *f.peak_memory_bytes;
         r.measured_source = "final.json";
       }
-    } catch (const std::exception& e) {
+    } catch (const Error& e) {
       r.notes.push_back(fmt::format("final.json unreadable: {}", e.what()));
     }
   } else {
-    const auto metrics = read_lines(dir / "metrics.jsonl");
-    if (!metrics.empty()) r.status = "incomplete";
-    double tps = 0;
-    int64_t n = 0;
-    for (const auto& line : metrics) {
-      try {
-        const auto j = nlohmann::json::parse(line, json_depth_limit((dir / "metrics.jsonl").string()));
-        r.steps = j.at("step").get<int64_t>();
-        r.tokens += j.value("tokens", int64_t(0));
-        tps += j.value("tokens_per_s", 0.0), ++n;
-      } catch (...) {
+    try {
+      const std::vector<MetricsRow> metrics =
+          fs::exists(dir / "metrics.jsonl") ? read_metrics_file(dir / "metrics.jsonl") : std::vector<MetricsRow>{};
+      if (!metrics.empty()) r.status = "incomplete";
+      double tps = 0;
+      for (const MetricsRow& m : metrics) {
+        r.steps = m.step;
+        r.tokens += m.tokens.value_or(0);
+        tps += m.tokens_per_s.value_or(0.0);
       }
+      if (!metrics.empty()) r.tokens_per_s = tps / double(metrics.size());
+    } catch (const Error& e) {
+      r.notes.push_back(fmt::format("metrics.jsonl unreadable: {}", e.what()));
     }
-    if (n > 0) r.tokens_per_s = tps / double(n);
     if (!r.val_curve.empty()) {
       r.final_val_loss = r.val_curve.back().second;
       double best = r.val_curve.front().second;
@@ -369,18 +386,17 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
   }
   if (fs::exists(dir / "routing.json")) {
     try {
-      std::ifstream in(dir / "routing.json");
-      const auto j = nlohmann::json::parse(in, json_depth_limit((dir / "routing.json").string()));
-      for (const auto& c : j.value("chains", nlohmann::json::array())) {
-        r.distinct_expert_sets.push_back(c.value("distinct_expert_sets", int64_t(0)));
-        r.unique_experts_per_token.push_back(c.value("mean_unique_experts", 0.0));
+      const RoutingReport routing = read_routing_report(dir / "routing.json");
+      for (const LayerChain& c : routing.chains) {
+        r.distinct_expert_sets.push_back(c.distinct_expert_sets);
+        r.unique_experts_per_token.push_back(c.mean_unique_experts);
       }
-      if (j.contains("combinatorial_bound")) {
-        r.bound_formula = j["combinatorial_bound"].value("formula", std::string());
-        r.bound_value = opt_double(j["combinatorial_bound"], "value");
+      if (routing.combinatorial_bound) {
+        r.bound_formula = routing.combinatorial_bound->formula;
+        r.bound_value = routing.combinatorial_bound->value;
       }
-    } catch (...) {
-      r.notes.push_back("routing.json unreadable");
+    } catch (const Error& e) {
+      r.notes.push_back(fmt::format("routing.json unreadable: {}", e.what()));
     }
   }
   return r;
@@ -399,103 +415,167 @@ std::string sweep_results_table(const std::vector<VariantResult>& results) {
   return md;
 }
 
+namespace {
+
+// The baseline's result (nullptr when results has none).
+const VariantResult* find_baseline(const SweepSpec& spec, const std::vector<VariantResult>& results) {
+  const VariantResult* base = nullptr;
+  for (const auto& r : results)
+    if (r.name == spec.baseline) base = &r;
+  return base;
+}
+
+// bars.dat: parameters, active parameters and memory of every variant as % of the baseline's.
+std::string relative_bars(const SweepSpec& spec, const std::vector<VariantResult>& results, const VariantResult* base,
+                          bool measured) {
+  std::string bars =
+      fmt::format("# variant params% active% memory_estimate% memory_measured% (relative to {})\n", spec.baseline);
+  auto rel = [&](double v, double b) { return b > 0 ? fmt::format("{:.3f}", 100.0 * v / b) : std::string("?"); };
+  for (const auto& r : results) {
+    bars += fmt::format("{} {} {} {} {}\n", r.name, rel(double(r.params_total), base ? double(base->params_total) : 0),
+                        rel(double(r.params_active), base ? double(base->params_active) : 0),
+                        rel(double(r.estimate_bytes), base ? double(base->estimate_bytes) : 0),
+                        measured && r.measured_peak_bytes
+                            ? rel(double(*r.measured_peak_bytes), double(*base->measured_peak_bytes))
+                            : std::string("?"));
+  }
+  return bars;
+}
+
+// summary.md's "Relative to <baseline>" section.
+std::string relative_table(const SweepSpec& spec, const std::vector<VariantResult>& results,
+                           const VariantResult& base) {
+  std::string md = fmt::format("\n## Relative to {}\n\n", spec.baseline);
+  md += "| variant | params | active params/token | memory estimate | measured peak | best val loss - baseline |\n";
+  md += "| --- | --- | --- | --- | --- | --- |\n";
+  for (const auto& r : results) {
+    std::string dv = "-";
+    if (r.best_val_loss && base.best_val_loss) dv = fmt::format("{:+.4f}", *r.best_val_loss - *base.best_val_loss);
+    md +=
+        fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.name, pct(double(r.params_total), double(base.params_total)),
+                    pct(double(r.params_active), double(base.params_active)),
+                    pct(double(r.estimate_bytes), double(base.estimate_bytes)),
+                    r.measured_peak_bytes && base.measured_peak_bytes
+                        ? pct(double(*r.measured_peak_bytes), double(*base.measured_peak_bytes))
+                        : std::string("-"),
+                    dv);
+  }
+  return md;
+}
+
+// summary.md's routing section ("" when no variant has a routing analysis).
+std::string routing_table(const std::vector<VariantResult>& results) {
+  bool any_routing = false;
+  for (const auto& r : results) any_routing = any_routing || !r.distinct_expert_sets.empty() || r.bound_value;
+  if (!any_routing) return "";
+  std::string md = "\n## Routing (coe-eval --routing on the final checkpoint)\n\n";
+  md += "| variant | distinct expert sets per layer | unique experts per token | combinatorial bound |\n";
+  md += "| --- | --- | --- | --- |\n";
+  for (const auto& r : results) {
+    std::string sets, uniq;
+    for (size_t i = 0; i < r.distinct_expert_sets.size(); ++i) {
+      sets += (i ? ", " : "") + std::to_string(r.distinct_expert_sets[i]);
+      uniq += (i ? ", " : "") + fmt::format("{:.2f}", r.unique_experts_per_token[i]);
+    }
+    md += fmt::format("| {} | {} | {} | {} |\n", r.name, sets.empty() ? "-" : sets, uniq.empty() ? "-" : uniq,
+                      r.bound_value ? fmt::format("{} = {:.4g}", r.bound_formula, *r.bound_value) : std::string("-"));
+  }
+  return md;
+}
+
+}  // namespace
+
 std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::vector<VariantResult>& results,
                                              const std::string& plot_script) {
   fs::create_directories(spec.out_dir);
   const fs::path out(spec.out_dir);
   std::vector<std::string> written;
+  write_file_atomic(out / "summary.csv", sweep_summary_csv(results));
+  written.push_back((out / "summary.csv").string());
+  const SweepPlots plots = draw_sweep_plots(spec, results, plot_script);
+  for (const auto& p : plots.pngs) written.push_back((out / p).string());
+  write_file_atomic(out / "summary.md", sweep_summary_md(spec, results, plots));
+  written.push_back((out / "summary.md").string());
+  return written;
+}
 
-  // ---- summary.csv ----
-  {
-    std::ostringstream csv;
-    csv << "variant,status,steps,total_steps,final_val_loss,best_val_loss,tokens,tokens_per_s,params_total,"
-           "params_active_per_token,estimate_bytes,measured_peak_bytes,distinct_expert_sets,combinatorial_bound\n";
-    for (const auto& r : results) {
-      std::string sets;
-      for (size_t i = 0; i < r.distinct_expert_sets.size(); ++i)
-        sets += (i ? ";" : "") + std::to_string(r.distinct_expert_sets[i]);
-      csv << csv_field(r.name) << ',' << csv_field(r.status) << ',' << r.steps << ',' << r.total_steps << ','
-          << (r.final_val_loss ? fmt::format("{:.6f}", *r.final_val_loss) : "") << ','
-          << (r.best_val_loss ? fmt::format("{:.6f}", *r.best_val_loss) : "") << ',' << r.tokens << ','
-          << fmt::format("{:.1f}", r.tokens_per_s) << ',' << r.params_total << ',' << r.params_active << ','
-          << r.estimate_bytes << ',' << (r.measured_peak_bytes ? std::to_string(*r.measured_peak_bytes) : "") << ','
-          << csv_field(sets) << ',' << (r.bound_value ? fmt::format("{:.6g}", *r.bound_value) : "") << '\n';
-    }
-    write_file_atomic(out / "summary.csv", csv.str());
-    written.push_back((out / "summary.csv").string());
+std::string sweep_summary_csv(const std::vector<VariantResult>& results) {
+  std::ostringstream csv;
+  csv << "variant,status,steps,total_steps,final_val_loss,best_val_loss,tokens,tokens_per_s,params_total,"
+         "params_active_per_token,estimate_bytes,measured_peak_bytes,distinct_expert_sets,combinatorial_bound\n";
+  for (const auto& r : results) {
+    std::string sets;
+    for (size_t i = 0; i < r.distinct_expert_sets.size(); ++i)
+      sets += (i ? ";" : "") + std::to_string(r.distinct_expert_sets[i]);
+    csv << csv_field(r.name) << ',' << csv_field(r.status) << ',' << r.steps << ',' << r.total_steps << ','
+        << (r.final_val_loss ? fmt::format("{:.6f}", *r.final_val_loss) : "") << ','
+        << (r.best_val_loss ? fmt::format("{:.6f}", *r.best_val_loss) : "") << ',' << r.tokens << ','
+        << fmt::format("{:.1f}", r.tokens_per_s) << ',' << r.params_total << ',' << r.params_active << ','
+        << r.estimate_bytes << ',' << (r.measured_peak_bytes ? std::to_string(*r.measured_peak_bytes) : "") << ','
+        << csv_field(sets) << ',' << (r.bound_value ? fmt::format("{:.6g}", *r.bound_value) : "") << '\n';
   }
+  return csv.str();
+}
 
-  const VariantResult* base = nullptr;
-  for (const auto& r : results)
-    if (r.name == spec.baseline) base = &r;
-
-  // ---- plots ----
-  std::string plot_note;
-  std::vector<std::string> pngs;
+SweepPlots draw_sweep_plots(const SweepSpec& spec, const std::vector<VariantResult>& results,
+                            const std::string& plot_script) {
+  SweepPlots plots;
   if (plot_script.empty()) {
-    plot_note = "the gnuplot script tools/plot_sweep.gp was not found (set COE_PLOT_SCRIPT)";
-  } else if (!find_gnuplot()) {
-    plot_note = "gnuplot is not installed (apt-get install gnuplot-nox)";
-  } else {
-    // Absolute paths: gnuplot would open a relative name starting with '<' or '|' through a shell.
-    const fs::path abs_out = fs::absolute(out);
-    const fs::path data = abs_out / "plots";
-    fs::create_directories(data);
-    std::string names;
-    for (const auto& r : results) {
-      if (r.val_curve.empty()) continue;
-      std::string dat = "# step val_loss\n";
-      for (const auto& [s, v] : r.val_curve) dat += fmt::format("{} {:.6f}\n", s, v);
-      write_file_atomic(data / ("val-" + r.name + ".dat"), dat);
-      names += (names.empty() ? "" : " ") + r.name;
-    }
-    const bool measured = base && base->measured_peak_bytes;
-    {
-      std::string bars =
-          fmt::format("# variant params% active% memory_estimate% memory_measured% (relative to {})\n", spec.baseline);
-      for (const auto& r : results) {
-        auto rel = [&](double v, double b) { return b > 0 ? fmt::format("{:.3f}", 100.0 * v / b) : std::string("?"); };
-        bars += fmt::format(
-            "{} {} {} {} {}\n", r.name, rel(double(r.params_total), base ? double(base->params_total) : 0),
-            rel(double(r.params_active), base ? double(base->params_active) : 0),
-            rel(double(r.estimate_bytes), base ? double(base->estimate_bytes) : 0),
-            measured && r.measured_peak_bytes ? rel(double(*r.measured_peak_bytes), double(*base->measured_peak_bytes))
-                                              : std::string("?"));
-      }
-      write_file_atomic(data / "bars.dat", bars);
-    }
-    // gnuplot draws into fresh names; a finished PNG replaces the previous one by rename.
-    const std::string tmp = ".tmp-" + std::to_string(::getpid());
-    const char* const png_names[] = {"val_loss.png", "relative.png"};
-    const fs::path log = data / "gnuplot.log";
-    int rc = 0;
-    try {
-      write_file_atomic(log, "");
-      rc = run_gnuplot(
-          plot_script,
-          {data.string(), (abs_out / (png_names[0] + tmp)).string(), (abs_out / (png_names[1] + tmp)).string(), names,
-           spec.baseline, spec.name, measured ? "1" : "0"},
-          log);
-    } catch (const Error& e) {
-      plot_note = e.what();
-      rc = -1;
-    }
-    for (const char* png : png_names) {
-      const fs::path drawn = abs_out / (png + tmp);
-      std::error_code ec;
-      if (rc == 0 && fs::is_regular_file(drawn, ec) && fs::file_size(drawn, ec) > 0) {
-        fs::rename(drawn, out / png);
-        pngs.push_back(png);
-      } else {
-        fs::remove(drawn, ec);
-      }
-    }
-    if (plot_note.empty() && (rc != 0 || pngs.empty()))
-      plot_note = fmt::format("gnuplot failed (exit {}); see {}", rc, log.string());
-    for (const auto& p : pngs) written.push_back((out / p).string());
+    plots.note = "the gnuplot script tools/plot_sweep.gp was not found (set COE_PLOT_SCRIPT)";
+    return plots;
   }
+  if (!find_gnuplot()) {
+    plots.note = "gnuplot is not installed (apt-get install gnuplot-nox)";
+    return plots;
+  }
+  const fs::path out(spec.out_dir);
+  // Absolute paths: gnuplot would open a relative name starting with '<' or '|' through a shell.
+  const fs::path abs_out = fs::absolute(out);
+  const fs::path data = abs_out / "plots";
+  fs::create_directories(data);
+  std::string names;
+  for (const auto& r : results) {
+    if (r.val_curve.empty()) continue;
+    std::string dat = "# step val_loss\n";
+    for (const auto& [s, v] : r.val_curve) dat += fmt::format("{} {:.6f}\n", s, v);
+    write_file_atomic(data / ("val-" + r.name + ".dat"), dat);
+    names += (names.empty() ? "" : " ") + r.name;
+  }
+  const VariantResult* base = find_baseline(spec, results);
+  const bool measured = base && base->measured_peak_bytes;
+  write_file_atomic(data / "bars.dat", relative_bars(spec, results, base, measured));
+  // gnuplot draws into fresh names; a finished PNG replaces the previous one by rename.
+  const std::string tmp = ".tmp-" + std::to_string(::getpid());
+  const char* const png_names[] = {"val_loss.png", "relative.png"};
+  const fs::path log = data / "gnuplot.log";
+  int rc = 0;
+  try {
+    write_file_atomic(log, "");
+    rc = run_gnuplot(plot_script,
+                     {data.string(), (abs_out / (png_names[0] + tmp)).string(),
+                      (abs_out / (png_names[1] + tmp)).string(), names, spec.baseline, spec.name, measured ? "1" : "0"},
+                     log);
+  } catch (const Error& e) {
+    plots.note = e.what();
+    rc = -1;
+  }
+  for (const char* png : png_names) {
+    const fs::path drawn = abs_out / (png + tmp);
+    std::error_code ec;
+    if (rc == 0 && fs::is_regular_file(drawn, ec) && fs::file_size(drawn, ec) > 0) {
+      fs::rename(drawn, out / png);
+      plots.pngs.push_back(png);
+    } else {
+      fs::remove(drawn, ec);
+    }
+  }
+  if (plots.note.empty() && (rc != 0 || plots.pngs.empty()))
+    plots.note = fmt::format("gnuplot failed (exit {}); see {}", rc, log.string());
+  return plots;
+}
 
-  // ---- summary.md ----
+std::string sweep_summary_md(const SweepSpec& spec, const std::vector<VariantResult>& results,
+                             const SweepPlots& plots) {
   std::string md;
   md += fmt::format("# Sweep {}\n\nSweep file: `{}`. Run directories: `{}/<variant>/`. Baseline: `{}`.\n\n", spec.name,
                     spec.file, spec.out_dir, spec.baseline);
@@ -510,41 +590,8 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
       mem.measure ? "`coe-memory --measure` after training, same settings (CUDA: caching-allocator peak; CPU: peak "
                     "live tensor storage)"
                   : "not measured (set memory.measure: true)");
-
-  if (base) {
-    md += fmt::format("\n## Relative to {}\n\n", spec.baseline);
-    md += "| variant | params | active params/token | memory estimate | measured peak | best val loss - baseline |\n";
-    md += "| --- | --- | --- | --- | --- | --- |\n";
-    for (const auto& r : results) {
-      std::string dv = "-";
-      if (r.best_val_loss && base->best_val_loss) dv = fmt::format("{:+.4f}", *r.best_val_loss - *base->best_val_loss);
-      md += fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.name,
-                        pct(double(r.params_total), double(base->params_total)),
-                        pct(double(r.params_active), double(base->params_active)),
-                        pct(double(r.estimate_bytes), double(base->estimate_bytes)),
-                        r.measured_peak_bytes && base->measured_peak_bytes
-                            ? pct(double(*r.measured_peak_bytes), double(*base->measured_peak_bytes))
-                            : std::string("-"),
-                        dv);
-    }
-  }
-
-  bool any_routing = false;
-  for (const auto& r : results) any_routing = any_routing || !r.distinct_expert_sets.empty() || r.bound_value;
-  if (any_routing) {
-    md += "\n## Routing (coe-eval --routing on the final checkpoint)\n\n";
-    md += "| variant | distinct expert sets per layer | unique experts per token | combinatorial bound |\n";
-    md += "| --- | --- | --- | --- |\n";
-    for (const auto& r : results) {
-      std::string sets, uniq;
-      for (size_t i = 0; i < r.distinct_expert_sets.size(); ++i) {
-        sets += (i ? ", " : "") + std::to_string(r.distinct_expert_sets[i]);
-        uniq += (i ? ", " : "") + fmt::format("{:.2f}", r.unique_experts_per_token[i]);
-      }
-      md += fmt::format("| {} | {} | {} | {} |\n", r.name, sets.empty() ? "-" : sets, uniq.empty() ? "-" : uniq,
-                        r.bound_value ? fmt::format("{} = {:.4g}", r.bound_formula, *r.bound_value) : std::string("-"));
-    }
-  }
+  if (const VariantResult* base = find_baseline(spec, results)) md += relative_table(spec, results, *base);
+  md += routing_table(results);
   md += fmt::format(
       "\nCombinatorial bound: C(N,K)^C / C(N,C*K) counts ordered sequences of C expert sets of size K against "
       "unordered sets of C*K experts. The paper's \"823x\" is quoted for C(64,4)^2 / C(64,8), which evaluates to "
@@ -552,11 +599,11 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
       combinatorial_ratio(64, 4, 2));
 
   md += "\n## Plots\n\n";
-  if (!pngs.empty()) {
-    for (const auto& p : pngs) md += fmt::format("![{}]({})\n\n", p, p);
+  if (!plots.pngs.empty()) {
+    for (const auto& p : plots.pngs) md += fmt::format("![{}]({})\n\n", p, p);
     md += fmt::format("Data behind them: `{}/plots/` (val-<variant>.dat, bars.dat).\n", spec.out_dir);
   } else {
-    md += "Plots skipped: " + plot_note + ".\n";
+    md += "Plots skipped: " + plots.note + ".\n";
   }
   bool any_notes = false;
   for (const auto& r : results) any_notes = any_notes || !r.notes.empty();
@@ -565,9 +612,7 @@ std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::v
     for (const auto& r : results)
       for (const auto& n : r.notes) md += fmt::format("- {}: {}\n", r.name, n);
   }
-  write_file_atomic(out / "summary.md", md);
-  written.push_back((out / "summary.md").string());
-  return written;
+  return md;
 }
 
 }  // namespace coe

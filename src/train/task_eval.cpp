@@ -3,8 +3,8 @@
 #include "coe/data/content_hash.h"
 #include "coe/data/jsonl.h"
 #include "coe/data/prepared.h"
-#include "coe/data/tokenizer.h"
 #include "coe/model/causal_lm.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/util/error.h"
 
 #include <fmt/format.h>

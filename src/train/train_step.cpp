@@ -85,8 +85,7 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
          total_rows, r.loss_tokens, r.rows);
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   r.loss = at::zeros({}, f32);
-  r.aux_loss = at::zeros({}, f32);
-  r.z_loss = at::zeros({}, f32);
+  r.router_losses = RouterLosses{}.or_zeros(r.loss);
   if (r.rows == 0) return r;
   for (size_t i = 0; i < micro_batches.size(); ++i) {
     const TokenBatch& mb = micro_batches[i];
@@ -104,16 +103,16 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
       fail("internal: the model counted {} loss tokens where the trainer counted {}", out.loss_tokens, n);
     // Weights are host numbers: no synchronisation.
     const double row_share = static_cast<double>(mb.batch_size) / static_cast<double>(total_rows);
-    at::Tensor aux = out.aux_loss.to(at::kFloat) * row_share;
-    at::Tensor z = out.z_loss.to(at::kFloat) * row_share;
-    at::Tensor total = aux + z;
+    RouterLosses router;
+    for (const auto& term : RouterLosses::kTerms)
+      router.*term.value = (out.router_losses.*term.value).to(at::kFloat) * row_share;
+    at::Tensor total = router.total();
     if (n > 0) {
       at::Tensor lm = out.loss.to(at::kFloat) * (static_cast<double>(n) / static_cast<double>(total_tokens));
       total = lm + total;
       r.loss.add_(lm.detach());
     }
-    r.aux_loss.add_(aux.detach());
-    r.z_loss.add_(z.detach());
+    for (const auto& term : RouterLosses::kTerms) (r.router_losses.*term.value).add_((router.*term.value).detach());
     if (total.requires_grad()) {
       if (options.before_backward) options.before_backward(i, i + 1 == micro_batches.size());
       total.backward();
@@ -164,10 +163,10 @@ std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedPara
       if (l < 0 && !finite(out.hidden)) first = "embedding output is non-finite";
       else if (!finite(out.hidden))
         first = fmt::format("decoder layer {} (model.layers.{}) produced non-finite activations", l, l);
-      else if (!finite(out.aux_loss))
-        first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite aux loss", l, l);
-      else if (!finite(out.z_loss))
-        first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite router z-loss", l, l);
+      else
+        for (const auto& term : RouterLosses::kTerms)
+          if (first.empty() && !finite(out.router_losses.*term.value))
+            first = fmt::format("decoder layer {} (model.layers.{}) produced a non-finite {}", l, l, term.name);
     };
     const LmOutput out = model.forward(db.input_ids, {}, forward);
     if (!first.empty()) return fmt::format("{} (micro-batch {})", first, i);

@@ -2,21 +2,22 @@
 
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
-#include "coe/dist/rank_device.h"
+#include "coe/distributed/rank_device.h"
 #include "coe/model/flops.h"
 #include "coe/train/device.h"
 #include "coe/train/evaluate.h"
 #include "coe/train/init_from.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/run_lock.h"
+#include "coe/train/run_logger.h"
 #include "coe/train/signals.h"
 #include "coe/train/train_step.h"
 #include "coe/train/training_model.h"
 #include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
-#include "coe/util/json_limits.h"
-#include "coe/util/tensorboard.h"
+#include "coe/util/format.h"
+#include "coe/util/run_files.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -49,50 +50,6 @@ const char* to_string(TrainStatus status) {
 int exit_code(TrainStatus status) { return status == TrainStatus::kNonFinite ? 3 : 0; }
 
 namespace {
-
-std::string format_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const auto total = static_cast<int64_t>(std::llround(s));
-  const int64_t h = total / 3600, m = (total / 60) % 60, sec = total % 60;
-  if (h > 0) return fmt::format("{}h{:02d}m", h, m);
-  if (m > 0) return fmt::format("{}m{:02d}s", m, sec);
-  return fmt::format("{}s", sec);
-}
-
-std::string format_count(double v) {
-  if (v >= 1e9) return fmt::format("{:.2f}G", v / 1e9);
-  if (v >= 1e6) return fmt::format("{:.2f}M", v / 1e6);
-  if (v >= 1e4) return fmt::format("{:.1f}k", v / 1e3);
-  return fmt::format("{:.0f}", v);
-}
-
-// Keeps the lines of a .jsonl log whose "step" is <= max_step (drops the steps a resumed run will
-// redo, or everything for a fresh run), then opens it for appending.
-AppendFile open_log(const fs::path& path, int64_t max_step) {
-  std::string keep;
-  if (max_step > 0 && fs::exists(path)) {
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line)) {
-      try {
-        auto j = nlohmann::json::parse(line, json_depth_limit(path.string()));
-        if (j.at("step").get<int64_t>() <= max_step) keep += line + '\n';
-      } catch (...) {
-        // A torn last line of a killed process, or foreign text: dropped.
-      }
-    }
-  }
-  write_file_atomic(path, keep);
-  return AppendFile(path);
-}
-
-void write_json_file(const fs::path& path, const nlohmann::ordered_json& j) {
-  write_file_atomic(path, j.dump(2) + "\n");
-}
-
-nlohmann::ordered_json optional_json(const std::optional<double>& v) {
-  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-}
 
 // The keys whose values differ between two resolved configurations, as "trainer.total_steps
 // (100 -> 200)"; a key present on one side only shows "-" on the other.
@@ -201,13 +158,11 @@ void Trainer::choose_checkpoint() {
            out_dir_, existing->dir);
     }
   });
-  if (dist_->distributed()) {
-    resumed_from_ = dist_->broadcast_string(resumed_from_, "the checkpoint to resume");
-    if (!dist_->is_main() && !resumed_from_.empty() && !fs::exists(fs::path(resumed_from_) / "state.json"))
-      fail("rank {} does not see {}, the checkpoint rank 0 resumes from (trainer.out_dir must be on a filesystem "
-           "every rank sees)",
-           dist_->rank(), resumed_from_);
-  }
+  resumed_from_ = dist_->broadcast_string(resumed_from_, "the checkpoint to resume");
+  if (!dist_->is_main() && !resumed_from_.empty() && !fs::exists(fs::path(resumed_from_) / "state.json"))
+    fail("rank {} does not see {}, the checkpoint rank 0 resumes from (trainer.out_dir must be on a filesystem "
+         "every rank sees)",
+         dist_->rank(), resumed_from_);
 }
 
 // Resuming from step N while the run directory holds newer checkpoints starts a new branch of the
@@ -242,20 +197,18 @@ void Trainer::prepare_data() {
   if (console_) prep.log = [](const std::string& line) { spdlog::info("data: {}", line); };
   PrepareResult prepared;
   dist_->main_first("preparing the dataset", [&] { prepared = prepare_dataset(config_.data, prep); });
-  if (dist_->distributed()) {
-    prepared.dir = dist_->broadcast_string(prepared.dir, "the prepared dataset directory");
-    if (!dist_->is_main()) {
-      nlohmann::json manifest;
-      try {
-        manifest = read_manifest(prepared.dir);
-      } catch (const std::exception& e) {
-        fail("rank {} cannot read the dataset rank 0 prepared ({}): data.prepared_dir must be on a filesystem every "
-             "rank sees",
-             dist_->rank(), e.what());
-      }
-      const auto splits = manifest.value("splits", nlohmann::json::object());
-      if (splits.contains("val")) prepared.val_records = splits["val"].value("records", int64_t{0});
+  prepared.dir = dist_->broadcast_string(prepared.dir, "the prepared dataset directory");
+  if (!dist_->is_main()) {
+    nlohmann::json manifest;
+    try {
+      manifest = read_manifest(prepared.dir);
+    } catch (const std::exception& e) {
+      fail("rank {} cannot read the dataset rank 0 prepared ({}): data.prepared_dir must be on a filesystem every "
+           "rank sees",
+           dist_->rank(), e.what());
     }
+    const auto splits = manifest.value("splits", nlohmann::json::object());
+    if (splits.contains("val")) prepared.val_records = splits["val"].value("records", int64_t{0});
   }
   auto train_split = open_split(prepared.dir, "train");
   if (!config_.model_vocab_given) {
@@ -310,14 +263,12 @@ void Trainer::build_model() {
   state_.scheduler = schedule_.to_json();
   flops_per_token_ = training_flops_per_token(config_.model, config_.data.max_length).total();
   config_yaml_ = train_config_to_yaml(config_);
-  if (dist_->distributed()) {
-    // Every rank must run the same configuration (the same file and --set overrides).
-    const std::string main_yaml = dist_->broadcast_string(config_yaml_, "the resolved configuration");
-    if (main_yaml != config_yaml_)
-      fail("the resolved configuration differs from rank 0's: {}; every rank must run the same config file with the "
-           "same --set overrides",
-           fmt::format("{}", fmt::join(changed_keys(main_yaml, config_yaml_), ", ")));
-  }
+  // Every rank must run the same configuration (the same file and --set overrides).
+  const std::string main_yaml = dist_->broadcast_string(config_yaml_, "the resolved configuration");
+  if (main_yaml != config_yaml_)
+    fail("the resolved configuration differs from rank 0's: {}; every rank must run the same config file with the "
+         "same --set overrides",
+         fmt::format("{}", fmt::join(changed_keys(main_yaml, config_yaml_), ", ")));
 }
 
 // Weights, AdamW state, RNG and data position from the chosen checkpoint; then every rank starts
@@ -353,15 +304,13 @@ void Trainer::restore() {
       }
     }
   }
-  if (dist_->distributed()) {
-    // Every rank starts from rank 0's parameters (the same seed gives the same initialisation on
-    // identical builds; the broadcast makes it so everywhere, also after a resume).
-    dist_->broadcast_tensors(model_->parameters(), 0, tc.dist_bucket_mb, "initial parameter broadcast");
-    GradReducerOptions ro;
-    ro.bucket_mb = tc.dist_bucket_mb;
-    ro.overlap = tc.dist_overlap;
-    reducer_ = std::make_unique<GradReducer>(*dist_, model_->parameters(), ro);
-  }
+  // Every rank starts from rank 0's parameters (the same seed gives the same initialisation on
+  // identical builds; the broadcast makes it so everywhere, also after a resume).
+  dist_->broadcast_tensors(model_->parameters(), 0, tc.dist_bucket_mb, "initial parameter broadcast");
+  GradReducerOptions ro;
+  ro.bucket_mb = tc.dist_bucket_mb;
+  ro.overlap = tc.dist_overlap;
+  reducer_ = std::make_unique<GradReducer>(*dist_, model_->parameters(), ro);
 }
 
 // Rank 0 alone writes the run directory: the resolved config and the logs, cut back to the step
@@ -374,14 +323,12 @@ void Trainer::open_run_files() {
     if (console_)
       spdlog::info("{}\n  (every row: {})", init_from_->summary(), (fs::path(out_dir_) / "init_from.txt").string());
   }
-  metrics_ = open_log(fs::path(out_dir_) / "metrics.jsonl", state_.step);
-  val_log_ = open_log(fs::path(out_dir_) / "val.jsonl", state_.step);
-  if (config_.trainer.tensorboard) {
-    // Steps after the resumed one are trained again: their events go, as their log lines did.
-    for (const auto& note : cut_back_event_files(fs::path(out_dir_) / "tb", state_.step))
-      if (console_) spdlog::info("tensorboard: {}", note);
-    tensorboard_ = std::make_unique<TensorBoardWriter>(fs::path(out_dir_) / "tb");
-  }
+  ProgressInfo progress;
+  progress.total_steps = config_.trainer.total_steps;
+  progress.flops_per_token = flops_per_token_;
+  progress.peak_tflops = config_.trainer.peak_tflops;
+  progress.device = device_;
+  logger_ = RunLogger(out_dir_, state_.step, config_.trainer.tensorboard, console_, progress);
 }
 
 // ---- the loop ---------------------------------------------------------------------------------
@@ -423,10 +370,10 @@ TrainResult Trainer::run() {
 // One optimizer step: forward and backward over this rank's micro-batches of one global batch,
 // clip, check the loss and the gradient norm, update. A non-finite value stops before the update
 // (the last checkpoint stays as it was); data parallel, the values are the same on every rank, so
-// all stop there.
+// all stop there. Every collective is written out; with one process each is the identity (the
+// context's all-reduces return their input, the reducer does nothing).
 Trainer::StepStats Trainer::train_step() {
   const TrainerConfig& tc = config_.trainer;
-  const bool distributed = dist_->distributed();
   StepStats s;
   s.step = state_.step + 1;
   s.lr = schedule_.at(s.step);
@@ -434,61 +381,57 @@ Trainer::StepStats Trainer::train_step() {
 
   const std::vector<TokenBatch> micro = split_micro_batches(train_loader_->next(), tc.micro_batch);
   optimizer_->zero_grad();
+  // The loss is normalised over the counted tokens (and the router losses over the rows) of the
+  // whole global batch: the ranks' host counts are summed before any backward.
+  int64_t loss_tokens = 0, rows = 0, tokens = 0;
+  for (const auto& mb : micro) {
+    loss_tokens += count_loss_tokens(mb);
+    rows += mb.batch_size;
+    tokens += mb.batch_size * mb.seq_len;
+  }
+  const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows, tokens}, "token count all-reduce");
+  s.loss_tokens = counts[0];
+  s.tokens = counts[2];
   AccumulationOptions acc_options;
   acc_options.bf16_autocast = bf16_;
-  if (distributed) {
-    // The loss is normalised over the counted tokens (and the aux loss over the rows) of the
-    // whole global batch: the ranks' host counts are summed before any backward.
-    int64_t loss_tokens = 0, rows = 0, tokens = 0;
-    for (const auto& mb : micro) {
-      loss_tokens += count_loss_tokens(mb);
-      rows += mb.batch_size;
-      tokens += mb.batch_size * mb.seq_len;
-    }
-    const auto counts =
-        dist_->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows, tokens}, "token count all-reduce");
-    s.loss_tokens = counts[0];
-    s.tokens = counts[2];
-    acc_options.global_loss_tokens = counts[0];
-    acc_options.global_rows = counts[1];
-    acc_options.before_backward = [this](size_t, bool last) { reducer_->arm(last); };
-  }
+  acc_options.global_loss_tokens = counts[0];
+  acc_options.global_rows = counts[1];
+  acc_options.before_backward = [this](size_t, bool last) { reducer_->arm(last); };
   const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, acc_options);
   // Each router's expert load over the whole global batch: one small all-reduce.
   at::Tensor load = model_->take_expert_load();
-  if (distributed && load.defined()) dist_->all_reduce_sum(load, "expert load all-reduce");
-  if (distributed) {
-    reducer_->finish();  // every .grad() is now the sum over the ranks: the same everywhere
-  } else {
-    s.tokens = acc.tokens;
-    s.loss_tokens = acc.loss_tokens;
-  }
+  if (load.defined()) dist_->all_reduce_sum(load, "expert load all-reduce");
+  reducer_->finish();  // every .grad() is now the sum over the ranks: the same everywhere
   const auto& params = optimizer_->parameters();
   const at::Tensor grad_norm = clip_grad_norm(params, config_.optim.clip_grad);
-  const at::Tensor host =
-      at::stack({acc.loss, acc.aux_loss.to(at::kFloat), acc.z_loss.to(at::kFloat), grad_norm}).to(at::kCPU);
-  const float* v = host.data_ptr<float>();
-  s.loss = v[0];
-  s.aux_loss = v[1];
-  s.z_loss = v[2];
-  s.grad_norm = v[3];
-  if (distributed) {
-    // The ranks' shares of the loss, and whether any rank was asked to stop (so that all stop
-    // after the same step).
-    const double stop_here = signals_ && StopSignalGuard::received() != 0 ? 1.0 : 0.0;
-    const auto sums = dist_->all_reduce_sum(std::vector<double>{v[0], v[1], v[2], stop_here}, "metrics all-reduce");
-    s.loss = sums[0];
-    s.aux_loss = sums[1];
-    s.z_loss = sums[2];
-    s.stop_requested = sums[3] > 0;
-    s.comm_wait_s = reducer_->stats().wait_s;
-  }
 
-  if (!std::isfinite(s.loss) || !std::isfinite(s.aux_loss) || !std::isfinite(s.z_loss) || !std::isfinite(s.grad_norm)) {
+  // One host copy: the loss, each router loss, the gradient norm.
+  std::vector<at::Tensor> scalars{acc.loss};
+  for (const auto& term : RouterLosses::kTerms) scalars.push_back((acc.router_losses.*term.value).to(at::kFloat));
+  scalars.push_back(grad_norm);
+  const at::Tensor host = at::stack(scalars).to(at::kCPU);
+  const float* v = host.data_ptr<float>();
+  s.grad_norm = v[RouterLosses::kCount + 1];
+  // The ranks' shares of the losses, and whether any rank was asked to stop (so that all stop
+  // after the same step).
+  std::vector<double> shares(v, v + RouterLosses::kCount + 1);
+  shares.push_back(signals_ && StopSignalGuard::received() != 0 ? 1.0 : 0.0);
+  const auto sums = dist_->all_reduce_sum(shares, "metrics all-reduce");
+  s.loss = sums[0];
+  for (size_t i = 0; i < RouterLosses::kCount; ++i) s.router_losses[i] = sums[1 + i];
+  s.stop_requested = sums[RouterLosses::kCount + 1] > 0;
+  if (dist_->distributed()) s.comm_wait_s = reducer_->stats().wait_s;
+
+  bool finite = std::isfinite(s.loss) && std::isfinite(s.grad_norm);
+  std::string values = fmt::format("loss {}", s.loss);
+  for (size_t i = 0; i < RouterLosses::kCount; ++i) {
+    finite = finite && std::isfinite(s.router_losses[i]);
+    values += fmt::format(", {} {}", RouterLosses::kTerms[i].name, s.router_losses[i]);
+  }
+  if (!finite) {
     const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
-    result_.message =
-        fmt::format("non-finite values at step {} (loss {}, aux_loss {}, z_loss {}, grad_norm {}): {}; {}", s.step,
-                    s.loss, s.aux_loss, s.z_loss, s.grad_norm, where, last_good_checkpoint());
+    result_.message = fmt::format("non-finite values at step {} ({}, grad_norm {}): {}; {}", s.step, values,
+                                  s.grad_norm, where, last_good_checkpoint());
     s.finite = false;
     return s;
   }
@@ -513,13 +456,14 @@ Trainer::StepStats Trainer::train_step() {
 }
 
 // Why the loop should end after this step, besides reaching total_steps: --max-steps, or a stop
-// signal (data parallel: received by any rank).
+// signal (data parallel: received by any rank before the step's metrics all-reduce; one process
+// also sees a signal that came later).
 std::optional<TrainStatus> Trainer::stop_reason(const StepStats& step) const {
   if (options_.max_steps >= 0 && run_steps_ >= options_.max_steps) {
     if (console_) spdlog::info("stopped after {} steps of this run (step {})", run_steps_, state_.step);
     return TrainStatus::kStopped;
   }
-  const bool signalled = dist_->distributed() ? step.stop_requested : signals_ && StopSignalGuard::received() != 0;
+  const bool signalled = step.stop_requested || (!dist_->distributed() && signals_ && StopSignalGuard::received() != 0);
   if (!signalled) return std::nullopt;
   if (console_) {
     const int sig = StopSignalGuard::received();
@@ -532,41 +476,30 @@ std::optional<TrainStatus> Trainer::stop_reason(const StepStats& step) const {
   return TrainStatus::kInterrupted;
 }
 
+// Each rank evaluates its share of the validation records; the loss is token-weighted over all.
 std::optional<double> Trainer::run_validation() {
   if (!val_loader_) return std::nullopt;
   const auto t0 = Clock::now();
   EvalOptions options;
   options.bf16_autocast = bf16_;
   EvalReport r = evaluate(*model_, *val_loader_, device_, options);
-  if (dist_->distributed()) {
-    // Each rank evaluated its share of the records: token-weighted over all of them.
-    r.loss_sum = dist_->all_reduce_sum(std::vector<double>{r.loss_sum}, "validation loss all-reduce")[0];
-    const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{r.tokens, r.rows}, "validation count all-reduce");
-    r.tokens = counts[0];
-    r.rows = counts[1];
-  }
+  r.loss_sum = dist_->all_reduce_sum(std::vector<double>{r.loss_sum}, "validation loss all-reduce")[0];
+  const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{r.tokens, r.rows}, "validation count all-reduce");
+  r.tokens = counts[0];
+  r.rows = counts[1];
   if (r.tokens == 0) fail("{}: the validation records hold no token that counts in the loss", config_.source);
   r.val_loss = r.loss_sum / static_cast<double>(r.tokens);
   state_.last_val_loss = r.val_loss;
   state_.val_step = state_.step;
   if (!state_.best_val_loss || r.val_loss < *state_.best_val_loss) state_.best_val_loss = r.val_loss;
-  if (dist_->is_main()) {
-    nlohmann::ordered_json j;
-    j["step"] = state_.step;
-    j["val_loss"] = r.val_loss;
-    j["tokens"] = r.tokens;
-    j["rows"] = r.rows;
-    j["batches"] = r.batches;
-    j["seconds"] = seconds_since(t0);
-    val_log_.append(j.dump() + '\n');
-    if (tensorboard_) {
-      tensorboard_->add_scalars(state_.step, val_scalars(j));
-      tensorboard_->flush();
-    }
-  }
-  if (console_)
-    spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", state_.step, r.val_loss,
-                 format_count(static_cast<double>(r.tokens)), r.rows, seconds_since(t0));
+  ValRow row;
+  row.step = state_.step;
+  row.val_loss = r.val_loss;
+  row.tokens = r.tokens;
+  row.rows = r.rows;
+  row.batches = r.batches;
+  row.seconds = seconds_since(t0);
+  logger_.log_validation(row);
   return r.val_loss;
 }
 
@@ -589,15 +522,13 @@ bool Trainer::save_checkpoint() {
   }
   state_.scheduler["last_lr"] = schedule_.at(std::max<int64_t>(state_.step, 1));
   const auto t0 = Clock::now();
-  if (dist_->distributed()) {
-    // The checkpoint stands for every rank: their parameters must all be rank 0's.
-    const auto named = model_->named_parameters();
-    const int64_t bad = dist_->first_mismatch(model_->parameters(), "parameter check before saving");
-    if (bad >= 0)
-      fail("data parallelism: at step {} parameter '{}' differs between the ranks (their updates diverged); not "
-           "saving",
-           state_.step, named[static_cast<size_t>(bad)].key());
-  }
+  // The checkpoint stands for every rank: their parameters must all be rank 0's.
+  const auto named = model_->named_parameters();
+  const int64_t bad = dist_->first_mismatch(model_->parameters(), "parameter check before saving");
+  if (bad >= 0)
+    fail("data parallelism: at step {} parameter '{}' differs between the ranks (their updates diverged); not "
+         "saving",
+         state_.step, named[static_cast<size_t>(bad)].key());
   std::string dir;
   // Rank 0 writes while the others wait, so the checkpoint is complete before anyone goes on.
   dist_->main_first(fmt::format("writing checkpoint step-{}", state_.step), [&] {
@@ -605,7 +536,7 @@ bool Trainer::save_checkpoint() {
                            device_.is_cuda() ? device_.index() : -1);
     prune_checkpoints(out_dir_, config_.trainer.keep_last);
   });
-  if (dist_->distributed()) dir = dist_->broadcast_string(dir, "the checkpoint directory");
+  dir = dist_->broadcast_string(dir, "the checkpoint directory");
   last_saved_step_ = state_.step;
   result_.checkpoint = dir;
   if (console_) spdlog::info("saved {} ({:.1f}s)", dir, seconds_since(t0));
@@ -622,7 +553,7 @@ void Trainer::log_start() const {
   const TrainerConfig& tc = config_.trainer;
   const int64_t world = dist_->world_size();
   const int64_t rank_rows = tc.global_batch / world;
-  const int64_t accumulation = rank_rows / tc.micro_batch;
+  const int64_t accumulation = tc.accumulation_steps(world);
   spdlog::info("model: {} parameters | {} layers, hidden {}, {} routed experts (top-{}), inner_iter {} | "
                "{} expert dispatch",
                format_count(static_cast<double>(params_)), config_.model.num_hidden_layers, config_.model.hidden_size,
@@ -642,8 +573,8 @@ void Trainer::log_start() const {
   if (!resumed_from_.empty()) spdlog::info("resumed from {} (step {})", resumed_from_, state_.step);
 }
 
-nlohmann::ordered_json Trainer::take_load_statistics() {
-  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+std::vector<std::pair<std::string, LoadStats>> Trainer::take_load_statistics() {
+  std::vector<std::pair<std::string, LoadStats>> out;
   const at::Tensor window = std::move(load_window_);
   load_window_ = at::Tensor();
   if (!window.defined() || !dist_->is_main()) return out;    // the other ranks only restart their window
@@ -654,8 +585,8 @@ nlohmann::ordered_json Trainer::take_load_statistics() {
   for (size_t i = 0; i < layers.size(); ++i)
     for (int64_t t = 0; t < C; ++t) {
       const int64_t* row = counts + (static_cast<int64_t>(i) * C + t) * E;
-      const LoadBalance b = load_balance(std::vector<int64_t>(row, row + E));
-      out[fmt::format("layer{}_iter{}", layers[i], t)] = {{"max_over_mean", b.max_over_mean}, {"cv", b.cv}};
+      const LoadStats b = load_balance(std::vector<int64_t>(row, row + E));
+      out.emplace_back(fmt::format("layer{}_iter{}", layers[i], t), LoadStats{b.max_over_mean, b.cv});
     }
   return out;
 }
@@ -663,55 +594,23 @@ nlohmann::ordered_json Trainer::take_load_statistics() {
 void Trainer::log_step(const StepStats& s) {
   const int64_t total = config_.trainer.total_steps;
   const bool log_line = s.step % config_.trainer.log_interval == 0 || s.step == total || s.step == 1;
+  MetricsRow row;
+  row.step = s.step;
+  row.loss = s.loss;
+  for (size_t i = 0; i < RouterLosses::kCount; ++i)
+    if (RouterLosses::logged(RouterLosses::kTerms[i], config_.model))
+      row.router_losses.emplace_back(RouterLosses::kTerms[i].name, s.router_losses[i]);
+  row.lr = s.lr;
+  row.grad_norm = s.grad_norm;
+  row.tokens = s.tokens;
+  row.loss_tokens = s.loss_tokens;
+  row.tokens_per_s = s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0;
+  row.time = state_.elapsed_s;
+  if (s.comm_wait_s >= 0) row.comm_wait_s = s.comm_wait_s;
   // At a log line: the expert load of the steps since the previous one (every rank restarts its
   // window; rank 0 writes it).
-  const nlohmann::ordered_json router = log_line ? take_load_statistics() : nlohmann::ordered_json::object();
-  double worst_load = 0;
-  for (const auto& [key, stats] : router.items())
-    worst_load = std::max(worst_load, stats["max_over_mean"].get<double>());
-  if (dist_->is_main()) {
-    nlohmann::ordered_json j;
-    j["step"] = s.step;
-    j["loss"] = s.loss;
-    j["aux_loss"] = s.aux_loss;
-    if (config_.model.router_z_loss_alpha > 0) j["z_loss"] = s.z_loss;
-    j["lr"] = s.lr;
-    j["grad_norm"] = s.grad_norm;
-    j["tokens"] = s.tokens;
-    j["loss_tokens"] = s.loss_tokens;
-    j["tokens_per_s"] = s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0;
-    j["time"] = state_.elapsed_s;
-    if (s.comm_wait_s >= 0) j["comm_wait_s"] = s.comm_wait_s;
-    if (!router.empty()) j["router"] = router;
-    metrics_.append(j.dump() + '\n');
-    if (tensorboard_) tensorboard_->add_scalars(s.step, metrics_scalars(j));
-  }
-
-  window_time_ += s.seconds;
-  window_steps_ += 1;
-  window_tokens_ += s.tokens;
-  if (!log_line) return;
-  if (tensorboard_) tensorboard_->flush();  // a live run shows up to this line
-  if (console_) {
-    const double per_step = window_time_ / static_cast<double>(window_steps_);
-    const double tokens_per_s = static_cast<double>(window_tokens_) / window_time_;
-    std::string line =
-        fmt::format("step {:>{}}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", s.step,
-                    std::to_string(total).size(), total, s.loss, s.aux_loss, s.lr, s.grad_norm,
-                    format_count(tokens_per_s), format_duration(per_step * static_cast<double>(total - s.step)));
-    if (config_.model.router_z_loss_alpha > 0) line += fmt::format(" | z {:.4f}", s.z_loss);
-    if (!router.empty()) line += fmt::format(" | load max/mean {:.2f}", worst_load);
-    if (config_.trainer.peak_tflops > 0)
-      line +=
-          fmt::format(" | mfu {:.1f}%", 100.0 * tokens_per_s * flops_per_token_ / (config_.trainer.peak_tflops * 1e12));
-    if (device_.is_cuda()) line += fmt::format(" | gpu peak {}", format_bytes(peak_memory(device_).bytes));
-    else
-      line += fmt::format(" | rss {} (peak {})", format_bytes(proc_status_kib("VmRSS") * 1024),
-                          format_bytes(proc_status_kib("VmHWM") * 1024));
-    spdlog::info("{}", line);
-  }
-  window_time_ = 0;
-  window_steps_ = window_tokens_ = 0;
+  if (log_line) row.router = take_load_statistics();
+  logger_.log_step(row, s.seconds, log_line);
 }
 
 // Fills the result from the run's state, so a run resumed after its last step (a requeued job, a
@@ -726,20 +625,20 @@ TrainResult Trainer::finish(TrainStatus status) {
   result_.final_val_loss = state_.last_val_loss;
   result_.best_val_loss = state_.best_val_loss;
   if (status == TrainStatus::kCompleted && dist_->is_main()) {
-    nlohmann::ordered_json j;
-    j["steps"] = result_.step;
-    j["final_val_loss"] = optional_json(result_.final_val_loss);
-    j["best_val_loss"] = optional_json(result_.best_val_loss);
-    j["final_train_loss"] = result_.last_loss;
-    j["tokens"] = result_.tokens;
-    j["tokens_per_s"] = result_.tokens_per_s;
-    j["params"] = result_.params;
-    j["elapsed_s"] = state_.elapsed_s;
-    j["checkpoint"] = result_.checkpoint;
-    if (dist_->distributed()) j["world_size"] = dist_->world_size();
-    write_json_file(fs::path(out_dir_) / "final.json", j);
+    FinalSummary summary;
+    summary.steps = result_.step;
+    summary.final_val_loss = result_.final_val_loss;
+    summary.best_val_loss = result_.best_val_loss;
+    summary.final_train_loss = result_.last_loss;
+    summary.tokens = result_.tokens;
+    summary.tokens_per_s = result_.tokens_per_s;
+    summary.params = result_.params;
+    summary.elapsed_s = state_.elapsed_s;
+    summary.checkpoint = result_.checkpoint;
+    if (dist_->distributed()) summary.world_size = dist_->world_size();
+    write_file_atomic(fs::path(out_dir_) / "final.json", summary.to_json().dump(2) + "\n");
   }
-  if (tensorboard_) tensorboard_->flush();
+  logger_.flush();
   dist_->finish();
   signals_.reset();
   if (status == TrainStatus::kCompleted && console_) {

@@ -1,7 +1,6 @@
 #include "coe/util/run_logs.h"
 
 #include "coe/util/error.h"
-#include "coe/util/json_limits.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,95 +16,6 @@
 namespace fs = std::filesystem;
 
 namespace coe {
-namespace {
-
-nlohmann::json parse_object(const std::string& line, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line, json_depth_limit(where));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not JSON: {}", where, first_line(e));
-  }
-  if (!j.is_object()) fail("{}: not a JSON object", where);
-  return j;
-}
-
-int64_t required_step(const nlohmann::json& j, const std::string& where) {
-  const auto it = j.find("step");
-  if (it == j.end()) fail("{}: no \"step\"", where);
-  if (!it->is_number_integer()) fail("{}: \"step\" is not an integer", where);
-  return it->get<int64_t>();
-}
-
-double required_number(const nlohmann::json& j, const char* key, const std::string& where) {
-  const auto it = j.find(key);
-  if (it == j.end()) fail("{}: no \"{}\"", where, key);
-  if (!it->is_number()) fail("{}: \"{}\" is not a number", where, key);
-  return it->get<double>();
-}
-
-// Non-finite values reach the JSON as null (nlohmann writes NaN so); kept as NaN, never as 0.
-std::optional<double> optional_number(const nlohmann::json& j, const char* key, const std::string& where) {
-  const auto it = j.find(key);
-  if (it == j.end()) return std::nullopt;
-  if (it->is_null()) return std::numeric_limits<double>::quiet_NaN();
-  if (!it->is_number()) fail("{}: \"{}\" is not a number", where, key);
-  return it->get<double>();
-}
-
-// The complete lines of a file (a last line without its newline is still being written).
-std::vector<std::string> complete_lines(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  std::vector<std::string> lines;
-  size_t start = 0;
-  for (size_t nl = text.find('\n'); nl != std::string::npos; start = nl + 1, nl = text.find('\n', start))
-    lines.push_back(text.substr(start, nl - start));
-  return lines;
-}
-
-}  // namespace
-
-MetricsRow parse_metrics_line(const std::string& line, const std::string& where) {
-  const nlohmann::json j = parse_object(line, where);
-  MetricsRow r;
-  r.step = required_step(j, where);
-  const auto loss = j.find("loss");
-  // A non-finite loss is logged (as null) on the step that stops the run with exit status 3.
-  r.loss =
-      loss != j.end() && loss->is_null() ? std::numeric_limits<double>::quiet_NaN() : required_number(j, "loss", where);
-  r.aux_loss = optional_number(j, "aux_loss", where);
-  r.lr = optional_number(j, "lr", where);
-  r.grad_norm = optional_number(j, "grad_norm", where);
-  r.tokens_per_s = optional_number(j, "tokens_per_s", where);
-  r.time = optional_number(j, "time", where);
-  return r;
-}
-
-ValRow parse_val_line(const std::string& line, const std::string& where) {
-  const nlohmann::json j = parse_object(line, where);
-  return {required_step(j, where), required_number(j, "val_loss", where)};
-}
-
-std::vector<MetricsRow> read_metrics_file(const fs::path& path) {
-  std::vector<MetricsRow> rows;
-  const auto lines = complete_lines(path);
-  for (size_t i = 0; i < lines.size(); ++i)
-    if (!lines[i].empty()) rows.push_back(parse_metrics_line(lines[i], fmt::format("{}:{}", path.string(), i + 1)));
-  return rows;
-}
-
-std::vector<ValRow> read_val_file(const fs::path& path) {
-  std::vector<ValRow> rows;
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return rows;
-  const auto lines = complete_lines(path);
-  for (size_t i = 0; i < lines.size(); ++i)
-    if (!lines[i].empty()) rows.push_back(parse_val_line(lines[i], fmt::format("{}:{}", path.string(), i + 1)));
-  return rows;
-}
 
 std::vector<std::string> LineFollower::poll() {
   std::vector<std::string> lines;
@@ -196,13 +106,6 @@ std::optional<double> RunWatcher::eta_seconds() const {
   const auto pace = seconds_per_step();
   if (!pace) return std::nullopt;
   return static_cast<double>(std::max<int64_t>(0, total_steps_ - step_)) * *pace;
-}
-
-std::string format_duration(double seconds) {
-  const auto t = static_cast<int64_t>(std::max(0.0, seconds) + 0.5);
-  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t / 60) % 60);
-  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
-  return fmt::format("{}s", t);
 }
 
 std::string progress_line(const std::string& tag, const RunWatcher& run, std::optional<double> sweep_eta) {

@@ -307,36 +307,6 @@ double unix_time_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-Scalars metrics_scalars(const nlohmann::json& row) {
-  static const std::pair<const char*, const char*> kTags[] = {
-      {"loss", "train/loss"},           {"aux_loss", "train/aux_loss"},         {"lr", "train/lr"},
-      {"grad_norm", "train/grad_norm"}, {"tokens_per_s", "train/tokens_per_s"}, {"comm_wait_s", "train/comm_wait_s"},
-      {"z_loss", "train/z_loss"}};
-  Scalars out;
-  for (const auto& [key, tag] : kTags)
-    if (const auto it = row.find(key); it != row.end() && it->is_number()) out.emplace_back(tag, it->get<double>());
-  // Expert load at log lines: {"router": {"layer0_iter1": {"max_over_mean": x, "cv": y}}} ->
-  // router/layer0_iter1/max_over_mean, router/layer0_iter1/cv. The trainer writes these names;
-  // anything else in the object (not a number, a name with other characters) is left out.
-  if (const auto router = row.find("router"); router != row.end() && router->is_object())
-    for (const auto& [name, stats] : router->items()) {
-      if (name.empty() || name.size() > 64 || !stats.is_object() ||
-          name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
-        continue;
-      for (const char* stat : {"max_over_mean", "cv"})
-        if (const auto it = stats.find(stat); it != stats.end() && it->is_number())
-          out.emplace_back("router/" + name + "/" + stat, it->get<double>());
-    }
-  return out;
-}
-
-Scalars val_scalars(const nlohmann::json& row) {
-  Scalars out;
-  if (const auto it = row.find("val_loss"); it != row.end() && it->is_number())
-    out.emplace_back("val/loss", it->get<double>());
-  return out;
-}
-
 TensorBoardWriter::TensorBoardWriter(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);

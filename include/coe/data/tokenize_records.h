@@ -4,7 +4,7 @@
 // depends on the thread count or scheduling. On bad input the error of the lowest record index
 // is reported, again independent of scheduling.
 #include "coe/data/text_template.h"
-#include "coe/data/tokenizer.h"
+#include "coe/tokenizer/tokenizer.h"
 
 #include <cstdint>
 #include <optional>

@@ -34,11 +34,11 @@ struct ForwardOptions {
 };
 
 struct LmOutput {
-  torch::Tensor logits;     // [B, S, V] float32 (if requested)
-  torch::Tensor loss;       // scalar float32 LM loss (if labels were given)
-  torch::Tensor aux_loss;   // scalar: sum of all routers' aux losses (0 when none); add it to the loss
-                            // for backward, as the reference does, but report it separately
-  torch::Tensor z_loss;     // scalar: sum of all routers' z-losses (0 when none); added for backward like aux_loss
+  torch::Tensor logits;  // [B, S, V] float32 (if requested)
+  torch::Tensor loss;    // scalar float32 LM loss (if labels were given)
+  // Each term the sum over all routers, a scalar (0 when none): add them to the loss for backward,
+  // as the reference does with its aux loss, but report them separately.
+  RouterLosses router_losses;
   int64_t loss_tokens = 0;  // labels that count (labels[:,1:] != kIgnoreLabel); 0 unless requested
   std::vector<RoutingTrace> routing;
 };

@@ -23,8 +23,7 @@ struct RoutingTrace {
 
 struct LayerOutput {
   torch::Tensor hidden;
-  torch::Tensor aux_loss;  // summed over iterations; undefined when there is none
-  torch::Tensor z_loss;    // router z-loss summed over iterations; undefined when there is none
+  RouterLosses router_losses;  // summed over the iterations; terms undefined when there is none
 };
 
 class CoeLayerImpl : public torch::nn::Module {

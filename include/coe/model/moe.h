@@ -15,11 +15,8 @@
 namespace coe {
 
 struct MoeOutput {
-  torch::Tensor y;         // [B, S, H]
-  torch::Tensor aux_loss;  // scalar or undefined
-  torch::Tensor z_loss;    // scalar or undefined
-  torch::Tensor topk_idx;  // [B*S, K]
-  torch::Tensor scores;    // [B*S, E]
+  torch::Tensor y;  // [B, S, H]
+  Routing routing;  // of the B*S tokens, with the router's losses
 };
 
 // While one is alive on this thread, MoE blocks record no expert load: activation checkpointing's

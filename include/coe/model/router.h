@@ -8,14 +8,46 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
+#include <cstddef>
+
 namespace coe {
+
+// The routers' training losses, one value from a router up to the trainer's logs: each is a
+// scalar with its alpha applied, undefined where there is none (outside training, alpha = 0).
+// A new router loss is a member, a line in kTerms and its formula in RouterImpl::forward; the
+// model, the step, metrics.jsonl, TensorBoard and the console then carry it by themselves.
+struct RouterLosses {
+  torch::Tensor aux_loss;  // load balancing (DeepSeek-V2's sequence- or token-level loss)
+  torch::Tensor z_loss;    // router z-loss (ST-MoE): mean squared logsumexp of the logits
+
+  struct Term {
+    const char* name;  // "<tag>_loss": metrics.jsonl key, TensorBoard's train/<name>,
+                       // "<tag>" on the console line
+    torch::Tensor RouterLosses::*value;
+    double ModelConfig::*alpha;  // its weight in the model config
+    bool always_logged;          // false: logged only while its alpha is > 0
+  };
+  static constexpr size_t kCount = 2;
+  static const std::array<Term, kCount> kTerms;
+
+  // Adds term by term (undefined + t = t).
+  RouterLosses& operator+=(const RouterLosses& other);
+  // Their sum, in kTerms order; undefined when no term is.
+  torch::Tensor total() const;
+  // Every term defined: absent ones become zero scalars like `like` (float32 or float64).
+  RouterLosses or_zeros(const torch::Tensor& like) const;
+  // Whether a term is logged for a model (always_logged or alpha > 0).
+  static bool logged(const Term& term, const ModelConfig& config) {
+    return term.always_logged || config.*term.alpha > 0;
+  }
+};
 
 struct Routing {
   torch::Tensor topk_idx;     // [T, K] int64
   torch::Tensor topk_weight;  // [T, K] float32
-  torch::Tensor aux_loss;     // scalar (alpha already applied); undefined outside training or alpha = 0
-  torch::Tensor z_loss;       // scalar (alpha already applied); undefined outside training or alpha = 0
   torch::Tensor scores;       // [T, E] softmax / sigmoid scores, without the correction bias (statistics)
+  RouterLosses router_losses;
 };
 
 class RouterImpl : public torch::nn::Module {
@@ -36,6 +68,8 @@ class RouterImpl : public torch::nn::Module {
   torch::Tensor e_score_correction_bias;
 
  private:
+  at::Tensor experts_of_best_groups(const at::Tensor& group_scores) const;
+
   enum class Selection { kGreedy, kGroupLimited, kBiasCorrected };
   int64_t experts_, top_k_, n_group_, topk_group_;
   Selection selection_;

@@ -4,6 +4,7 @@
 // next-token accuracy, loss per record `type`, and routing statistics per layer and CoE
 // iteration.
 #include "coe/data/loader.h"
+#include "coe/util/run_files.h"
 
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
@@ -17,34 +18,6 @@ namespace coe {
 
 class CausalLMImpl;
 
-// How evenly a router spread its token slots over the experts: max load / mean load (1 =
-// perfectly balanced) and the coefficient of variation (population standard deviation / mean).
-// Both 0 when nothing was routed. The trainer's metrics.jsonl and coe-eval report these.
-struct LoadBalance {
-  double max_over_mean = 0;
-  double cv = 0;
-};
-LoadBalance load_balance(const std::vector<int64_t>& load);
-
-struct IterationRouting {
-  int64_t layer = 0, iteration = 0;
-  std::vector<int64_t> expert_load;  // routed (token, slot) pairs per expert
-  double load_imbalance = 0;         // max load / mean load (1 = perfectly balanced)
-  double load_cv = 0;                // coefficient of variation of the loads
-  // Mean over tokens of the entropy (nats) of the router's scores as a distribution over experts
-  // (softmax scores as they are; sigmoid scores normalised to sum to 1).
-  double router_entropy = 0;
-};
-
-struct LayerChain {  // how a CoE layer's iterations combine experts
-  int64_t layer = 0;
-  int64_t iterations = 0;
-  int64_t distinct_expert_sets = 0;  // distinct (set at iteration 1, ..., set at iteration C)
-  double mean_unique_experts = 0;    // per token, experts used in any iteration (K..C*K)
-  // coactivation[a][b]: tokens that chose expert a at iteration t and b at t+1, summed over t.
-  std::vector<std::vector<int64_t>> coactivation;
-};
-
 struct TypeLoss {
   double loss = 0;
   int64_t tokens = 0;
@@ -55,9 +28,10 @@ struct EvalReport {
   double loss_sum = 0;  // sum of the per-token losses (val_loss * tokens): summed over ranks when sharded
   int64_t tokens = 0, records = 0, rows = 0, batches = 0;
   std::map<std::string, TypeLoss> per_type;  // only when the split has record types
-  std::vector<IterationRouting> routing;
+  std::vector<IterationRouting> routing;     // util/run_files.h: routing.json's schema
   std::vector<LayerChain> chains;
 
+  RoutingReport routing_report() const { return {routing, chains, std::nullopt}; }
   nlohmann::json to_json(bool with_coactivation = false) const;
 };
 

@@ -81,10 +81,24 @@ std::string variant_dir(const SweepSpec& spec, const SweepVariant& variant);
 ModelConfig sweep_model(const TrainConfig& config);
 MemoryOptions sweep_memory_options(const TrainConfig& config, const SweepMemory& memory);
 
+// Where a variant stands: what its run directory says, or the outcome of the last coe-train a
+// sweep launched for it.
+struct VariantStatus {
+  enum class State { kNotRun, kComplete, kIncomplete, kFailed };
+  State state = State::kNotRun;
+  int exit_code = 0;  // of the last coe-train launched by the sweep
+};
+// "not run", "complete", "incomplete", "failed (exit N)": the status column of the summaries and
+// the text of sweep-status.json.
+std::string to_string(const VariantStatus& status);
+// The inverse of to_string, with the exit code stored beside the text. Any text starting with
+// "failed" is kFailed (what sweep-status.json files were always read as); other text is nullopt.
+std::optional<VariantStatus> parse_variant_status(const std::string& text, int exit_code = 0);
+
 // What a variant's run directory says.
 struct VariantResult {
   std::string name;
-  std::string status = "not run";  // complete | incomplete | failed (exit N) | not run
+  std::string status = "not run";  // to_string(VariantStatus)
   int exit_code = 0;               // of the last coe-train launched by this sweep
   int64_t steps = 0, total_steps = 0;
   std::optional<double> final_val_loss, best_val_loss;
@@ -109,14 +123,33 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
 // throughput, parameters, memory); coe-sweep also prints it after each variant it trains.
 std::string sweep_results_table(const std::vector<VariantResult>& results);
 
-// Writes summary.csv, summary.md and (when gnuplot and tools/plot_sweep.gp are found) PNG plots
-// into out_dir; `plot_script` is the gnuplot script ("" when not found), `plot_note` says why
-// plots were skipped. Returns the paths written.
+// Writes summary.csv, the plots (draw_sweep_plots) and summary.md into out_dir, in this order;
+// `plot_script` is the gnuplot script ("" when not found). Returns the paths written.
 std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::vector<VariantResult>& results,
                                              const std::string& plot_script);
 
-// Per-variant launch status kept in <out_dir>/sweep-status.json across invocations.
-std::map<std::string, std::pair<std::string, int>> read_sweep_status(const SweepSpec& spec);
-void write_sweep_status(const SweepSpec& spec, const std::map<std::string, std::pair<std::string, int>>& status);
+// The parts of write_sweep_summary. summary.csv's text: a header and one row per variant.
+std::string sweep_summary_csv(const std::vector<VariantResult>& results);
+
+// The PNGs drawn into out_dir (file names), or why there are none.
+struct SweepPlots {
+  std::vector<std::string> pngs;
+  std::string note;  // why pngs is empty, or that gnuplot failed ("" when it drew them)
+};
+// Writes the curves and bars into <out_dir>/plots/ and has gnuplot draw val_loss.png and
+// relative.png from them with `plot_script`; without the script or gnuplot nothing is written.
+SweepPlots draw_sweep_plots(const SweepSpec& spec, const std::vector<VariantResult>& results,
+                            const std::string& plot_script);
+
+// summary.md's text: the results table, the figures relative to the baseline, the routing table,
+// the plots (or why they were skipped) and the notes.
+std::string sweep_summary_md(const SweepSpec& spec, const std::vector<VariantResult>& results, const SweepPlots& plots);
+
+// Per-variant launch status kept in <out_dir>/sweep-status.json across invocations:
+// {"<variant>": {"status": to_string(s), "exit_code": N}, ...}. Entries whose text does not parse
+// are left out; a file that is not JSON reads as empty.
+using SweepStatus = std::map<std::string, VariantStatus>;
+SweepStatus read_sweep_status(const SweepSpec& spec);
+void write_sweep_status(const SweepSpec& spec, const SweepStatus& status);
 
 }  // namespace coe

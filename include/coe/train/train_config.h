@@ -90,7 +90,9 @@ struct TrainerConfig {
   double dist_bucket_mb = 25;   // gradient all-reduce bucket size
   bool dist_overlap = true;     // start bucket all-reduces from backward hooks (else after backward)
 
-  int64_t accumulation_steps() const { return global_batch / micro_batch; }
+  // Micro-batches per optimizer step on each of `world` ranks (a rank reads global_batch / world
+  // rows per step); the one place this is computed.
+  int64_t accumulation_steps(int64_t world = 1) const { return global_batch / world / micro_batch; }
 };
 
 struct TrainConfig {

@@ -6,10 +6,10 @@
 // Accumulation semantics. A global batch of R rows is split into micro-batches; micro-batch i has
 // r_i rows and n_i counted labels (labels[:, 1:] != kIgnoreLabel, counted on the host from the TokenBatch,
 // so no device synchronisation), N = sum n_i. Each micro-batch backpropagates
-//     loss_i * n_i / N  +  (aux_i + z_i) * r_i / R
+//     loss_i * n_i / N  +  (sum of its router losses) * r_i / R
 // so the LM gradient is exactly that of the mean loss over all counted tokens of the global batch
 // (as if it had been one batch), whatever the padding. The aux term is the row-weighted mean of
-// the micro-batches' aux losses: exact for seq_aux routers (their loss is a mean over sequences)
+// the micro-batches' router losses: exact for seq_aux routers (their loss is a mean over sequences)
 // and for the router z-loss (a mean over tokens, and every row has the same length);
 // for token-level aux loss (seq_aux: false) the load statistics are per micro-batch, so the
 // result approximates the big-batch loss (the mean of the fractions' products differs from the
@@ -20,6 +20,7 @@
 // the gradients summed over the ranks are exactly those of one process holding the global batch.
 #include "coe/data/batch.h"
 #include "coe/data/loader.h"
+#include "coe/model/router.h"
 #include "coe/train/adamw.h"
 
 #include <ATen/core/Tensor.h>
@@ -48,15 +49,14 @@ struct DeviceBatch {
 DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device);
 
 struct AccumulationResult {
-  // Scalar float32 on the device, detached: mean LM loss over the N tokens, and the row-weighted
-  // mean aux loss and router z-loss. With global counts (AccumulationOptions) they are this rank's
+  // Scalars float32 on the device, detached: mean LM loss over the N tokens, and the row-weighted
+  // mean of each router loss. With global counts (AccumulationOptions) they are this rank's
   // share: their sums over the ranks are the global batch's values.
   at::Tensor loss;
-  at::Tensor aux_loss;
-  at::Tensor z_loss;
-  int64_t loss_tokens = 0;  // this call's counted labels (N when not distributed)
-  int64_t tokens = 0;       // positions processed: sum r_i * seq_len
-  int64_t rows = 0;         // this call's rows (R when not distributed)
+  RouterLosses router_losses;  // every term defined
+  int64_t loss_tokens = 0;     // this call's counted labels (N when not distributed)
+  int64_t tokens = 0;          // positions processed: sum r_i * seq_len
+  int64_t rows = 0;            // this call's rows (R when not distributed)
 };
 
 struct AccumulationOptions {

@@ -29,13 +29,14 @@
 // summed in buckets (grad_reducer.h), and every rank applies the same update. Rank 0 alone writes
 // the run directory; every rank can resume from it.
 #include "coe/data/loader.h"
-#include "coe/dist/context.h"
-#include "coe/dist/env.h"
-#include "coe/dist/grad_reducer.h"
+#include "coe/distributed/context.h"
+#include "coe/distributed/env.h"
+#include "coe/distributed/grad_reducer.h"
 #include "coe/model/causal_lm.h"
 #include "coe/train/adamw.h"
 #include "coe/train/checkpoint.h"
 #include "coe/train/lr_schedule.h"
+#include "coe/train/run_logger.h"
 #include "coe/train/train_config.h"
 #include "coe/util/clock.h"
 #include "coe/util/file_io.h"
@@ -44,6 +45,7 @@
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -53,7 +55,6 @@ namespace coe {
 
 class RunDirLock;
 class StopSignalGuard;
-class TensorBoardWriter;
 struct InitFromReport;
 
 struct TrainOptions {
@@ -115,7 +116,8 @@ class Trainer {
   // What one optimizer step did, for the logs.
   struct StepStats {
     int64_t step = 0;
-    double loss = 0, aux_loss = 0, z_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
+    double loss = 0, lr = 0, grad_norm = 0, seconds = 0;
+    std::array<double, RouterLosses::kCount> router_losses{};  // in RouterLosses::kTerms order
     int64_t tokens = 0, loss_tokens = 0;
     double comm_wait_s = -1;      // data parallel: waiting for the gradient all-reduce (< 0: not logged)
     bool finite = true;           // false: the update was not applied (result_.message says why)
@@ -141,9 +143,8 @@ class Trainer {
   void log_start() const;
   void log_step(const StepStats& s);
   // The load statistics of the window since the last log line, per MoE layer and CoE iteration
-  // ({"layer0_iter0": {"max_over_mean", "cv"}, ...}); restarts the window. Empty without MoE layers
-  // and on ranks other than 0.
-  nlohmann::ordered_json take_load_statistics();
+  // ("layer0_iter0", ...); restarts the window. Empty without MoE layers and on ranks other than 0.
+  std::vector<std::pair<std::string, LoadStats>> take_load_statistics();
   TrainResult finish(TrainStatus status);
 
   TrainConfig config_;
@@ -168,10 +169,9 @@ class Trainer {
   double flops_per_token_ = 0;   // training FLOPs per token, for the MFU of the progress line
   std::string expert_dispatch_;  // the dispatch trainer.expert_dispatch resolved to
   int64_t last_saved_step_ = -1;
-  std::unique_ptr<GradReducer> reducer_;  // data parallelism only
-  AppendFile metrics_, val_log_;
-  std::unique_ptr<TensorBoardWriter> tensorboard_;  // rank 0, trainer.tensorboard
-  std::unique_ptr<InitFromReport> init_from_;       // the warm start of a fresh run with trainer.init_from
+  std::unique_ptr<GradReducer> reducer_;  // sums the gradients over the ranks (one process: does nothing)
+  RunLogger logger_;                      // metrics.jsonl, val.jsonl, TensorBoard, the console (silent but on rank 0)
+  std::unique_ptr<InitFromReport> init_from_;  // the warm start of a fresh run with trainer.init_from
   // Expert load ([MoE layers, C, E] int64, on the device, over the global batch) counted since the
   // last log line; undefined until a step counted some.
   at::Tensor load_window_;
@@ -181,9 +181,6 @@ class Trainer {
   TrainResult result_;
   int64_t run_steps_ = 0;  // steps of this invocation
   Clock::time_point run_start_;
-  // Console window (since the last log line).
-  double window_time_ = 0;
-  int64_t window_steps_ = 0, window_tokens_ = 0;
 };
 
 // coe-train's exit status for a result: 0 completed, interrupted (signal) or stopped

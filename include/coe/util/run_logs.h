@@ -1,9 +1,10 @@
 #pragma once
-// Reading a run directory's metrics.jsonl and val.jsonl (docs/training.md#the-run-directory) for the
-// tools that watch or plot a run: coe-plot, and coe-sweep's live progress. A run that is still
+// Watching a run directory's metrics.jsonl and val.jsonl (their schema: run_files.h) while a run
+// trains: coe-sweep's live progress. A run that is still
 // training may be in the middle of appending a line, so a last line without its newline is not
 // read yet (it is the next poll's).
-#include <nlohmann/json.hpp>
+#include "coe/util/format.h"  // format_duration (the progress line's eta)
+#include "coe/util/run_files.h"
 
 #include <cstdint>
 #include <filesystem>
@@ -13,31 +14,6 @@
 #include <vector>
 
 namespace coe {
-
-// One metrics.jsonl line: `step` and `loss` always; the others when the line has them.
-struct MetricsRow {
-  int64_t step = 0;
-  double loss = 0;
-  std::optional<double> aux_loss, lr, grad_norm, tokens_per_s, time;
-};
-
-// One val.jsonl line.
-struct ValRow {
-  int64_t step = 0;
-  double val_loss = 0;
-};
-
-// Parses one line; throws a one-line coe::Error "<where>: <reason>" (`where` is "file:line") when
-// it is not a JSON object with an integer step and a numeric loss / val_loss, or a present key is
-// not a number.
-MetricsRow parse_metrics_line(const std::string& line, const std::string& where);
-ValRow parse_val_line(const std::string& line, const std::string& where);
-
-// The complete lines of a metrics.jsonl / val.jsonl (a torn last line is left out). Throws a
-// one-line error naming file:line for a line that does not parse, and naming the file when it
-// cannot be read; a missing val.jsonl is an empty one (a run without validation).
-std::vector<MetricsRow> read_metrics_file(const std::filesystem::path& path);
-std::vector<ValRow> read_val_file(const std::filesystem::path& path);
 
 // Follows a file another process appends lines to: each poll() returns the lines completed since
 // the previous poll (without their newlines). A file that is missing is empty; one that became
@@ -93,9 +69,6 @@ class RunWatcher {
   int64_t pace_step_ = -1;  // the first step seen arriving, and when
   double pace_time_ = 0, last_time_ = 0;
 };
-
-// "42s", "3m05s", "1h02m".
-std::string format_duration(double seconds);
 
 // "[1/2] moe: step 120/300 (40%) | loss 2.3456 | val 2.4012 | 11.2k tok/s | eta 42s | sweep eta 2m10s";
 // parts that are not known yet are left out (`sweep_eta` too).

@@ -22,7 +22,7 @@
 //   for (const auto& note : cut_back_event_files(out_dir / "tb", resumed_step)) log(note);
 //   TensorBoardWriter tb(out_dir / "tb");
 //   // every optimizer step, with the values that go to metrics.jsonl:
-//   tb.add_scalars(step, metrics_scalars(metrics_row));
+//   tb.add_scalars(step, metrics_scalars(metrics_row));   // run_files.h: the row's numbers as tags
 //   // after each validation, with the values that go to val.jsonl:
 //   tb.add_scalars(step, val_scalars(val_row));
 //   // at every console log line, and after the last step / before exiting on a signal:
@@ -36,8 +36,6 @@
 // cut back), and the union of the files holds each step once. A sweep's variants write
 // <sweep out_dir>/<variant>/tb, so `tensorboard --logdir <sweep out_dir>` shows one run per
 // variant.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -58,15 +56,6 @@ double unix_time_now();
 
 // (tag, value) pairs of one step.
 using Scalars = std::vector<std::pair<std::string, double>>;
-
-// The scalars of one metrics.jsonl row: loss -> train/loss, aux_loss -> train/aux_loss,
-// lr -> train/lr, grad_norm -> train/grad_norm, tokens_per_s -> train/tokens_per_s,
-// comm_wait_s -> train/comm_wait_s, z_loss -> train/z_loss, and the expert load of log lines,
-// router.<layerL_iterT>.{max_over_mean, cv} -> router/<layerL_iterT>/{max_over_mean, cv}; keys the
-// row lacks (or that are not numbers) are left out.
-Scalars metrics_scalars(const nlohmann::json& metrics_row);
-// The scalars of one val.jsonl row: val_loss -> val/loss.
-Scalars val_scalars(const nlohmann::json& val_row);
 
 class TensorBoardWriter {
  public:

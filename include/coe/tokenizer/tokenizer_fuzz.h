@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "coe/data/random.h"
+#include "coe/util/random.h"
 
 namespace coe {
 

@@ -1,6 +1,6 @@
 #pragma once
 // Which GPU a rank of a data-parallel job computes on.
-#include "coe/dist/env.h"
+#include "coe/distributed/env.h"
 
 #include <c10/core/Device.h>
 

@@ -1,48 +1,16 @@
 #pragma once
 // The Unicode character properties of Hugging Face `tokenizers`, read off the library itself by
-// tools/gen_hf_unicode_tables.py (which writes hf_unicode_tables.cpp). Each engine HF uses has
+// tools/gen_hf_unicode_tables.py, which writes generated/hf_unicode_tables.cpp and the Category enum
+// (generated/hf_unicode_categories.h); this header declares the tables. Each engine HF uses has
 // its own Unicode version: Oniguruma for the regexes of Split/ByteLevel, the Rust regex crate and
 // the Rust standard library for added tokens and Digits, unicode-normalization-alignments for
 // NFC/NFKC/NFD/NFKD (docs/tokenizer.md, "Unicode versions").
+#include "generated/hf_unicode_categories.h"
+
 #include <cstddef>
 #include <cstdint>
 
 namespace coe::hf::tables {
-
-// General categories, in the order the generator probes them.
-enum Category : uint8_t {
-  Lu,
-  Ll,
-  Lt,
-  Lm,
-  Lo,
-  Mn,
-  Mc,
-  Me,
-  Nd,
-  Nl,
-  No,
-  Pc,
-  Pd,
-  Ps,
-  Pe,
-  Pi,
-  Pf,
-  Po,
-  Sm,
-  Sc,
-  Sk,
-  So,
-  Zs,
-  Zl,
-  Zp,
-  Cc,
-  Cf,
-  Cs,
-  Co,
-  Cn,
-  kCategoryCount
-};
 
 struct CategoryRun {
   char32_t first;  // the run ends where the next one starts

@@ -1,4 +1,4 @@
-#include "coe/data/random.h"
+#include "coe/util/random.h"
 
 #include "coe/util/error.h"
 

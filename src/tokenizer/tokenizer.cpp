@@ -1,11 +1,11 @@
-#include "coe/data/tokenizer.h"
+#include "coe/tokenizer/tokenizer.h"
 
 #include "coe/util/error.h"
 
 #include <filesystem>
 
 #ifdef COE_WITH_HF_TOKENIZER
-#include "coe/data/hf_tokenizer.h"
+#include "coe/tokenizer/hf_tokenizer.h"
 #endif
 
 namespace coe {

@@ -10,7 +10,7 @@
 //
 // Special ids (eos/bos/pad) are looked up among the added tokens by their conventional names;
 // pad falls back to eos. The exact lists are in docs/tokenizer.md.
-#include "coe/data/tokenizer.h"
+#include "coe/tokenizer/tokenizer.h"
 
 #include <cstdint>
 #include <memory>

@@ -1,8 +1,8 @@
-// Strings for the differential tokenizer test (include/coe/data/tokenizer_fuzz.h). The pools of
+// Strings for the differential tokenizer test (include/coe/tokenizer/tokenizer_fuzz.h). The pools of
 // interesting code points come from HF's own Unicode tables (hf_unicode_tables.h), so every
 // category, block, mark and decomposable character that HF knows is reachable.
 #ifdef COE_WITH_HF_TOKENIZER
-#include "coe/data/tokenizer_fuzz.h"
+#include "coe/tokenizer/tokenizer_fuzz.h"
 
 #include "hf_tokenizer_internal.h"
 #include "hf_unicode_tables.h"

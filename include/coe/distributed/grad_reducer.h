@@ -20,7 +20,10 @@
 // with activation checkpointing: a layer's parameters accumulate once, inside its recomputation).
 // Should one run again after its bucket was sent, backward throws an error that names
 // trainer.dist_overlap (false: every bucket is sent after backward) rather than use a stale sum.
-#include "coe/dist/context.h"
+//
+// With one process (a context that is not distributed) it holds no bucket and every call does
+// nothing: the trainer's step calls it the same way whatever the world size.
+#include "coe/distributed/context.h"
 
 #include <ATen/core/Tensor.h>
 

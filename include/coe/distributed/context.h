@@ -17,7 +17,7 @@
 // checkpoint, or an NCCL wait that only its own watchdog would end).
 //
 // The c10d headers stay out of this header (they need USE_C10D_* macros and Gloo's headers).
-#include "coe/dist/env.h"
+#include "coe/distributed/env.h"
 #include "coe/util/error.h"
 
 #include <ATen/core/Tensor.h>

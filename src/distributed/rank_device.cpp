@@ -1,4 +1,4 @@
-#include "coe/dist/rank_device.h"
+#include "coe/distributed/rank_device.h"
 
 #include "coe/util/error.h"
 

@@ -1,4 +1,4 @@
-#include "coe/dist/env.h"
+#include "coe/distributed/env.h"
 
 #include "coe/util/error.h"
 

@@ -1,4 +1,4 @@
-#include "coe/dist/context.h"
+#include "coe/distributed/context.h"
 
 #include "coe/util/clock.h"
 #include "coe/util/error.h"

@@ -1,4 +1,4 @@
-#include "coe/dist/grad_reducer.h"
+#include "coe/distributed/grad_reducer.h"
 
 #include "coe/util/clock.h"
 
@@ -13,7 +13,6 @@
 #include <chrono>
 
 namespace coe {
-namespace {}  // namespace
 
 struct GradReducer::Bucket {
   std::vector<size_t> params;    // indices into params_

@@ -1,7 +1,7 @@
 // Loading tokenizer.json / vocab.json + merges.txt, and the encode/decode pipeline.
 // Built only when PCRE2 was found (cmake/CoeDependencies.cmake).
 #ifdef COE_WITH_HF_TOKENIZER
-#include "coe/data/hf_tokenizer.h"
+#include "coe/tokenizer/hf_tokenizer.h"
 
 #include "coe/util/error.h"
 #include "hf_tokenizer_internal.h"

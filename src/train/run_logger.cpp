@@ -1,0 +1,120 @@
+#include "coe/train/run_logger.h"
+
+#include "coe/train/device.h"
+#include "coe/train/memory_model.h"
+#include "coe/util/format.h"
+#include "coe/util/json_limits.h"
+#include "coe/util/tensorboard.h"
+
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace coe {
+namespace {
+
+// Keeps the lines of a .jsonl log whose "step" is <= max_step (drops the steps a resumed run will
+// redo, or everything for a fresh run), then opens it for appending.
+AppendFile open_log(const fs::path& path, int64_t max_step) {
+  std::string keep;
+  if (max_step > 0 && fs::exists(path)) {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+      try {
+        auto j = nlohmann::json::parse(line, json_depth_limit(path.string()));
+        if (j.at("step").get<int64_t>() <= max_step) keep += line + '\n';
+      } catch (...) {
+        // A torn last line of a killed process, or foreign text: dropped.
+      }
+    }
+  }
+  write_file_atomic(path, keep);
+  return AppendFile(path);
+}
+
+}  // namespace
+
+RunLogger::RunLogger() = default;
+RunLogger::~RunLogger() = default;
+RunLogger::RunLogger(RunLogger&&) noexcept = default;
+RunLogger& RunLogger::operator=(RunLogger&&) noexcept = default;
+
+RunLogger::RunLogger(const fs::path& out_dir, int64_t resumed_step, bool tensorboard, bool console,
+                     ProgressInfo progress)
+    : writes_(true), console_(console), progress_(progress) {
+  metrics_ = open_log(out_dir / "metrics.jsonl", resumed_step);
+  val_ = open_log(out_dir / "val.jsonl", resumed_step);
+  if (tensorboard) {
+    // Steps after the resumed one are trained again: their events go, as their log lines did.
+    for (const auto& note : cut_back_event_files(out_dir / "tb", resumed_step))
+      if (console_) spdlog::info("tensorboard: {}", note);
+    tensorboard_ = std::make_unique<TensorBoardWriter>(out_dir / "tb");
+  }
+}
+
+void RunLogger::log_step(const MetricsRow& row, double seconds, bool log_line) {
+  if (writes_) {
+    const nlohmann::ordered_json j = row.to_json();
+    metrics_.append(j.dump() + '\n');
+    if (tensorboard_) tensorboard_->add_scalars(row.step, metrics_scalars(j));
+  }
+  window_time_ += seconds;
+  window_steps_ += 1;
+  window_tokens_ += row.tokens.value_or(0);
+  if (!log_line) return;
+  if (tensorboard_) tensorboard_->flush();  // a live run shows up to this line
+  if (console_) {
+    const int64_t total = progress_.total_steps;
+    const double per_step = window_time_ / static_cast<double>(window_steps_);
+    const double tokens_per_s = static_cast<double>(window_tokens_) / window_time_;
+    std::string line =
+        fmt::format("step {:>{}}/{} | loss {:.4f}", row.step, std::to_string(total).size(), total, row.loss);
+    // "aux_loss" -> "aux", "z_loss" -> "z".
+    for (const auto& [name, value] : row.router_losses)
+      line += fmt::format(" | {} {:.4f}", name.substr(0, name.rfind("_loss")), value);
+    line += fmt::format(" | lr {:.3e} | grad {:.3f} | {} tok/s | eta {}", row.lr.value_or(0), row.grad_norm.value_or(0),
+                        format_count(tokens_per_s), format_duration(per_step * static_cast<double>(total - row.step)));
+    double worst_load = 0;
+    for (const auto& [name, stats] : row.router) worst_load = std::max(worst_load, stats.max_over_mean);
+    if (!row.router.empty()) line += fmt::format(" | load max/mean {:.2f}", worst_load);
+    if (progress_.peak_tflops > 0)
+      line += fmt::format(" | mfu {:.1f}%",
+                          100.0 * tokens_per_s * progress_.flops_per_token / (progress_.peak_tflops * 1e12));
+    if (progress_.device.is_cuda()) {
+      line += fmt::format(" | gpu peak {}", format_bytes(peak_memory(progress_.device).bytes));
+    } else {
+      line += fmt::format(" | rss {} (peak {})", format_bytes(proc_status_kib("VmRSS") * 1024),
+                          format_bytes(proc_status_kib("VmHWM") * 1024));
+    }
+    spdlog::info("{}", line);
+  }
+  window_time_ = 0;
+  window_steps_ = window_tokens_ = 0;
+}
+
+void RunLogger::log_validation(const ValRow& row) {
+  if (writes_) {
+    const nlohmann::ordered_json j = row.to_json();
+    val_.append(j.dump() + '\n');
+    if (tensorboard_) {
+      tensorboard_->add_scalars(row.step, val_scalars(j));
+      tensorboard_->flush();
+    }
+  }
+  if (console_)
+    spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", row.step, row.val_loss,
+                 format_count(static_cast<double>(row.tokens.value_or(0))), row.rows.value_or(0),
+                 row.seconds.value_or(0));
+}
+
+void RunLogger::flush() {
+  if (tensorboard_) tensorboard_->flush();
+}
+
+}  // namespace coe
