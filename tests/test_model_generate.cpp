@@ -8,7 +8,7 @@
 #include "coe/model/causal_lm.h"
 #include "coe/model/kv_cache.h"
 #include "coe/tokenizer/tokenizer.h"
-#include "coe/train/generate.h"
+#include "coe/eval/generate.h"
 #include "support/expect_error.h"
 #include "support/test_env.h"
 

@@ -8,7 +8,7 @@
 #include "coe/model/config.h"
 #include "coe/model/moe.h"
 #include "coe/model/router.h"
-#include "coe/train/evaluate.h"
+#include "coe/eval/evaluate.h"
 
 #include "support/expect_error.h"
 #include "support/test_env.h"

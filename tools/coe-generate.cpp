@@ -15,7 +15,7 @@
 #include "coe/tokenizer/tokenizer.h"
 #include "coe/train/device.h"
 #include "coe/train/eval_setup.h"
-#include "coe/train/generate.h"
+#include "coe/eval/generate.h"
 #include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"

@@ -307,7 +307,7 @@ std::vector<std::string> SweepRunner::routing_command(size_t i) const {
 // ---- run -------------------------------------------------------------------------------------
 
 int SweepRunner::run() {
-  start_ = std::chrono::steady_clock::now();
+  start_ = Clock::now();
   if (!options_.report_only) {
     if (!options_.dry_run) install_stop_handlers();
     for (size_t i = 0; i < spec_.variants.size() && !g_stop; ++i) {
@@ -340,9 +340,7 @@ std::string SweepRunner::tag(size_t i) const {
   return fmt::format("[{}/{}] {}", i + 1, spec_.variants.size(), spec_.variants.at(i).name);
 }
 
-double SweepRunner::seconds_since_start() const {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-}
+double SweepRunner::seconds_since_start() const { return seconds_since(start_); }
 
 void SweepRunner::print_dry_run(size_t i, const VariantPlan& plan) const {
   const bool complete = plan.state == VariantPlan::State::kComplete;
@@ -366,14 +364,14 @@ void SweepRunner::train_variant(size_t i, const VariantPlan& plan) {
   const std::string name = tag(i);
   fmt::print("{}: {} -> {}\n", name, partial ? "resuming" : "training", dir.string());
   std::fflush(stdout);
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   int64_t later_steps = 0;
   for (size_t j = i + 1; j < steps_left_.size(); ++j) later_steps += steps_left_[j];
   SweepProgress progress(name, dir, configs_.at(i).trainer.total_steps, terminal_columns(), pace_, later_steps);
   const int rc = run_logged(train_command(i, partial), dir / "train.log",
                             [&](bool finished) { progress.tick(seconds_since_start(), finished); });
   pace_.add(progress.run());
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = seconds_since(t0);
 
   const VariantStatus outcome = training_outcome(rc, fs::exists(dir / "final.json"), g_stop != 0);
   status_[v.name] = outcome;

@@ -10,15 +10,6 @@
 
 namespace coe {
 
-int64_t count_loss_tokens(const TokenBatch& batch) {
-  int64_t n = 0;
-  for (int64_t b = 0; b < batch.batch_size; ++b) {
-    const int32_t* row = batch.labels.data() + b * batch.seq_len;
-    for (int64_t s = 1; s < batch.seq_len; ++s) n += row[s] != kIgnoreLabel;
-  }
-  return n;
-}
-
 TokenBatch slice_rows(const TokenBatch& batch, int64_t first, int64_t count) {
   if (first < 0 || count < 0 || first + count > batch.batch_size)
     fail("slice_rows: rows [{}, {}) outside a batch of {}", first, first + count, batch.batch_size);
@@ -41,24 +32,6 @@ std::vector<TokenBatch> split_micro_batches(const TokenBatch& batch, int64_t mic
   for (int64_t first = 0; first < batch.batch_size; first += micro_batch)
     out.push_back(slice_rows(batch, first, std::min(micro_batch, batch.batch_size - first)));
   return out;
-}
-
-DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device) {
-  const size_t expected = static_cast<size_t>(batch.batch_size * batch.seq_len);
-  if (batch.input_ids.size() != expected || batch.labels.size() != expected)
-    fail("batch: {} ids / {} labels for {} rows of {} tokens", batch.input_ids.size(), batch.labels.size(),
-         batch.batch_size, batch.seq_len);
-  // ids and labels in one int64 tensor, one copy. For CUDA it is pinned and copied asynchronously:
-  // a copy from pageable memory would make the host wait for all queued GPU work (once per
-  // micro-batch); the pinned block is not reused before the copy is done (caching host allocator).
-  const bool cuda = device.is_cuda();
-  at::Tensor host =
-      at::empty({2, batch.batch_size, batch.seq_len}, at::TensorOptions().dtype(at::kLong).pinned_memory(cuda));
-  int64_t k = 0;
-  for (const auto* v : {&batch.input_ids, &batch.labels})
-    host[k++].copy_(at::from_blob(const_cast<int32_t*>(v->data()), {batch.batch_size, batch.seq_len}, at::kInt));
-  const at::Tensor on_device = host.to(device, /*non_blocking=*/cuda);
-  return {on_device[0], on_device[1]};
 }
 
 AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<TokenBatch>& micro_batches,

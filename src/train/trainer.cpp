@@ -5,7 +5,7 @@
 #include "coe/distributed/rank_device.h"
 #include "coe/model/flops.h"
 #include "coe/train/device.h"
-#include "coe/train/evaluate.h"
+#include "coe/eval/evaluate.h"
 #include "coe/train/init_from.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/run_lock.h"

@@ -16,6 +16,7 @@
 // No shell anywhere: coe-train, coe-memory, coe-eval and gnuplot are argument vectors
 // (util/subprocess.h) with their output appended to the run directory's logs.
 #include "coe/train/sweep.h"
+#include "coe/util/clock.h"
 #include "coe/util/run_logs.h"
 
 #include <chrono>
@@ -140,7 +141,7 @@ class SweepRunner {
   SweepStatus status_;
   std::vector<int64_t> steps_left_;  // per variant, as planned at construction: the sweep's ETA
   SweepPace pace_;
-  std::chrono::steady_clock::time_point start_;
+  Clock::time_point start_;
   bool any_failed_ = false;
 };
 

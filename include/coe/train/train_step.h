@@ -20,6 +20,7 @@
 // the gradients summed over the ranks are exactly those of one process holding the global batch.
 #include "coe/data/batch.h"
 #include "coe/data/loader.h"
+#include "coe/eval/device_batch.h"
 #include "coe/model/router.h"
 #include "coe/train/adamw.h"
 
@@ -35,18 +36,10 @@ namespace coe {
 
 class CausalLMImpl;
 
-// Labels that count in the loss: labels[b, s] != kIgnoreLabel for s >= 1 (the model shifts).
-int64_t count_loss_tokens(const TokenBatch& batch);
 // Rows [first, first + count) of `batch`.
 TokenBatch slice_rows(const TokenBatch& batch, int64_t first, int64_t count);
 // Consecutive micro-batches of `micro_batch` rows (the last one shorter if it does not divide).
 std::vector<TokenBatch> split_micro_batches(const TokenBatch& batch, int64_t micro_batch);
-
-// int64 [B, S] tensors on `device`.
-struct DeviceBatch {
-  at::Tensor input_ids, labels;
-};
-DeviceBatch to_device(const TokenBatch& batch, const c10::Device& device);
 
 struct AccumulationResult {
   // Scalars float32 on the device, detached: mean LM loss over the N tokens, and the row-weighted

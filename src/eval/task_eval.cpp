@@ -1,4 +1,4 @@
-#include "coe/train/task_eval.h"
+#include "coe/eval/task_eval.h"
 
 #include "coe/data/content_hash.h"
 #include "coe/data/jsonl.h"

@@ -1,9 +1,9 @@
-#include "coe/train/evaluate.h"
+#include "coe/eval/evaluate.h"
 
 #include "coe/model/autocast.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/chunked_loss.h"
-#include "coe/train/train_step.h"
+#include "coe/eval/device_batch.h"
 #include "coe/util/ignore_label.h"
 
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-#include "coe/train/generate.h"
+#include "coe/eval/generate.h"
 
 #include "coe/model/causal_lm.h"
 #include "coe/tokenizer/tokenizer.h"

@@ -1,10 +1,10 @@
 #pragma once
 // Answer accuracy on math word problems (coe-eval --task): each record is prompted as the model
 // was trained (the run's text format, cut where the answer begins, after optional exemplars),
-// answered greedily, and its final answer (data/math_answer.h) compared with the gold one.
-#include "coe/data/math_answer.h"
+// answered greedily, and its final answer (eval/math_answer.h) compared with the gold one.
+#include "coe/eval/math_answer.h"
 #include "coe/data/text_template.h"
-#include "coe/train/generate.h"
+#include "coe/eval/generate.h"
 
 #include <nlohmann/json.hpp>
 

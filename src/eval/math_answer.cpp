@@ -1,4 +1,4 @@
-#include "coe/data/math_answer.h"
+#include "coe/eval/math_answer.h"
 
 #include "coe/util/error.h"
 
