@@ -3,8 +3,8 @@
 // answers), every gold answer of the real GSM8K test split, the prompt a run's text format
 // gives, and the Wilson interval.
 #include "coe/data/jsonl.h"
-#include "coe/eval/math_answer.h"
 #include "coe/data/text_template.h"
+#include "coe/eval/math_answer.h"
 #include "support/expect_error.h"
 #include "support/test_env.h"
 

@@ -103,6 +103,11 @@ TEST_F(ConfigErrors, ImpossibleValues) {
   expect_error([&] { coe::load_model_config(yaml("residual_mode: sideways\n")); }, {"residual_mode", "sideways"});
   expect_error([&] { coe::load_model_config(yaml("rope_scaling: {rope_type: yarn}\n")); },
                {"rope_scaling.factor", "required"});
+  // Counts that are loops: an absurd one is an error at once, not an endless loop.
+  std::string deep = std::string(kGoodYaml);
+  deep.replace(deep.find("num_hidden_layers: 2"), 20, "num_hidden_layers: 9223372036854775807");
+  expect_error([&] { coe::load_model_config(write_file(dir_ / "deep.yaml", deep)); },
+               {"deep.yaml", "num_hidden_layers", "must be <= 65536"});
 }
 
 TEST_F(ConfigErrors, DuplicateKeyIsReportedByTheParser) {

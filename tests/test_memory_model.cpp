@@ -104,8 +104,8 @@ TEST(MemoryModel, ParameterCountsEqualTheModel) {
   expect_counts_match(c, "all layers dense");
   c = tiny();
   c.inner_iter = 2;
-  c.topk_method = "noaux_tc";  // the correction biases are buffers: no parameters
-  c.scoring_func = "sigmoid";
+  c.topk_method = coe::TopkMethod::kNoauxTc;  // the correction biases are buffers: no parameters
+  c.scoring_func = coe::ScoringFunc::kSigmoid;
   expect_counts_match(c, "noaux_tc with sigmoid scores");
 }
 

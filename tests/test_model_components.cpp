@@ -101,7 +101,7 @@ TEST(GradientCheck, CoeLayerIndependentGatesInnerResidualSeqAux) {
 
 TEST(GradientCheck, GroupLimitedNormalisedTokenAuxAddInputOuterResidualSharedGate) {
   coe::ModelConfig c = tiny_config();
-  c.topk_method = "group_limited_greedy";
+  c.topk_method = coe::TopkMethod::kGroupLimitedGreedy;
   c.n_group = 3;
   c.topk_group = 2;
   c.num_experts_per_tok = 3;
@@ -121,8 +121,8 @@ TEST(GradientCheck, SigmoidBiasCorrectedGroupsZLossSeqAux) {
   // DeepSeek-V3's gate: sigmoid scores, bias-corrected group-limited choice, normalised and scaled
   // weights, the sequence-wise aux loss on normalised sigmoid scores, and the router z-loss.
   coe::ModelConfig c = tiny_config();
-  c.scoring_func = "sigmoid";
-  c.topk_method = "noaux_tc";
+  c.scoring_func = coe::ScoringFunc::kSigmoid;
+  c.topk_method = coe::TopkMethod::kNoauxTc;
   c.n_group = 3;
   c.topk_group = 2;
   c.num_experts_per_tok = 3;

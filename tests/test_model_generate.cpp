@@ -4,11 +4,11 @@
 // the logits agree to 1e-5 and greedy decoding picks the same tokens. Generation on top of it:
 // greedy equals greedy by recomputation, sampling is fixed by its seed and independent of the
 // batch, stop strings cut the text (streamed pieces add up to it), position limits hold.
+#include "coe/eval/generate.h"
 #include "coe/io/hf_checkpoint.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/kv_cache.h"
 #include "coe/tokenizer/tokenizer.h"
-#include "coe/eval/generate.h"
 #include "support/expect_error.h"
 #include "support/test_env.h"
 

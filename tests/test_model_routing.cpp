@@ -3,12 +3,13 @@
 // against a float64 computation written out by hand, the balancing bias moving toward balance on
 // a crafted batch, expert-load counting (not doubled by activation checkpointing), and the bias
 // in HF checkpoints.
+#include "coe/eval/evaluate.h"
 #include "coe/io/hf_checkpoint.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/config.h"
 #include "coe/model/moe.h"
 #include "coe/model/router.h"
-#include "coe/eval/evaluate.h"
+#include "coe/util/config_reader.h"
 
 #include "support/expect_error.h"
 #include "support/test_env.h"
@@ -38,7 +39,7 @@ coe::ModelConfig four_experts() {
   c.hidden_size = 3;
   c.n_routed_experts = 4;
   c.num_experts_per_tok = 2;
-  c.scoring_func = "sigmoid";
+  c.scoring_func = coe::ScoringFunc::kSigmoid;
   c.aux_loss_alpha = 0;
   return c;
 }
@@ -108,7 +109,7 @@ TEST(SigmoidRouting, HandCheckedScoresAndDeepSeekV3Weights) {
 TEST(SigmoidRouting, SoftmaxKeepsTheReferenceRuleNormaliseOrScale) {
   // The DeepSeek-V2 reference: with norm_topk_prob the weights are normalised and not scaled.
   coe::ModelConfig c = four_experts();
-  c.scoring_func = "softmax";
+  c.scoring_func = coe::ScoringFunc::kSoftmax;
   c.norm_topk_prob = true;
   c.routed_scaling_factor = 2.5;
   coe::Router router = hand_router(c);
@@ -120,7 +121,7 @@ TEST(SigmoidRouting, SoftmaxKeepsTheReferenceRuleNormaliseOrScale) {
 
 TEST(NoauxTcRouting, BiasChoosesTheExpertsButNotTheWeights) {
   coe::ModelConfig c = four_experts();
-  c.topk_method = "noaux_tc";
+  c.topk_method = coe::TopkMethod::kNoauxTc;
   c.norm_topk_prob = true;
   c.routed_scaling_factor = 2.5;
   coe::Router router = hand_router(c);
@@ -147,10 +148,10 @@ TEST(NoauxTcRouting, GroupsRankByTheSumOfTheirTwoBestBiasedScores) {
   c.n_group = 2;  // groups {0, 1} and {2, 3}
   c.topk_group = 1;
   // group_limited_greedy ranks groups by their best expert: token c (0.95 in group 0) stays there.
-  c.topk_method = "group_limited_greedy";
+  c.topk_method = coe::TopkMethod::kGroupLimitedGreedy;
   expect_choice(hand_router(c)->forward(three_tokens()), 2, {0, 1}, {0.95 / 1.05, 0.10 / 1.05});
   // noaux_tc ranks by the best two: group 1 (0.80 + 0.70) beats group 0 (0.95 + 0.10).
-  c.topk_method = "noaux_tc";
+  c.topk_method = coe::TopkMethod::kNoauxTc;
   coe::Router router = hand_router(c);
   expect_choice(router->forward(three_tokens()), 2, {2, 3}, {0.8 / 1.5, 0.7 / 1.5});
   expect_choice(router->forward(three_tokens()), 0, {0, 1}, {0.9 / 1.65, 0.75 / 1.65});
@@ -249,8 +250,8 @@ TEST(Balancing, BiasMovesTowardBalanceOnACraftedBatch) {
   c.hidden_size = 4;
   c.n_routed_experts = 4;
   c.num_experts_per_tok = 1;
-  c.scoring_func = "sigmoid";
-  c.topk_method = "noaux_tc";
+  c.scoring_func = coe::ScoringFunc::kSigmoid;
+  c.topk_method = coe::TopkMethod::kNoauxTc;
   c.aux_loss_alpha = 0;
   coe::Router router(c);
   {
@@ -301,7 +302,7 @@ TEST(Balancing, BiasMovesTowardBalanceOnACraftedBatch) {
 
 TEST(Balancing, SharedGateBalancesAllIterationsTogether) {
   coe::ModelConfig c = coe::test::tiny_model_config();
-  c.topk_method = "noaux_tc";
+  c.topk_method = coe::TopkMethod::kNoauxTc;
   c.inner_iter = 2;
   c.use_igate = false;
   coe::MoeBlock block(c);
@@ -366,8 +367,8 @@ TEST(ExpertLoad, CountsEveryIterationOnceEvenWithActivationCheckpointing) {
 
 TEST(Balancing, CheckpointsRoundTripTheBiasUnderItsHfName) {
   coe::ModelConfig c = coe::test::tiny_model_config();
-  c.topk_method = "noaux_tc";
-  c.scoring_func = "sigmoid";
+  c.topk_method = coe::TopkMethod::kNoauxTc;
+  c.scoring_func = coe::ScoringFunc::kSigmoid;
   c.norm_topk_prob = true;
   c.inner_iter = 2;
   torch::manual_seed(8);
@@ -385,7 +386,7 @@ TEST(Balancing, CheckpointsRoundTripTheBiasUnderItsHfName) {
   // Not parameters: not trained, not in the parameter count.
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  c.topk_method = "greedy";
+  c.topk_method = coe::TopkMethod::kGreedy;
   coe::CausalLM greedy(c);
   int64_t greedy_params = 0;
   for (const auto& p : greedy->parameters()) greedy_params += p.numel();
@@ -398,8 +399,8 @@ TEST(Balancing, CheckpointsRoundTripTheBiasUnderItsHfName) {
   ASSERT_EQ(a.size(), 4u);
   ASSERT_EQ(b.size(), 4u);
   for (const auto& item : a) EXPECT_TRUE(at::equal(item.value(), b[item.key()])) << item.key();
-  EXPECT_EQ(loaded->config().topk_method, "noaux_tc");
-  EXPECT_EQ(loaded->config().scoring_func, "sigmoid");
+  EXPECT_EQ(coe::to_string(loaded->config().topk_method), std::string("noaux_tc"));
+  EXPECT_EQ(coe::to_string(loaded->config().scoring_func), std::string("sigmoid"));
   // Same logits (the bias decides the routing).
   model->eval();
   loaded->eval();
@@ -407,7 +408,7 @@ TEST(Balancing, CheckpointsRoundTripTheBiasUnderItsHfName) {
   EXPECT_TRUE(at::equal(model->forward(ids).logits, loaded->forward(ids).logits));
 
   // A shared gate's bias: model.layers.N.mlp.gate.e_score_correction_bias.
-  c.topk_method = "noaux_tc";
+  c.topk_method = coe::TopkMethod::kNoauxTc;
   c.use_igate = false;
   coe::CausalLM shared(c);
   EXPECT_TRUE(coe::hf_state_dict(*shared).count("model.layers.0.mlp.gate.e_score_correction_bias"));
@@ -427,34 +428,40 @@ TEST(RoutingConfig, BadValuesAreOneLineErrorsNamingTheKey) {
     change(c);
     return [c] { c.validate("run.yaml"); };
   };
-  coe::test::expect_error(with([](coe::ModelConfig& c) { c.scoring_func = "softplus"; }),
+  // A name outside an enum's table cannot reach a ModelConfig: reading it fails.
+  auto read = [](const std::string& yaml) {
+    return [yaml] {
+      coe::ConfigReader reader(YAML::Load(yaml), "run.yaml");
+      coe::parse_model_config(reader);
+    };
+  };
+  coe::test::expect_error(read("scoring_func: softplus"),
                           {"run.yaml", "scoring_func", "unknown scoring function 'softplus'", "softmax | sigmoid"});
-  coe::test::expect_error(with([](coe::ModelConfig& c) { c.topk_method = "noaux"; }),
-                          {"topk_method", "unknown method 'noaux'", "noaux_tc"});
+  coe::test::expect_error(read("topk_method: noaux"), {"topk_method", "unknown method 'noaux'", "noaux_tc"});
   coe::test::expect_error(with([](coe::ModelConfig& c) { c.router_z_loss_alpha = -0.1; }),
                           {"router_z_loss_alpha", "must be >= 0"});
   coe::test::expect_error(with([](coe::ModelConfig& c) {
-                            c.topk_method = "noaux_tc";
+                            c.topk_method = coe::TopkMethod::kNoauxTc;
                             c.n_group = 8;  // one expert per group: no best two
                             c.topk_group = 2;
                           }),
                           {"n_group", "two best experts", "leaves 1 per group"});
   coe::test::expect_error(with([](coe::ModelConfig& c) {
-                            c.topk_method = "noaux_tc";
+                            c.topk_method = coe::TopkMethod::kNoauxTc;
                             c.n_group = 4;
                             c.topk_group = 5;
                           }),
                           {"topk_group", "must be in [1, n_group=4]"});
   coe::test::expect_error(with([](coe::ModelConfig& c) {
-                            c.topk_method = "noaux_tc";
+                            c.topk_method = coe::TopkMethod::kNoauxTc;
                             c.n_group = 0;
                           }),
                           {"n_group", "must be >= 1"});
   // Valid: noaux_tc with softmax scores (DeepSeek-V3's inference gate allows both), and grouped.
-  EXPECT_NO_THROW(with([](coe::ModelConfig& c) { c.topk_method = "noaux_tc"; })());
+  EXPECT_NO_THROW(with([](coe::ModelConfig& c) { c.topk_method = coe::TopkMethod::kNoauxTc; })());
   EXPECT_NO_THROW(with([](coe::ModelConfig& c) {
-    c.topk_method = "noaux_tc";
-    c.scoring_func = "sigmoid";
+    c.topk_method = coe::TopkMethod::kNoauxTc;
+    c.scoring_func = coe::ScoringFunc::kSigmoid;
     c.n_group = 4;
     c.topk_group = 2;
   })());

@@ -3,6 +3,7 @@
 // sweeps wrote it, the plan read from run directories laid out by hand, the commands of each phase,
 // a run whose coe-train is /usr/bin/false or /usr/bin/true (a failed and a stopped variant), the
 // live progress lines, and summary.csv / summary.md as the three parts of write_sweep_summary.
+#include "coe/train/run_lock.h"
 #include "coe/train/sweep.h"
 #include "coe/train/sweep_runner.h"
 #include "coe/util/subprocess.h"
@@ -169,6 +170,17 @@ TEST_F(SweepRunnerTest, StatusFileKeepsItsFormat) {
   EXPECT_EQ(some.count("x"), 0u);
   write_file(out() / "sweep-status.json", "{\"a\": ");
   EXPECT_TRUE(coe::read_sweep_status(spec).empty()) << "a damaged file reads as empty";
+}
+
+// A second coe-sweep on a running sweep's out_dir fails on the lock before it writes anything:
+// the first one's status file stays as it is.
+TEST_F(SweepRunnerTest, ASecondSweepOnTheSameOutDirWritesNothing) {
+  write_file(out() / "sweep-status.json", kStatusFile);
+  const coe::RunDirLock first(out().string(), "coe-sweep", "out_dir (or --out)");
+  coe::SweepRunner second = runner();
+  coe::test::expect_error([&] { second.run(); }, {out().string(), "in use by another coe-sweep", "pid "});
+  EXPECT_EQ(read_file(out() / "sweep-status.json"), kStatusFile);
+  EXPECT_EQ(runner({}, /*dry_run=*/true).run(), 0) << "a dry run writes nothing and takes no lock";
 }
 
 TEST_F(SweepRunnerTest, PlanReadsTheRunDirectories) {

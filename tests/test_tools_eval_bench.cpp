@@ -3,15 +3,20 @@
 // for the same records (same token averaging), the routing file carries the combinatorial bound
 // C(N,K)^C / C(N,C*K), and coe-bench runs training steps on CPU and writes its JSON, taking the
 // vocabulary from the tokenizer. Bad flags are one-line errors.
+#include "coe/io/hf_checkpoint.h"
+#include "coe/model/causal_lm.h"
+
 #include "support/test_env.h"
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 
 namespace {
@@ -171,6 +176,51 @@ TEST_F(ToolsEvalBench, EvalRefusesWhatWouldScoreGarbage) {
     EXPECT_NE(out.find(c.expected), std::string::npos) << c.args << ": " << out;
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << c.args << ": " << out;
   }
+}
+
+// coe-eval on a checkpoint whose weights are NaN: an error naming the checkpoint, no report.
+TEST_F(ToolsEvalBench, EvalOfNonFiniteWeightsIsAnError) {
+  const fs::path nan_ckpt = root_ / "nan-checkpoint";
+  {
+    coe::CausalLM model = coe::load_hf_checkpoint((root_ / "run" / "step-4").string());
+    torch::NoGradGuard no_grad;
+    model->norm->weight.fill_(std::numeric_limits<float>::quiet_NaN());
+    coe::save_hf_checkpoint(*model, nan_ckpt.string());
+  }
+  fs::copy_file(root_ / "run" / "step-4" / "config.yaml", nan_ckpt / "config.yaml");
+  const fs::path report = root_ / "nan-eval.json";
+  std::string out;
+  EXPECT_EQ(run_command(tool_path("coe-eval").string() + " --checkpoint " + nan_ckpt.string() + " --data " +
+                            (root_ / "prepared").string() + " --split val --batch 4 --json " + report.string(),
+                        &out),
+            1)
+      << out;
+  EXPECT_NE(out.find("error: " + nan_ckpt.string()), std::string::npos) << out;
+  EXPECT_NE(out.find("not finite"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(report));
+}
+
+// A full disk behind `> file` is an error: every tool flushes and checks its standard output
+// before exiting 0 (/dev/full fails every write with ENOSPC).
+TEST_F(ToolsEvalBench, EveryToolChecksItsStandardOutput) {
+  for (const std::string tool : {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep", "coe-prepare",
+                                 "coe-tokenize", "coe-generate", "coe-plot", "coe-tokfuzz"}) {
+    std::string out;
+    EXPECT_EQ(run_command("{ " + tool_path(tool).string() + " --help > /dev/full; }", &out), 1) << tool << ": " << out;
+    EXPECT_EQ(out.rfind("error: cannot write the standard output", 0), 0u) << tool << ": " << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << tool << ": " << out;
+  }
+  // Real output, more than one buffer of it: 500 records tokenized into /dev/full.
+  std::string records;
+  for (int i = 0; i < 500; ++i) records += "{\"text\": \"record " + std::to_string(i) + " of the stdout check\"}\n";
+  const fs::path input = coe::test::write_file(root_ / "stdout-check.jsonl", records);
+  std::string out;
+  EXPECT_EQ(run_command(
+                "{ " + tool_path("coe-tokenize").string() + " --tokenizer byte < " + input.string() + " > /dev/full; }",
+                &out),
+            1)
+      << out;
+  EXPECT_NE(out.find("error: cannot write the standard output"), std::string::npos) << out;
 }
 
 TEST_F(ToolsEvalBench, EveryToolNamesItsVersion) {

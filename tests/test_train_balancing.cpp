@@ -238,7 +238,7 @@ TEST_F(Research, WarmStartMoeToCoeCopiesEveryTensor) {
 
 TEST_F(Research, WarmStartDropsABiasTheTargetDoesNotUse) {
   coe::ModelConfig c = coe::test::tiny_model_config();
-  c.topk_method = "noaux_tc";
+  c.topk_method = coe::TopkMethod::kNoauxTc;
   const fs::path src = source_checkpoint("src-noaux", c, 23);
   coe::Trainer t(config("warm-drop", {"trainer.init_from=" + src.string()}), quiet());
   const std::string table = coe::test::read_file(root_ / "warm-drop" / "init_from.txt");

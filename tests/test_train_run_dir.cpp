@@ -70,6 +70,18 @@ TEST_F(RunDir, SecondTrainerOnTheSameDirectoryFailsNamingTheFirst) {
   EXPECT_EQ(again.state().step, 6);
 }
 
+// A .coe-lock that is a symbolic link is refused, and its target is neither truncated nor written.
+TEST_F(RunDir, LockFileIsNeverFollowedThroughALink) {
+  const fs::path dir = root_ / "lock-link";
+  fs::create_directories(dir);
+  const fs::path target = root_ / "precious.txt";
+  write_file(target, "keep me\n");
+  fs::create_symlink(target, dir / ".coe-lock");
+  expect_error([&] { coe::Trainer t(config("lock-link"), options()); },
+               {(dir / ".coe-lock").string(), "symbolic link"});
+  EXPECT_EQ(read_file(target), "keep me\n");
+}
+
 // Resuming from step 2 while steps 4 and 6 exist: the abandoned branch moves aside whole, the logs
 // restart at step 2, pruning keeps the step resumed from, and the new branch retraces the old one
 // (same seed, same data order) to the same losses.
@@ -223,6 +235,37 @@ TEST_F(RunDir, LeftoversOfKilledSavesAreCleanedAndForeignFilesKept) {
   const auto kept = coe::list_checkpoints(dir.string());
   ASSERT_EQ(kept.size(), 1u);
   EXPECT_EQ(kept[0].step, 6);
+}
+
+// A save killed right after creating step-N.tmp/ leaves it empty, or holding only the marker's
+// temporary: that is coe's to remove, and the run resumes and saves step N again.
+TEST_F(RunDir, ASaveKilledAtItsStartStaysResumable) {
+  const std::vector<std::string> common{"trainer.save_interval=1", "trainer.val_interval=0"};
+  ASSERT_EQ(coe::Trainer(config("killed-save", common), options(false, 2)).run().status, coe::TrainStatus::kStopped);
+  const fs::path dir = root_ / "killed-save";
+  fs::create_directories(dir / "step-3.tmp");
+  write_file(dir / "step-4.tmp" / ".coe-checkpoint.tmp-4242", "coe-train chec");
+  write_file(dir / "step-5.tmp" / "notes.txt", "mine");  // not coe's: stays
+
+  coe::Trainer t(config("killed-save", common), options(true, 2));
+  EXPECT_FALSE(fs::exists(dir / "step-3.tmp"));
+  EXPECT_FALSE(fs::exists(dir / "step-4.tmp"));
+  EXPECT_EQ(read_file(dir / "step-5.tmp" / "notes.txt"), "mine");
+  ASSERT_EQ(t.run().status, coe::TrainStatus::kStopped);
+  EXPECT_TRUE(fs::exists(dir / "step-3" / "state.json"));
+  EXPECT_TRUE(fs::exists(dir / "step-4" / "state.json"));
+}
+
+// The temporaries of writes killed before their rename are removed by the next run; a file of the
+// same pattern that is not one of coe's names stays.
+TEST_F(RunDir, TemporariesOfKilledWritesAreRemoved) {
+  const fs::path dir = root_ / "tmp-files";
+  for (const char* f : {"config.yaml.tmp-4242", "val.jsonl.tmp-17", "final.json.tmp-99", "notes.txt.tmp-5"})
+    write_file(dir / f, "half");
+  coe::Trainer t(config("tmp-files"), options());
+  for (const char* f : {"config.yaml.tmp-4242", "val.jsonl.tmp-17", "final.json.tmp-99"})
+    EXPECT_FALSE(fs::exists(dir / f)) << f;
+  EXPECT_EQ(read_file(dir / "notes.txt.tmp-5"), "half");
 }
 
 // coe-train prints a non-finite stop once, as its error line, and exits 3. (A learning rate of

@@ -8,8 +8,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <iostream>
 #include <string>
 
 namespace coe::cli {
@@ -18,6 +21,13 @@ namespace coe::cli {
 inline std::string version_line(const std::string& tool) {
   return tool + " " + COE_VERSION + " (git " + COE_GIT_COMMIT + "), torch " + COE_TORCH_VERSION +
          (COE_BUILT_WITH_CUDA ? std::string(", CUDA ") + COE_CUDA_VERSION : std::string(", CPU only"));
+}
+
+// For options whose empty value would silently mean "not given" (--out "", --prompt ""): an
+// explicit empty value is a usage error instead.
+inline CLI::Validator non_empty() {
+  return CLI::Validator([](std::string& value) { return value.empty() ? std::string("must not be empty") : ""; },
+                        "NON-EMPTY");
 }
 
 // Returns -1 when the tool should go on, else the status to exit with.
@@ -53,6 +63,19 @@ inline std::string unescape(const std::string& s) {
 inline int report(const std::exception& e, const std::string& who = "") {
   std::fprintf(stderr, "error: %s%s\n", who.c_str(), first_line(e).c_str());
   return 1;
+}
+
+// What every tool's main returns through: the standard output is flushed and checked, so that a
+// full disk or a closed pipe behind `> file` is "error: ..." and exit status 1, never exit 0 with
+// the output cut short.
+inline int exit_status(int status) {
+  errno = 0;
+  std::cout.flush();
+  const bool failed = !std::cout || std::fflush(stdout) != 0 || std::ferror(stdout);
+  if (!failed) return status;
+  const int err = errno;
+  std::fprintf(stderr, "error: cannot write the standard output: %s\n", err != 0 ? std::strerror(err) : "write failed");
+  return status == 0 ? 1 : status;
 }
 
 }  // namespace coe::cli

@@ -110,7 +110,7 @@ void decode_bench(const coe::TrainConfig& cfg, const std::string& config_path, c
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"coe-bench: training-step throughput on random tokens"};
   std::string config_path, json_out;
   std::vector<std::string> overrides;
@@ -240,3 +240,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

@@ -8,13 +8,13 @@
 #include "cli.h"
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
+#include "coe/eval/evaluate.h"
+#include "coe/eval/task_eval.h"
 #include "coe/model/causal_lm.h"
 #include "coe/tokenizer/tokenizer.h"
 #include "coe/train/device.h"
 #include "coe/train/eval_setup.h"
-#include "coe/eval/evaluate.h"
 #include "coe/train/memory_model.h"
-#include "coe/eval/task_eval.h"
 #include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
@@ -32,6 +32,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -126,6 +127,10 @@ void run_loss_eval(const Flags& f) {
   const double seconds = std::chrono::duration<double>(now - start).count();
   const double scoring_seconds = std::chrono::duration<double>(now - scoring_start).count();
   const double records_per_s = scoring_seconds > 0 ? report.records / scoring_seconds : 0.0;
+  if (report.tokens > 0 && !std::isfinite(report.val_loss))
+    coe::fail("{}: the loss on {} is {} (not finite): the checkpoint's weights are non-finite or its forward "
+              "overflows; no report written",
+              ckpt, f.data, report.val_loss);
 
   fmt::print("checkpoint   {}\ndata         {} ({} records, {} scored tokens)\n", ckpt, f.data, report.records,
              report.tokens);
@@ -284,7 +289,7 @@ void run_task_eval(const Flags& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"coe-eval: evaluate a coe / reference checkpoint on validation data"};
   Flags f;
   app.add_option("--checkpoint", f.checkpoint, "checkpoint dir (config.json + model.safetensors) or run dir")
@@ -347,3 +352,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

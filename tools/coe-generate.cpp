@@ -10,12 +10,12 @@
 #include "cli.h"
 #include "coe/data/jsonl.h"
 #include "coe/data/text_template.h"
+#include "coe/eval/generate.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/kv_cache.h"
 #include "coe/tokenizer/tokenizer.h"
 #include "coe/train/device.h"
 #include "coe/train/eval_setup.h"
-#include "coe/eval/generate.h"
 #include "coe/util/clock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
@@ -216,12 +216,13 @@ int run(const Flags& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"coe-generate: generate text from a coe / reference checkpoint with a KV cache"};
   Flags f;
   app.add_option("--checkpoint", f.checkpoint, "checkpoint dir (config.json + model.safetensors) or run dir")
       ->required();
-  app.add_option("--prompt", f.prompt, "one prompt: the question, put into the run's text format (streams the answer)");
+  app.add_option("--prompt", f.prompt, "one prompt: the question, put into the run's text format (streams the answer)")
+      ->check(coe::cli::non_empty());
   app.add_option("--input", f.input, "JSON / JSONL records, each rendered in the run's text format up to its answer");
   app.add_option("--output", f.output, "with --input: write the JSONL here (default: stdout)");
   app.add_flag("--raw", f.raw, "use the prompt text as is (--input: the records' --prompt-key field)");
@@ -255,3 +256,5 @@ int main(int argc, char** argv) {
     return coe::cli::report(e);
   }
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

@@ -214,7 +214,7 @@ std::string measurement_text(const Measurement& m, const coe::MemoryEstimate& e)
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"coe-memory: parameter counts and training-memory estimate of a run config (docs/memory.md)"};
   std::string config_path, json_out;
   std::vector<std::string> compare;
@@ -305,3 +305,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

@@ -158,13 +158,14 @@ void write_data_files(const fs::path& out, const std::vector<Run>& runs, double 
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"coe-plot: PNG plots of training runs from metrics.jsonl / val.jsonl (docs/training.md)"};
   std::vector<std::string> run_dirs;
   std::string out_dir, routing;
   double smoothing = 0.9;
   app.add_option("run_dirs", run_dirs, "run directories (coe-train's trainer.out_dir)")->required();
-  app.add_option("--out", out_dir, "where the PNGs and their data go (default: RUN_DIR/plots for one run)");
+  app.add_option("--out", out_dir, "where the PNGs and their data go (default: RUN_DIR/plots for one run)")
+      ->check(coe::cli::non_empty());
   app.add_option("--routing", routing,
                  "a coe-eval --routing (or --json) file for the expert-load heatmap (one RUN_DIR only; "
                  "default: RUN_DIR/routing.json, else RUN_DIR/eval.json, when present)");
@@ -263,3 +264,5 @@ int main(int argc, char** argv) {
     return coe::cli::report(e);
   }
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

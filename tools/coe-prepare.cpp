@@ -38,7 +38,7 @@ std::vector<std::string> split_commas(const std::string& s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"coe-prepare: tokenize and split raw records into a prepared dataset"};
 
   std::string config_path, out, tokenizer, text_keys, template_text, group_by, split_rng;
@@ -114,3 +114,5 @@ int main(int argc, char** argv) {
     return coe::cli::report(e);
   }
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"coe-sweep: train the variants of a sweep file and summarise them (docs/sweeps.md)"};
   std::string sweep_path, out_dir;
   coe::SweepOptions options;
@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   app.add_option("--only", options.only, "run only this variant (repeatable; the report still lists all)");
   app.add_flag("--dry-run", options.dry_run, "validate every variant and print the commands; run nothing");
   app.add_flag("--report", options.report_only, "only (re)write summary.csv, summary.md and the plots");
-  app.add_option("--out", out_dir, "sweep output directory (overrides out_dir)");
+  app.add_option("--out", out_dir, "sweep output directory (overrides out_dir)")->check(coe::cli::non_empty());
   app.add_flag("--no-routing", no_routing, "skip the coe-eval routing analysis");
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
 
@@ -40,3 +40,5 @@ int main(int argc, char** argv) {
     return coe::cli::report(e);
   }
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

@@ -178,7 +178,7 @@ int bench(const coe::Tokenizer& tok, const std::vector<std::string>& fields, int
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"Tokenize JSONL text into token ids (or decode ids back into text)"};
   std::string spec;
   std::vector<std::string> fields;
@@ -215,3 +215,5 @@ int main(int argc, char** argv) {
     return coe::cli::report(e);
   }
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

@@ -216,7 +216,7 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"Differential test of coe's HF tokenizer against Hugging Face tokenizers (PyPI)"};
   Options opt;
   app.add_option("--tokenizer", opt.tokenizers, "tokenizer.json file(s)")->required();
@@ -274,3 +274,5 @@ int main() {
 }
 
 #endif
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

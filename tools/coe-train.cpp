@@ -22,10 +22,11 @@
 
 #include <cstdio>
 #include <exception>
+#include <limits>
 #include <string>
 #include <vector>
 
-int main(int argc, char** argv) {
+static int tool_main(int argc, char** argv) {
   CLI::App app{"Train a MoE / Chain-of-Experts language model (see docs/training.md)"};
   std::string config_path;
   std::vector<std::string> overrides;
@@ -35,8 +36,9 @@ int main(int argc, char** argv) {
   app.add_option("config", config_path, "run configuration (YAML)")->required();
   app.add_option("--set", overrides, "override a key: section.key=value (repeatable)")->take_all();
   app.add_flag("--resume", resume, "continue from the newest complete checkpoint in the run directory");
-  app.add_option("--out", out_dir, "run directory (overrides trainer.out_dir)");
-  app.add_option("--max-steps", max_steps, "stop (with a checkpoint) after N steps of this invocation");
+  app.add_option("--out", out_dir, "run directory (overrides trainer.out_dir)")->check(coe::cli::non_empty());
+  app.add_option("--max-steps", max_steps, "stop (with a checkpoint) after N >= 1 steps of this invocation")
+      ->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   coe::tune_host_allocator();
 
@@ -61,3 +63,5 @@ int main(int argc, char** argv) {
     return coe::cli::report(e, who);
   }
 }
+
+int main(int argc, char** argv) { return coe::cli::exit_status(tool_main(argc, argv)); }

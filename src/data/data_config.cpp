@@ -5,28 +5,40 @@
 
 namespace coe {
 
-const char* to_string(Truncation t) {
-  switch (t) {
-    case Truncation::kError: return "error";
-    case Truncation::kLeft: return "left";
-    case Truncation::kRight: return "right";
-  }
-  return "?";
+namespace {
+
+const EnumName<Truncation> kTruncationNames[] = {
+    {Truncation::kError, "error"},
+    {Truncation::kLeft, "left"},
+    {Truncation::kRight, "right"},
+};
+const EnumName<SplitRng> kSplitRngNames[] = {
+    {SplitRng::kSplitMix64, "splitmix64"},
+    {SplitRng::kNumpy, "numpy"},
+};
+
+std::string unknown_truncation(const std::string& s) {
+  return fmt::format("truncation '{}': expected {}", s, join_names(kTruncationNames, ", ", " or "));
 }
 
-const char* to_string(SplitRng r) { return r == SplitRng::kNumpy ? "numpy" : "splitmix64"; }
+std::string unknown_split_rng(const std::string& s) {
+  return fmt::format("split_rng '{}': expected {}", s, join_names(kSplitRngNames, ", ", " or "));
+}
+
+}  // namespace
+
+const char* to_string(Truncation t) { return enum_name(kTruncationNames, t); }
+
+const char* to_string(SplitRng r) { return enum_name(kSplitRngNames, r); }
 
 Truncation parse_truncation(const std::string& s) {
-  if (s == "error") return Truncation::kError;
-  if (s == "left") return Truncation::kLeft;
-  if (s == "right") return Truncation::kRight;
-  fail("truncation '{}': expected error, left or right", s);
+  if (auto t = enum_value(kTruncationNames, s)) return *t;
+  throw Error(unknown_truncation(s));
 }
 
 SplitRng parse_split_rng(const std::string& s) {
-  if (s == "splitmix64") return SplitRng::kSplitMix64;
-  if (s == "numpy") return SplitRng::kNumpy;
-  fail("split_rng '{}': expected splitmix64 or numpy", s);
+  if (auto r = enum_value(kSplitRngNames, s)) return *r;
+  throw Error(unknown_split_rng(s));
 }
 
 void DataConfig::validate() const {
@@ -48,44 +60,35 @@ void DataConfig::validate() const {
 
 namespace {
 
-std::vector<std::string> read_paths(ConfigReader& data, const std::string& key) {
-  if (data.has(key) && data.node()[key].IsScalar()) return {data.require<std::string>(key)};
-  return data.get<std::vector<std::string>>(key, {});
+// Every key of the `data:` section, in the order config.yaml lists them. Cross-field checks are
+// DataConfig::validate's, once every key is read.
+template <class V>
+void visit_fields(DataConfig& d, V& v) {
+  v.field("train_files", d.train_files, kScalarAsList);
+  v.field("val_files", d.val_files, kScalarAsList);
+  v.field("prepared_dir", d.prepared_dir);
+  v.field("tokenizer", d.tokenizer);
+  v.field("text_keys", d.text.text_keys);
+  v.field("template", d.text.template_text);
+  v.field("val_count", d.split.val_count);
+  v.field("val_fraction", d.split.val_fraction);
+  v.field("split_seed", d.split.seed, [](int64_t seed) { return seed < 0 ? "must be >= 0" : std::string(); });
+  v.choice("split_rng", d.split.rng, kSplitRngNames, unknown_split_rng);
+  v.field("group_by", d.split.group_by, kEmptyIsNull);
+  v.field("max_length", d.max_length);
+  v.choice("truncation", d.truncation, kTruncationNames, unknown_truncation);
+  v.field("packing", d.packing);
+  v.field("add_eos", d.add_eos);
+  v.field("shuffle", d.shuffle);
+  v.field("threads", d.threads);
 }
 
 }  // namespace
 
 DataConfig parse_data_config(ConfigReader& data) {
   DataConfig cfg;
-  cfg.train_files = read_paths(data, "train_files");
-  cfg.val_files = read_paths(data, "val_files");
-  cfg.prepared_dir = data.get<std::string>("prepared_dir", "");
-  cfg.tokenizer = data.get<std::string>("tokenizer", cfg.tokenizer);
-  cfg.text.text_keys = data.get<std::vector<std::string>>("text_keys", cfg.text.text_keys);
-  cfg.text.template_text = data.optional<std::string>("template");
-  cfg.split.val_count = data.optional<int64_t>("val_count");
-  cfg.split.val_fraction = data.optional<double>("val_fraction");
-  int64_t seed = data.get<int64_t>("split_seed", static_cast<int64_t>(cfg.split.seed));
-  if (seed < 0) data.fail_key("split_seed", "must be >= 0");
-  cfg.split.seed = static_cast<uint64_t>(seed);
-  cfg.split.group_by = data.optional<std::string>("group_by").value_or("");
-  cfg.max_length = data.get<int64_t>("max_length", cfg.max_length);
-  cfg.packing = data.get<bool>("packing", cfg.packing);
-  cfg.add_eos = data.get<bool>("add_eos", cfg.add_eos);
-  cfg.shuffle = data.get<bool>("shuffle", cfg.shuffle);
-  cfg.threads = data.get<int>("threads", cfg.threads);
-
-  // Enum values: report the offending line.
-  try {
-    cfg.truncation = parse_truncation(data.get<std::string>("truncation", "error"));
-  } catch (const Error& e) {
-    data.fail_key("truncation", e.what());
-  }
-  try {
-    cfg.split.rng = parse_split_rng(data.get<std::string>("split_rng", "splitmix64"));
-  } catch (const Error& e) {
-    data.fail_key("split_rng", e.what());
-  }
+  FieldReader reader(data);
+  visit_fields(cfg, reader);
   data.finish();
   if (cfg.train_files.empty() && cfg.prepared_dir.empty())
     throw Error(data.where("train_files") + ": give train_files (raw inputs) or prepared_dir (a prepared dataset)");
@@ -95,6 +98,12 @@ DataConfig parse_data_config(ConfigReader& data) {
     throw Error(data.file() + ": " + e.what());
   }
   return cfg;
+}
+
+void data_config_to_yaml(const DataConfig& config, YAML::Node& out) {
+  DataConfig d = config;  // visit_fields takes a mutable config (it also reads)
+  YamlWriter writer(out);
+  visit_fields(d, writer);
 }
 
 }  // namespace coe

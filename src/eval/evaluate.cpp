@@ -1,9 +1,9 @@
 #include "coe/eval/evaluate.h"
 
+#include "coe/eval/device_batch.h"
 #include "coe/model/autocast.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/chunked_loss.h"
-#include "coe/eval/device_batch.h"
 #include "coe/util/ignore_label.h"
 
 #include <ATen/ATen.h>
@@ -210,7 +210,7 @@ EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
   torch::NoGradGuard no_grad;
   EvalReport report;
   const PreparedSplit* split = options.details;
-  const bool sigmoid_scores = model.config().scoring_func == "sigmoid";
+  const bool sigmoid_scores = model.config().scoring_func == ScoringFunc::kSigmoid;
   LossAccumulator loss(device, split);
   RoutingAccumulator routing(sigmoid_scores);
   ChainAccumulator chains;

@@ -18,7 +18,44 @@ const char* const kIgnoredHfKeys[] = {
     "attention_dropout", "output_attentions", "output_hidden_states", "return_dict", "_attn_implementation",
 };
 
+const EnumName<TopkMethod> kTopkMethodNames[] = {
+    {TopkMethod::kGreedy, "greedy"},
+    {TopkMethod::kGroupLimitedGreedy, "group_limited_greedy"},
+    {TopkMethod::kNoauxTc, "noaux_tc"},
+};
+const EnumName<ScoringFunc> kScoringFuncNames[] = {
+    {ScoringFunc::kSoftmax, "softmax"},
+    {ScoringFunc::kSigmoid, "sigmoid"},
+};
+
+// RopeScaling::type stays a string (the rotary tables compare it); its valid values.
+const char* const kRopeTypes[] = {"linear", "dynamic", "yarn"};
+
+bool is_rope_type(const std::string& type) {
+  for (const char* t : kRopeTypes)
+    if (type == t) return true;
+  return false;
+}
+
+// residual_mode: a name per combination of InnerResidual and outer_residual; "+outer" adds the
+// outer residual to any of them.
+struct ResidualModeName {
+  InnerResidual inner;
+  bool outer;
+  const char* name;
+};
+const ResidualModeName kResidualModeNames[] = {
+    {InnerResidual::kPrevious, false, "inner"},
+    {InnerResidual::kNone, true, "outer"},
+    {InnerResidual::kInput, false, "addinit"},
+    {InnerResidual::kNone, false, "none"},
+};
+constexpr const char* kOuterSuffix = "+outer";
+
 }  // namespace
+
+const char* to_string(TopkMethod method) { return enum_name(kTopkMethodNames, method); }
+const char* to_string(ScoringFunc func) { return enum_name(kScoringFuncNames, func); }
 
 double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
 
@@ -49,6 +86,12 @@ void ModelConfig::validate(const std::string& source) const {
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
   positive("num_hidden_layers", num_hidden_layers);
+  // Layers and iterations are loops (here, in the model, the memory model): an absurd count must be
+  // an error, not an endless loop.
+  constexpr int64_t kMaxLoopCount = 1 << 16;
+  if (num_hidden_layers > kMaxLoopCount)
+    bad("num_hidden_layers", fmt::format("must be <= {}, got {}", kMaxLoopCount, num_hidden_layers));
+  if (inner_iter > kMaxLoopCount) bad("inner_iter", fmt::format("must be <= {}, got {}", kMaxLoopCount, inner_iter));
   positive("num_attention_heads", num_attention_heads);
   positive("kv_lora_rank", kv_lora_rank);
   positive("qk_nope_head_dim", qk_nope_head_dim);
@@ -71,16 +114,15 @@ void ModelConfig::validate(const std::string& source) const {
     if (num_experts_per_tok > n_routed_experts)
       bad("num_experts_per_tok",
           fmt::format("top-k {} exceeds n_routed_experts {}", num_experts_per_tok, n_routed_experts));
-    if (topk_method != "greedy" && topk_method != "group_limited_greedy" && topk_method != "noaux_tc")
-      bad("topk_method", fmt::format("unknown method '{}' (greedy | group_limited_greedy | noaux_tc)", topk_method));
     // Group-limited selection: group_limited_greedy ranks groups by their best expert; noaux_tc
     // (n_group > 1) by the sum of their two best biased scores, so a group needs two experts.
-    const bool grouped = topk_method == "group_limited_greedy" || (topk_method == "noaux_tc" && n_group > 1);
+    const bool noaux = topk_method == TopkMethod::kNoauxTc;
+    const bool grouped = topk_method == TopkMethod::kGroupLimitedGreedy || (noaux && n_group > 1);
     if (grouped) {
       positive("n_group", n_group);
       if (n_routed_experts % n_group != 0)
         bad("n_group", fmt::format("n_routed_experts {} is not divisible by n_group {}", n_routed_experts, n_group));
-      if (topk_method == "noaux_tc" && n_routed_experts / n_group < 2)
+      if (noaux && n_routed_experts / n_group < 2)
         bad("n_group", fmt::format("noaux_tc ranks a group by its two best experts, but n_group {} leaves {} per group",
                                    n_group, n_routed_experts / n_group));
       if (topk_group <= 0 || topk_group > n_group)
@@ -89,11 +131,9 @@ void ModelConfig::validate(const std::string& source) const {
         bad("num_experts_per_tok",
             fmt::format("top-k {} exceeds the {} experts of the {} selected groups", num_experts_per_tok,
                         topk_group * (n_routed_experts / n_group), topk_group));
-    } else if (topk_method == "noaux_tc" && n_group != 1) {
+    } else if (noaux && n_group != 1) {
       bad("n_group", fmt::format("must be >= 1, got {}", n_group));
     }
-    if (scoring_func != "softmax" && scoring_func != "sigmoid")
-      bad("scoring_func", fmt::format("unknown scoring function '{}' (softmax | sigmoid)", scoring_func));
     if (!(aux_loss_alpha >= 0) || !std::isfinite(aux_loss_alpha))
       bad("aux_loss_alpha", fmt::format("must be >= 0, got {}", aux_loss_alpha));
     if (!(router_z_loss_alpha >= 0) || !std::isfinite(router_z_loss_alpha))
@@ -104,8 +144,8 @@ void ModelConfig::validate(const std::string& source) const {
   if (!(initializer_range > 0)) bad("initializer_range", "must be > 0");
   if (rope_scaling) {
     const auto& r = *rope_scaling;
-    if (r.type != "linear" && r.type != "dynamic" && r.type != "yarn")
-      bad("rope_scaling.type", fmt::format("unknown rope type '{}' (linear | dynamic | yarn)", r.type));
+    if (!is_rope_type(r.type))
+      bad("rope_scaling.type", fmt::format("unknown rope type '{}' ({})", r.type, join_names(kRopeTypes, " | ")));
     if (!(r.factor > 0)) bad("rope_scaling.factor", "must be > 0");
     if (r.type == "yarn" && r.original_max_position_embeddings <= 0)
       bad("rope_scaling.original_max_position_embeddings", "must be > 0");
@@ -116,104 +156,195 @@ void ModelConfig::validate(const std::string& source) const {
       bad(key, fmt::format("id {} is outside the vocabulary [0, {})", *id, vocab_size));
 }
 
-ModelConfig parse_model_config(ConfigReader& r) {
-  ModelConfig c;
-  c.vocab_size = r.get("vocab_size", c.vocab_size);
-  c.hidden_size = r.get("hidden_size", c.hidden_size);
-  c.intermediate_size = r.get("intermediate_size", c.intermediate_size);
-  c.moe_intermediate_size = r.get("moe_intermediate_size", c.moe_intermediate_size);
-  c.num_hidden_layers = r.get("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = r.get("num_attention_heads", c.num_attention_heads);
-  if (auto kv = r.optional<int64_t>("num_key_value_heads"); kv && *kv != c.num_attention_heads)
-    r.fail_key("num_key_value_heads", "MLA uses one KV head per query head: must equal num_attention_heads");
-  c.q_lora_rank = r.has("q_lora_rank") ? r.optional<int64_t>("q_lora_rank") : std::nullopt;
-  c.kv_lora_rank = r.get("kv_lora_rank", c.kv_lora_rank);
-  c.qk_nope_head_dim = r.get("qk_nope_head_dim", c.qk_nope_head_dim);
-  c.qk_rope_head_dim = r.get("qk_rope_head_dim", c.qk_rope_head_dim);
-  c.v_head_dim = r.get("v_head_dim", c.v_head_dim);
-  c.n_routed_experts =
-      r.is_null("n_routed_experts") ? (r.ignore("n_routed_experts"), 0) : r.get("n_routed_experts", c.n_routed_experts);
-  c.n_shared_experts =
-      r.is_null("n_shared_experts") ? (r.ignore("n_shared_experts"), 0) : r.get("n_shared_experts", c.n_shared_experts);
-  c.num_experts_per_tok = r.get("num_experts_per_tok", c.num_experts_per_tok);
-  c.routed_scaling_factor = r.get("routed_scaling_factor", c.routed_scaling_factor);
-  c.topk_method = r.get("topk_method", c.topk_method);
-  c.n_group = r.get("n_group", c.n_group);
-  c.topk_group = r.get("topk_group", c.topk_group);
-  c.norm_topk_prob = r.get("norm_topk_prob", c.norm_topk_prob);
-  c.scoring_func = r.get("scoring_func", c.scoring_func);
-  c.aux_loss_alpha = r.get("aux_loss_alpha", c.aux_loss_alpha);
-  c.seq_aux = r.get("seq_aux", c.seq_aux);
-  c.router_z_loss_alpha = r.get("router_z_loss_alpha", c.router_z_loss_alpha);
-  c.first_k_dense_replace = r.get("first_k_dense_replace", c.first_k_dense_replace);
-  c.moe_layer_freq = r.get("moe_layer_freq", c.moe_layer_freq);
-  c.rms_norm_eps = r.get("rms_norm_eps", c.rms_norm_eps);
-  c.rope_theta = r.get("rope_theta", c.rope_theta);
-  c.max_position_embeddings = r.get("max_position_embeddings", c.max_position_embeddings);
-  c.tie_word_embeddings = r.get("tie_word_embeddings", c.tie_word_embeddings);
-  c.initializer_range = r.get("initializer_range", c.initializer_range);
-  c.inner_iter = r.get("inner_iter", c.inner_iter);
-  c.use_igate = r.get("use_igate", c.use_igate);
-  c.bos_token_id = r.optional<int64_t>("bos_token_id");
-  c.eos_token_id = r.optional<int64_t>("eos_token_id");
-  c.pad_token_id = r.optional<int64_t>("pad_token_id");
-  if (auto act = r.optional<std::string>("hidden_act"); act && *act != "silu")
-    r.fail_key("hidden_act", fmt::format("unsupported activation '{}' (silu)", *act));
-  if (auto bias = r.optional<bool>("attention_bias"); bias && *bias)
-    r.fail_key("attention_bias", "attention biases are not supported (false)");
+namespace {
 
-  // Residuals: the reference's two booleans, or one `residual_mode` (inner | outer | addinit |
-  // none | inner+outer | addinit+outer). The reference's `residual: "inner"` string is accepted
-  // as an alias when consistent.
-  bool inner = r.get("inner_residual", true);
-  c.outer_residual = r.get("outer_residual", false);
-  c.inner_residual = inner ? InnerResidual::kPrevious : InnerResidual::kNone;
+std::string residual_mode_name(const ModelConfig& c) {
+  for (const auto& m : kResidualModeNames)
+    if (m.inner == c.inner_residual && m.outer == c.outer_residual) return m.name;
+  for (const auto& m : kResidualModeNames)
+    if (m.inner == c.inner_residual && !m.outer) return std::string(m.name) + kOuterSuffix;
+  return "?";
+}
+
+// The reference's `residual: "inner"` string is accepted as an alias when consistent: it writes it
+// next to its booleans, which win; residual_mode wins over both.
+void read_residual_mode(ConfigReader& r, ModelConfig& c) {
   for (const char* key : {"residual_mode", "residual"}) {
     auto mode = r.optional<std::string>(key);
     if (!mode) continue;
-    // The reference writes residual: "inner" next to its booleans, which win; residual_mode wins
-    // over both.
     if (std::string(key) == "residual" &&
         (r.has("residual_mode") || r.has("inner_residual") || r.has("outer_residual")))
       continue;
     std::string m = *mode;
     bool outer = false;
-    if (auto plus = m.find("+outer"); plus != std::string::npos && plus + 6 == m.size()) {
+    const size_t suffix = std::char_traits<char>::length(kOuterSuffix);
+    if (auto plus = m.find(kOuterSuffix); plus != std::string::npos && plus + suffix == m.size()) {
       outer = true;
       m = m.substr(0, plus);
     }
-    if (m == "inner") c.inner_residual = InnerResidual::kPrevious;
-    else if (m == "addinit") c.inner_residual = InnerResidual::kInput;
-    else if (m == "none") c.inner_residual = InnerResidual::kNone;
-    else if (m == "outer") c.inner_residual = InnerResidual::kNone, outer = true;
-    else
-      r.fail_key(key,
-                 fmt::format("unknown residual mode '{}' (inner | outer | addinit | none, optionally +outer)", *mode));
-    c.outer_residual = outer;
+    const ResidualModeName* found = nullptr;
+    for (const auto& n : kResidualModeNames)
+      if (m == n.name) found = &n;
+    if (!found)
+      r.fail_key(key, fmt::format("unknown residual mode '{}' ({}, optionally {})", *mode,
+                                  join_names(kResidualModeNames, " | "), kOuterSuffix));
+    c.inner_residual = found->inner;
+    c.outer_residual = outer || found->outer;
+  }
+}
+
+template <class V>
+void visit_fields(RopeScaling& s, V& v) {
+  if constexpr (!V::kReads) v.field("type", s.type);  // read with its rope_type alias (read_rope_scaling)
+  v.field("factor", s.factor, kRequired);
+  v.field("original_max_position_embeddings", s.original_max_position_embeddings);
+  v.field("beta_fast", s.beta_fast);
+  v.field("beta_slow", s.beta_slow);
+  v.field("mscale", s.mscale);
+  v.field("mscale_all_dim", s.mscale_all_dim);
+}
+
+void read_rope_scaling(ConfigReader& r, ModelConfig& c) {
+  if (!r.has("rope_scaling") || r.is_null("rope_scaling")) {
+    r.ignore("rope_scaling");
+    return;
+  }
+  ConfigReader rs = r.section("rope_scaling");
+  RopeScaling s;
+  auto type = rs.optional<std::string>("type");
+  auto rope_type = rs.optional<std::string>("rope_type");
+  if (!type && !rope_type)
+    rs.fail_key("type", fmt::format("rope_scaling needs a type ({})", join_names(kRopeTypes, " | ")));
+  if (type && rope_type && *type != *rope_type)
+    rs.fail_key("rope_type", fmt::format("'{}' disagrees with type '{}'", *rope_type, *type));
+  s.type = type ? *type : *rope_type;
+  FieldReader reader(rs);
+  visit_fields(s, reader);
+  if (auto theta = rs.optional<double>("rope_theta"); theta && *theta != c.rope_theta)
+    rs.fail_key("rope_theta", fmt::format("{} disagrees with the model's rope_theta {}", *theta, c.rope_theta));
+  rs.finish();
+  c.rope_scaling = s;
+}
+
+std::string unknown_topk_method(const std::string& name) {
+  return fmt::format("unknown method '{}' ({})", name, join_names(kTopkMethodNames, " | "));
+}
+
+std::string unknown_scoring_func(const std::string& name) {
+  return fmt::format("unknown scoring function '{}' ({})", name, join_names(kScoringFuncNames, " | "));
+}
+
+// Every key of a `model:` section / config.json, in the order config.json and config.yaml list
+// them. Ranges are checked by ModelConfig::validate once every key is read.
+template <class V>
+void visit_fields(ModelConfig& c, V& v) {
+  v.field("vocab_size", c.vocab_size);
+  v.field("hidden_size", c.hidden_size);
+  v.field("intermediate_size", c.intermediate_size);
+  v.field("moe_intermediate_size", c.moe_intermediate_size);
+  v.field("num_hidden_layers", c.num_hidden_layers);
+  v.field("num_attention_heads", c.num_attention_heads);
+  int64_t kv_heads = c.num_attention_heads;  // written for HF readers
+  v.field("num_key_value_heads", kv_heads, null_is(kv_heads), [&](int64_t n) {
+    return n == c.num_attention_heads ? std::string()
+                                      : "MLA uses one KV head per query head: must equal num_attention_heads";
+  });
+  v.field("kv_lora_rank", c.kv_lora_rank);
+  v.field("qk_nope_head_dim", c.qk_nope_head_dim);
+  v.field("qk_rope_head_dim", c.qk_rope_head_dim);
+  v.field("v_head_dim", c.v_head_dim);
+  v.field("n_routed_experts", c.n_routed_experts, null_is<int64_t>(0));
+  v.field("n_shared_experts", c.n_shared_experts, null_is<int64_t>(0));
+  v.field("num_experts_per_tok", c.num_experts_per_tok);
+  v.field("routed_scaling_factor", c.routed_scaling_factor);
+  v.choice("topk_method", c.topk_method, kTopkMethodNames, unknown_topk_method, NameErrors::kAtFile);
+  v.field("n_group", c.n_group);
+  v.field("topk_group", c.topk_group);
+  v.field("norm_topk_prob", c.norm_topk_prob);
+  v.choice("scoring_func", c.scoring_func, kScoringFuncNames, unknown_scoring_func, NameErrors::kAtFile);
+  v.field("aux_loss_alpha", c.aux_loss_alpha);
+  v.field("seq_aux", c.seq_aux);
+  v.field("router_z_loss_alpha", c.router_z_loss_alpha);
+  v.field("first_k_dense_replace", c.first_k_dense_replace);
+  v.field("moe_layer_freq", c.moe_layer_freq);
+  v.field("rms_norm_eps", c.rms_norm_eps);
+  v.field("rope_theta", c.rope_theta);
+  v.field("max_position_embeddings", c.max_position_embeddings);
+  v.field("tie_word_embeddings", c.tie_word_embeddings);
+  v.field("initializer_range", c.initializer_range);
+  v.field("inner_iter", c.inner_iter);
+  v.field("use_igate", c.use_igate);
+
+  // Residuals: the reference's two booleans, or one `residual_mode` (inner | outer | addinit |
+  // none | inner+outer | addinit+outer), written both ways.
+  bool inner = c.inner_residual == InnerResidual::kPrevious;
+  v.field("inner_residual", inner);
+  v.field("outer_residual", c.outer_residual);
+  if constexpr (V::kReads) {
+    c.inner_residual = inner ? InnerResidual::kPrevious : InnerResidual::kNone;
+    read_residual_mode(v.reader(), c);
+  } else {
+    std::string mode = residual_mode_name(c);
+    v.field("residual_mode", mode);
   }
 
-  if (r.has("rope_scaling") && !r.is_null("rope_scaling")) {
-    ConfigReader rs = r.section("rope_scaling");
-    RopeScaling s;
-    auto type = rs.optional<std::string>("type");
-    auto rope_type = rs.optional<std::string>("rope_type");
-    if (!type && !rope_type) rs.fail_key("type", "rope_scaling needs a type (linear | dynamic | yarn)");
-    if (type && rope_type && *type != *rope_type)
-      rs.fail_key("rope_type", fmt::format("'{}' disagrees with type '{}'", *rope_type, *type));
-    s.type = type ? *type : *rope_type;
-    s.factor = rs.require<double>("factor");
-    s.original_max_position_embeddings = rs.get("original_max_position_embeddings", s.original_max_position_embeddings);
-    s.beta_fast = rs.get("beta_fast", s.beta_fast);
-    s.beta_slow = rs.get("beta_slow", s.beta_slow);
-    s.mscale = rs.get("mscale", s.mscale);
-    s.mscale_all_dim = rs.get("mscale_all_dim", s.mscale_all_dim);
-    if (auto theta = rs.optional<double>("rope_theta"); theta && *theta != c.rope_theta)
-      rs.fail_key("rope_theta", fmt::format("{} disagrees with the model's rope_theta {}", *theta, c.rope_theta));
-    rs.finish();
-    c.rope_scaling = s;
-  } else {
-    r.ignore("rope_scaling");
+  // What the model supports of HF's options: written for HF readers, checked when read.
+  std::string act = "silu";
+  v.field("hidden_act", act, null_is(act), [](const std::string& a) {
+    return a == "silu" ? std::string() : fmt::format("unsupported activation '{}' (silu)", a);
+  });
+  bool attention_bias = false;
+  v.field("attention_bias", attention_bias, null_is(false),
+          [](bool b) { return b ? "attention biases are not supported (false)" : std::string(); });
+
+  v.field("q_lora_rank", c.q_lora_rank);
+  if constexpr (V::kReads) read_rope_scaling(v.reader(), c);
+  else v.object("rope_scaling", c.rope_scaling.has_value(), [&](auto& w) { visit_fields(*c.rope_scaling, w); });
+  v.field("bos_token_id", c.bos_token_id);
+  v.field("eos_token_id", c.eos_token_id);
+  v.field("pad_token_id", c.pad_token_id);
+}
+
+// Writes the visited fields into config.json (nlohmann's ordered JSON keeps the visiting order).
+class JsonWriter {
+ public:
+  static constexpr bool kReads = false;
+  explicit JsonWriter(nlohmann::ordered_json& out) : out_(out) {}
+
+  template <typename T, typename... Options>
+  void field(const char* key, const T& value, const Options&...) {
+    out_[key] = value;
   }
+  template <typename T, typename... Options>
+  void field(const char* key, const std::optional<T>& value, const Options&...) {
+    out_[key] = value ? nlohmann::ordered_json(*value) : nlohmann::ordered_json(nullptr);
+  }
+  template <typename E, size_t N, typename... Ignored>
+  void choice(const char* key, const E& value, const EnumName<E> (&names)[N], const Ignored&...) {
+    out_[key] = enum_name(names, value);
+  }
+  template <typename Fill>
+  void object(const char* key, bool present, Fill&& fill) {
+    if (!present) {
+      out_[key] = nullptr;
+      return;
+    }
+    nlohmann::ordered_json sub = nlohmann::ordered_json::object();
+    JsonWriter writer(sub);
+    fill(writer);
+    out_[key] = sub;
+  }
+
+ private:
+  nlohmann::ordered_json& out_;
+};
+
+}  // namespace
+
+ModelConfig parse_model_config(ConfigReader& r) {
+  ModelConfig c;
+  FieldReader reader(r);
+  visit_fields(c, reader);
   for (const char* key : kIgnoredHfKeys) r.ignore(key);
   r.finish();
   c.validate(r.file());
@@ -225,103 +356,21 @@ ModelConfig load_model_config(const std::string& path) {
   return parse_model_config(reader);
 }
 
-namespace {
-
-std::string residual_mode_name(const ModelConfig& c) {
-  std::string m = c.inner_residual == InnerResidual::kPrevious ? "inner"
-                  : c.inner_residual == InnerResidual::kInput  ? "addinit"
-                                                               : "none";
-  if (c.outer_residual) m = (m == "none") ? "outer" : m + "+outer";
-  return m;
-}
-
-template <typename Out>
-void write_fields(const ModelConfig& c, Out&& put) {
-  put("vocab_size", c.vocab_size);
-  put("hidden_size", c.hidden_size);
-  put("intermediate_size", c.intermediate_size);
-  put("moe_intermediate_size", c.moe_intermediate_size);
-  put("num_hidden_layers", c.num_hidden_layers);
-  put("num_attention_heads", c.num_attention_heads);
-  put("num_key_value_heads", c.num_attention_heads);
-  put("kv_lora_rank", c.kv_lora_rank);
-  put("qk_nope_head_dim", c.qk_nope_head_dim);
-  put("qk_rope_head_dim", c.qk_rope_head_dim);
-  put("v_head_dim", c.v_head_dim);
-  put("n_routed_experts", c.n_routed_experts);
-  put("n_shared_experts", c.n_shared_experts);
-  put("num_experts_per_tok", c.num_experts_per_tok);
-  put("routed_scaling_factor", c.routed_scaling_factor);
-  put("topk_method", c.topk_method);
-  put("n_group", c.n_group);
-  put("topk_group", c.topk_group);
-  put("norm_topk_prob", c.norm_topk_prob);
-  put("scoring_func", c.scoring_func);
-  put("aux_loss_alpha", c.aux_loss_alpha);
-  put("seq_aux", c.seq_aux);
-  put("router_z_loss_alpha", c.router_z_loss_alpha);
-  put("first_k_dense_replace", c.first_k_dense_replace);
-  put("moe_layer_freq", c.moe_layer_freq);
-  put("rms_norm_eps", c.rms_norm_eps);
-  put("rope_theta", c.rope_theta);
-  put("max_position_embeddings", c.max_position_embeddings);
-  put("tie_word_embeddings", c.tie_word_embeddings);
-  put("initializer_range", c.initializer_range);
-  put("inner_iter", c.inner_iter);
-  put("use_igate", c.use_igate);
-  put("inner_residual", c.inner_residual == InnerResidual::kPrevious);
-  put("outer_residual", c.outer_residual);
-  put("residual_mode", residual_mode_name(c));
-  put("hidden_act", std::string("silu"));
-  put("attention_bias", false);
-}
-
-}  // namespace
-
-std::string model_config_to_json(const ModelConfig& c) {
+std::string model_config_to_json(const ModelConfig& config) {
   nlohmann::ordered_json j;
-  write_fields(c, [&](const char* k, const auto& v) { j[k] = v; });
-  j["q_lora_rank"] = c.q_lora_rank ? nlohmann::ordered_json(*c.q_lora_rank) : nlohmann::ordered_json(nullptr);
-  if (c.rope_scaling) {
-    const auto& r = *c.rope_scaling;
-    j["rope_scaling"] = {{"type", r.type},
-                         {"factor", r.factor},
-                         {"original_max_position_embeddings", r.original_max_position_embeddings},
-                         {"beta_fast", r.beta_fast},
-                         {"beta_slow", r.beta_slow},
-                         {"mscale", r.mscale},
-                         {"mscale_all_dim", r.mscale_all_dim}};
-  } else {
-    j["rope_scaling"] = nullptr;
-  }
-  for (auto [k, v] :
-       {std::pair{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}})
-    j[k] = v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+  ModelConfig c = config;  // visit_fields takes a mutable config (it also reads)
+  JsonWriter writer(j);
+  visit_fields(c, writer);
   j["model_type"] = "coe_deepseekv2";
   j["architectures"] = {"CoeForCausalLM"};
   j["torch_dtype"] = "float32";
   return j.dump(2) + "\n";
 }
 
-void model_config_to_yaml(const ModelConfig& c, YAML::Node& out) {
-  write_fields(c, [&](const char* k, const auto& v) { out[k] = v; });
-  out["q_lora_rank"] = c.q_lora_rank ? YAML::Node(*c.q_lora_rank) : YAML::Node(YAML::NodeType::Null);
-  if (c.rope_scaling) {
-    YAML::Node r;
-    r["type"] = c.rope_scaling->type;
-    r["factor"] = c.rope_scaling->factor;
-    r["original_max_position_embeddings"] = c.rope_scaling->original_max_position_embeddings;
-    r["beta_fast"] = c.rope_scaling->beta_fast;
-    r["beta_slow"] = c.rope_scaling->beta_slow;
-    r["mscale"] = c.rope_scaling->mscale;
-    r["mscale_all_dim"] = c.rope_scaling->mscale_all_dim;
-    out["rope_scaling"] = r;
-  } else {
-    out["rope_scaling"] = YAML::Node(YAML::NodeType::Null);
-  }
-  for (auto [k, v] :
-       {std::pair{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}})
-    out[k] = v ? YAML::Node(*v) : YAML::Node(YAML::NodeType::Null);
+void model_config_to_yaml(const ModelConfig& config, YAML::Node& out) {
+  ModelConfig c = config;
+  YamlWriter writer(out);
+  visit_fields(c, writer);
 }
 
 }  // namespace coe

@@ -46,10 +46,10 @@ RouterImpl::RouterImpl(const ModelConfig& c)
       top_k_(c.num_experts_per_tok),
       n_group_(c.n_group),
       topk_group_(c.topk_group),
-      selection_(c.topk_method == "group_limited_greedy" ? Selection::kGroupLimited
-                 : c.topk_method == "noaux_tc"           ? Selection::kBiasCorrected
-                                                         : Selection::kGreedy),
-      sigmoid_(c.scoring_func == "sigmoid"),
+      selection_(c.topk_method == TopkMethod::kGroupLimitedGreedy ? Selection::kGroupLimited
+                 : c.topk_method == TopkMethod::kNoauxTc          ? Selection::kBiasCorrected
+                                                                  : Selection::kGreedy),
+      sigmoid_(c.scoring_func == ScoringFunc::kSigmoid),
       norm_topk_prob_(c.norm_topk_prob),
       seq_aux_(c.seq_aux),
       scaling_(c.routed_scaling_factor),

@@ -70,11 +70,23 @@ bool is_checkpoint_file(const std::string& name) {
   return false;
 }
 
+// Whether `dir` holds nothing but (at most) a half-written marker: what a save killed between
+// creating its directory and renaming the marker into it leaves. Nobody else's data can be in it.
+bool only_marker_leftovers(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || name.rfind(std::string(kMarker) + ".tmp", 0) != 0) return false;
+  }
+  return !ec;
+}
+
 // Deletes the files coe wrote into a checkpoint directory, then the directory if nothing else is
-// in it. A directory without coe's marker or manifest is not touched; a file coe did not write
-// survives (and with it the directory). Returns whether the directory is gone.
+// in it. A directory without coe's marker or manifest is not touched (unless it holds nothing but
+// a half-written marker); a file coe did not write survives (and with it the directory). Returns
+// whether the directory is gone.
 bool remove_checkpoint_dir(const fs::path& dir) {
-  if (!written_by_coe(dir)) return false;
+  if (!written_by_coe(dir) && !only_marker_leftovers(dir)) return false;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
@@ -359,6 +371,21 @@ std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir) {
   }
   for (const auto& dir : stale)
     if (remove_checkpoint_dir(dir)) removed.push_back(dir.string());
+  return removed;
+}
+
+std::vector<std::string> remove_stale_run_files(const std::string& out_dir) {
+  static const std::regex temporary(
+      R"((config\.yaml|metrics\.jsonl|val\.jsonl|final\.json|init_from\.txt)\.tmp-\d{1,10})");
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(out_dir, ec)) return removed;
+  for (const auto& entry : fs::directory_iterator(out_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && !entry.is_symlink(ec) && std::regex_match(name, temporary) &&
+        fs::remove(entry.path(), ec))
+      removed.push_back(entry.path().string());
+  }
   return removed;
 }
 

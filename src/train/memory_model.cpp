@@ -187,7 +187,7 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
       int64_t router = kF32 * T * d.E + kI64 * T * d.K;
       std::string rf = "f*T*E + i*T*K";
       if (c.norm_topk_prob && d.K > 1) router += kF32 * T * d.K + kF32 * T, rf += " + f*T*K + f*T";
-      if (c.topk_method == "group_limited_greedy") router += T * d.E, rf += " + T*E";
+      if (c.topk_method == TopkMethod::kGroupLimitedGreedy) router += T * d.E, rf += " + T*E";
       if (c.aux_loss_alpha > 0)
         router += c.seq_aux ? kF32 * d.B * d.E : kF32 * d.E, rf += c.seq_aux ? " + f*B*E" : " + f*E";
       add(it + "router: softmax scores, top-k indices, aux", router, rf, kF32 * T * d.E);

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,19 +46,29 @@ std::string read_holder(int fd) {
 
 }  // namespace
 
-RunDirLock::RunDirLock(const std::string& dir) : path_((fs::path(dir) / ".coe-lock").string()) {
+RunDirLock::RunDirLock(const std::string& dir, const std::string& program, const std::string& dir_key)
+    : path_((fs::path(dir) / ".coe-lock").string()) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail("{}: cannot create the run directory: {}", dir, ec.message());
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Never through a link: a .coe-lock symlink would have coe truncate and overwrite its target.
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+  if (fd_ < 0 && errno == ELOOP)
+    fail("{}: is a symbolic link, not coe's lock file; remove it (its target is left alone)", path_);
   if (fd_ < 0) fail("{}: cannot open the run directory's lock file: {}", path_, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    fd_ = -1;
+    fail("{}: is not a regular file, not coe's lock file; remove it", path_);
+  }
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     const std::string holder = err == EWOULDBLOCK ? read_holder(fd_) : std::string();
     ::close(fd_);
     fd_ = -1;
     if (err == EWOULDBLOCK)
-      fail("{} is in use by another coe-train ({}); wait for it to end or choose another trainer.out_dir", dir, holder);
+      fail("{} is in use by another {} ({}); wait for it to end or choose another {}", dir, program, holder, dir_key);
     fail("{}: cannot lock: {}", path_, std::strerror(err));
   }
   const std::string me = fmt::format("pid {} on host {} since {}\n", ::getpid(), host_name(), utc_now());

@@ -222,11 +222,20 @@ void SweepRunner::check_selection() const {
   }
 }
 
-// An inline base is written to <out_dir>/base.yaml for coe-train; a dry run only names it.
+// The first thing run() does: nothing is written into out_dir before this, so a second coe-sweep
+// on it fails here, leaving the first one's status file and runs alone; then the inline base
+// config is written. (--dry-run writes nothing and takes no lock.)
+void SweepRunner::lock_out_dir() {
+  if (options_.dry_run) return;
+  lock_ = std::make_unique<RunDirLock>(spec_.out_dir, "coe-sweep", "out_dir (or --out)");
+  if (!options_.report_only) materialise_inline_base(spec_);
+}
+
+// An inline base config is run from <out_dir>/base.yaml (written by lock_out_dir).
 void SweepRunner::prepare_base() {
-  if (!options_.dry_run && !options_.report_only) materialise_inline_base(spec_);
-  if (spec_.inline_base.size() && options_.dry_run)
-    for (auto& v : spec_.variants) v.config = (fs::path(spec_.out_dir) / "base.yaml").string();
+  if (spec_.inline_base.empty()) return;
+  for (auto& v : spec_.variants)
+    if (v.config.empty()) v.config = (fs::path(spec_.out_dir) / "base.yaml").string();
 }
 
 // The launches of earlier invocations, and the steps each variant still has to train (the sweep's
@@ -307,6 +316,7 @@ std::vector<std::string> SweepRunner::routing_command(size_t i) const {
 // ---- run -------------------------------------------------------------------------------------
 
 int SweepRunner::run() {
+  lock_out_dir();
   start_ = Clock::now();
   if (!options_.report_only) {
     if (!options_.dry_run) install_stop_handlers();

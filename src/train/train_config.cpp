@@ -18,16 +18,23 @@ namespace fs = std::filesystem;
 
 namespace coe {
 
-const char* to_string(LrScheduleKind kind) {
-  switch (kind) {
-    case LrScheduleKind::kConstant: return "constant";
-    case LrScheduleKind::kCosine: return "cosine";
-    case LrScheduleKind::kLinear: return "linear";
-  }
-  return "?";
-}
+namespace {
 
-const char* to_string(DecayMode mode) { return mode == DecayMode::kAll ? "all" : "no_norms_biases"; }
+const EnumName<LrScheduleKind> kScheduleNames[] = {
+    {LrScheduleKind::kConstant, "constant"},
+    {LrScheduleKind::kCosine, "cosine"},
+    {LrScheduleKind::kLinear, "linear"},
+};
+const EnumName<DecayMode> kDecayNames[] = {
+    {DecayMode::kAll, "all"},
+    {DecayMode::kNoNormsBiases, "no_norms_biases"},
+};
+
+}  // namespace
+
+const char* to_string(LrScheduleKind kind) { return enum_name(kScheduleNames, kind); }
+
+const char* to_string(DecayMode mode) { return enum_name(kDecayNames, mode); }
 
 int64_t OptimConfig::resolved_warmup_steps(int64_t total_steps) const {
   if (warmup_steps) return *warmup_steps;
@@ -73,111 +80,136 @@ ModelConfig parse_model_section(ConfigReader& model, TrainConfig* out) {
   return parse_model_config(reader);
 }
 
-OptimConfig parse_optim(ConfigReader& r) {
-  OptimConfig o;
-  o.lr = r.get("lr", o.lr);
-  if (!(o.lr > 0) || !std::isfinite(o.lr)) r.fail_key("lr", fmt::format("must be > 0, got {}", o.lr));
-  auto betas = r.get<std::vector<double>>("betas", {o.beta1, o.beta2});
-  if (betas.size() != 2) r.fail_key("betas", fmt::format("expected two values [beta1, beta2], got {}", betas.size()));
-  for (double b : betas)
-    if (!(b >= 0.0 && b < 1.0)) r.fail_key("betas", fmt::format("each beta must be in [0, 1), got {}", b));
-  o.beta1 = betas[0];
-  o.beta2 = betas[1];
-  o.weight_decay = r.get("weight_decay", o.weight_decay);
-  if (!(o.weight_decay >= 0)) r.fail_key("weight_decay", fmt::format("must be >= 0, got {}", o.weight_decay));
-  o.eps = r.get("eps", o.eps);
-  if (!(o.eps > 0)) r.fail_key("eps", fmt::format("must be > 0, got {}", o.eps));
-  o.warmup_ratio = r.optional<double>("warmup_ratio");
-  o.warmup_steps = r.optional<int64_t>("warmup_steps");
-  if (o.warmup_ratio && o.warmup_steps) r.fail_key("warmup_steps", "set warmup_ratio or warmup_steps, not both");
-  if (o.warmup_ratio && !(*o.warmup_ratio >= 0.0 && *o.warmup_ratio <= 1.0))
-    r.fail_key("warmup_ratio", fmt::format("must be in [0, 1], got {}", *o.warmup_ratio));
-  if (o.warmup_steps && *o.warmup_steps < 0)
-    r.fail_key("warmup_steps", fmt::format("must be >= 0, got {}", *o.warmup_steps));
-  const std::string schedule = r.get<std::string>("schedule", "constant");
-  if (schedule == "constant") o.schedule = LrScheduleKind::kConstant;
-  else if (schedule == "cosine") o.schedule = LrScheduleKind::kCosine;
-  else if (schedule == "linear") o.schedule = LrScheduleKind::kLinear;
-  else r.fail_key("schedule", fmt::format("unknown schedule '{}' (constant | cosine | linear)", schedule));
-  o.min_lr = r.get("min_lr", o.min_lr);
-  if (!(o.min_lr >= 0 && o.min_lr <= o.lr))
-    r.fail_key("min_lr", fmt::format("must be in [0, lr={}], got {}", o.lr, o.min_lr));
-  o.clip_grad = r.get("clip_grad", o.clip_grad);
-  if (!(o.clip_grad >= 0))
-    r.fail_key("clip_grad", fmt::format("must be >= 0 (0 disables clipping), got {}", o.clip_grad));
-  const std::string decay = r.get<std::string>("decay", "all");
-  if (decay == "all") o.decay = DecayMode::kAll;
-  else if (decay == "no_norms_biases") o.decay = DecayMode::kNoNormsBiases;
-  else r.fail_key("decay", fmt::format("unknown value '{}' (all | no_norms_biases)", decay));
-  r.finish();
-  return o;
+// Rules of visit_fields: why a value is invalid, "" when it is fine.
+auto at_least(int64_t min) {
+  return [min](int64_t v) { return v < min ? fmt::format("must be >= {}, got {}", min, v) : std::string(); };
 }
 
-TrainerConfig parse_trainer(ConfigReader& r) {
-  TrainerConfig t;
-  auto at_least = [&](const char* key, int64_t v, int64_t min) {
-    if (v < min) r.fail_key(key, fmt::format("must be >= {}, got {}", min, v));
-    return v;
+template <typename Ok>
+auto finite_and(Ok ok, const char* bound) {
+  return [ok, bound](double v) {
+    return ok(v) && std::isfinite(v) ? std::string() : fmt::format("must be {}, got {}", bound, v);
   };
-  t.total_steps = at_least("total_steps", r.get("total_steps", t.total_steps), 1);
-  t.global_batch = at_least("global_batch", r.get("global_batch", t.global_batch), 1);
-  t.micro_batch = at_least("micro_batch", r.get("micro_batch", t.micro_batch), 1);
-  if (t.global_batch % t.micro_batch != 0)
-    r.fail_key("micro_batch", fmt::format("{} does not divide global_batch {} (gradient accumulation needs "
-                                          "global_batch = k * micro_batch)",
-                                          t.micro_batch, t.global_batch));
-  t.val_interval = at_least("val_interval", r.get("val_interval", t.val_interval), 0);
-  t.val_batches = at_least("val_batches", r.get("val_batches", t.val_batches), 0);
-  t.val_micro_batch = at_least("val_micro_batch", r.get("val_micro_batch", t.micro_batch), 1);
-  t.save_interval = at_least("save_interval", r.get("save_interval", t.save_interval), 0);
-  t.keep_last = at_least("keep_last", r.get("keep_last", t.keep_last), 0);
-  t.out_dir = r.get("out_dir", t.out_dir);
-  if (t.out_dir.empty()) r.fail_key("out_dir", "must not be empty");
-  t.seed = static_cast<uint64_t>(at_least("seed", r.get<int64_t>("seed", static_cast<int64_t>(t.seed)), 0));
-  t.device = r.get("device", t.device);
-  if (t.device != "cpu" && t.device != "cuda" && t.device.rfind("cuda:", 0) != 0)
-    r.fail_key("device", fmt::format("unknown device '{}' (cpu | cuda | cuda:N)", t.device));
-  t.dtype = r.get("dtype", t.dtype);
-  if (t.dtype == "bf16") t.dtype = "bfloat16";
-  if (t.dtype == "fp32") t.dtype = "float32";
-  if (t.dtype != "float32" && t.dtype != "bfloat16")
-    r.fail_key("dtype", fmt::format("unknown dtype '{}' (float32 | bfloat16)", t.dtype));
-  t.activation_checkpointing = r.get("activation_checkpointing", t.activation_checkpointing);
-  t.memory_check = r.get("memory_check", t.memory_check);
-  t.expert_dispatch = r.get("expert_dispatch", t.expert_dispatch);
-  if (!is_expert_dispatch_name(t.expert_dispatch))
-    r.fail_key("expert_dispatch", fmt::format("unknown dispatch '{}' ({})", t.expert_dispatch, kExpertDispatchChoices));
-  t.log_interval = at_least("log_interval", r.get("log_interval", t.log_interval), 1);
-  t.tensorboard = r.get("tensorboard", t.tensorboard);
-  t.peak_tflops = r.get("peak_tflops", t.peak_tflops);
-  if (!(t.peak_tflops >= 0) || !std::isfinite(t.peak_tflops))
-    r.fail_key("peak_tflops", fmt::format("must be >= 0 (0: unknown), got {}", t.peak_tflops));
-  t.threads = static_cast<int>(at_least("threads", r.get<int>("threads", t.threads), 0));
-  if (r.is_null("resume")) {
-    r.ignore("resume");
-  } else {
-    const std::string resume = r.get<std::string>("resume", t.resume);
-    if (resume.empty()) r.fail_key("resume", "expected never, auto or a checkpoint directory");
-    t.resume = resume == "false" ? "never" : resume == "true" ? "auto" : resume;
-  }
-  t.router_bias_update_rate = r.get("router_bias_update_rate", t.router_bias_update_rate);
-  if (!(t.router_bias_update_rate >= 0) || !std::isfinite(t.router_bias_update_rate))
-    r.fail_key("router_bias_update_rate", fmt::format("must be >= 0, got {}", t.router_bias_update_rate));
-  if (r.is_null("init_from")) r.ignore("init_from");
-  else t.init_from = r.get("init_from", t.init_from);
-  if (!t.init_from.empty() && t.resume != "never" && t.resume != "auto")
-    r.fail_key("init_from",
-               fmt::format("a run starts either from trainer.resume ({}) or from init_from, not both", t.resume));
-  t.dist_timeout_s = r.get("dist_timeout_s", t.dist_timeout_s);
-  if (!(t.dist_timeout_s > 0) || !std::isfinite(t.dist_timeout_s))
-    r.fail_key("dist_timeout_s", fmt::format("must be > 0 seconds, got {}", t.dist_timeout_s));
-  t.dist_bucket_mb = r.get("dist_bucket_mb", t.dist_bucket_mb);
-  if (!(t.dist_bucket_mb > 0) || !std::isfinite(t.dist_bucket_mb))
-    r.fail_key("dist_bucket_mb", fmt::format("must be > 0 MB, got {}", t.dist_bucket_mb));
-  t.dist_overlap = r.get("dist_overlap", t.dist_overlap);
-  r.finish();
-  return t;
 }
+
+// Every key of the optim: section, in the order config.yaml lists them.
+template <class V>
+void visit_fields(OptimConfig& o, V& v) {
+  v.field("lr", o.lr, finite_and([](double lr) { return lr > 0; }, "> 0"));
+  std::vector<double> betas{o.beta1, o.beta2};
+  v.field(
+      "betas", betas,
+      [](const std::vector<double>& b) {
+        return b.size() == 2 ? std::string() : fmt::format("expected two values [beta1, beta2], got {}", b.size());
+      },
+      [](const std::vector<double>& b) {
+        for (double x : b)
+          if (!(x >= 0.0 && x < 1.0)) return fmt::format("each beta must be in [0, 1), got {}", x);
+        return std::string();
+      });
+  o.beta1 = betas[0];
+  o.beta2 = betas[1];
+  v.field("weight_decay", o.weight_decay,
+          [](double w) { return w >= 0 ? std::string() : fmt::format("must be >= 0, got {}", w); });
+  v.field("eps", o.eps, [](double e) { return e > 0 ? std::string() : fmt::format("must be > 0, got {}", e); });
+  // At most one of warmup_ratio / warmup_steps is read; the one in effect is written.
+  if constexpr (V::kReads) {
+    ConfigReader& r = v.reader();
+    v.field("warmup_ratio", o.warmup_ratio);
+    v.field("warmup_steps", o.warmup_steps);
+    if (o.warmup_ratio && o.warmup_steps) r.fail_key("warmup_steps", "set warmup_ratio or warmup_steps, not both");
+    if (o.warmup_ratio && !(*o.warmup_ratio >= 0.0 && *o.warmup_ratio <= 1.0))
+      r.fail_key("warmup_ratio", fmt::format("must be in [0, 1], got {}", *o.warmup_ratio));
+    if (o.warmup_steps && *o.warmup_steps < 0)
+      r.fail_key("warmup_steps", fmt::format("must be >= 0, got {}", *o.warmup_steps));
+  } else if (o.warmup_steps) {
+    v.field("warmup_steps", o.warmup_steps);
+  } else {
+    double ratio = o.warmup_ratio.value_or(0.1);
+    v.field("warmup_ratio", ratio);
+  }
+  v.choice("schedule", o.schedule, kScheduleNames, [](const std::string& s) {
+    return fmt::format("unknown schedule '{}' ({})", s, join_names(kScheduleNames, " | "));
+  });
+  v.field("min_lr", o.min_lr, [&](double m) {
+    return m >= 0 && m <= o.lr ? std::string() : fmt::format("must be in [0, lr={}], got {}", o.lr, m);
+  });
+  v.field("clip_grad", o.clip_grad, [](double c) {
+    return c >= 0 ? std::string() : fmt::format("must be >= 0 (0 disables clipping), got {}", c);
+  });
+  v.choice("decay", o.decay, kDecayNames, [](const std::string& s) {
+    return fmt::format("unknown value '{}' ({})", s, join_names(kDecayNames, " | "));
+  });
+}
+
+// Every key of the trainer: section, in the order config.yaml lists them.
+template <class V>
+void visit_fields(TrainerConfig& t, V& v) {
+  v.field("total_steps", t.total_steps, at_least(1));
+  v.field("global_batch", t.global_batch, at_least(1));
+  v.field("micro_batch", t.micro_batch, at_least(1), [&](int64_t m) {
+    return t.global_batch % m == 0 ? std::string()
+                                   : fmt::format("{} does not divide global_batch {} (gradient accumulation needs "
+                                                 "global_batch = k * micro_batch)",
+                                                 m, t.global_batch);
+  });
+  v.field("val_interval", t.val_interval, at_least(0));
+  v.field("val_batches", t.val_batches, at_least(0));
+  v.field("val_micro_batch", t.val_micro_batch, fallback(t.micro_batch), at_least(1));
+  v.field("save_interval", t.save_interval, at_least(0));
+  v.field("keep_last", t.keep_last, at_least(0));
+  v.field("out_dir", t.out_dir, [](const std::string& d) { return d.empty() ? "must not be empty" : std::string(); });
+  v.field("seed", t.seed, at_least(0));
+  v.field("device", t.device, [](const std::string& d) {
+    return d == "cpu" || d == "cuda" || d.rfind("cuda:", 0) == 0
+               ? std::string()
+               : fmt::format("unknown device '{}' (cpu | cuda | cuda:N)", d);
+  });
+  v.field("dtype", t.dtype, [](std::string& d) {
+    if (d == "bf16") d = "bfloat16";
+    if (d == "fp32") d = "float32";
+    return d == "float32" || d == "bfloat16" ? std::string()
+                                             : fmt::format("unknown dtype '{}' (float32 | bfloat16)", d);
+  });
+  v.field("activation_checkpointing", t.activation_checkpointing);
+  v.field("memory_check", t.memory_check);
+  v.field("expert_dispatch", t.expert_dispatch, [](const std::string& d) {
+    return is_expert_dispatch_name(d) ? std::string()
+                                      : fmt::format("unknown dispatch '{}' ({})", d, kExpertDispatchChoices);
+  });
+  v.field("log_interval", t.log_interval, at_least(1));
+  v.field("tensorboard", t.tensorboard);
+  v.field("peak_tflops", t.peak_tflops, finite_and([](double p) { return p >= 0; }, ">= 0 (0: unknown)"));
+  v.field("threads", t.threads, at_least(0));
+  // null: the default; false / true: never / auto.
+  v.field("resume", t.resume, null_is(t.resume), [](std::string& r) {
+    if (r.empty()) return std::string("expected never, auto or a checkpoint directory");
+    r = r == "false" ? "never" : r == "true" ? "auto" : r;
+    return std::string();
+  });
+  v.field("router_bias_update_rate", t.router_bias_update_rate, finite_and([](double r) { return r >= 0; }, ">= 0"));
+  v.field("init_from", t.init_from, kEmptyIsNull, [&](const std::string& from) {
+    return from.empty() || t.resume == "never" || t.resume == "auto"
+               ? std::string()
+               : fmt::format("a run starts either from trainer.resume ({}) or from init_from, not both", t.resume);
+  });
+  v.field("dist_timeout_s", t.dist_timeout_s, finite_and([](double s) { return s > 0; }, "> 0 seconds"));
+  v.field("dist_bucket_mb", t.dist_bucket_mb, finite_and([](double mb) { return mb > 0; }, "> 0 MB"));
+  v.field("dist_overlap", t.dist_overlap);
+}
+
+template <typename Config>
+Config read_section(ConfigReader& r) {
+  Config c;
+  FieldReader reader(r);
+  visit_fields(c, reader);
+  r.finish();
+  return c;
+}
+
+OptimConfig parse_optim(ConfigReader& r) { return read_section<OptimConfig>(r); }
+
+TrainerConfig parse_trainer(ConfigReader& r) { return read_section<TrainerConfig>(r); }
 
 }  // namespace
 
@@ -335,14 +367,6 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 
 namespace {
 
-YAML::Node string_list(const std::vector<std::string>& v) {
-  YAML::Node n(YAML::NodeType::Sequence);
-  for (const auto& s : v) n.push_back(s);
-  return n;
-}
-
-YAML::Node null_node() { return YAML::Node(YAML::NodeType::Null); }
-
 // yaml-cpp writes doubles with 17 significant digits (3e-4 -> 0.00029999999999999997); rewrite
 // every non-integer number in the shortest form that reads back to the same double.
 void tidy_numbers(YAML::Node node) {
@@ -363,29 +387,6 @@ void tidy_numbers(YAML::Node node) {
   }
 }
 
-// Every field of DataConfig under the key parse_data_config reads it from.
-YAML::Node data_to_yaml(const DataConfig& d) {
-  YAML::Node n;
-  n["train_files"] = string_list(d.train_files);
-  n["val_files"] = string_list(d.val_files);
-  n["prepared_dir"] = d.prepared_dir;
-  n["tokenizer"] = d.tokenizer;
-  n["text_keys"] = string_list(d.text.text_keys);
-  n["template"] = d.text.template_text ? YAML::Node(*d.text.template_text) : null_node();
-  n["val_count"] = d.split.val_count ? YAML::Node(*d.split.val_count) : null_node();
-  n["val_fraction"] = d.split.val_fraction ? YAML::Node(*d.split.val_fraction) : null_node();
-  n["split_seed"] = static_cast<int64_t>(d.split.seed);
-  n["split_rng"] = to_string(d.split.rng);
-  n["group_by"] = d.split.group_by.empty() ? null_node() : YAML::Node(d.split.group_by);
-  n["max_length"] = d.max_length;
-  n["truncation"] = to_string(d.truncation);
-  n["packing"] = d.packing;
-  n["add_eos"] = d.add_eos;
-  n["shuffle"] = d.shuffle;
-  n["threads"] = d.threads;
-  return n;
-}
-
 }  // namespace
 
 std::string train_config_to_yaml(const TrainConfig& c) {
@@ -394,59 +395,57 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   model_config_to_yaml(c.model, model);
   tidy_numbers(model);
   root["model"] = model;
-  root["data"] = data_to_yaml(c.data);
+  YAML::Node data;
+  data_config_to_yaml(c.data, data);
+  root["data"] = data;
 
   YAML::Node optim;
-  optim["lr"] = c.optim.lr;
-  YAML::Node betas(YAML::NodeType::Sequence);
-  betas.push_back(c.optim.beta1);
-  betas.push_back(c.optim.beta2);
-  betas.SetStyle(YAML::EmitterStyle::Flow);
-  optim["betas"] = betas;
-  optim["weight_decay"] = c.optim.weight_decay;
-  optim["eps"] = c.optim.eps;
-  if (c.optim.warmup_steps) optim["warmup_steps"] = *c.optim.warmup_steps;
-  else optim["warmup_ratio"] = c.optim.warmup_ratio ? *c.optim.warmup_ratio : 0.1;
-  optim["schedule"] = to_string(c.optim.schedule);
-  optim["min_lr"] = c.optim.min_lr;
-  optim["clip_grad"] = c.optim.clip_grad;
-  optim["decay"] = to_string(c.optim.decay);
+  OptimConfig o = c.optim;  // visit_fields takes a mutable config (it also reads)
+  YamlWriter optim_writer(optim);
+  visit_fields(o, optim_writer);
   tidy_numbers(optim);
   root["optim"] = optim;
 
-  const TrainerConfig& t = c.trainer;
+  // Shortest round-trip form for the doubles (not tidy_numbers over the section: out_dir or
+  // resume may look numeric).
   YAML::Node trainer;
-  trainer["total_steps"] = t.total_steps;
-  trainer["global_batch"] = t.global_batch;
-  trainer["micro_batch"] = t.micro_batch;
-  trainer["val_interval"] = t.val_interval;
-  trainer["val_batches"] = t.val_batches;
-  trainer["val_micro_batch"] = t.val_micro_batch;
-  trainer["save_interval"] = t.save_interval;
-  trainer["keep_last"] = t.keep_last;
-  trainer["out_dir"] = t.out_dir;
-  trainer["seed"] = static_cast<int64_t>(t.seed);
-  trainer["device"] = t.device;
-  trainer["dtype"] = t.dtype;
-  trainer["activation_checkpointing"] = t.activation_checkpointing;
-  trainer["memory_check"] = t.memory_check;
-  trainer["expert_dispatch"] = t.expert_dispatch;
-  trainer["log_interval"] = t.log_interval;
-  trainer["tensorboard"] = t.tensorboard;
-  trainer["peak_tflops"] = fmt::format("{}", t.peak_tflops);
-  trainer["threads"] = t.threads;
-  trainer["resume"] = t.resume;
-  trainer["router_bias_update_rate"] = fmt::format("{}", t.router_bias_update_rate);
-  trainer["init_from"] = t.init_from.empty() ? null_node() : YAML::Node(t.init_from);
-  // Shortest round-trip form (not tidy_numbers over the section: out_dir or resume may look numeric).
-  trainer["dist_timeout_s"] = fmt::format("{}", t.dist_timeout_s);
-  trainer["dist_bucket_mb"] = fmt::format("{}", t.dist_bucket_mb);
-  trainer["dist_overlap"] = t.dist_overlap;
+  TrainerConfig t = c.trainer;
+  YamlWriter trainer_writer(trainer, /*shortest_doubles=*/true);
+  visit_fields(t, trainer_writer);
   root["trainer"] = trainer;
 
   YAML::Emitter out;
   out << root;
   return std::string("# Resolved coe-train configuration: every key with its value in effect.\n") + out.c_str() + "\n";
+}
+
+std::vector<std::string> changed_config_keys(const std::string& yaml_a, const std::string& yaml_b) {
+  std::map<std::string, std::string> flat_a, flat_b;
+  std::function<void(const YAML::Node&, const std::string&, std::map<std::string, std::string>&)> flatten =
+      [&](const YAML::Node& n, const std::string& key, std::map<std::string, std::string>& out) {
+        if (n.IsMap()) {
+          for (const auto& kv : n) flatten(kv.second, (key.empty() ? "" : key + ".") + kv.first.as<std::string>(), out);
+          return;
+        }
+        YAML::Emitter e;
+        e << YAML::Flow << n;
+        out[key] = e.c_str();
+      };
+  std::vector<std::string> out;
+  try {
+    flatten(YAML::Load(yaml_a), "", flat_a);
+    flatten(YAML::Load(yaml_b), "", flat_b);
+  } catch (const YAML::Exception&) {
+    return {"(the configuration could not be read)"};
+  }
+  for (const auto& [key, value] : flat_a) {
+    auto it = flat_b.find(key);
+    const std::string other = it == flat_b.end() ? "-" : it->second;
+    if (other != value) out.push_back(fmt::format("{} ({} -> {})", key, value, other));
+  }
+  for (const auto& [key, value] : flat_b)
+    if (!flat_a.count(key)) out.push_back(fmt::format("{} (- -> {})", key, value));
+  return out;
 }
 
 }  // namespace coe

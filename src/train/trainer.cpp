@@ -3,9 +3,9 @@
 #include "coe/data/prepare.h"
 #include "coe/data/prepared.h"
 #include "coe/distributed/rank_device.h"
+#include "coe/eval/evaluate.h"
 #include "coe/model/flops.h"
 #include "coe/train/device.h"
-#include "coe/eval/evaluate.h"
 #include "coe/train/init_from.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/run_lock.h"
@@ -48,41 +48,6 @@ const char* to_string(TrainStatus status) {
 }
 
 int exit_code(TrainStatus status) { return status == TrainStatus::kNonFinite ? 3 : 0; }
-
-namespace {
-
-// The keys whose values differ between two resolved configurations, as "trainer.total_steps
-// (100 -> 200)"; a key present on one side only shows "-" on the other.
-std::vector<std::string> changed_keys(const std::string& a, const std::string& b) {
-  std::map<std::string, std::string> flat_a, flat_b;
-  std::function<void(const YAML::Node&, const std::string&, std::map<std::string, std::string>&)> flatten =
-      [&](const YAML::Node& n, const std::string& key, std::map<std::string, std::string>& out) {
-        if (n.IsMap()) {
-          for (const auto& kv : n) flatten(kv.second, (key.empty() ? "" : key + ".") + kv.first.as<std::string>(), out);
-          return;
-        }
-        YAML::Emitter e;
-        e << YAML::Flow << n;
-        out[key] = e.c_str();
-      };
-  std::vector<std::string> out;
-  try {
-    flatten(YAML::Load(a), "", flat_a);
-    flatten(YAML::Load(b), "", flat_b);
-  } catch (const YAML::Exception&) {
-    return {"(the configuration could not be read)"};
-  }
-  for (const auto& [key, value] : flat_a) {
-    auto it = flat_b.find(key);
-    const std::string other = it == flat_b.end() ? "-" : it->second;
-    if (other != value) out.push_back(fmt::format("{} ({} -> {})", key, value, other));
-  }
-  for (const auto& [key, value] : flat_b)
-    if (!flat_a.count(key)) out.push_back(fmt::format("{} (- -> {})", key, value));
-  return out;
-}
-
-}  // namespace
 
 // ---- setup phases --------------------------------------------------------------------------
 
@@ -140,6 +105,8 @@ void Trainer::choose_checkpoint() {
     // Held until this process ends: nobody else writes into out_dir meanwhile, so whatever an
     // interrupted save or prune left behind is provably stale.
     run_lock_ = std::make_unique<RunDirLock>(out_dir_);
+    for (const auto& path : remove_stale_run_files(out_dir_))
+      if (console_) spdlog::info("removed {} (left behind by a killed write)", path);
     for (const auto& path : remove_stale_checkpoints(out_dir_))
       if (console_) spdlog::info("removed {} (left behind by an interrupted save or prune)", path);
     const auto existing = latest_checkpoint(out_dir_);
@@ -268,7 +235,7 @@ void Trainer::build_model() {
   if (main_yaml != config_yaml_)
     fail("the resolved configuration differs from rank 0's: {}; every rank must run the same config file with the "
          "same --set overrides",
-         fmt::format("{}", fmt::join(changed_keys(main_yaml, config_yaml_), ", ")));
+         fmt::format("{}", fmt::join(changed_config_keys(main_yaml, config_yaml_), ", ")));
 }
 
 // Weights, AdamW state, RNG and data position from the chosen checkpoint; then every rank starts
@@ -280,7 +247,7 @@ void Trainer::restore() {
     if (dist_->is_main() && fs::exists(saved_config)) {
       std::ifstream in(saved_config);
       const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      const auto changed = changed_keys(text, config_yaml_);
+      const auto changed = changed_config_keys(text, config_yaml_);
       if (!changed.empty())
         spdlog::warn("resume: the configuration differs from the checkpoint's config.yaml in {}",
                      fmt::format("{}", fmt::join(changed, ", ")));

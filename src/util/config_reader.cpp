@@ -218,6 +218,10 @@ ConfigReader ConfigReader::section(const std::string& key) {
 
 void ConfigReader::ignore(const std::string& key) { used_.insert(key); }
 
+void FieldReader::throw_at_file(const char* key, const std::string& reason) const {
+  fail("{}: {}: {}", r_.file(), key, reason);
+}
+
 void ConfigReader::finish() const {
   if (!node_ || !node_.IsMap()) return;
   std::vector<std::string> known(used_.begin(), used_.end());

@@ -55,6 +55,8 @@ struct SplitConfig {
   bool enabled() const { return val_count.has_value() || val_fraction.has_value(); }
 };
 
+// The keys of the `data:` section are listed once, in visit_fields (data_config.cpp): a new field
+// there is read, written to config.yaml, and diffed.
 struct DataConfig {
   std::vector<std::string> train_files;
   std::vector<std::string> val_files;
@@ -76,5 +78,7 @@ struct DataConfig {
 // Reads every key of the `data:` section and calls data.finish(), so an unknown key is an error
 // naming file:line and the nearest valid key. Invalid values name file:line: data.<key>.
 DataConfig parse_data_config(ConfigReader& data);
+// Every field under the key parse_data_config reads it from (for resolved run configs).
+void data_config_to_yaml(const DataConfig& config, YAML::Node& out);
 
 }  // namespace coe

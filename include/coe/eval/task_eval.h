@@ -2,9 +2,9 @@
 // Answer accuracy on math word problems (coe-eval --task): each record is prompted as the model
 // was trained (the run's text format, cut where the answer begins, after optional exemplars),
 // answered greedily, and its final answer (eval/math_answer.h) compared with the gold one.
-#include "coe/eval/math_answer.h"
 #include "coe/data/text_template.h"
 #include "coe/eval/generate.h"
+#include "coe/eval/math_answer.h"
 
 #include <nlohmann/json.hpp>
 

@@ -23,6 +23,21 @@ struct RopeScaling {
   double mscale_all_dim = 0.0;
 };
 
+// How a router picks its top-k experts (config names in config.cpp's kTopkMethodNames).
+enum class TopkMethod {
+  kGreedy,              // greedy: the top-k scores
+  kGroupLimitedGreedy,  // group_limited_greedy (DeepSeek-V2): top-k within the best groups
+  kNoauxTc,             // noaux_tc (DeepSeek-V3): top-k of the scores plus a per-router
+                        // e_score_correction_bias, moved by the trainer towards balanced load
+};
+// How router logits become scores (config names in config.cpp's kScoringFuncNames).
+enum class ScoringFunc {
+  kSoftmax,  // softmax (DeepSeek-V2)
+  kSigmoid,  // sigmoid (DeepSeek-V3)
+};
+const char* to_string(TopkMethod method);
+const char* to_string(ScoringFunc func);
+
 // What the CoE iteration adds back: x(t) = f(x(t-1)) + r(t).
 enum class InnerResidual {
   kNone,      // r = 0
@@ -30,6 +45,8 @@ enum class InnerResidual {
   kInput,     // r = x(0)    (the paper's "add input" variant; not in the reference)
 };
 
+// The keys of a `model:` section / config.json are listed once, in visit_fields (config.cpp):
+// a new field there is read, written to config.json and config.yaml, and diffed.
 struct ModelConfig {
   int64_t vocab_size = 102400;
   int64_t hidden_size = 1024;
@@ -47,13 +64,11 @@ struct ModelConfig {
   int64_t n_shared_experts = 1;
   int64_t num_experts_per_tok = 8;
   double routed_scaling_factor = 1.0;
-  // greedy | group_limited_greedy (DeepSeek-V2) | noaux_tc (DeepSeek-V3: top-k of the scores plus
-  // a per-router e_score_correction_bias, moved by the trainer towards balanced load)
-  std::string topk_method = "greedy";
+  TopkMethod topk_method = TopkMethod::kGreedy;
   int64_t n_group = 1;
   int64_t topk_group = 1;
   bool norm_topk_prob = false;
-  std::string scoring_func = "softmax";  // softmax (DeepSeek-V2) | sigmoid (DeepSeek-V3)
+  ScoringFunc scoring_func = ScoringFunc::kSoftmax;
   double aux_loss_alpha = 0.001;
   bool seq_aux = true;
   // ST-MoE's router z-loss alpha * mean_t(logsumexp(logits_t)^2) per router; 0: off.
@@ -77,7 +92,7 @@ struct ModelConfig {
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 
   int64_t q_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
-  bool uses_score_correction_bias() const { return topk_method == "noaux_tc"; }
+  bool uses_score_correction_bias() const { return topk_method == TopkMethod::kNoauxTc; }
   bool is_moe_layer(int64_t layer) const {
     return n_routed_experts > 0 && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
   }

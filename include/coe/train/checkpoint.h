@@ -82,6 +82,10 @@ void prune_checkpoints(const std::string& out_dir, int64_t keep_last);
 // marker. Call it only while holding the run directory's lock (no other writer is alive).
 // Returns the removed paths.
 std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir);
+// Removes the temporaries a killed write_file_atomic leaves in a run directory ("<file>.tmp-<pid>"
+// of config.yaml, metrics.jsonl, val.jsonl, final.json, init_from.txt: coe's names only). Call it
+// holding the directory's lock. Returns the paths removed.
+std::vector<std::string> remove_stale_run_files(const std::string& out_dir);
 
 // A checkpoint directory to evaluate: `path` itself when it holds config.json (a coe checkpoint,
 // the reference's, an HF download), else the newest complete step-N of the run directory `path`.

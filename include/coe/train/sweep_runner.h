@@ -15,6 +15,7 @@
 //
 // No shell anywhere: coe-train, coe-memory, coe-eval and gnuplot are argument vectors
 // (util/subprocess.h) with their output appended to the run directory's logs.
+#include "coe/train/run_lock.h"
 #include "coe/train/sweep.h"
 #include "coe/util/clock.h"
 #include "coe/util/run_logs.h"
@@ -23,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -121,6 +123,7 @@ class SweepRunner {
   // Setup phases, in the order the constructor runs them.
   void resolve();
   void check_selection() const;
+  void lock_out_dir();
   void prepare_base();
   void plan();
 
@@ -143,6 +146,7 @@ class SweepRunner {
   SweepPace pace_;
   Clock::time_point start_;
   bool any_failed_ = false;
+  std::unique_ptr<RunDirLock> lock_;  // out_dir's, held for the runner's lifetime (not with --dry-run)
 };
 
 // What a coe-train's end means for its variant: complete when it exited 0 and wrote final.json;

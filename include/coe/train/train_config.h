@@ -31,6 +31,8 @@ enum class DecayMode { kAll, kNoNormsBiases };
 const char* to_string(LrScheduleKind kind);
 const char* to_string(DecayMode mode);
 
+// The keys of the optim: and trainer: sections are listed once, in visit_fields
+// (train_config.cpp): a new field there is read, checked, written to config.yaml, and diffed.
 struct OptimConfig {
   double lr = 3e-4;
   double beta1 = 0.9, beta2 = 0.95;  // `betas: [0.9, 0.95]`
@@ -68,8 +70,8 @@ struct TrainerConfig {
   bool activation_checkpointing = false;
   // Refuse (before allocating) a CPU run whose estimated memory exceeds the machine's MemAvailable.
   bool memory_check = true;
-  // How tokens reach their experts (model/experts.h): auto (grouped GEMMs on CUDA with libtorch
-  // >= 2.8, else segmented) | grouped | segmented | masked.
+  // How tokens reach their experts (model/experts.h): auto (grouped GEMMs, torch's
+  // at::_grouped_mm, on every device) | grouped | segmented | masked.
   std::string expert_dispatch = "auto";
   int64_t log_interval = 10;  // console line every N steps (metrics.jsonl gets every step)
   bool tensorboard = true;    // TensorBoard event files in <out_dir>/tb (util/tensorboard.h)
@@ -114,5 +116,9 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& file);
 // The resolved configuration (every key with its value, defaults filled in) as YAML text that
 // load_train_config reads back to the same TrainConfig.
 std::string train_config_to_yaml(const TrainConfig& config);
+
+// The keys whose values differ between two resolved configurations (train_config_to_yaml texts),
+// as "trainer.total_steps (100 -> 200)"; a key present on one side only shows "-" on the other.
+std::vector<std::string> changed_config_keys(const std::string& yaml_a, const std::string& yaml_b);
 
 }  // namespace coe
