@@ -18,15 +18,27 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-nlohmann::json parse_object(const std::string& text, const std::string& where) {
-  nlohmann::json j;
+nlohmann::json parse_json(const std::string& text, const std::string& where) {
   try {
-    j = nlohmann::json::parse(text, json_depth_limit(where));
+    return nlohmann::json::parse(text, json_depth_limit(where));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not JSON: {}", where, first_line(e));
   }
+}
+
+nlohmann::json parse_object(const std::string& text, const std::string& where) {
+  nlohmann::json j = parse_json(text, where);
   if (!j.is_object()) fail("{}: not a JSON object", where);
   return j;
+}
+
+// A whole file; one-line errors naming it.
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
+  return text;
 }
 
 // The typed reads of one object's keys, each failing with "<where>: <reason>".
@@ -82,10 +94,7 @@ nlohmann::ordered_json nullable(const std::optional<double>& v) {
 
 // The complete lines of a file (a last line without its newline is still being written).
 std::vector<std::string> complete_lines(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
+  const std::string text = read_text(path);
   std::vector<std::string> lines;
   size_t start = 0;
   for (size_t nl = text.find('\n'); nl != std::string::npos; start = nl + 1, nl = text.find('\n', start))
@@ -349,23 +358,12 @@ std::vector<ValRow> read_val_file(const fs::path& path) {
 }
 
 FinalSummary read_final_summary(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return FinalSummary::from_json(parse_object(text, path.string()), path.string());
+  return FinalSummary::from_json(parse_object(read_text(path), path.string()), path.string());
 }
 
 RoutingReport read_routing_report(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text, json_depth_limit(path.string()));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not JSON: {}", path.string(), first_line(e));
-  }
-  return RoutingReport::from_json(j, path.string());
+  // Not parse_object: from_json names what a non-object lacks (the "routing" array).
+  return RoutingReport::from_json(parse_json(read_text(path), path.string()), path.string());
 }
 
 // ---- TensorBoard ----------------------------------------------------------------------------
