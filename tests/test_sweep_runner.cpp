@@ -71,7 +71,9 @@ class SweepRunnerTest : public ::testing::Test {
   }
 
   // a: complete; b: checkpoints at steps 1 and 3 (partial); c: nothing yet; d: an empty directory.
+  // What an earlier, interrupted coe-sweep left in its out_dir.
   void lay_out_run_dirs() {
+    coe::create_run_dir(out().string(), "out_dir");
     write_file(out() / "a" / "final.json",
                "{\"steps\": 10, \"final_val_loss\": null, \"best_val_loss\": null, \"final_train_loss\": 2.0, "
                "\"tokens\": 640, \"tokens_per_s\": 100.0, \"params\": 1, \"elapsed_s\": 1.0, \"checkpoint\": \"\"}\n");
@@ -543,3 +545,26 @@ TEST(SweepSummary, PlotDataAndAFailingGnuplot) {
 }
 
 }  // namespace
+
+// coe-sweep refuses an out_dir holding someone else's files before it writes anything there, and a
+// variant directory likewise before its train.log goes in: coe writes summary.md, config.yaml,
+// metrics.jsonl... under fixed names.
+TEST_F(SweepRunnerTest, DirectoriesCoeDidNotMakeAreRefused) {
+  write_file(out() / "summary.md", "mine\n");
+  coe::test::expect_error([&] { runner({"c"}).run(); },
+                          {out().string(), "holds files coe did not write (e.g. summary.md)", "out_dir"});
+  EXPECT_EQ(read_file(out() / "summary.md"), "mine\n");
+  EXPECT_FALSE(fs::exists(out() / "base.yaml"));
+  EXPECT_FALSE(fs::exists(out() / ".coe-lock"));
+  EXPECT_FALSE(fs::exists(out() / "sweep-status.json"));
+
+  fs::remove(out() / "summary.md");
+  coe::create_run_dir(out().string(), "out_dir");  // the sweep's own, now
+  write_file(out() / "c" / "notes.txt", "mine\n");
+  link_tools("false");
+  coe::test::expect_error(
+      [&] { runner({"c"}).run(); },
+      {(out() / "c").string(), "holds files coe did not write (e.g. notes.txt)", "variant directory"});
+  EXPECT_FALSE(fs::exists(out() / "c" / "train.log"));
+  EXPECT_EQ(read_file(out() / "c" / "notes.txt"), "mine\n");
+}

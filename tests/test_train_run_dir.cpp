@@ -3,6 +3,7 @@
 // checkpoint, and what killed saves and prunes leave behind.
 #include "coe/io/safetensors.h"
 #include "coe/train/checkpoint.h"
+#include "coe/train/run_lock.h"
 #include "coe/train/trainer.h"
 #include "coe/util/error.h"
 #include "coe/util/run_files.h"
@@ -21,6 +22,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 namespace {
 
@@ -203,6 +205,126 @@ TEST_F(RunDir, DamagedCheckpointsAreRefused) {
   expect_error(resume, {weights.string(), "checksum mismatch"});
 }
 
+// state.json is checked like the files it lists: an edit within every range (a step of 1,000,000
+// would have the resume report the run complete) breaks its own checksum; a manifest in a step-N
+// directory of another step is refused; the error names the newest intact checkpoint and the
+// setting that resumes from it, which then sets the damaged one aside.
+TEST_F(RunDir, EditedManifestsAreRefusedAndTheIntactCheckpointNamed) {
+  const std::vector<std::string> common{"trainer.val_interval=0", "trainer.save_interval=2"};
+  ASSERT_EQ(coe::Trainer(config("edited", common), options(false, 4)).run().status, coe::TrainStatus::kStopped);
+  const fs::path dir = root_ / "edited", newest = dir / "step-4";
+  const std::string state = read_file(newest / "state.json");
+  auto resume = [&] { coe::Trainer t(config("edited", common), options(true)); };
+  const int64_t tokens = nlohmann::json::parse(state)["tokens_seen"].get<int64_t>();
+  for (const auto& [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"step", 1000000}, {"tokens_seen", tokens + 64}, {"elapsed_s", 0.5}}) {
+    nlohmann::json j = nlohmann::json::parse(state);
+    j[field] = value;
+    write_file(newest / "state.json", j.dump(2));
+    expect_error(resume, {(newest / "state.json").string(), "state_checksum mismatch",
+                          "the newest intact checkpoint is " + (dir / "step-2").string(),
+                          "--set trainer.resume=" + (dir / "step-2").string()});
+  }
+  // The loader's cursor, inside the nested object.
+  nlohmann::json j = nlohmann::json::parse(state);
+  ASSERT_TRUE(j["loader"].is_object() && !j["loader"].empty());
+  j["loader"][j["loader"].begin().key()] = 7;
+  write_file(newest / "state.json", j.dump(2));
+  expect_error(resume, {"state_checksum mismatch"});
+  // Whitespace and key order are not an edit.
+  write_file(newest / "state.json", nlohmann::json::parse(state).dump());
+  EXPECT_EQ(coe::read_checkpoint_state(newest.string()).step, 4);
+  write_file(newest / "state.json", "not json");
+
+  // A whole, intact checkpoint under another step's name.
+  fs::copy(dir / "step-2", dir / "step-3", fs::copy_options::recursive);
+  expect_error([&] { coe::read_checkpoint_state((dir / "step-3").string()); },
+               {(dir / "step-3" / "state.json").string(), "step 2 does not match its directory's name (step-3)"});
+  fs::remove_all(dir / "step-3");
+
+  // As the error says: resume from step 2; the damaged step 4 moves aside, the run completes.
+  coe::Trainer t(config("edited", {"trainer.val_interval=0", "trainer.save_interval=2",
+                                   "trainer.resume=" + (dir / "step-2").string()}),
+                 options());
+  EXPECT_EQ(t.state().step, 2);
+  EXPECT_FALSE(fs::exists(newest));
+  ASSERT_EQ(t.run().status, coe::TrainStatus::kCompleted);
+  EXPECT_EQ(read_jsonl(dir / "metrics.jsonl").size(), 6u);
+}
+
+// A manifest of format version 2 (no state_checksum: checkpoints of coe before it) still resumes.
+TEST_F(RunDir, VersionTwoManifestsStillResume) {
+  const std::vector<std::string> common{"trainer.val_interval=0"};
+  ASSERT_EQ(coe::Trainer(config("v2", common), options(false, 2)).run().status, coe::TrainStatus::kStopped);
+  const fs::path file = root_ / "v2" / "step-2" / "state.json";
+  nlohmann::json j = nlohmann::json::parse(read_file(file));
+  ASSERT_EQ(j["version"], 3);
+  j["version"] = 2;
+  j.erase("state_checksum");
+  write_file(file, j.dump(2));
+  coe::Trainer t(config("v2", common), options(true));
+  EXPECT_EQ(t.state().step, 2);
+}
+
+// An existing out_dir that coe did not make and that holds files is refused before anything is
+// written: the user's config.yaml and metrics.jsonl stay as they were. An empty one is used.
+TEST_F(RunDir, ANonEmptyDirectoryCoeDidNotMakeIsRefused) {
+  const fs::path dir = root_ / "users-dir";
+  write_file(dir / "config.yaml", "mine\n");
+  write_file(dir / "metrics.jsonl", "{\"step\": 1, \"loss\": 3.0}\n");
+  expect_error([&] { coe::Trainer t(config("users-dir"), options()); },
+               {dir.string(), "holds files coe did not write", "not a coe run directory", "trainer.out_dir"});
+  EXPECT_EQ(read_file(dir / "config.yaml"), "mine\n");
+  EXPECT_EQ(read_file(dir / "metrics.jsonl"), "{\"step\": 1, \"loss\": 3.0}\n");
+  EXPECT_FALSE(fs::exists(dir / ".coe-lock"));
+  EXPECT_FALSE(fs::exists(dir / "tb"));
+
+  fs::create_directories(root_ / "empty-dir");
+  EXPECT_EQ(coe::Trainer(config("empty-dir"), options(false, 1)).run().status, coe::TrainStatus::kStopped);
+  // Now coe's: it resumes there.
+  coe::Trainer again(config("empty-dir"), options(true));
+  EXPECT_EQ(again.state().step, 1);
+}
+
+// A checkpoint in a branch an earlier resume set aside is refused as trainer.resume (its steps
+// would be appended to this branch's logs); its folder, as the run directory, continues that
+// branch with its own logs.
+TEST_F(RunDir, ResumingIntoAnAbandonedBranchIsRefused) {
+  const std::vector<std::string> common{"trainer.val_interval=0", "trainer.save_interval=2"};
+  ASSERT_EQ(coe::Trainer(config("switch", common), options(false, 4)).run().status, coe::TrainStatus::kStopped);
+  const fs::path dir = root_ / "switch";
+  {
+    auto c = config("switch", common);
+    c.trainer.resume = (dir / "step-2").string();
+    coe::Trainer t(c, options(false, 1));
+    ASSERT_EQ(t.run().status, coe::TrainStatus::kStopped);
+  }
+  fs::path aside;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("abandoned-after-step-2-", 0) == 0) aside = e.path();
+  ASSERT_FALSE(aside.empty());
+  ASSERT_TRUE(fs::exists(aside / "step-4"));
+  const std::string metrics_before = read_file(dir / "metrics.jsonl");
+
+  auto c = config("switch", common);
+  c.trainer.resume = (aside / "step-4").string();
+  expect_error([&] { coe::Trainer t(c, options()); }, {"lies in " + aside.string(), "would mix the two branches' logs",
+                                                       "--out " + aside.string() + " --resume"});
+  EXPECT_EQ(read_file(dir / "metrics.jsonl"), metrics_before);
+  EXPECT_TRUE(fs::exists(aside / "step-4"));
+
+  // As the error says.
+  auto in_branch = config("switch", common);
+  in_branch.trainer.out_dir = aside.string();
+  coe::Trainer t(in_branch, options(true));
+  EXPECT_EQ(t.state().step, 4);
+  ASSERT_EQ(t.run().status, coe::TrainStatus::kCompleted);
+  const auto branch_metrics = read_jsonl(aside / "metrics.jsonl");
+  ASSERT_EQ(branch_metrics.size(), 6u);
+  for (size_t i = 0; i < branch_metrics.size(); ++i) EXPECT_EQ(branch_metrics[i]["step"], i + 1);
+  EXPECT_EQ(read_file(dir / "metrics.jsonl"), metrics_before);
+}
+
 // What a killed save or prune leaves is removed on the next run, and only that: a directory coe
 // did not write, and a file a user put into a checkpoint directory, survive.
 TEST_F(RunDir, LeftoversOfKilledSavesAreCleanedAndForeignFilesKept) {
@@ -260,6 +382,7 @@ TEST_F(RunDir, ASaveKilledAtItsStartStaysResumable) {
 // same pattern that is not one of coe's names stays.
 TEST_F(RunDir, TemporariesOfKilledWritesAreRemoved) {
   const fs::path dir = root_ / "tmp-files";
+  coe::create_run_dir(dir.string(), "trainer.out_dir");  // as an earlier coe-train left it
   for (const char* f : {"config.yaml.tmp-4242", "val.jsonl.tmp-17", "final.json.tmp-99", "notes.txt.tmp-5"})
     write_file(dir / f, "half");
   coe::Trainer t(config("tmp-files"), options());
@@ -312,6 +435,36 @@ namespace {
 // coe-train's TensorBoard files, read by the independent reader: every metrics.jsonl and
 // val.jsonl value under its tag and step (to float32 rounding), and after a run killed past its
 // last checkpoint and resumed, each step exactly once across the files.
+// kill -9 loses the events still in the writer's buffer (everything after its last flush), while
+// metrics.jsonl and val.jsonl hold every step: the resumed run writes the steps the event files
+// lack, so that they hold exactly the logs' steps, each once.
+TEST_F(RunDir, TensorBoardGetsBackTheStepsAKillLost) {
+  const std::vector<std::string> common{"trainer.val_interval=2", "trainer.save_interval=2"};
+  ASSERT_EQ(coe::Trainer(config("tb-kill", common), options(false, 4)).run().status, coe::TrainStatus::kStopped);
+  const fs::path dir = root_ / "tb-kill";
+  // What the kill left: the file as it was at the flush after step 1.
+  coe::cut_back_event_files(dir / "tb", 1);
+  ASSERT_EQ(coe::event_steps(dir / "tb", "train/"), (std::set<int64_t>{1}));
+  ASSERT_EQ(coe::Trainer(config("tb-kill", common), options(true)).run().status, coe::TrainStatus::kCompleted);
+
+  const auto scalars = coe::test::union_of_scalars(dir / "tb");  // fails on a (tag, step) seen twice
+  std::set<int64_t> train_steps, val_steps;
+  for (const auto& [key, value] : scalars) {
+    if (key.first == "train/loss") train_steps.insert(key.second);
+    if (key.first == "val/loss") val_steps.insert(key.second);
+  }
+  std::set<int64_t> logged, validated;
+  for (const auto& m : read_jsonl(dir / "metrics.jsonl")) {
+    logged.insert(m["step"].get<int64_t>());
+    EXPECT_EQ(scalars.at({"train/loss", m["step"].get<int64_t>()}), static_cast<float>(m["loss"].get<double>()));
+  }
+  for (const auto& v : read_jsonl(dir / "val.jsonl")) validated.insert(v["step"].get<int64_t>());
+  EXPECT_EQ(train_steps, logged);
+  EXPECT_EQ(train_steps, (std::set<int64_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(val_steps, validated);
+  EXPECT_EQ(val_steps, (std::set<int64_t>{2, 4, 6}));
+}
+
 TEST_F(RunDir, TensorBoardEventsMatchTheLogsAcrossAResume) {
   const std::vector<std::string> common{"trainer.val_interval=2", "trainer.save_interval=2"};
   ASSERT_EQ(coe::Trainer(config("tb", common), options(false, 3)).run().status, coe::TrainStatus::kStopped);

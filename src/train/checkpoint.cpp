@@ -33,8 +33,6 @@ const char* const kOptimizer = "optimizer.safetensors";
 const char* const kRng = "rng.safetensors";
 const char* const kConfig = "config.yaml";
 const char* const kMarker = ".coe-checkpoint";
-// The files state.json's checksums cover (the model's are save_hf_checkpoint's).
-const char* const kCheckedFiles[] = {"config.json", "model.safetensors", kOptimizer, kRng, kConfig};
 
 // "step-N" (kind ""), "step-N.tmp", "step-N.deleting": the step, else nullopt.
 std::optional<int64_t> parse_step_dir(const std::string& name, const std::string& kind = "") {
@@ -65,7 +63,7 @@ bool is_checkpoint_file(const std::string& name) {
   std::smatch m;
   const std::string base = std::regex_match(name, m, temporary) ? m[1].str() : name;
   if (base == kState || base == kMarker) return true;
-  for (const char* f : kCheckedFiles)
+  for (const char* f : kCheckpointFiles)
     if (base == f) return true;
   return false;
 }
@@ -109,114 +107,7 @@ at::Generator cuda_generator(int device) {
       c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
 }
 
-template <typename T>
-std::optional<T> optional_field(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return std::nullopt;
-  return it->get<T>();
-}
-
 }  // namespace
-
-nlohmann::ordered_json TrainState::to_json() const {
-  auto opt = [](const auto& v) { return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr); };
-  nlohmann::ordered_json j;
-  j["format"] = "coe-train-checkpoint";
-  j["version"] = kCheckpointFormatVersion;
-  j["step"] = step;
-  j["tokens_seen"] = tokens_seen;
-  j["loss_tokens_seen"] = loss_tokens_seen;
-  j["elapsed_s"] = elapsed_s;
-  j["last_train_loss"] = opt(last_train_loss);
-  j["last_val_loss"] = opt(last_val_loss);
-  j["best_val_loss"] = opt(best_val_loss);
-  j["val_step"] = opt(val_step);
-  j["scheduler"] = scheduler;
-  j["loader"] = loader;
-  if (!expert_load_window.empty())
-    j["expert_load_window"] = {{"shape", expert_load_shape}, {"counts", expert_load_window}};
-  j["files"] = {{"model", "model.safetensors"},
-                {"model_config", "config.json"},
-                {"optimizer", kOptimizer},
-                {"rng", kRng},
-                {"config", kConfig}};
-  j["checksums"] = checksums;
-  j["torch_version"] = TORCH_VERSION;
-  return j;
-}
-
-TrainState TrainState::from_json(const nlohmann::json& j, const std::string& source) {
-  if (!j.is_object() || j.value("format", "") != "coe-train-checkpoint")
-    fail("{}: not a coe-train checkpoint state", source);
-  const char* field = "version";
-  try {
-    const int version = j.at("version").get<int>();
-    if (version != 1 && version != kCheckpointFormatVersion)
-      fail("{}: checkpoint format version {} (this coe reads versions 1 and {})", source, version,
-           kCheckpointFormatVersion);
-    // A value outside its range means a damaged or hand-edited file: resuming from it would
-    // silently train on a wrong schedule or data position.
-    auto check = [&](bool ok, const char* name, const std::string& value) {
-      if (!ok) fail("{}: {}: {} is out of range", source, name, value);
-    };
-    auto finite_loss = [&](const std::optional<double>& v, const char* name) {
-      if (v) check(std::isfinite(*v), name, fmt::format("{}", *v));
-    };
-    constexpr int64_t kMaxCount = int64_t{1} << 53;  // beyond any real run, exact in a JSON double
-    TrainState s;
-    field = "step";
-    s.step = j.at("step").get<int64_t>();
-    check(s.step >= 0 && s.step <= int64_t{1} << 40, "step", std::to_string(s.step));
-    field = "tokens_seen";
-    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
-    check(s.tokens_seen >= 0 && s.tokens_seen <= kMaxCount, "tokens_seen", std::to_string(s.tokens_seen));
-    field = "loss_tokens_seen";
-    s.loss_tokens_seen = j.at("loss_tokens_seen").get<int64_t>();
-    check(s.loss_tokens_seen >= 0 && s.loss_tokens_seen <= s.tokens_seen, "loss_tokens_seen",
-          std::to_string(s.loss_tokens_seen));
-    field = "elapsed_s";
-    s.elapsed_s = j.at("elapsed_s").get<double>();
-    check(std::isfinite(s.elapsed_s) && s.elapsed_s >= 0, "elapsed_s", fmt::format("{}", s.elapsed_s));
-    field = "last_train_loss";
-    s.last_train_loss = optional_field<double>(j, "last_train_loss");
-    finite_loss(s.last_train_loss, "last_train_loss");
-    field = "last_val_loss";
-    s.last_val_loss = optional_field<double>(j, "last_val_loss");
-    finite_loss(s.last_val_loss, "last_val_loss");
-    field = "best_val_loss";
-    s.best_val_loss = optional_field<double>(j, "best_val_loss");
-    finite_loss(s.best_val_loss, "best_val_loss");
-    field = "val_step";
-    s.val_step = optional_field<int64_t>(j, "val_step");
-    if (s.val_step) check(*s.val_step >= 0 && *s.val_step <= s.step, "val_step", std::to_string(*s.val_step));
-    field = "scheduler";
-    s.scheduler = j.value("scheduler", nlohmann::json::object());
-    field = "loader";
-    s.loader = j.at("loader");
-    if (!s.loader.is_object()) fail("{}: loader: expected an object", source);
-    field = "expert_load_window";
-    if (j.contains("expert_load_window")) {
-      const auto& w = j.at("expert_load_window");
-      s.expert_load_shape = w.at("shape").get<std::vector<int64_t>>();
-      s.expert_load_window = w.at("counts").get<std::vector<int64_t>>();
-      int64_t n = s.expert_load_shape.size() == 3 ? 1 : -1;
-      for (int64_t d : s.expert_load_shape) n = d > 0 && d <= (int64_t{1} << 20) ? n * d : -1;
-      check(n > 0 && static_cast<int64_t>(s.expert_load_window.size()) == n, "expert_load_window.shape",
-            fmt::format("[{}] for {} counts", fmt::join(s.expert_load_shape, ", "), s.expert_load_window.size()));
-      for (int64_t c : s.expert_load_window)
-        check(c >= 0 && c <= kMaxCount, "expert_load_window.counts", std::to_string(c));
-    }
-    field = "checksums";
-    if (version >= 2) {
-      s.checksums = j.at("checksums").get<std::map<std::string, std::string>>();
-      for (const char* f : kCheckedFiles)
-        if (!s.checksums.count(f)) fail("{}: checksums: no entry for {}", source, f);
-    }
-    return s;
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: {}: missing or of the wrong type ({})", source, field, e.what());
-  }
-}
 
 std::vector<CheckpointInfo> list_checkpoints(const std::string& out_dir) {
   std::vector<CheckpointInfo> out;
@@ -271,8 +162,9 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
     }
     save_safetensors((tmp / kRng).string(), rng);
     write_file_atomic(tmp / kConfig, config_yaml);
+    saved.torch_version = TORCH_VERSION;
     saved.checksums.clear();
-    for (const char* f : kCheckedFiles) saved.checksums[f] = hash_file((tmp / f).string());
+    for (const char* f : kCheckpointFiles) saved.checksums[f] = hash_file((tmp / f).string());
     // state.json last: its presence marks the directory complete.
     write_file_atomic(tmp / kState, saved.to_json().dump(2) + "\n");
     for (const auto& entry : fs::directory_iterator(tmp)) sync_path(entry.path());
@@ -302,6 +194,14 @@ TrainState read_checkpoint_state(const std::string& dir) {
     }
   }
   TrainState state = TrainState::from_json(j, state_file.string());
+  // A step-N directory holds step N: a manifest saying otherwise was edited (or moved between
+  // directories), and would resume at the wrong step.
+  fs::path normal = root.lexically_normal();
+  if (normal.filename().empty()) normal = normal.parent_path();  // "run/step-5/"
+  const auto named = parse_step_dir(normal.filename().string());
+  if (named && *named != state.step)
+    fail("{}: step {} does not match its directory's name ({}): the manifest was edited or moved", state_file.string(),
+         state.step, normal.filename().string());
   for (const auto& [file, expected] : state.checksums) {
     const fs::path path = root / file;
     if (!fs::exists(path)) fail("{}: missing (listed in {})", path.string(), kState);
@@ -311,6 +211,19 @@ TrainState read_checkpoint_state(const std::string& dir) {
            actual);
   }
   return state;
+}
+
+std::optional<CheckpointInfo> newest_intact_checkpoint_before(const std::string& out_dir, int64_t step) {
+  auto all = list_checkpoints(out_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (it->step >= step) continue;
+    try {
+      read_checkpoint_state(it->dir);
+      return *it;
+    } catch (const Error&) {
+    }
+  }
+  return std::nullopt;
 }
 
 TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& optimizer, int cuda_device) {

@@ -44,13 +44,48 @@ std::string read_holder(int fd) {
   return text.empty() ? "a process that has not yet written its name" : text;
 }
 
+// Whether coe made `dir` a run directory: it holds the lock file (coe-train, coe-sweep and
+// create_run_dir leave it behind), a checkpoint carrying coe's marker (runs of coe before the
+// lock, a branch set aside by a resume), or a sweep's status file.
+bool made_by_coe(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(dir / ".coe-lock", ec)) || fs::is_regular_file(dir / "sweep-status.json", ec))
+    return true;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && fs::is_regular_file(entry.path() / ".coe-checkpoint", ec)) return true;
+  }
+  return false;
+}
+
+// Creates `dir`, or checks that an existing one is empty or coe's: coe writes config.yaml,
+// metrics.jsonl, final.json, ... into it, and must not replace a user's files of those names.
+void claim_dir(const std::string& dir, const std::string& dir_key) {
+  std::error_code ec;
+  if (fs::is_directory(dir, ec) && !made_by_coe(dir)) {
+    fs::directory_iterator it(dir, ec);
+    if (ec) fail("{}: cannot list: {}", dir, ec.message());
+    if (it != fs::directory_iterator())
+      fail("{}: holds files coe did not write (e.g. {}) and is not a coe run directory; choose an empty or new {}", dir,
+           it->path().filename().string(), dir_key);
+  }
+  fs::create_directories(dir, ec);
+  if (ec) fail("{}: cannot create the run directory: {}", dir, ec.message());
+}
+
 }  // namespace
+
+void create_run_dir(const std::string& dir, const std::string& dir_key) {
+  claim_dir(dir, dir_key);
+  const std::string lock = (fs::path(dir) / ".coe-lock").string();
+  const int fd = ::open(lock.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) fail("{}: cannot create: {}", lock, std::strerror(errno));
+  ::close(fd);
+}
 
 RunDirLock::RunDirLock(const std::string& dir, const std::string& program, const std::string& dir_key)
     : path_((fs::path(dir) / ".coe-lock").string()) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail("{}: cannot create the run directory: {}", dir, ec.message());
+  claim_dir(dir, dir_key);
   // Never through a link: a .coe-lock symlink would have coe truncate and overwrite its target.
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
   if (fd_ < 0 && errno == ELOOP)

@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace fs = std::filesystem;
 
@@ -19,8 +21,8 @@ namespace coe {
 namespace {
 
 // Keeps the lines of a .jsonl log whose "step" is <= max_step (drops the steps a resumed run will
-// redo, or everything for a fresh run), then opens it for appending.
-AppendFile open_log(const fs::path& path, int64_t max_step) {
+// redo, or everything for a fresh run), then opens it for appending. `kept`: the lines kept.
+AppendFile open_log(const fs::path& path, int64_t max_step, std::vector<nlohmann::json>& kept) {
   std::string keep;
   if (max_step > 0 && fs::exists(path)) {
     std::ifstream in(path);
@@ -28,7 +30,9 @@ AppendFile open_log(const fs::path& path, int64_t max_step) {
     while (std::getline(in, line)) {
       try {
         auto j = nlohmann::json::parse(line, json_depth_limit(path.string()));
-        if (j.at("step").get<int64_t>() <= max_step) keep += line + '\n';
+        if (j.at("step").get<int64_t>() > max_step) continue;
+        keep += line + '\n';
+        kept.push_back(std::move(j));
       } catch (...) {
         // A torn last line of a killed process, or foreign text: dropped.
       }
@@ -36,6 +40,21 @@ AppendFile open_log(const fs::path& path, int64_t max_step) {
   }
   write_file_atomic(path, keep);
   return AppendFile(path);
+}
+
+// Writes the rows of `kept` whose step has no event with a `prefix` tag yet: the steps a killed
+// run had logged to metrics.jsonl / val.jsonl but not yet flushed to its event file.
+size_t write_missing_events(TensorBoardWriter& tb, const fs::path& dir, const std::vector<nlohmann::json>& kept,
+                            std::string_view prefix, Scalars (*scalars)(const nlohmann::json&)) {
+  const std::set<int64_t> present = event_steps(dir, prefix);
+  size_t written = 0;
+  for (const auto& row : kept) {
+    const int64_t step = row.at("step").get<int64_t>();
+    if (present.count(step)) continue;
+    tb.add_scalars(step, scalars(row));
+    ++written;
+  }
+  return written;
 }
 
 }  // namespace
@@ -48,13 +67,22 @@ RunLogger& RunLogger::operator=(RunLogger&&) noexcept = default;
 RunLogger::RunLogger(const fs::path& out_dir, int64_t resumed_step, bool tensorboard, bool console,
                      ProgressInfo progress)
     : writes_(true), console_(console), progress_(progress) {
-  metrics_ = open_log(out_dir / "metrics.jsonl", resumed_step);
-  val_ = open_log(out_dir / "val.jsonl", resumed_step);
+  std::vector<nlohmann::json> metrics_rows, val_rows;
+  metrics_ = open_log(out_dir / "metrics.jsonl", resumed_step, metrics_rows);
+  val_ = open_log(out_dir / "val.jsonl", resumed_step, val_rows);
   if (tensorboard) {
     // Steps after the resumed one are trained again: their events go, as their log lines did.
-    for (const auto& note : cut_back_event_files(out_dir / "tb", resumed_step))
+    const fs::path tb = out_dir / "tb";
+    for (const auto& note : cut_back_event_files(tb, resumed_step))
       if (console_) spdlog::info("tensorboard: {}", note);
-    tensorboard_ = std::make_unique<TensorBoardWriter>(out_dir / "tb");
+    tensorboard_ = std::make_unique<TensorBoardWriter>(tb);
+    // The steps up to the resumed one that a kill kept from the event files, from the logs.
+    const size_t restored = write_missing_events(*tensorboard_, tb, metrics_rows, "train/", metrics_scalars) +
+                            write_missing_events(*tensorboard_, tb, val_rows, "val/", val_scalars);
+    tensorboard_->flush();
+    if (restored && console_)
+      spdlog::info("tensorboard: wrote {} logged step(s) the event files lacked (a killed run's unflushed events)",
+                   restored);
   }
 }
 

@@ -1,6 +1,7 @@
 #include "coe/train/sweep_runner.h"
 
 #include "coe/train/checkpoint.h"
+#include "coe/train/run_lock.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/subprocess.h"
@@ -378,6 +379,7 @@ void SweepRunner::train_variant(size_t i, const VariantPlan& plan) {
   int64_t later_steps = 0;
   for (size_t j = i + 1; j < steps_left_.size(); ++j) later_steps += steps_left_[j];
   SweepProgress progress(name, dir, configs_.at(i).trainer.total_steps, terminal_columns(), pace_, later_steps);
+  create_run_dir(dir.string(), "variant directory");  // coe's, before train.log goes in
   const int rc = run_logged(train_command(i, partial), dir / "train.log",
                             [&](bool finished) { progress.tick(seconds_since_start(), finished); });
   pace_.add(progress.run());

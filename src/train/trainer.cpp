@@ -111,12 +111,25 @@ void Trainer::choose_checkpoint() {
       if (console_) spdlog::info("removed {} (left behind by an interrupted save or prune)", path);
     const auto existing = latest_checkpoint(out_dir_);
     if (options_.resume || tc.resume == "auto") {
-      if (existing) resumed_from_ = existing->dir;
-      else if (options_.resume) fail("--resume: no complete checkpoint (step-N/ with state.json) in {}", out_dir_);
+      if (existing) {
+        verify_newest_checkpoint(*existing);
+        resumed_from_ = existing->dir;
+      } else if (options_.resume) {
+        fail("--resume: no complete checkpoint (step-N/ with state.json) in {}", out_dir_);
+      }
     } else if (tc.resume != "never") {
       if (!fs::exists(fs::path(tc.resume) / "state.json"))
         fail("{}: trainer.resume: '{}' is not a complete checkpoint directory (no state.json)", config_.source,
              tc.resume);
+      // A checkpoint of a branch an earlier resume set aside continues that branch, whose logs are
+      // in its own folder: resumed here, its steps would be spliced onto this branch's logs.
+      fs::path branch = fs::path(tc.resume).lexically_normal();
+      if (branch.filename().empty()) branch = branch.parent_path();
+      branch = branch.parent_path();
+      if (branch.filename().string().rfind("abandoned-after-step-", 0) == 0)
+        fail("{}: trainer.resume: {} lies in {}, a branch an earlier resume set aside; resuming it into {} would mix "
+             "the two branches' logs. To continue that branch, make its folder the run directory: --out {} --resume",
+             config_.source, tc.resume, branch.string(), out_dir_, branch.string());
       resumed_from_ = tc.resume;
       set_aside_newer_branch(read_checkpoint_state(resumed_from_).step);
     } else if (existing) {
@@ -130,6 +143,21 @@ void Trainer::choose_checkpoint() {
     fail("rank {} does not see {}, the checkpoint rank 0 resumes from (trainer.out_dir must be on a filesystem "
          "every rank sees)",
          dist_->rank(), resumed_from_);
+}
+
+// --resume continues the newest checkpoint, which must be intact: when it is damaged or edited, the
+// error names the newest intact one and how to resume from it (the damaged one is then set aside
+// with the rest of that branch).
+void Trainer::verify_newest_checkpoint(const CheckpointInfo& newest) {
+  try {
+    read_checkpoint_state(newest.dir);
+  } catch (const Error& e) {
+    const auto older = newest_intact_checkpoint_before(out_dir_, newest.step);
+    if (!older) throw;
+    fail("{}; the newest intact checkpoint is {}: resume from it with --set trainer.resume={} (the damaged one "
+         "moves to {}/abandoned-after-step-{}-<time>/)",
+         first_line(e), older->dir, older->dir, out_dir_, older->step);
+  }
 }
 
 // Resuming from step N while the run directory holds newer checkpoints starts a new branch of the

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
+#include <set>
 #include <utility>
 
 namespace fs = std::filesystem;
@@ -91,6 +92,7 @@ struct EventHead {
   int64_t step = 0;
   bool has_summary = false;
   std::string file_version, writer;
+  std::vector<std::string> tags;  // the summary's values'
 };
 
 class WireReader {
@@ -144,7 +146,30 @@ std::optional<EventHead> decode_event_head(std::string_view data) {
         const auto bytes = n ? r.take(*n) : std::nullopt;
         if (!bytes) return std::nullopt;
         if (field == kEventFileVersion) head.file_version = std::string(*bytes);
-        if (field == kEventSummary) head.has_summary = true;
+        if (field == kEventSummary) {
+          head.has_summary = true;
+          WireReader summary(*bytes);
+          while (!summary.done()) {
+            const auto skey = summary.varint();
+            if (!skey || (*skey & 7) != kLengthDelimited) return std::nullopt;
+            const auto sn = summary.varint();
+            const auto value = sn ? summary.take(*sn) : std::nullopt;
+            if (!value) return std::nullopt;
+            if ((*skey >> 3) != kSummaryValue) continue;
+            WireReader v(*value);
+            while (!v.done()) {  // Value: its tag (length-delimited), simple_value (fixed32), ...
+              const auto vkey = v.varint();
+              if (!vkey) return std::nullopt;
+              const auto wire = *vkey & 7;
+              const auto len =
+                  wire == kLengthDelimited ? v.varint() : std::optional<uint64_t>(wire == kFixed32 ? 4 : 8);
+              if (!len || (wire != kLengthDelimited && wire != kFixed32 && wire != kFixed64)) return std::nullopt;
+              const auto data = v.take(*len);
+              if (!data) return std::nullopt;
+              if ((*vkey >> 3) == kValueTag && wire == kLengthDelimited) head.tags.emplace_back(*data);
+            }
+          }
+        }
         if (field == kEventSourceMetadata) {
           WireReader m(*bytes);
           while (!m.done()) {
@@ -269,6 +294,36 @@ void append_scalars(std::string& event, int64_t step, const Scalars& values, dou
 
 constexpr std::string_view kCutBackTmpPrefix = ".coe-cut-back.";
 
+// Only files whose first record says coe wrote them are coe's to cut back.
+bool written_by_coe(const std::vector<Record>& records) {
+  return !records.empty() && records.front().head.writer == kWriterName &&
+         records.front().head.file_version.rfind("brain.Event:", 0) == 0;
+}
+
+std::string read_event_file(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail("{}: cannot read: {}", file.string(), std::strerror(errno));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail("{}: cannot read: {}", file.string(), std::strerror(errno));
+  return bytes;
+}
+
+// The event files of `dir` (regular files named events.out.tfevents.*), sorted; none for a
+// missing `dir`.
+std::vector<fs::path> event_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return files;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::error_code entry_ec;
+    if (entry.is_symlink(entry_ec) || !entry.is_regular_file(entry_ec)) continue;
+    if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0) files.push_back(entry.path());
+  }
+  if (ec) fail("{}: cannot list: {}", dir.string(), ec.message());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 // Replaces `file` with `content` through a temporary in the same directory whose name lacks
 // "tfevents" (TensorBoard reads every file whose name contains it, a half-written copy too).
 void replace_event_file(const fs::path& file, std::string_view content) {
@@ -389,6 +444,19 @@ void TensorBoardWriter::close() {
   if (error) std::rethrow_exception(error);
 }
 
+std::set<int64_t> event_steps(const fs::path& dir, std::string_view tag_prefix) {
+  std::set<int64_t> steps;
+  for (const auto& file : event_files(dir)) {
+    size_t stopped_at = 0;
+    const std::vector<Record> records = scan_records(read_event_file(file), stopped_at);
+    if (!written_by_coe(records)) continue;
+    for (const Record& r : records)
+      for (const auto& tag : r.head.tags)
+        if (tag.rfind(tag_prefix, 0) == 0) steps.insert(r.head.step);
+  }
+  return steps;
+}
+
 std::vector<std::string> cut_back_event_files(const fs::path& dir, int64_t max_step) {
   std::vector<std::string> notes;
   std::error_code ec;
@@ -407,16 +475,10 @@ std::vector<std::string> cut_back_event_files(const fs::path& dir, int64_t max_s
   std::sort(files.begin(), files.end());
 
   for (const auto& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) fail("{}: cannot read: {}", file.string(), std::strerror(errno));
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) fail("{}: cannot read: {}", file.string(), std::strerror(errno));
+    const std::string bytes = read_event_file(file);
     size_t stopped_at = 0;
     const std::vector<Record> records = scan_records(bytes, stopped_at);
-    // Only files whose first record says coe wrote them.
-    if (records.empty() || records.front().head.writer != kWriterName ||
-        records.front().head.file_version.rfind("brain.Event:", 0) != 0)
-      continue;
+    if (!written_by_coe(records)) continue;
     std::string kept;
     size_t dropped = 0, summaries_kept = 0;
     for (const Record& r : records) {

@@ -13,6 +13,7 @@
 // a killed prune leaves no incomplete step-N either.
 #include "coe/train/adamw.h"
 #include "coe/train/train_config.h"
+#include "coe/train/train_state.h"
 
 #include <nlohmann/json.hpp>
 
@@ -26,9 +27,6 @@ namespace coe {
 
 class CausalLMImpl;
 
-// 2: state.json gained checksums, last_train_loss and val_step (version 1 is still read).
-inline constexpr int kCheckpointFormatVersion = 2;
-
 struct CheckpointInfo {
   int64_t step = 0;
   std::string dir;
@@ -38,36 +36,20 @@ struct CheckpointInfo {
 std::vector<CheckpointInfo> list_checkpoints(const std::string& out_dir);
 std::optional<CheckpointInfo> latest_checkpoint(const std::string& out_dir);
 
-// Everything of a run's progress that is not a tensor (state.json).
-struct TrainState {
-  int64_t step = 0;                       // optimizer steps completed
-  int64_t tokens_seen = 0;                // positions processed (rows * seq_len)
-  int64_t loss_tokens_seen = 0;           // labels that counted in the loss
-  double elapsed_s = 0.0;                 // training wall time so far, over all resumed runs
-  std::optional<double> last_train_loss;  // training loss of step `step`
-  std::optional<double> last_val_loss, best_val_loss;
-  std::optional<int64_t> val_step;  // the step last_val_loss was measured at
-  nlohmann::json loader;            // LoaderState::to_json()
-  nlohmann::json scheduler;         // informational: kind, lr, min_lr, warmup_steps, total_steps, last lr
-  // Expert load counted since the last log line (the load statistics of metrics.jsonl), so that a
-  // resumed run logs the same numbers: [MoE layers, C, E] flattened row-major; empty when none.
-  std::vector<int64_t> expert_load_shape, expert_load_window;
-  std::map<std::string, std::string> checksums;  // file name -> "xxh64:<hex>" (filled by write_checkpoint)
-
-  nlohmann::ordered_json to_json() const;
-  // Checks every field's type and range; errors name `source` and the field.
-  static TrainState from_json(const nlohmann::json& json, const std::string& source);
-};
-
 // Writes <out_dir>/step-<state.step> atomically (replacing an existing one of the same step) and
 // returns its path. `cuda_device` >= 0 also saves that device's generator state. (The trainer
 // checks AdamW::first_non_finite() first: a diverged state is never saved as a checkpoint.)
 std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const CausalLMImpl& model,
                              const AdamW& optimizer, const std::string& config_yaml, int cuda_device = -1);
 
-// Reads and checks a checkpoint's state.json, and verifies every file against its checksum (a
-// coe::Error naming the file on a mismatch). Version-1 checkpoints carry no checksums.
+// Reads and checks a checkpoint's state.json (its own checksum from version 3 on, and the step
+// against a step-N directory name), and verifies every file against its checksum (a coe::Error
+// naming the file on a mismatch). Version-1 checkpoints carry no checksums.
 TrainState read_checkpoint_state(const std::string& dir);
+
+// The newest complete checkpoint of `out_dir` before `step` that read_checkpoint_state accepts
+// (manifest and every file intact), or nullopt: what to resume from when a newer one is damaged.
+std::optional<CheckpointInfo> newest_intact_checkpoint_before(const std::string& out_dir, int64_t step);
 
 // Loads weights, optimizer state and RNG state (CUDA's when `cuda_device` >= 0 and saved) from a
 // checkpoint directory into an already constructed model / optimizer; returns its state.json.

@@ -128,6 +128,7 @@ class Trainer {
   void resolve_device();
   void join_job();
   void choose_checkpoint();
+  void verify_newest_checkpoint(const CheckpointInfo& newest);
   void set_aside_newer_branch(int64_t step);
   void prepare_data();
   void build_model();

@@ -38,6 +38,7 @@
 // variant.
 #include <cstdint>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -102,5 +103,10 @@ class TensorBoardWriter {
 // `dir` is no error (nothing to cut). Call it while no writer has a file of `dir` open (the
 // trainer holds the run directory's lock), before opening this invocation's writer.
 std::vector<std::string> cut_back_event_files(const std::filesystem::path& dir, int64_t max_step);
+
+// The steps of the events in coe's event files of `dir` that hold a value whose tag starts with
+// `tag_prefix` ("train/", "val/"): a resumed run writes the logged steps a kill kept from the
+// event files (the writer's buffer), so that they hold exactly the steps of metrics.jsonl.
+std::set<int64_t> event_steps(const std::filesystem::path& dir, std::string_view tag_prefix);
 
 }  // namespace coe
