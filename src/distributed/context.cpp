@@ -37,6 +37,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -410,6 +412,10 @@ DistContext::DistContext(const DistEnv& env, const DistOptions& options)
     return;
   }
   if (options.timeout_s <= 0) fail("trainer.dist_timeout_s must be positive, got {}", options.timeout_s);
+  // A peer killed while this rank sends to it (Gloo's pair sockets, the store's) must become an
+  // error naming that peer: with SIGPIPE at its default action the send would kill this rank too,
+  // silently (exit 141; Python, torchrun's usual host, ignores SIGPIPE for the same reason).
+  ::signal(SIGPIPE, SIG_IGN);
   const auto timeout = to_ms(options.timeout_s);
   const std::string where = fmt::format("{}:{}", env.master_addr, env.master_port);
 
