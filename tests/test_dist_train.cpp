@@ -306,6 +306,31 @@ TEST_F(DistTrain, TorchrunLaunchesTwoCpuRanks) {
   }
 }
 
+// Under torchrun a failing rank writes its error line into TORCHELASTIC_ERROR_FILE, so torchrun's
+// failure summary shows it as the rank's traceback instead of "<N/A>".
+TEST_F(DistTrain, TorchrunSummaryShowsTheRanksErrorLine) {
+  const fs::path torchrun = coe::test::python_tool("torchrun");
+  ASSERT_TRUE(fs::exists(torchrun)) << torchrun << " is missing (tools/install-deps.sh installs torch into .venv)";
+  std::vector<std::string> argv{torchrun.string(),
+                                "--no-python",
+                                "--standalone",
+                                "--nproc-per-node=2",
+                                coe::test::tool_path("coe-train").string(),
+                                (root_ / "run.yaml").string(),
+                                "--out",
+                                (root_ / "torchrun-error").string(),
+                                "--set",
+                                "trainer.global_batch=6"};
+  std::vector<coe::test::RankProcess> procs{
+      coe::test::spawn_process(argv, {{"OMP_NUM_THREADS", "1"}}, root_ / "torchrun-error.log")};
+  coe::test::wait_all(procs, 240);
+  EXPECT_NE(procs[0].exit_code, 0) << procs[0].output();
+  const std::string out = procs[0].output();
+  EXPECT_NE(out.find("traceback : rank 0: "), std::string::npos) << out;
+  EXPECT_NE(out.find("trainer.global_batch 6 is not divisible by WORLD_SIZE 2"), std::string::npos) << out;
+  EXPECT_EQ(out.find("<N/A>"), std::string::npos) << out;
+}
+
 TEST_F(DistTrain, StopSignalOnOneRankStopsEveryRankAtTheSameStep) {
   auto procs = launch_endless("sigterm");
   const fs::path metrics = root_ / "sigterm" / "metrics.jsonl";

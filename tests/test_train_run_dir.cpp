@@ -2,6 +2,7 @@
 // resuming from an older step, resuming a finished run, a diverged state at a save, a damaged
 // checkpoint, and what killed saves and prunes leave behind.
 #include "coe/io/safetensors.h"
+#include "coe/model/flops.h"
 #include "coe/train/checkpoint.h"
 #include "coe/train/run_lock.h"
 #include "coe/train/trainer.h"
@@ -463,6 +464,35 @@ TEST_F(RunDir, TensorBoardGetsBackTheStepsAKillLost) {
   EXPECT_EQ(train_steps, (std::set<int64_t>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(val_steps, validated);
   EXPECT_EQ(val_steps, (std::set<int64_t>{2, 4, 6}));
+}
+
+// What a user watching a run sees in metrics.jsonl and TensorBoard, not only on the console: the
+// memory after every step (RSS and its peak on the CPU), the MFU with trainer.peak_tflops, and the
+// resolved configuration as TensorBoard text; a finished run resumed again adds no event file.
+TEST_F(RunDir, MemoryMfuAndTheConfigReachTheLogsAndTensorBoard) {
+  const std::vector<std::string> common{"trainer.val_interval=0", "trainer.peak_tflops=0.5"};
+  ASSERT_EQ(coe::Trainer(config("watch", common), options()).run().status, coe::TrainStatus::kCompleted);
+  const fs::path dir = root_ / "watch";
+  const auto run = coe::load_train_config((dir / "config.yaml").string());  // the vocabulary resolved
+  const double flops = coe::training_flops_per_token(run.model, run.data.max_length).total();
+  const auto metrics = read_jsonl(dir / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 6u);
+  for (const auto& m : metrics) {
+    const auto memory = m.at("memory_bytes").get<int64_t>(), peak = m.at("peak_memory_bytes").get<int64_t>();
+    EXPECT_GT(memory, 10 << 20);  // a process with libtorch loaded
+    EXPECT_GE(peak, memory);
+    EXPECT_DOUBLE_EQ(m.at("mfu").get<double>(), m["tokens_per_s"].get<double>() * flops / 0.5e12);
+  }
+  const nlohmann::json tb = coe::test::read_with_tensorboard(dir / "tb");
+  ASSERT_FALSE(tb.is_null());
+  for (const char* tag : {"train/memory_bytes", "train/peak_memory_bytes", "train/mfu"})
+    EXPECT_EQ(tb["scalars"][tag].size(), 6u) << tag;
+  ASSERT_EQ(tb["texts"]["config"].size(), 1u) << tb.dump();
+  EXPECT_EQ(tb["texts"]["config"][0][1].get<std::string>(), "```yaml\n" + read_file(dir / "config.yaml") + "```\n");
+
+  const auto files = coe::test::event_files(dir / "tb").size();
+  ASSERT_EQ(coe::Trainer(config("watch", common), options(true)).run().status, coe::TrainStatus::kCompleted);
+  EXPECT_EQ(coe::test::event_files(dir / "tb").size(), files);
 }
 
 TEST_F(RunDir, TensorBoardEventsMatchTheLogsAcrossAResume) {

@@ -9,7 +9,7 @@ tensorboard.Event proto, which must serialize back to the same bytes (no unknown
 fields). Then TensorBoard's EventAccumulator, what `tensorboard --logdir` serves from, loads the
 directory. Prints one JSON object:
   {"files": N, "records": N, "file_version": "brain.Event:2", "writer": "coe",
-   "scalars": {tag: [[step, value, wall_time], ...]}}
+   "scalars": {tag: [[step, value, wall_time], ...]}, "texts": {tag: [[step, text], ...]}}
 The first error is one line "error: FILE: ..." and exit status 1.
 tests/test_util_tensorboard.cpp and tests/test_train_run_dir.cpp compare it with coe's logs.
 """
@@ -61,10 +61,17 @@ def main(argv):
             fail(path, "empty file")
         out["records"] += index
 
-    acc = event_accumulator.EventAccumulator(tb, size_guidance={event_accumulator.SCALARS: 0})
+    acc = event_accumulator.EventAccumulator(
+        tb, size_guidance={event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0})
     acc.Reload()
     for tag in sorted(acc.Tags()["scalars"]):
         out["scalars"][tag] = [[e.step, e.value, e.wall_time] for e in acc.Scalars(tag)]
+    # Text summaries (the text plugin's): [[step, text], ...] per tag.
+    out["texts"] = {}
+    for tag in sorted(acc.Tags()["tensors"]):
+        if acc.SummaryMetadata(tag).plugin_data.plugin_name != "text":
+            continue
+        out["texts"][tag] = [[e.step, b"".join(e.tensor_proto.string_val).decode("utf-8")] for e in acc.Tensors(tag)]
     print(json.dumps(out, ensure_ascii=False))
     return 0
 

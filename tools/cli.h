@@ -4,13 +4,18 @@
 // value is one line "error: <reason> (see --help)" on stderr and exit status 1; any failure
 // later is one line "error: <reason>" and exit status 1.
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "coe_version.h"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -59,11 +64,28 @@ inline std::string unescape(const std::string& s) {
   return out;
 }
 
-// Prints "error: <who><first line>" on stderr; returns the exit status for a failure (1).
-inline int report(const std::exception& e, const std::string& who = "") {
-  std::fprintf(stderr, "error: %s%s\n", who.c_str(), first_line(e).c_str());
+// Under torchrun (TORCHELASTIC_ERROR_FILE set), the error line also goes into torchrun's error file
+// ({"message": ..., "timestamp": ...}, the format torch.distributed.elastic reads), so that its
+// failure summary shows it as the rank's "traceback" instead of "<N/A>". Best effort: a file that
+// cannot be written never hides the error itself.
+inline void write_elastic_error_file(const std::string& message) {
+  const char* path = std::getenv("TORCHELASTIC_ERROR_FILE");
+  if (!path || !*path) return;
+  try {
+    const nlohmann::json j{{"message", message}, {"timestamp", static_cast<int64_t>(std::time(nullptr))}};
+    write_file_atomic(path, j.dump() + "\n");
+  } catch (const std::exception&) {
+  }
+}
+
+// Prints "error: <who><first line>" on stderr (and into torchrun's error file); returns the exit
+// status for a failure (1).
+inline int report_error(const std::string& message) {
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  write_elastic_error_file(message);
   return 1;
 }
+inline int report(const std::exception& e, const std::string& who = "") { return report_error(who + first_line(e)); }
 
 // What every tool's main returns through: the standard output is flushed and checked, so that a
 // full disk or a closed pipe behind `> file` is "error: ..." and exit status 1, never exit 0 with

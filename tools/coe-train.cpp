@@ -57,7 +57,7 @@ static int tool_main(int argc, char** argv) {
     const coe::TrainResult result = trainer.run();
     // The same message on every rank: rank 0 prints it.
     if (result.status == coe::TrainStatus::kNonFinite && trainer.dist().is_main())
-      std::fprintf(stderr, "error: %s\n", result.message.c_str());
+      coe::cli::report_error(result.message);
     return coe::exit_code(result.status);
   } catch (const std::exception& e) {
     return coe::cli::report(e, who);

@@ -68,6 +68,18 @@ void reset_peak_memory(const c10::Device& device) {
   // VmHWM cannot be reset portably; the CPU figure is the process peak.
 }
 
+int64_t current_memory(const c10::Device& device) {
+  if (device.is_cuda()) {
+#ifdef COE_WITH_CUDA
+    const int index = device.index() < 0 ? c10::cuda::current_device() : device.index();
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].current;
+#else
+    fail("this build of coe has no CUDA support");
+#endif
+  }
+  return proc_status_kib("VmRSS") * 1024;
+}
+
 PeakMemory peak_memory(const c10::Device& device) {
   if (device.is_cuda()) {
 #ifdef COE_WITH_CUDA

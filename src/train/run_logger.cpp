@@ -76,6 +76,7 @@ RunLogger::RunLogger(const fs::path& out_dir, int64_t resumed_step, bool tensorb
     for (const auto& note : cut_back_event_files(tb, resumed_step))
       if (console_) spdlog::info("tensorboard: {}", note);
     tensorboard_ = std::make_unique<TensorBoardWriter>(tb);
+    if (console_) spdlog::info("tensorboard: {} (view: tensorboard --logdir {})", tb.string(), out_dir.string());
     // The steps up to the resumed one that a kill kept from the event files, from the logs.
     const size_t restored = write_missing_events(*tensorboard_, tb, metrics_rows, "train/", metrics_scalars) +
                             write_missing_events(*tensorboard_, tb, val_rows, "val/", val_scalars);
@@ -86,7 +87,11 @@ RunLogger::RunLogger(const fs::path& out_dir, int64_t resumed_step, bool tensorb
   }
 }
 
-void RunLogger::log_step(const MetricsRow& row, double seconds, bool log_line) {
+void RunLogger::log_step(MetricsRow row, double seconds, bool log_line) {
+  row.memory_bytes = current_memory(progress_.device);
+  row.peak_memory_bytes = peak_memory(progress_.device).bytes;
+  if (progress_.peak_tflops > 0 && row.tokens_per_s)
+    row.mfu = *row.tokens_per_s * progress_.flops_per_token / (progress_.peak_tflops * 1e12);
   if (writes_) {
     const nlohmann::ordered_json j = row.to_json();
     metrics_.append(j.dump() + '\n');
@@ -114,12 +119,8 @@ void RunLogger::log_step(const MetricsRow& row, double seconds, bool log_line) {
     if (progress_.peak_tflops > 0)
       line += fmt::format(" | mfu {:.1f}%",
                           100.0 * tokens_per_s * progress_.flops_per_token / (progress_.peak_tflops * 1e12));
-    if (progress_.device.is_cuda()) {
-      line += fmt::format(" | gpu peak {}", format_bytes(peak_memory(progress_.device).bytes));
-    } else {
-      line += fmt::format(" | rss {} (peak {})", format_bytes(proc_status_kib("VmRSS") * 1024),
-                          format_bytes(proc_status_kib("VmHWM") * 1024));
-    }
+    line += fmt::format(" | {} {} (peak {})", progress_.device.is_cuda() ? "gpu" : "rss",
+                        format_bytes(*row.memory_bytes), format_bytes(*row.peak_memory_bytes));
     spdlog::info("{}", line);
   }
   window_time_ = 0;
@@ -139,6 +140,12 @@ void RunLogger::log_validation(const ValRow& row) {
     spdlog::info("val  step {} | val_loss {:.4f} | {} tokens in {} rows | {:.1f}s", row.step, row.val_loss,
                  format_count(static_cast<double>(row.tokens.value_or(0))), row.rows.value_or(0),
                  row.seconds.value_or(0));
+}
+
+void RunLogger::log_config(const std::string& config_yaml, int64_t step) {
+  if (!tensorboard_) return;
+  tensorboard_->add_text("config", step, "```yaml\n" + config_yaml + "```\n");
+  tensorboard_->flush();
 }
 
 void RunLogger::flush() {

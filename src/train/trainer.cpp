@@ -323,7 +323,10 @@ void Trainer::open_run_files() {
   progress.flops_per_token = flops_per_token_;
   progress.peak_tflops = config_.trainer.peak_tflops;
   progress.device = device_;
-  logger_ = RunLogger(out_dir_, state_.step, config_.trainer.tensorboard, console_, progress);
+  // A run resumed after its last step trains nothing: no new event file for it.
+  const bool tensorboard = config_.trainer.tensorboard && state_.step < config_.trainer.total_steps;
+  logger_ = RunLogger(out_dir_, state_.step, tensorboard, console_, progress);
+  logger_.log_config(config_yaml_, state_.step);
 }
 
 // ---- the loop ---------------------------------------------------------------------------------
@@ -605,7 +608,7 @@ void Trainer::log_step(const StepStats& s) {
   // At a log line: the expert load of the steps since the previous one (every rank restarts its
   // window; rank 0 writes it).
   if (log_line) row.router = take_load_statistics();
-  logger_.log_step(row, s.seconds, log_line);
+  logger_.log_step(std::move(row), s.seconds, log_line);
 }
 
 // Fills the result from the run's state, so a run resumed after its last step (a requeued job, a

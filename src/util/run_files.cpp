@@ -148,6 +148,9 @@ nlohmann::ordered_json MetricsRow::to_json() const {
   put_optional(j, "tokens_per_s", tokens_per_s);
   put_optional(j, "time", time);
   put_optional(j, "comm_wait_s", comm_wait_s);
+  put_optional(j, "memory_bytes", memory_bytes);
+  put_optional(j, "peak_memory_bytes", peak_memory_bytes);
+  put_optional(j, "mfu", mfu);
   if (!router.empty()) {
     nlohmann::ordered_json r = nlohmann::ordered_json::object();
     for (const auto& [name, stats] : router) r[name] = {{"max_over_mean", stats.max_over_mean}, {"cv", stats.cv}};
@@ -171,6 +174,9 @@ MetricsRow MetricsRow::from_json(const nlohmann::json& j, const std::string& whe
   r.tokens_per_s = f.optional_number("tokens_per_s");
   r.time = f.optional_number("time");
   r.comm_wait_s = f.optional_number("comm_wait_s");
+  r.memory_bytes = f.optional_integer("memory_bytes");
+  r.peak_memory_bytes = f.optional_integer("peak_memory_bytes");
+  r.mfu = f.optional_number("mfu");
   if (const nlohmann::json* router = f.find("router")) {
     if (!router->is_object()) fail("{}: \"router\" is not an object", where);
     for (const auto& [name, stats] : router->items()) {

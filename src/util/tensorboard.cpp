@@ -421,6 +421,38 @@ void TensorBoardWriter::add_scalars(int64_t step, const Scalars& values, double 
   if (buffer_.size() >= kFlushThreshold) flush();
 }
 
+void TensorBoardWriter::add_text(const std::string& tag, int64_t step, std::string_view text, double wall_time) {
+  if (fd_ < 0) fail("{}: the TensorBoard writer is closed", path_.string());
+  if (tag.empty() || tag.size() > kMaxTagBytes || !is_clean_utf8(tag))
+    fail("tensorboard: tag '{}' ({} bytes): not 1 to {} bytes of UTF-8 without control characters",
+         tag_for_message(tag), tag.size(), kMaxTagBytes);
+  // Summary.Value{tag, tensor: TensorProto{dtype: DT_STRING, tensor_shape: {} (a scalar),
+  // string_val: [text]}, metadata: {plugin_data: {plugin_name: "text"}}}, fields in number order.
+  constexpr uint32_t kValueTensor = 8, kValueMetadata = 9, kTensorDtype = 1, kTensorShape = 2, kTensorStringVal = 8;
+  constexpr uint64_t kDtString = 7;
+  std::string tensor;
+  put_key(tensor, kTensorDtype, kVarint);
+  put_varint(tensor, kDtString);
+  put_bytes(tensor, kTensorShape, "");
+  put_bytes(tensor, kTensorStringVal, text);
+  std::string plugin_data, metadata;
+  put_bytes(plugin_data, 1, "text");    // PluginData.plugin_name
+  put_bytes(metadata, 1, plugin_data);  // SummaryMetadata.plugin_data
+  std::string value, summary, event;
+  put_bytes(value, kValueTag, tag);
+  put_bytes(value, kValueTensor, tensor);
+  put_bytes(value, kValueMetadata, metadata);
+  put_bytes(summary, kSummaryValue, value);
+  if (wall_time != 0 || std::signbit(wall_time)) put_double(event, kEventWallTime, wall_time);
+  if (step != 0) {
+    put_key(event, kEventStep, kVarint);
+    put_varint(event, static_cast<uint64_t>(step));
+  }
+  put_bytes(event, kEventSummary, summary);
+  append_record(event);
+  if (buffer_.size() >= kFlushThreshold) flush();
+}
+
 void TensorBoardWriter::flush() {
   if (fd_ < 0 || buffer_.empty()) return;
   // The buffer is emptied first: after a failed write the next flush does not repeat a prefix

@@ -90,6 +90,7 @@ inline std::vector<Field> parse_fields(const std::string& msg) {
 struct ReadValue {
   std::string tag;
   std::optional<float> simple_value;
+  std::optional<std::string> text;  // a text summary's string
 };
 
 struct ReadEvent {
@@ -102,7 +103,8 @@ struct ReadEvent {
 
 // event.proto: Event{wall_time = 1 (double), step = 2 (int64), file_version = 3, summary = 5,
 // source_metadata = 10}; summary.proto: Summary{repeated Value value = 1}, Value{tag = 1,
-// simple_value = 2 (float)}; SourceMetadata{writer = 1}.
+// simple_value = 2 (float), tensor = 8 (TensorProto{string_val = 8}), metadata = 9};
+// SourceMetadata{writer = 1}.
 inline ReadEvent decode_event(const std::string& data) {
   ReadEvent e;
   for (const Field& f : parse_fields(data)) {
@@ -123,6 +125,12 @@ inline ReadEvent decode_event(const std::string& data) {
         for (const Field& x : parse_fields(v.bytes)) {
           if (x.number == 1 && x.wire_type == 2) {
             rv.tag = x.bytes;
+          } else if (x.number == 8 && x.wire_type == 2) {  // tensor: a text summary's TensorProto
+            std::string text;
+            for (const Field& t : parse_fields(x.bytes))
+              if (t.number == 8 && t.wire_type == 2) text += t.bytes;  // string_val
+            rv.text = text;
+          } else if (x.number == 9 && x.wire_type == 2) {  // metadata (the text plugin's name)
           } else if (x.number == 2 && x.wire_type == 5) {
             const auto bits = static_cast<uint32_t>(x.bits);
             float value;
@@ -192,6 +200,7 @@ inline std::map<std::pair<std::string, int64_t>, float> union_of_scalars(const s
   for (const auto& file : event_files(dir))
     for (const auto& e : read_events(file))
       for (const auto& v : e.values) {
+        if (v.text) continue;  // text summaries (the run's config)
         EXPECT_TRUE(v.simple_value.has_value()) << file << " " << v.tag;
         const bool inserted = out.emplace(std::make_pair(v.tag, e.step), v.simple_value.value_or(NAN)).second;
         EXPECT_TRUE(inserted) << v.tag << " at step " << e.step << " appears twice in " << dir;

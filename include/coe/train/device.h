@@ -24,6 +24,8 @@ struct PeakMemory {
 };
 
 void reset_peak_memory(const c10::Device& device);
+// Memory in use now: the CUDA allocator's allocated bytes, or the process's RSS on the CPU.
+int64_t current_memory(const c10::Device& device);
 PeakMemory peak_memory(const c10::Device& device);
 // Waits for all queued work on `device` (no-op on CPU); call before reading a wall clock.
 void synchronize(const c10::Device& device);

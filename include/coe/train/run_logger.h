@@ -40,9 +40,11 @@ class RunLogger {
   RunLogger& operator=(RunLogger&&) noexcept;
 
   // One optimizer step of `seconds`; `log_line`: this step ends a console window (the line is
-  // printed and TensorBoard flushed).
-  void log_step(const MetricsRow& row, double seconds, bool log_line);
+  // printed and TensorBoard flushed). The logger adds the memory figures and the MFU to the row.
+  void log_step(MetricsRow row, double seconds, bool log_line);
   void log_validation(const ValRow& row);
+  // The resolved configuration (config.yaml's text) as TensorBoard text "config" at `step`.
+  void log_config(const std::string& config_yaml, int64_t step);
   void flush();
 
  private:

@@ -46,6 +46,10 @@ struct MetricsRow {
   std::optional<double> tokens_per_s;          // this step's throughput
   std::optional<double> time;                  // training seconds of the run up to this step
   std::optional<double> comm_wait_s;           // data parallel: waiting for the gradient all-reduce
+  // Memory after the step: on a GPU the CUDA allocator's allocated bytes and their peak (since the
+  // start), on the CPU the process's RSS and its peak (VmRSS, VmHWM).
+  std::optional<int64_t> memory_bytes, peak_memory_bytes;
+  std::optional<double> mfu;  // model FLOPs utilisation of the step, 0..1 (with trainer.peak_tflops)
   // At console log lines: the expert load since the previous one, per "layer<L>_iter<T>".
   std::vector<std::pair<std::string, LoadStats>> router;
 

@@ -78,6 +78,9 @@ class TensorBoardWriter {
   void add_scalar(const std::string& tag, int64_t step, double value, double wall_time = unix_time_now());
   // One event holding all `values` of a step (empty: nothing is written).
   void add_scalars(int64_t step, const Scalars& values, double wall_time = unix_time_now());
+  // One event holding `text` for TensorBoard's text plugin (Markdown; tab TEXT), e.g. the run's
+  // resolved configuration.
+  void add_text(const std::string& tag, int64_t step, std::string_view text, double wall_time = unix_time_now());
   // Writes the buffered events with one write(2) (checked; no fsync): a TensorBoard reading the
   // directory sees them now.
   void flush();
