@@ -223,6 +223,22 @@ TEST_F(ToolsEvalBench, EveryToolChecksItsStandardOutput) {
   EXPECT_NE(out.find("error: cannot write the standard output"), std::string::npos) << out;
 }
 
+// --help is plain text: no tab or other control character (a help string's "\n" typed as an
+// escape must reach the user as the two characters it names, as in --stop's).
+TEST_F(ToolsEvalBench, EveryToolsHelpIsPlainText) {
+  for (const std::string tool : {"coe-bench", "coe-eval", "coe-train", "coe-memory", "coe-sweep", "coe-prepare",
+                                 "coe-tokenize", "coe-generate", "coe-plot", "coe-tokfuzz"}) {
+    std::string out;
+    ASSERT_EQ(coe::test::run_argv({tool_path(tool).string(), "--help"}, &out), 0) << tool;
+    for (const char c : out)
+      EXPECT_TRUE(c == '\n' || static_cast<unsigned char>(c) >= 0x20)
+          << tool << ": control character " << static_cast<int>(c) << " in --help";
+  }
+  std::string out;
+  ASSERT_EQ(coe::test::run_argv({tool_path("coe-eval").string(), "--help"}, &out), 0);
+  EXPECT_NE(out.find("(repeatable; \\n and \\t understood)"), std::string::npos) << out;
+}
+
 TEST_F(ToolsEvalBench, EveryToolNamesItsVersion) {
   // The oracle: the torch that CMake built against, asked through its own Python.
   std::string torch;

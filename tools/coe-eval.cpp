@@ -325,7 +325,7 @@ static int tool_main(int argc, char** argv) {
                  "--task: raw file to draw exemplars from (default: the run config's training file)");
   app.add_option("--shot-separator", f.shot_separator, "--task: text after each exemplar")->capture_default_str();
   app.add_option("--seed", f.seed, "--task: seed of the exemplar draw")->capture_default_str();
-  app.add_option("--stop", f.stop, "--task: extra stop string (repeatable; \n and \t understood)");
+  app.add_option("--stop", f.stop, "--task: extra stop string (repeatable; \\n and \\t understood)");
   app.add_option("--samples", f.samples_out,
                  "--task: write one JSON line per record (prompt, generation, extracted, gold, correct)");
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
