@@ -364,13 +364,12 @@ TEST(SweepProgressLines, NotATerminalALinePerTenthAndTheLast) {
   append(run / "metrics.jsonl", metrics(3, 1.8));
   p.tick(3.0, false);  // still in the second tenth
   for (int s = 4; s <= 20; ++s) append(run / "metrics.jsonl", metrics(s, 1.5));
-  p.tick(4.0, false);  // the last step: 19 steps in 3 s
+  p.tick(4.0, false);  // the last step: 19 steps in 3 s; its line waits for the final validation
   append(run / "val.jsonl", "{\"step\": 20, \"val_loss\": 1.25}\n");
-  p.tick(5.0, true);  // ended: the final validation
+  p.tick(5.0, true);  // ended: the 100% line, once, with the final validation
   p.tick(6.0, true);  // nothing new
   EXPECT_EQ(contents(f),
             "[1/2] moe: step 2/20 (10%) | loss 1.9000 | 1.0k tok/s | eta 18s | sweep eta 28s\n"
-            "[1/2] moe: step 20/20 (100%) | loss 1.5000 | 1.0k tok/s | eta 0s | sweep eta 2s\n"
             "[1/2] moe: step 20/20 (100%) | loss 1.5000 | val 1.2500 | 1.0k tok/s | eta 0s | sweep eta 2s\n");
   EXPECT_EQ(p.run().paced_steps(), 19);
   std::fclose(f);

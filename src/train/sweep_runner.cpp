@@ -193,6 +193,8 @@ void SweepProgress::tick(double now, bool finished) {
   } else {
     const int64_t tenth = watcher_.step() * 10 / std::max<int64_t>(1, total_steps_);
     if (!finished && tenth <= last_tenth_) return;
+    // The last step's line waits for the run's end: the final validation comes after it.
+    if (!finished && watcher_.step() >= total_steps_) return;
     fmt::print(out_, "{}\n", line);
     last_tenth_ = tenth;
   }
