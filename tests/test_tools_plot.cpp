@@ -155,3 +155,20 @@ TEST_F(ToolsPlot, WithoutGnuplotTheDataFilesAreWritten) {
 }
 
 }  // namespace
+
+namespace {
+
+// A coe-plot copied out of the build (cp build/bin/coe-plot ~/bin/) still finds its gnuplot script:
+// the build's share/coe/ is compiled in, after <bin>/../share/coe/ and the source tree's tools/.
+TEST_F(ToolsPlot, ACopiedBinaryFindsItsScript) {
+  if (!has_gnuplot()) GTEST_SKIP() << "gnuplot is not installed";
+  const fs::path bin = coe::test::scratch_dir("copied-plot") / "elsewhere" / "bin";
+  fs::create_directories(bin);
+  fs::copy_file(tool_path("coe-plot"), bin / "coe-plot");
+  const fs::path out = bin.parent_path() / "plots";
+  std::string output;
+  ASSERT_EQ(run_argv({(bin / "coe-plot").string(), run_.string(), "--out", out.string()}, &output), 0) << output;
+  expect_png(out / "loss.png");
+}
+
+}  // namespace

@@ -119,8 +119,12 @@ std::optional<fs::path> find_plot_script(const std::string& name, const char* en
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return std::nullopt;
-  for (const fs::path& p :
-       {exe.parent_path() / ".." / ".." / "tools" / name, exe.parent_path() / ".." / "share" / "coe" / name})
+  std::vector<fs::path> candidates{exe.parent_path() / ".." / ".." / "tools" / name,
+                                   exe.parent_path() / ".." / "share" / "coe" / name};
+#ifdef COE_BUILD_SHARE_DIR
+  candidates.push_back(fs::path(COE_BUILD_SHARE_DIR) / name);  // a binary copied out of its build
+#endif
+  for (const fs::path& p : candidates)
     if (fs::is_regular_file(p, ec)) return fs::weakly_canonical(p, ec);
   return std::nullopt;
 }
