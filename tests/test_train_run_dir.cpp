@@ -326,6 +326,68 @@ TEST_F(RunDir, ResumingIntoAnAbandonedBranchIsRefused) {
   EXPECT_EQ(read_file(dir / "metrics.jsonl"), metrics_before);
 }
 
+// A run trained with a tokenizer named relative to its working directory works from anywhere: every
+// checkpoint (and the run directory) holds a copy of the tokenizer, checksummed, which coe-eval
+// and coe-generate use from another directory and from a copy of the run on which the original
+// path means nothing; a given --tokenizer is checked against that copy by fingerprint.
+TEST_F(RunDir, ACheckpointWorksFromAnotherDirectoryAndAsACopy) {
+  const fs::path cwd = root_ / "portable";  // where the run is trained from
+  fs::create_directories(cwd / "tok");
+  const fs::path shared_tokenizer = coe::test::shared_root() / "data" / "tokenizers" / "gpt-neox-tokenizer.json";
+  fs::copy_file(shared_tokenizer, cwd / "tok" / "tokenizer.json");
+  std::string yaml = coe::test::tiny_gsm8k_run_yaml(cwd / "prepared", "run", 2);
+  yaml.replace(yaml.find("tokenizer: byte"), 15, "tokenizer: tok/tokenizer.json");
+  const size_t vocab = yaml.find("  vocab_size:");
+  if (vocab != std::string::npos) yaml.erase(vocab, yaml.find('\n', vocab) - vocab + 1);  // the tokenizer's
+  write_file(cwd / "run.yaml", yaml);
+  std::string out;
+  ASSERT_EQ(coe::test::run_command("cd " + cwd.string() + " && " + coe::test::tool_path("coe-train").string() +
+                                       " run.yaml --set trainer.val_interval=0",
+                                   &out),
+            0)
+      << out;
+  const fs::path step = cwd / "run" / "step-2";
+  EXPECT_EQ(read_file(step / "tokenizer.json"), read_file(shared_tokenizer));
+  EXPECT_EQ(read_file(cwd / "run" / "tokenizer.json"), read_file(shared_tokenizer));
+  EXPECT_EQ(read_json(step / "state.json")["checksums"].count("tokenizer.json"), 1u);
+
+  // Elsewhere: a copy of the run, and the tokenizer's original path gone.
+  const fs::path elsewhere = root_ / "portable-elsewhere";
+  fs::create_directories(elsewhere);
+  fs::copy(cwd / "run", elsewhere / "run-copy", fs::copy_options::recursive);
+  fs::rename(cwd / "tok", cwd / "tok-moved");
+  const std::string test_file = (coe::test::shared_root() / "data" / "gsm8k" / "test.jsonl").string();
+  for (const fs::path& run : {cwd / "run", elsewhere / "run-copy"}) {
+    const std::string in_elsewhere = "cd " + elsewhere.string() + " && ";
+    std::string eval_out, gen_out;
+    EXPECT_EQ(coe::test::run_command(in_elsewhere + coe::test::tool_path("coe-eval").string() + " --checkpoint " +
+                                         run.string() + " --data " + test_file + " --max-records 4",
+                                     &eval_out),
+              0)
+        << eval_out;
+    EXPECT_NE(eval_out.find("val_loss"), std::string::npos) << eval_out;
+    EXPECT_EQ(coe::test::run_command(in_elsewhere + coe::test::tool_path("coe-generate").string() + " --checkpoint " +
+                                         run.string() + " --prompt 'How many apples?' --max-new-tokens 4",
+                                     &gen_out),
+              0)
+        << gen_out;
+    // The same tokenizer given explicitly (an absolute path) passes the fingerprint check; another fails it.
+    EXPECT_EQ(coe::test::run_command(in_elsewhere + coe::test::tool_path("coe-eval").string() + " --checkpoint " +
+                                         run.string() + " --data " + test_file + " --max-records 2 --tokenizer " +
+                                         shared_tokenizer.string(),
+                                     &eval_out),
+              0)
+        << eval_out;
+    EXPECT_EQ(coe::test::run_command(in_elsewhere + coe::test::tool_path("coe-eval").string() + " --checkpoint " +
+                                         run.string() + " --data " + test_file + " --max-records 2 --tokenizer byte",
+                                     &eval_out),
+              1)
+        << eval_out;
+    EXPECT_NE(eval_out.find("not the tokenizer the model was trained with"), std::string::npos) << eval_out;
+  }
+  fs::rename(cwd / "tok-moved", cwd / "tok");
+}
+
 // What a killed save or prune leaves is removed on the next run, and only that: a directory coe
 // did not write, and a file a user put into a checkpoint directory, survive.
 TEST_F(RunDir, LeftoversOfKilledSavesAreCleanedAndForeignFilesKept) {

@@ -37,4 +37,21 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
 #endif
 }
 
+std::vector<TokenizerFile> tokenizer_files(const std::string& spec) {
+  namespace fs = std::filesystem;
+  if (spec == "byte") return {};
+  const fs::path path(spec);
+  std::error_code ec;
+  auto vocab_merges = [](const fs::path& dir) {
+    return std::vector<TokenizerFile>{{(dir / "vocab.json").string(), "vocab.json"},
+                                      {(dir / "merges.txt").string(), "merges.txt"}};
+  };
+  if (fs::is_directory(path, ec)) {
+    if (fs::exists(path / "tokenizer.json", ec)) return {{(path / "tokenizer.json").string(), "tokenizer.json"}};
+    return vocab_merges(path);
+  }
+  if (path.filename() == "vocab.json") return vocab_merges(path.parent_path());
+  return {{spec, "tokenizer.json"}};
+}
+
 }  // namespace coe

@@ -4,6 +4,7 @@
 #include "coe/io/hf_checkpoint.h"
 #include "coe/io/safetensors.h"
 #include "coe/model/causal_lm.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
@@ -33,6 +34,8 @@ const char* const kOptimizer = "optimizer.safetensors";
 const char* const kRng = "rng.safetensors";
 const char* const kConfig = "config.yaml";
 const char* const kMarker = ".coe-checkpoint";
+// The names tokenizer_files stores a tokenizer under.
+const char* const kStoredTokenizerFiles[] = {"tokenizer.json", "vocab.json", "merges.txt"};
 
 // "step-N" (kind ""), "step-N.tmp", "step-N.deleting": the step, else nullopt.
 std::optional<int64_t> parse_step_dir(const std::string& name, const std::string& kind = "") {
@@ -63,6 +66,8 @@ bool is_checkpoint_file(const std::string& name) {
   std::smatch m;
   const std::string base = std::regex_match(name, m, temporary) ? m[1].str() : name;
   if (base == kState || base == kMarker) return true;
+  for (const char* f : kStoredTokenizerFiles)
+    if (base == f) return true;
   for (const char* f : kCheckpointFiles)
     if (base == f) return true;
   return false;
@@ -129,7 +134,8 @@ std::optional<CheckpointInfo> latest_checkpoint(const std::string& out_dir) {
 }
 
 std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const CausalLMImpl& model,
-                             const AdamW& optimizer, const std::string& config_yaml, int cuda_device) {
+                             const AdamW& optimizer, const std::string& config_yaml, const std::string& tokenizer_spec,
+                             int cuda_device) {
   const fs::path final_dir = fs::path(out_dir) / fmt::format("step-{}", state.step);
   const fs::path tmp = fs::path(out_dir) / fmt::format("step-{}.tmp", state.step);
 
@@ -163,8 +169,18 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
     save_safetensors((tmp / kRng).string(), rng);
     write_file_atomic(tmp / kConfig, config_yaml);
     saved.torch_version = TORCH_VERSION;
+    // The tokenizer travels with the weights (as in an HF folder): a copied run or a checkpoint
+    // evaluated from another directory does not depend on the path it was trained with.
+    const auto tokenizer = tokenizer_files(tokenizer_spec);
+    for (const auto& f : tokenizer) {
+      std::error_code ec;
+      fs::copy_file(f.path, tmp / f.stored_name, ec);
+      if (ec) fail("checkpoint {}: cannot copy the tokenizer file {}: {}", final_dir.string(), f.path, ec.message());
+      sync_path(tmp / f.stored_name);
+    }
     saved.checksums.clear();
     for (const char* f : kCheckpointFiles) saved.checksums[f] = hash_file((tmp / f).string());
+    for (const auto& f : tokenizer) saved.checksums[f.stored_name] = hash_file((tmp / f.stored_name).string());
     // state.json last: its presence marks the directory complete.
     write_file_atomic(tmp / kState, saved.to_json().dump(2) + "\n");
     for (const auto& entry : fs::directory_iterator(tmp)) sync_path(entry.path());
@@ -289,7 +305,7 @@ std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir) {
 
 std::vector<std::string> remove_stale_run_files(const std::string& out_dir) {
   static const std::regex temporary(
-      R"((config\.yaml|metrics\.jsonl|val\.jsonl|final\.json|init_from\.txt)\.tmp-\d{1,10})");
+      R"((config\.yaml|metrics\.jsonl|val\.jsonl|final\.json|init_from\.txt|tokenizer\.json|vocab\.json|merges\.txt)\.tmp-\d{1,10})");
   std::vector<std::string> removed;
   std::error_code ec;
   if (!fs::is_directory(out_dir, ec)) return removed;
@@ -313,6 +329,13 @@ std::string find_checkpoint(const std::string& path) {
   }
   if (fs::exists(fs::path(dir) / kState)) read_checkpoint_state(dir);  // checks every file's checksum
   return dir;
+}
+
+std::optional<std::string> stored_tokenizer(const std::string& checkpoint_dir) {
+  std::error_code ec;
+  for (const char* f : {"tokenizer.json", "vocab.json"})
+    if (fs::is_regular_file(fs::path(checkpoint_dir) / f, ec)) return checkpoint_dir;
+  return std::nullopt;
 }
 
 std::optional<TrainConfig> read_run_config(const std::string& checkpoint_dir) {

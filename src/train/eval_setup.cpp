@@ -25,7 +25,9 @@ TextSettings resolve_text_settings(const TextOverrides& overrides, const Checkpo
                                    const std::string& tool) {
   TextSettings s;
   if (checkpoint.run) {
-    s.tokenizer = checkpoint.run->data.tokenizer;
+    // The checkpoint's own copy when it has one: the path in config.yaml is relative to the
+    // directory the run was trained in, and may not exist where the checkpoint is now.
+    s.tokenizer = stored_tokenizer(checkpoint.dir).value_or(checkpoint.run->data.tokenizer);
     s.text = checkpoint.run->data.text;
     s.max_length = checkpoint.run->data.max_length;
     s.origin = (fs::path(checkpoint.dir) / "config.yaml").string();
@@ -51,12 +53,17 @@ void check_vocabulary(const Tokenizer& tokenizer, const TextSettings& settings, 
   if (tokenizer.vocab_size() > checkpoint.model.vocab_size)
     fail("--tokenizer {}: vocabulary {} exceeds the model's vocab_size {}", settings.tokenizer, tokenizer.vocab_size(),
          checkpoint.model.vocab_size);
-  if (checkpoint.run && settings.tokenizer != checkpoint.run->data.tokenizer) {
-    const auto trained = load_tokenizer(checkpoint.run->data.tokenizer);
-    if (trained->fingerprint() != tokenizer.fingerprint())
-      fail("--tokenizer {}: not the tokenizer the model was trained with ({} in {})", settings.tokenizer,
-           checkpoint.run->data.tokenizer, settings.origin);
-  }
+  if (!checkpoint.run) return;
+  // The tokenizer it was trained with: the checkpoint's copy, else the file its config names.
+  const std::string trained_spec = stored_tokenizer(checkpoint.dir).value_or(checkpoint.run->data.tokenizer);
+  if (settings.tokenizer == trained_spec) return;
+  if (trained_spec != "byte" && !fs::exists(trained_spec))
+    fail("--tokenizer {}: cannot check it against the tokenizer the model was trained with: {} holds no copy "
+         "(a checkpoint of coe before tokenizer copies) and {} (from {}) does not exist here",
+         settings.tokenizer, checkpoint.dir, trained_spec, settings.origin);
+  if (load_tokenizer(trained_spec)->fingerprint() != tokenizer.fingerprint())
+    fail("--tokenizer {}: not the tokenizer the model was trained with ({}, fingerprint {})", settings.tokenizer,
+         trained_spec, load_tokenizer(trained_spec)->fingerprint());
 }
 
 std::shared_ptr<CausalLMImpl> load_model_for_inference(const CheckpointSetup& checkpoint, const c10::Device& device) {

@@ -5,6 +5,7 @@
 #include "coe/distributed/rank_device.h"
 #include "coe/eval/evaluate.h"
 #include "coe/model/flops.h"
+#include "coe/tokenizer/tokenizer.h"
 #include "coe/train/device.h"
 #include "coe/train/init_from.h"
 #include "coe/train/memory_model.h"
@@ -313,6 +314,9 @@ void Trainer::restore() {
 void Trainer::open_run_files() {
   if (!dist_->is_main()) return;
   write_file_atomic(fs::path(out_dir_) / "config.yaml", config_yaml_);
+  // A copy of the tokenizer beside config.yaml (every checkpoint holds one too), as an HF folder.
+  for (const auto& f : tokenizer_files(config_.data.tokenizer))
+    write_file_atomic(fs::path(out_dir_) / f.stored_name, read_text(f.path));
   if (init_from_) {
     write_file_atomic(fs::path(out_dir_) / "init_from.txt", init_from_->table());
     if (console_)
@@ -530,7 +534,7 @@ bool Trainer::save_checkpoint() {
   std::string dir;
   // Rank 0 writes while the others wait, so the checkpoint is complete before anyone goes on.
   dist_->main_first(fmt::format("writing checkpoint step-{}", state_.step), [&] {
-    dir = write_checkpoint(out_dir_, state_, *model_, *optimizer_, config_yaml_,
+    dir = write_checkpoint(out_dir_, state_, *model_, *optimizer_, config_yaml_, config_.data.tokenizer,
                            device_.is_cuda() ? device_.index() : -1);
     prune_checkpoints(out_dir_, config_.trainer.keep_last);
   });

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 namespace fs = std::filesystem;
@@ -116,6 +118,14 @@ void AppendFile::close() {
   if (fd_ < 0) return;
   const int rc = ::close(std::exchange(fd_, -1));
   if (rc != 0) fail("{}: cannot write: {}", path_.string(), errno_text(errno));
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
+  return text;
 }
 
 }  // namespace coe

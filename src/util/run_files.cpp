@@ -1,6 +1,7 @@
 #include "coe/util/run_files.h"
 
 #include "coe/util/error.h"
+#include "coe/util/file_io.h"
 #include "coe/util/json_limits.h"
 
 #include <algorithm>
@@ -33,14 +34,6 @@ nlohmann::json parse_object(const std::string& text, const std::string& where) {
 }
 
 // A whole file; one-line errors naming it.
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail("{}: cannot read: {}", path.string(), std::strerror(errno));
-  return text;
-}
-
 // The typed reads of one object's keys, each failing with "<where>: <reason>".
 struct Fields {
   const nlohmann::json& j;

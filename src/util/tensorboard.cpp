@@ -300,14 +300,6 @@ bool written_by_coe(const std::vector<Record>& records) {
          records.front().head.file_version.rfind("brain.Event:", 0) == 0;
 }
 
-std::string read_event_file(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail("{}: cannot read: {}", file.string(), std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail("{}: cannot read: {}", file.string(), std::strerror(errno));
-  return bytes;
-}
-
 // The event files of `dir` (regular files named events.out.tfevents.*), sorted; none for a
 // missing `dir`.
 std::vector<fs::path> event_files(const fs::path& dir) {
@@ -480,7 +472,7 @@ std::set<int64_t> event_steps(const fs::path& dir, std::string_view tag_prefix) 
   std::set<int64_t> steps;
   for (const auto& file : event_files(dir)) {
     size_t stopped_at = 0;
-    const std::vector<Record> records = scan_records(read_event_file(file), stopped_at);
+    const std::vector<Record> records = scan_records(read_text(file), stopped_at);
     if (!written_by_coe(records)) continue;
     for (const Record& r : records)
       for (const auto& tag : r.head.tags)
@@ -507,7 +499,7 @@ std::vector<std::string> cut_back_event_files(const fs::path& dir, int64_t max_s
   std::sort(files.begin(), files.end());
 
   for (const auto& file : files) {
-    const std::string bytes = read_event_file(file);
+    const std::string bytes = read_text(file);
     size_t stopped_at = 0;
     const std::vector<Record> records = scan_records(bytes, stopped_at);
     if (!written_by_coe(records)) continue;

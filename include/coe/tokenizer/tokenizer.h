@@ -47,4 +47,12 @@ class ByteTokenizer final : public Tokenizer {
 // vocab.json + merges.txt beside it. Errors name the file and the reason.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
 
+// The files `spec` is read from, each with the name a checkpoint stores it under (HF's:
+// tokenizer.json, or vocab.json and merges.txt); none for "byte". A directory holding the stored
+// names loads as the same tokenizer (load_tokenizer(dir)).
+struct TokenizerFile {
+  std::string path, stored_name;
+};
+std::vector<TokenizerFile> tokenizer_files(const std::string& spec);
+
 }  // namespace coe

@@ -4,6 +4,8 @@
 //   optimizer.safetensors           AdamW moments and per-parameter step counts
 //   rng.safetensors                 torch's CPU generator state ("cpu"), and "cuda:<i>" when used
 //   config.yaml                     the resolved run configuration
+//   tokenizer.json                  a copy of the run's tokenizer (or vocab.json + merges.txt; none
+//                                   for "byte"), so the checkpoint does not depend on its path
 //   state.json                      the manifest: step, tokens seen, losses, scheduler, data loader,
 //                                   and an xxh64 checksum of every other file (verified on load)
 //   .coe-checkpoint                 coe's marker: only directories carrying it are ever deleted
@@ -37,10 +39,13 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& out_dir);
 std::optional<CheckpointInfo> latest_checkpoint(const std::string& out_dir);
 
 // Writes <out_dir>/step-<state.step> atomically (replacing an existing one of the same step) and
-// returns its path. `cuda_device` >= 0 also saves that device's generator state. (The trainer
-// checks AdamW::first_non_finite() first: a diverged state is never saved as a checkpoint.)
+// returns its path, with a copy of the tokenizer `tokenizer_spec` names (tokenizer.json, or
+// vocab.json and merges.txt; nothing for "byte"), checksummed like the other files. `cuda_device`
+// >= 0 also saves that device's generator state. (The trainer checks AdamW::first_non_finite()
+// first: a diverged state is never saved as a checkpoint.)
 std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const CausalLMImpl& model,
-                             const AdamW& optimizer, const std::string& config_yaml, int cuda_device = -1);
+                             const AdamW& optimizer, const std::string& config_yaml, const std::string& tokenizer_spec,
+                             int cuda_device = -1);
 
 // Reads and checks a checkpoint's state.json (its own checksum from version 3 on, and the step
 // against a step-N directory name), and verifies every file against its checksum (a coe::Error
@@ -65,7 +70,8 @@ void prune_checkpoints(const std::string& out_dir, int64_t keep_last);
 // Returns the removed paths.
 std::vector<std::string> remove_stale_checkpoints(const std::string& out_dir);
 // Removes the temporaries a killed write_file_atomic leaves in a run directory ("<file>.tmp-<pid>"
-// of config.yaml, metrics.jsonl, val.jsonl, final.json, init_from.txt: coe's names only). Call it
+// of config.yaml, metrics.jsonl, val.jsonl, final.json, init_from.txt and the tokenizer's copy:
+// coe's names only). Call it
 // holding the directory's lock. Returns the paths removed.
 std::vector<std::string> remove_stale_run_files(const std::string& out_dir);
 
@@ -73,6 +79,10 @@ std::vector<std::string> remove_stale_run_files(const std::string& out_dir);
 // the reference's, an HF download), else the newest complete step-N of the run directory `path`.
 // A coe checkpoint's files are verified against its manifest's checksums.
 std::string find_checkpoint(const std::string& path);
+
+// The tokenizer stored in a checkpoint directory (write_checkpoint's copy, or an HF folder's
+// tokenizer.json): the directory itself as a load_tokenizer spec; nullopt when it holds none.
+std::optional<std::string> stored_tokenizer(const std::string& checkpoint_dir);
 
 // The run configuration a coe-train checkpoint was trained with (its config.yaml), nullopt for a
 // checkpoint without one (the reference's, an HF download). Errors name the file.

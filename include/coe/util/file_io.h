@@ -28,6 +28,9 @@ class AtomicFile {
   int fd_ = -1;
 };
 
+// A whole file's bytes; errors name the file.
+std::string read_text(const std::filesystem::path& path);
+
 // Writes `content` to `path` atomically (an AtomicFile written at once).
 void write_file_atomic(const std::filesystem::path& path, std::string_view content);
 
