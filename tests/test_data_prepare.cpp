@@ -606,6 +606,18 @@ TEST(DataPrepare, DeeplyNestedRecordIsAnError) {
   EXPECT_FALSE(fs::exists(dir / "p"));
 }
 
+// Found by fuzz/fuzz_records: a number beyond a double (1e400) is nlohmann's out_of_range 406,
+// not a parse_error, and escaped RecordFile::parse instead of the one-line file:line error.
+TEST(DataPrepare, NumberOverflowInARecordIsAnError) {
+  const fs::path dir = scratch_dir("prep-overflow");
+  const std::string path =
+      write_file(dir / "big.jsonl", "{\"question\": \"q\", \"answer\": 1}\n{\"question\": 1e400, \"answer\": 2}\n");
+  const coe::RecordFile records(path);
+  const std::string e = error_of([&] { records.parse(1); });
+  EXPECT_NE(e.find("big.jsonl:2: malformed JSON"), std::string::npos) << e;
+  EXPECT_NE(e.find("number overflow"), std::string::npos) << e;
+}
+
 TEST(DataPrepare, HfTokenizerRoundTrip) {
   const fs::path neox = shared_root() / "data" / "tokenizers" / "gpt-neox-tokenizer.json";
   std::unique_ptr<coe::Tokenizer> tok;
@@ -761,6 +773,13 @@ TEST(DataText, ReferenceFormatTemplateAndStrip) {
   EXPECT_THROW(coe::TextTemplate({}, std::string("bad } brace {x}")), coe::Error);
   std::string e = error_of([&] { def.render({{"query", "x"}}); });
   EXPECT_EQ(e, "record has no key 'response'");
+}
+
+// Found by fuzz/fuzz_records: a template or text key that is not UTF-8 was accepted, and writing
+// the prepared metadata (describe()) then threw nlohmann's type_error, not a one-line error.
+TEST(DataText, TemplateAndKeysMustBeUtf8) {
+  EXPECT_EQ(error_of([] { coe::TextTemplate({}, std::string("Q\xA6: {question}")); }), "template: not valid UTF-8");
+  EXPECT_EQ(error_of([] { coe::TextTemplate({"k\xFF"}, std::nullopt); }), "text_keys: not valid UTF-8");
 }
 
 TEST(DataHash, Xxh64KnownValues) {

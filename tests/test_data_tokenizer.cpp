@@ -554,6 +554,13 @@ TEST(HfTokenizerErrors, UnreadableOrMalformedFile) {
   expect_error([&] { coe::load_hf_tokenizer(no_model); }, {no_model, "model", "missing"});
 }
 
+// Found by fuzz/fuzz_tokenizer: a number beyond a double (1e400) is nlohmann's out_of_range 406,
+// which escaped as that exception instead of "malformed JSON".
+TEST(HfTokenizerErrors, NumberOverflowIsMalformedJson) {
+  const std::string big = write_file("big.json", "{\"version\": 39e880}");
+  expect_error([&] { coe::load_hf_tokenizer(big); }, {big, "malformed JSON", "number overflow"});
+}
+
 TEST(HfTokenizerErrors, UnsupportedComponentsAreNamed) {
   json j = base_tokenizer();
   j["model"]["type"] = "WordPiece";
@@ -609,6 +616,20 @@ TEST(HfTokenizerErrors, CatastrophicRegexFailsQuickly) {
   expect_error([&] { load(j); }, {"invalid regex /[\\r\\n]+(/"});
 }
 
+// Found by fuzz/fuzz_tokenizer's seeds with one id changed: the id tables have highest id + 1
+// entries, so an id of 2^31 - 1 allocated 64 GB (ASan: out of memory; a plain build: killed).
+// 5,000,000 here, which the old code allocated (320 MB) without an error.
+TEST(HfTokenizerErrors, SparseIdsAreRefused) {
+  json j = base_tokenizer();
+  j["model"]["vocab"]["far"] = 5'000'000;
+  expect_error([&] { load(j); }, {"token id 5000000 for 257 tokens", "at most twice the token count"});
+  j["model"]["vocab"].erase("far");
+  j["added_tokens"].push_back(added_token(2'147'483'647, "<big>"));
+  expect_error([&] { load(j); }, {"token id 2147483647"});
+  j["added_tokens"] = json::array({added_token(256 + 1000, "<reserved-gap>")});  // a few holes are fine
+  EXPECT_EQ(load(j)->vocab_size(), 1257);
+}
+
 TEST(HfTokenizerErrors, DeeplyNestedJson) {
   const std::string deep =
       write_file("deep.json", "{\"model\": " + std::string(100, '[') + std::string(100, ']') + "}");
@@ -619,6 +640,13 @@ TEST(HfTokenizerErrors, RegexConstructsWithoutHfTables) {
   // Properties coe has no HF table for fail at load time rather than match with PCRE2's tables.
   for (const std::string pattern :
        {R"(\p{Han}+)", R"([[:alpha:]]+)", R"([a-z&&[^aeiou]])", R"(\X)", R"(\pL)", R"((?i)[\p{Lu}x])", R"((?s:.))"}) {
+    json j = base_tokenizer();
+    j["pre_tokenizer"] = split("Regex", pattern, "Isolated");
+    expect_error([&] { load(j); }, {"pre_tokenizer.pattern.Regex", "invalid regex", "not supported"});
+  }
+  // find_all chooses where each search starts (windows): \G, whose match depends on it, and
+  // PCRE2's (*VERB)s, which Ruby syntax rejects, fail at load time too.
+  for (const std::string pattern : {R"(\Ga)", R"((*COMMIT)a|b)", R"((*LIMIT_MATCH=1)a)"}) {
     json j = base_tokenizer();
     j["pre_tokenizer"] = split("Regex", pattern, "Isolated");
     expect_error([&] { load(j); }, {"pre_tokenizer.pattern.Regex", "invalid regex", "not supported"});
@@ -751,6 +779,32 @@ TEST(CoeTokenizeTool, BadLinesFailWithTheLineNumber) {
   EXPECT_NE(run_tool("--tokenizer /nonexistent.json", "/dev/null", "/dev/null", &log), 0);
   EXPECT_NE(log.find("/nonexistent.json"), std::string::npos) << log;
   EXPECT_EQ(log.rfind("error: ", 0), 0u) << log;
+}
+
+// Patterns whose every match rescans the rest of the text: quadratic work (hours for 1 MB of `a`)
+// with no call backtracking catastrophically. The work budget of a text stops them within
+// seconds with one line naming the file and the pattern; `timeout` turns the old hang into a
+// failure here. 1 MB of `x` matches `.` a byte at a time, linearly, and encodes.
+TEST(CoeTokenizeTool, QuadraticRegexFailsWithinSeconds) {
+  ASSERT_TRUE(fs::exists(tool())) << tool();
+  const std::string as = write_file("tool/a.jsonl", json{{"text", std::string(1 << 20, 'a')}}.dump() + "\n");
+  const std::string xs = write_file("tool/x.jsonl", json{{"text", std::string(1 << 20, 'x')}}.dump() + "\n");
+  for (const std::string pattern : {"a*c|a", "(?:a|b)*c|."}) {
+    json j = base_tokenizer();
+    j["pre_tokenizer"] = split("Regex", pattern, "Isolated");
+    const std::string path = write_file("tool/quadratic" + std::to_string(pattern.size()) + ".json", j.dump());
+    std::string log;
+    const auto start = std::chrono::steady_clock::now();
+    const int rc = coe::test::run_command("timeout 120 " + tool() + " --tokenizer " + path + " < " + as, &log);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_EQ(rc, 1) << pattern << " (124: killed after 120 s): " << log;
+    EXPECT_LT(seconds, 10.0) << pattern;
+    EXPECT_EQ(log.find('\n'), log.size() - 1) << "one line: " << log;
+    for (const std::string& part :
+         std::vector<std::string>{"error: stdin line 1: " + path, "regex /" + pattern + "/", "work limit hit"})
+      EXPECT_NE(log.find(part), std::string::npos) << "missing '" << part << "' in: " << log;
+    if (pattern == "(?:a|b)*c|.") EXPECT_EQ(run_tool("--tokenizer " + path, xs, "/dev/null", &log), 0) << log;
+  }
 }
 
 #else  // !COE_WITH_HF_TOKENIZER

@@ -146,6 +146,57 @@ TEST(HfTokenizerDifferential, RegexRewritingMatchesOniguruma) {
   run_fuzz(tokenizers, kStringsPerPattern);
 }
 
+// One long real text: the regex matches through the windows find_all bounds its work with
+// (docs/tokenizer.md) are those of matching the whole text, for every shared tokenizer: GSM8K
+// train as one 1 MiB string, and long runs of spaces, digits and letters.
+TEST(HfTokenizerDifferential, LongTextMatchesHfTokenizers) {
+  const fs::path tool = coe::test::tool_path("coe-tokenize");
+  ASSERT_TRUE(fs::exists(tool)) << "build the coe-tokenize target first: " << tool;
+  expect_pinned_oracle();
+  if (HasFatalFailure()) return;
+  std::string gsm8k;
+  for (const auto& r : coe::test::read_jsonl(coe::test::shared_root() / "data" / "gsm8k" / "train.jsonl")) {
+    gsm8k += r.at("question").get<std::string>() + "\n" + r.at("answer").get<std::string>() + "\n\n";
+    if (gsm8k.size() >= (1u << 20)) break;
+  }
+  gsm8k.resize(1u << 20);
+  while (!gsm8k.empty() && (static_cast<unsigned char>(gsm8k.back()) & 0xC0) == 0x80) gsm8k.pop_back();
+  if (!gsm8k.empty() && static_cast<unsigned char>(gsm8k.back()) >= 0xC0) gsm8k.pop_back();
+  const std::string runs = "x" + std::string(100'000, ' ') + "y  \n" + std::string(50'000, '7') + " " +
+                           std::string(70'000, 'q') + "\t\t" + std::string(30'000, '\n') + "end ";
+  const fs::path scratch = coe::test::scratch_dir("tokenizer-diff-long");
+  const std::string input =
+      coe::test::write_file(scratch / "long.jsonl", nlohmann::json{{"text", gsm8k}}.dump() + "\n" +
+                                                        nlohmann::json{{"text", runs}}.dump() + "\n");
+  for (const auto& entry : fs::directory_iterator(coe::test::shared_root() / "data" / "tokenizers")) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || name.size() <= 15 || name.compare(name.size() - 15, 15, "-tokenizer.json") != 0)
+      continue;
+    const std::string hf_out = (scratch / (name + ".hf.jsonl")).string();
+    const std::string coe_out = (scratch / (name + ".coe.jsonl")).string();
+    std::string log;
+    ASSERT_EQ(coe::test::run_argv(
+                  {coe::test::python().string(), (coe::test::source_root() / "tools" / "hf_oracle.py").string(),
+                   "--tokenizer", entry.path().string(), "--input", input, "--output", hf_out},
+                  &log),
+              0)
+        << log;
+    ASSERT_EQ(coe::test::run_command(
+                  tool.string() + " --tokenizer " + entry.path().string() + " < " + input + " > " + coe_out, &log),
+              0)
+        << log;
+    const auto hf = coe::test::read_jsonl(hf_out), ours = coe::test::read_jsonl(coe_out);
+    ASSERT_EQ(hf.size(), 2u);
+    ASSERT_EQ(ours.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      const auto expected = hf[i].at("ids").get<std::vector<int>>(), actual = ours[i].at("ids").get<std::vector<int>>();
+      EXPECT_GT(actual.size(), 1000u) << name;
+      EXPECT_TRUE(expected == actual) << name << ": text " << i << " differs from HF tokenizers (" << actual.size()
+                                      << " ids, HF " << expected.size() << ")";
+    }
+  }
+}
+
 #else  // !COE_WITH_HF_TOKENIZER
 
 TEST(HfTokenizerDifferential, NotBuilt) { GTEST_SKIP() << "coe was configured without PCRE2"; }

@@ -1,18 +1,25 @@
 // Bad inputs give specific one-line errors: model configs (YAML and config.json) and
 // safetensors files / HF checkpoints.
+#include "coe/data/prepare.h"
+#include "coe/data/prepared.h"
 #include "coe/io/hf_checkpoint.h"
 #include "coe/io/safetensors.h"
 #include "coe/model/config.h"
+#include "coe/train/checkpoint.h"
+#include "coe/train/train_config.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
+#include "coe/util/run_files.h"
 #include "support/expect_error.h"
 #include "support/test_env.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -113,6 +120,52 @@ TEST_F(ConfigErrors, ImpossibleValues) {
 TEST_F(ConfigErrors, DuplicateKeyIsReportedByTheParser) {
   std::string p = write_file(dir_ / "bad.yaml", "hidden_size: [1, 2\n");
   expect_error([&] { coe::load_model_config(p); }, {"bad.yaml", "cannot parse"});
+}
+
+// The small files coe reads whole are refused by size before a byte is read, with one line
+// naming the file, its size and the limit: configs yaml-cpp reads (a model's config.json, run
+// configs, model.from) at 1 MiB, JSON files of checkpoints, run directories and prepared datasets
+// at 16 MiB (include/coe/util/json_limits.h). A 20 MB config.json nested 10 million levels deep
+// took 5-12 s and 3 GB before (yaml-cpp). Within the size, config.json gets JSON's depth limit.
+TEST_F(ConfigErrors, OversizedSmallFilesAreRefusedBeforeReading) {
+  const fs::path ckpt = dir_ / "ckpt";
+  fs::create_directories(ckpt);
+  const size_t levels = 10'000'000;
+  const std::string config =
+      write_file(ckpt / "config.json", "{\"a\": " + std::string(levels, '[') + std::string(levels, ']') + "}");
+  const std::string size = std::to_string(fs::file_size(config));
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& load : std::vector<std::function<void()>>{[&] { coe::load_model_config(config); },
+                                                             [&] { coe::load_hf_checkpoint(ckpt.string()); }})
+    expect_error(load, {config + ": " + size + " bytes, more than the 1048576-byte limit for a config file"});
+  const std::string run = write_file(dir_ / "run.yaml", "model: {from: ckpt/config.json}\n");
+  expect_error([&] { coe::load_train_config(run); },
+               {run + ":1: model.from: " + config + ": " + size + " bytes, more than the 1048576-byte limit"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+  write_file(ckpt / "config.json", "{\"a\": " + std::string(100, '[') + std::string(100, ']') + "}");
+  expect_error([&] { coe::load_model_config(config); }, {config + ": JSON nested deeper than 64 levels"});
+
+  // 16 MiB + 1 byte (sparse files: nothing is written, and nothing may be read).
+  auto oversized = [](const fs::path& p) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p).close();
+    fs::resize_file(p, (16u << 20) + 1);
+    return p.string();
+  };
+  auto limit = [](const std::string& path, const std::string& kind) {
+    return path + ": 16777217 bytes, more than the 16777216-byte limit for " + kind;
+  };
+  const std::string state = oversized(dir_ / "run" / "step-2" / "state.json");
+  expect_error([&] { coe::read_checkpoint_state((dir_ / "run" / "step-2").string()); }, {limit(state, "a state.json")});
+  const std::string index = oversized(dir_ / "sharded" / "model.safetensors.index.json");
+  expect_error([&] { coe::read_hf_weights((dir_ / "sharded").string()); },
+               {limit(index, "a model.safetensors.index.json")});
+  const std::string manifest = oversized(dir_ / "prepared" / "manifest.json");
+  expect_error([&] { coe::read_manifest((dir_ / "prepared").string()); }, {limit(manifest, "a manifest.json")});
+  const std::string meta = oversized(dir_ / "prepared" / "train" / "meta.json");
+  expect_error([&] { coe::PreparedSplit::open((dir_ / "prepared" / "train").string()); }, {limit(meta, "a meta.json")});
+  const std::string final_json = oversized(dir_ / "run" / "final.json");
+  expect_error([&] { coe::read_final_summary(final_json); }, {limit(final_json, "a final.json")});
 }
 
 TEST_F(ConfigErrors, ResidualModesMapToTheWiring) {

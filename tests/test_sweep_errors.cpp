@@ -67,11 +67,64 @@ TEST_F(SweepErrors, UnknownKeyInAVariant) {
 }
 
 TEST_F(SweepErrors, UnknownConfigKeyInOverrides) {
-  const std::string e = error_of(write(
-      "key.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overrides: {model.inner_iterz: 2}\n"));
-  EXPECT_NE(e.find("variant 'coe'"), std::string::npos) << e;
-  EXPECT_NE(e.find("inner_iterz"), std::string::npos) << e;
-  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  const fs::path p = write(
+      "key.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overrides: {model.inner_iterz: 2}\n");
+  const std::string e = error_of(p);
+  EXPECT_EQ(e, p.string() + ":5: variants.coe.overrides: model.inner_iterz: unknown key (did you mean 'inner_iter'?)");
+}
+
+// A config key in an override names the sweep file's line where it is written, first: in a
+// variant's nested overrides, in the sweep's own overrides (every variant's), in a list of
+// "k=v" strings, in an inline base. A typo in a base: file names that file's line.
+TEST_F(SweepErrors, OverrideErrorsNameTheSweepFileLine) {
+  const fs::path nested =
+      write("nested.yaml", "name: t\nbase: base.yaml\nvariants:\n  - name: a\n  - name: b\n    overrides:\n"
+                           "      optim:\n        lrr: 3\n");
+  EXPECT_EQ(error_of(nested),
+            nested.string() + ":8: variants.b.overrides: optim.lrr: unknown key (did you mean 'lr'?)");
+
+  const fs::path top =
+      write("top.yaml", "base: base.yaml\noverrides:\n  trainer:\n    sed: 2\nvariants:\n  - name: a\n");
+  EXPECT_EQ(error_of(top), top.string() + ":4: overrides: trainer.sed: unknown key (did you mean 'seed'?)");
+
+  const fs::path list = write("list.yaml", "base: base.yaml\nvariants:\n  - name: a\n    overrides:\n"
+                                           "      - trainer.seed=2\n      - trainer.sed=3\n");
+  EXPECT_EQ(error_of(list),
+            list.string() + ":6: variants.a.overrides[1]: trainer.sed: unknown key (did you mean 'seed'?)");
+
+  const fs::path value =
+      write("value.yaml", "base: base.yaml\nvariants:\n  - name: a\n    overrides: {trainer: {micro_batch: -1}}\n");
+  EXPECT_EQ(error_of(value), value.string() + ":4: variants.a.overrides: trainer.micro_batch: must be >= 1, got -1");
+
+  const fs::path section =
+      write("section.yaml", "base: base.yaml\nvariants:\n  - name: a\n    overrides: [\"model.hidden_size.x=3\"]\n");
+  EXPECT_EQ(error_of(section), section.string() +
+                                   ":4: variants.a.overrides[0]: --set model.hidden_size.x=3: 'hidden_size' is not "
+                                   "a section");
+
+  // The base chain: the typo is in child.yaml, line 3.
+  write("child.yaml", "base: base.yaml\noptim:\n  lrr: 3\n");
+  const fs::path chain = write("chain.yaml", "base: child.yaml\nvariants:\n  - name: a\n");
+  const std::string e = error_of(chain);
+  EXPECT_NE(e.find((dir_ / "child.yaml").string() + ":3: optim.lrr: unknown key (did you mean 'lr'?)"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(e.rfind(chain.string() + ": variant 'a': ", 0), 0u) << e;
+
+  // An inline base: its own lines in the sweep file.
+  const std::string base_text = coe::test::read_file(dir_ / "base.yaml");
+  std::string inline_base = "base:\n";
+  for (size_t at = 0, next; at < base_text.size(); at = next + 1) {
+    next = base_text.find('\n', at);
+    inline_base += "  " + base_text.substr(at, next - at) + "\n";
+  }
+  const fs::path in_base =
+      write("inline.yaml", inline_base + "  optim: {wd: 0}\nvariants:\n  - name: a\n    overrides: {optim.lr: 1}\n");
+  EXPECT_EQ(error_of(in_base), in_base.string() + ":8: optim.wd: unknown key (did you mean 'lr'?)");
+  const fs::path in_override =
+      write("inline2.yaml", inline_base + "variants:\n  - name: a\n    overrides:\n      optim.lrr: 1\n");
+  EXPECT_EQ(error_of(in_override),
+            in_override.string() + ":11: variants.a.overrides: optim.lrr: unknown key (did you mean 'lr'?)");
 }
 
 TEST_F(SweepErrors, BadValueInOverrides) {
@@ -144,15 +197,22 @@ TEST_F(SweepErrors, AliasExpansionInOverridesIsBounded) {
   EXPECT_NE(error_of(write("deep.yaml", deep)).find("nested deeper than 16 levels"), std::string::npos);
 }
 
+// Found by fuzz/fuzz_run_config: a key of `overrides:` that is a list let yaml-cpp's BadConversion
+// escape instead of a one-line error.
+TEST_F(SweepErrors, OverrideKeysThatAreListsAreErrors) {
+  const std::string e =
+      error_of(write("listkey.yaml", "base: base.yaml\noverrides: {model: {[a]: 1}}\nvariants:\n  - name: a\n"));
+  EXPECT_NE(e.find("listkey.yaml:2: a key must be a name, not a list"), std::string::npos) << e;
+}
+
 TEST_F(SweepErrors, CommandLineNamesVariantAndKey) {
   const fs::path p = write(
       "cli.yaml", "base: base.yaml\nvariants:\n  - name: moe\n  - name: coe\n    overrides: {model.inner_iterz: 2}\n");
   std::string out;
   EXPECT_EQ(coe::test::run_command(coe::test::tool_path("coe-sweep").string() + " " + p.string() + " --dry-run", &out),
             1);
-  EXPECT_NE(out.find("error: "), std::string::npos) << out;
-  EXPECT_NE(out.find("variant 'coe'"), std::string::npos) << out;
-  EXPECT_NE(out.find("inner_iterz"), std::string::npos) << out;
+  EXPECT_EQ(out, "error: " + p.string() +
+                     ":5: variants.coe.overrides: model.inner_iterz: unknown key (did you mean 'inner_iter'?)\n");
 }
 
 }  // namespace

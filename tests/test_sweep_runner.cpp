@@ -543,6 +543,29 @@ TEST(SweepSummary, PlotDataAndAFailingGnuplot) {
   for (const char* png : {"val_loss.png", "relative.png"}) EXPECT_FALSE(fs::exists(out / png)) << png;
 }
 
+// gnuplot exits 0 after writing a truncated PNG on a full disk: here a script that writes the
+// PNG signature and stops. Neither PNG gets its name (the earlier val_loss.png stays), no
+// temporary is left, and the note names each file and why.
+TEST(SweepSummary, ATruncatedPngIsANoteNotAPlot) {
+  if (!coe::find_gnuplot()) GTEST_SKIP() << "gnuplot is not installed";
+  const fs::path out = coe::test::scratch_dir("summary-truncated");
+  const coe::SweepSpec spec = summary_spec(out);
+  const std::string script =
+      write_file(out / "cut.gp", "set print ARG2\nprint \"\\211PNG\\r\\n\\032\\n-- cut off --\"\nunset print\n"
+                                 "set print ARG3\nprint \"\\211PNG\\r\\n\\032\\n-- cut off --\"\nunset print\n");
+  write_file(out / "val_loss.png", "an earlier plot\n");
+  const coe::SweepPlots plots = coe::draw_sweep_plots(spec, two_results(), script);
+  EXPECT_TRUE(plots.pngs.empty());
+  for (const char* png : {"val_loss.png", "relative.png"})
+    EXPECT_NE(plots.note.find((out / png).string() + ": truncated PNG (22 bytes, no IEND chunk at the end"),
+              std::string::npos)
+        << plots.note;
+  EXPECT_EQ(read_file(out / "val_loss.png"), "an earlier plot\n");
+  EXPECT_FALSE(fs::exists(out / "relative.png"));
+  for (const auto& entry : fs::directory_iterator(out))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
+}
+
 }  // namespace
 
 // coe-sweep refuses an out_dir holding someone else's files before it writes anything there, and a

@@ -154,6 +154,45 @@ TEST_F(ToolsPlot, WithoutGnuplotTheDataFilesAreWritten) {
   EXPECT_FALSE(fs::exists(out_dir / "loss.png"));
 }
 
+// A full disk: gnuplot exits 0 after writing a truncated PNG (cairo's failed writes go
+// unreported). The file size limit (RLIMIT_FSIZE, `ulimit -f`, with SIGXFSZ ignored so that a
+// write past it fails with EFBIG as on a full disk) cuts every PNG at 8 KiB. coe-plot checks each
+// PNG before giving it its name: the truncated ones are removed, the complete PNGs of an earlier
+// run stay, and the error names the file (it said "wrote loss.png" and exited 0 before).
+TEST_F(ToolsPlot, ATruncatedPngIsAnErrorAndNeverGetsItsName) {
+  if (!has_gnuplot()) GTEST_SKIP() << "gnuplot is not installed";
+  const fs::path out_dir = root_ / "full-disk";
+  std::string out;
+  ASSERT_EQ(run_argv({tool_path("coe-plot").string(), run_.string(), "--out", out_dir.string()}, &out), 0) << out;
+  const std::string earlier = read_file(out_dir / "loss.png");
+  ASSERT_GT(earlier.size(), 8192u) << "the test needs PNGs larger than the limit";
+  fs::remove(out_dir / "lr.png");
+
+  const int rc = run_argv({"/bin/bash", "-c", "trap '' XFSZ; ulimit -f 8; exec \"$@\"", "bash",
+                           tool_path("coe-plot").string(), run_.string(), "--out", out_dir.string()},
+                          &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_EQ(out.rfind("error: " + (out_dir / "loss.png").string() +
+                          ": truncated PNG (8192 bytes, no IEND chunk at the end: the disk may be full); "
+                          "not written either: lr.png, grad_norm.png",
+                      0),
+            0u)
+      << out;
+  EXPECT_EQ(count_lines(out), 1u) << out;
+  EXPECT_TRUE(read_file(out_dir / "loss.png") == earlier) << "the complete PNG of the earlier run stays";
+  EXPECT_FALSE(fs::exists(out_dir / "lr.png"));
+  for (const auto& entry : fs::directory_iterator(out_dir)) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_EQ(name.find(".tmp-"), std::string::npos) << "a temporary is left: " << name;
+    if (entry.path().extension() == ".png") {
+      const std::string bytes = read_file(entry.path());
+      EXPECT_TRUE(bytes.size() > 12 &&
+                  bytes.substr(bytes.size() - 12) == std::string("\0\0\0\0IEND\xae\x42\x60\x82", 12))
+          << "not a complete PNG: " << name;
+    }
+  }
+}
+
 }  // namespace
 
 namespace {

@@ -225,6 +225,19 @@ TEST_F(TrainConfig, FileErrors) {
       << error_of(text);
 }
 
+// Found by fuzz/fuzz_run_config (and fuzz_hf_config): a key that is a list or a mapping (YAML's
+// `? [a, b]`, `{[1]: 2}`) let yaml-cpp's BadConversion escape instead of a one-line error, in a
+// section and in a base: file.
+TEST_F(TrainConfig, KeysMustBeNames) {
+  EXPECT_EQ(error_of("model:\n  ? [a, b]\n  : 1\n"),
+            (dir_ / "run.yaml").string() + ":2: a key must be a name, not a list");
+  write("base: base.yaml\n[x]: 1\n", "mid.yaml");
+  write(kBase, "base.yaml");
+  EXPECT_EQ(error_of("base: mid.yaml\n"), (dir_ / "mid.yaml").string() + ":2: a key must be a name, not a list");
+  EXPECT_NE(error_of("base: base.yaml\ntrainer: {{a: 1}: 2}\n").find("a key must be a name, not a mapping"),
+            std::string::npos);
+}
+
 // A typo'd key leaves a default in place that a value check may trip over: the typo is named,
 // not the check (micro_bach: 3 leaves micro_batch 16, which does not divide global_batch 8).
 TEST_F(TrainConfig, UnknownKeysAreReportedBeforeValueChecks) {

@@ -11,8 +11,9 @@
 // directory. A run that is still training is read up to its last complete line.
 //
 // Exit status 0 when every PNG was drawn; 1 with one line "error: ..." for bad input, or when
-// gnuplot (or tools/plot_run.gp) is missing or fails: the data files are written all the same, and
-// the message says where they are.
+// gnuplot (or tools/plot_run.gp) is missing or fails, or a PNG it drew is incomplete (truncated on
+// a full disk: removed, never given its name): the data files are written all the same, and the
+// message says where they are.
 #include "cli.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
@@ -245,20 +246,30 @@ static int tool_main(int argc, char** argv) {
         *script,
         {out.string(), suffix, std::to_string(runs.size()), titles, val_runs, heatmaps, fmt::format("{}", smoothing)},
         log);
-    std::vector<std::string> missing;
+    // A PNG gets its name only when complete (coe::install_png): gnuplot exits 0 after writing
+    // a truncated one on a full disk.
+    std::vector<std::string> missing, problems;
     for (const auto& [drawn, name] : pngs) {
       const fs::path tmp = out / (drawn + ".png" + suffix);
-      if (rc == 0 && fs::is_regular_file(tmp, ec) && fs::file_size(tmp, ec) > 0) {
-        fs::rename(tmp, out / name);
-        fmt::print("wrote {}\n", (out / name).string());
-      } else {
+      if (rc != 0) {
         fs::remove(tmp, ec);
         missing.push_back(name);
+      } else if (const auto problem = coe::install_png(tmp, out / name)) {
+        missing.push_back(name);
+        problems.push_back(*problem);
+      } else {
+        fmt::print("wrote {}\n", (out / name).string());
       }
     }
-    if (rc != 0 || !missing.empty())
+    if (rc != 0)
       coe::fail("gnuplot failed (exit {}) and did not draw {}; see {}; {}", rc, fmt::join(missing, ", "), log.string(),
                 where);
+    if (!problems.empty())
+      coe::fail("{}{}; see {}; {}", problems.front(),
+                missing.size() > 1
+                    ? fmt::format("; not written either: {}", fmt::join(missing.begin() + 1, missing.end(), ", "))
+                    : std::string(),
+                log.string(), where);
     return 0;
   } catch (const std::exception& e) {
     return coe::cli::report(e);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what coe builds and tests with, on Debian 12 (run as root or with sudo):
-#   - Debian's packages: compiler, CMake, the C++ libraries, gnuplot;
+#   - Debian's packages: compiler, CMake, the C++ libraries, gnuplot, clang (the fuzz targets);
 #   - .venv/ in the checkout (ignored by git): PyPI's torch (the libtorch coe builds against: the
 #     CUDA 13.0 wheel, whose CUDA code compiles and links without a GPU) and the real clients the
 #     tests use as oracles (HF tokenizers, tensorboard, torchrun), pinned in tools/requirements.txt.
@@ -9,14 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(cmake ninja-build g++ pkg-config libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-          libgtest-dev nlohmann-json3-dev libpcre2-dev
+          libgtest-dev nlohmann-json3-dev libpcre2-dev libxxhash-dev
           # c10d's ProcessGroupGloo.hpp includes Gloo's headers, which the wheel does not ship
           # (libtorch_cpu holds Gloo itself): data-parallel training on CPUs.
           libgloo-dev
           # coe-sweep's and coe-plot's plots (tools/plot_*.gp); the tables and data are written without it.
           gnuplot-nox
           # tools/check-format.sh (CI): the tree is formatted as .clang-format says.
-          clang-format)
+          clang-format
+          # fuzz/ (CI, docs/security.md): clang 14 with libFuzzer and the ASan/UBSan runtimes.
+          clang libclang-rt-14-dev)
 python=${COE_BASE_PYTHON:-python3}
 # A Python with venv and pip: the machine's own, else Debian's.
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then

@@ -113,6 +113,8 @@ nlohmann::json RecordFile::parse(int64_t i) const {
     size_t upto = std::min(s.size(), e.byte > 0 ? static_cast<size_t>(e.byte - 1) : size_t{0});
     int64_t line = span.line + std::count(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(upto), '\n');
     fail("{}:{}: malformed JSON: {}", path(), line, parse_reason(e.what()));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range 406: a number beyond a double (1e400)
+    fail("{}:{}: malformed JSON: {}", path(), span.line, e.what());
   }
   if (!value.is_object()) fail("{}:{}: record is not a JSON object", path(), span.line);
   return value;

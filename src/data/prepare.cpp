@@ -261,10 +261,9 @@ PrepareResult summarize(const std::string& dir, const nlohmann::json& manifest) 
 nlohmann::json read_manifest(const std::string& dir) {
   const fs::path path = fs::path(dir) / kManifest;
   if (!fs::exists(path)) fail("{}: not a prepared dataset (no {}); run coe-prepare", dir, kManifest);
-  std::ifstream in(path);
   nlohmann::json manifest;
   try {
-    manifest = nlohmann::json::parse(in, json_depth_limit(path.string()));
+    manifest = read_json_file(path.string(), "a manifest.json");
   } catch (const nlohmann::json::exception& e) {
     fail("{}: unreadable: {}", path.string(), e.what());
   }

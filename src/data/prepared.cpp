@@ -47,13 +47,10 @@ std::shared_ptr<const PreparedSplit> PreparedSplit::open(const std::string& spli
 
   std::shared_ptr<PreparedSplit> s(new PreparedSplit());
   s->dir_ = split_dir;
-  {
-    std::ifstream in(meta_path);
-    try {
-      s->meta_ = nlohmann::json::parse(in, json_depth_limit(meta_path.string()));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: unreadable metadata: {}", meta_path.string(), e.what());
-    }
+  try {
+    s->meta_ = read_json_file(meta_path.string(), "a meta.json");
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: unreadable metadata: {}", meta_path.string(), e.what());
   }
   const nlohmann::json& meta = s->meta_;
   const std::string mfile = meta_path.string();

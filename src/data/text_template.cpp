@@ -32,6 +32,16 @@ size_t code_point_start(const std::string& s, size_t end) {
   return i;
 }
 
+// The keys and the template go into the prepared metadata (describe()) as JSON strings, which
+// nlohmann only writes as UTF-8: anything else would throw its type_error at the end of a prepare.
+void check_utf8(const std::string& text, const std::string& what) {
+  try {
+    (void)nlohmann::json(text).dump();
+  } catch (const nlohmann::json::type_error&) {
+    fail("{}: not valid UTF-8", what);
+  }
+}
+
 const nlohmann::json& field(const nlohmann::json& record, const std::string& key) {
   auto it = record.find(key);
   if (it == record.end()) fail("record has no key '{}'", key);
@@ -74,11 +84,13 @@ TextTemplate::TextTemplate(std::vector<std::string> text_keys, std::optional<std
     if (text_keys_.empty()) fail("text_keys is empty: name at least one record key to train on");
     for (const auto& key : text_keys_) {
       if (key.empty()) fail("text_keys: empty key name");
+      check_utf8(key, "text_keys");
       add_key(key);
     }
     return;
   }
   const std::string& t = *custom_;
+  check_utf8(t, "template");
   std::string literal;
   for (size_t i = 0; i < t.size(); ++i) {
     char c = t[i];

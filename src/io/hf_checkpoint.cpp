@@ -3,14 +3,11 @@
 #include "coe/io/safetensors.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
-#include "coe/util/json_limits.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
 
 namespace fs = std::filesystem;
@@ -90,26 +87,9 @@ std::map<std::string, at::Tensor> read_hf_weights(const std::string& dir) {
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   if (fs::exists(single)) return load_safetensors(single.string()).tensors;
   if (!fs::exists(index)) fail("{}: no model.safetensors or model.safetensors.index.json", dir);
-  nlohmann::json j;
-  try {
-    std::ifstream in(index);
-    j = nlohmann::json::parse(in, json_depth_limit(index.string()));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed index: {}", index.string(), e.what());
-  }
-  if (!j.contains("weight_map") || !j["weight_map"].is_object())
-    fail("{}: malformed index: no weight_map object", index.string());
-  std::map<std::string, std::string> wanted;  // tensor -> shard
+  const std::map<std::string, std::string> wanted = read_safetensors_index(index.string());  // tensor -> shard
   std::set<std::string> shards;
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    if (!it.value().is_string()) fail("{}: weight_map['{}'] must be a file name", index.string(), it.key());
-    // A shard is a file beside the index, never a path out of the checkpoint directory.
-    const std::string shard = it.value().get<std::string>();
-    if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos)
-      fail("{}: weight_map['{}']: '{}' is not a file name in this directory", index.string(), it.key(), shard);
-    wanted[it.key()] = it.value().get<std::string>();
-    shards.insert(it.value().get<std::string>());
-  }
+  for (const auto& [name, shard] : wanted) shards.insert(shard);
   std::map<std::string, at::Tensor> out;
   for (const auto& shard : shards) {
     const std::string path = (fs::path(dir) / shard).string();

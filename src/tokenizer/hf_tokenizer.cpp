@@ -93,7 +93,7 @@ json parse_json(const std::string& text, const std::string& path) {
   check_json_depth(text, path);
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range 406: a number beyond a double (1e400)
     fail("{}: malformed JSON: {}", path, e.what());
   }
 }
@@ -193,6 +193,11 @@ struct HfTokenizer::Impl {
     int64_t max_id = -1;
     for (const auto& [token, id] : vocab) max_id = std::max<int64_t>(max_id, id);
     for (const auto& t : added.tokens()) max_id = std::max<int64_t>(max_id, t.id);
+    // The id tables below have max_id + 1 entries: one id of 2^31 - 1 in a small file would make
+    // them 64 GB. Real vocabularies are dense (a few reserved holes at most).
+    const int64_t tokens = static_cast<int64_t>(vocab.size() + added.tokens().size());
+    if (max_id >= 2 * tokens + 1024)
+      fail("{}: token id {} for {} tokens: ids must be at most twice the token count (+ 1024)", path, max_id, tokens);
     const auto size = static_cast<size_t>(max_id + 1);
     id_to_token.assign(size, std::string());
     id_known.assign(size, false);

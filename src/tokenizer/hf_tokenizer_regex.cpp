@@ -366,6 +366,9 @@ class PatternTranslator {
          "\\b and \\B only (docs/tokenizer.md)",
          what, i_);
   }
+  [[noreturn]] void rejected(const std::string& what, const std::string& why) const {
+    fail("{} (at offset {}) is not supported: {} (docs/tokenizer.md)", what, i_, why);
+  }
 
   // \p{Name}, \p{^Name}, \P{Name} at p_[i_] == '\\': the set, negation applied.
   std::pair<std::string, bool> property() {
@@ -409,6 +412,8 @@ class PatternTranslator {
   // Ruby's option m (dot matches newline) is PCRE2's s.
   void group_open() {
     caseless_stack_.push_back(caseless_);
+    // (*VERB), (*OPTION): PCRE2 syntax that Oniguruma's Ruby syntax rejects.
+    if (i_ + 1 < p_.size() && p_[i_ + 1] == '*') rejected("(*", "PCRE2's verbs and options are not Ruby syntax");
     if (i_ + 1 >= p_.size() || p_[i_ + 1] != '?') {
       out_ += '(';
       ++i_;
@@ -518,6 +523,8 @@ class PatternTranslator {
     }
     if (unicode_escape()) return;
     if (e == 'X' || e == 'y' || e == 'Y') unsupported(std::string("\\") + e);
+    // find_all searches a text from start positions of its own choosing (windows)
+    if (e == 'G') rejected("\\G", "its match depends on where a search starts");
     out_ += c;
     out_ += e;
     i_ += 2;
@@ -603,13 +610,15 @@ Regex::Regex(const std::string& pattern, const ConfigPath& at) : pattern_(patter
     }
     int error = 0;
     PCRE2_SIZE offset = 0;
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                                     PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, context);
+    pcre2_code* code =
+        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_USE_OFFSET_LIMIT, &error, &offset, context);
     if (!code)
       at.fail(fmt::format("invalid regex /{}/: {} (at offset {} of its PCRE2 form)", printable(pattern),
                           pcre2_message(error), offset));
-    // JIT is an optimisation only; without it pcre2_match interprets the pattern.
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    // JIT is an optimisation only; without it pcre2_match interprets the pattern. find_all
+    // matches in both modes (a window short of the text's end is matched with PARTIAL_HARD).
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
     (ascii_only ? ascii_code_ : code_) = code;
   }
 }
@@ -621,15 +630,36 @@ Regex::~Regex() {
 
 namespace {
 
-// Matching limits, per pcre2_match call (one call per piece found). A pattern that backtracks
-// catastrophically (exponentially) hits them within a fraction of a second and fails with an
-// error instead of running for hours. HF's patterns backtrack linearly: a run of n spaces costs
-// them about 1.5 n steps (docs/tokenizer.md), so the step limit grows with the text left.
-constexpr uint64_t kMatchLimit = 10'000'000;     // backtracking steps (PCRE2's default) ...
-constexpr uint64_t kMatchStepsPerByte = 16;      // ... or this many per byte of text left, if more
-constexpr uint32_t kDepthLimit = 10'000'000;     // nested backtracking points (interpreter only)
-constexpr uint32_t kHeapLimitKiB = 1024 * 1024;  // interpreter backtracking memory (1 GiB)
-constexpr size_t kJitStackMax = 64u << 20;       // JIT backtracking stack (reserved, used lazily)
+// The work of one find_all (one text) is bounded, deterministically: by what the engine may
+// inspect, never by time. PCRE2 reports no work done on success, so find_all bounds it from
+// outside. Each pcre2_match call sees the text only up to a window end, kWindow bytes past where
+// it starts (PCRE2_PARTIAL_HARD: a call that needs a character past the window end stops there
+// with PCRE2_ERROR_PARTIAL and is repeated with a window twice as long, so the matches are those
+// of the whole text), and tries at most kStartsPerCall + 1 start positions (the offset limit). A
+// call therefore inspects at most (start positions tried) x (window) bytes; find_all adds that
+// up and fails past kWorkPerByte per byte of text plus kWorkBase. Real patterns inspect a piece
+// and a character or two past it, so they are charged about a window per piece: at most 34
+// bytes per byte on GSM8K, 1 MB of it as one text, and the fuzz strings with the four shared
+// tokenizers. Patterns like `a*c|a` or `(?:a|b)*c|.` rescan the rest of the text at every
+// position (quadratic work: hours for 1 MB, with no call backtracking catastrophically) and
+// exhaust the budget within a second. Texts up to about 11 KB fit even quadratic work.
+constexpr size_t kWindow = 32;             // a call's first window, in bytes past its start
+constexpr size_t kStartsPerCall = 32;      // start positions a call may try after its first
+constexpr uint64_t kWorkPerByte = 256;     // the budget: bytes inspected per byte of text ...
+constexpr uint64_t kWorkBase = 64u << 20;  // ... plus this
+
+// Backtracking limits per start position (PCRE2 counts per start position, with JIT or not). A
+// pattern that backtracks catastrophically hits them within a fraction of a second and fails
+// with an error instead of running for hours. HF's patterns backtrack linearly: a run of n
+// spaces costs them about 1.5 n steps (docs/tokenizer.md), so the step limit grows with the
+// window (and a call short of the text's end that hits it is repeated with a longer window),
+// and with the pattern (an alternation steps through its branches).
+constexpr uint64_t kMatchStepsPerByte = 16;         // backtracking steps per byte of the window ...
+constexpr uint64_t kMatchStepsPerPatternByte = 16;  // ... plus this many per byte of the pattern ...
+constexpr uint64_t kMatchStepsBase = 1000;          // ... plus this
+constexpr uint32_t kDepthLimit = 10'000'000;        // nested backtracking points (interpreter only)
+constexpr uint32_t kHeapLimitKiB = 1024 * 1024;     // interpreter backtracking memory (1 GiB)
+constexpr size_t kJitStackMax = 64u << 20;          // JIT backtracking stack (reserved, used lazily)
 
 struct MatchState {
   pcre2_match_data* data = nullptr;
@@ -657,6 +687,12 @@ MatchState& thread_match_state() {
   return state;
 }
 
+// The first character boundary at or after `i` (at most s.size()).
+size_t boundary_at_or_after(std::string_view s, size_t i) {
+  while (i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) ++i;
+  return std::min(i, s.size());
+}
+
 }  // namespace
 
 void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const {
@@ -664,30 +700,72 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
   MatchState& state = thread_match_state();
   pcre2_code* code = is_ascii(s) ? ascii_code_ : code_;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.empty() ? "" : s.data());
+  const size_t n = s.size();
+  const uint64_t budget = kWorkBase + kWorkPerByte * static_cast<uint64_t>(n);
+  uint64_t work = 0;
   // The onig crate's find_iter: search from the end of the previous match; an empty match
   // right where the previous match ended is skipped by stepping one character.
   size_t pos = 0;
   size_t last_end = static_cast<size_t>(-1);
-  while (pos <= s.size()) {
-    const uint64_t limit = std::max(kMatchLimit, kMatchStepsPerByte * (s.size() - pos));
-    pcre2_set_match_limit(state.context, static_cast<uint32_t>(std::min<uint64_t>(limit, UINT32_MAX)));
-    const int rc = pcre2_match(code, subject, s.size(), pos, PCRE2_NO_UTF_CHECK, state.data, state.context);
-    if (rc == PCRE2_ERROR_NOMATCH) break;
-    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT ||
-        rc == PCRE2_ERROR_JIT_STACKLIMIT)
+  size_t window = kWindow;
+  while (pos <= n) {
+    // [pos, end) is what this call sees; a window end falls on a character boundary.
+    const size_t end = window >= n - pos ? n : boundary_at_or_after(s, pos + window);
+    const bool whole = end == n;
+    const size_t span = end - pos;
+    const size_t last_start = pos + kStartsPerCall;  // the offset limit: no start after it is tried
+    const uint64_t steps = kMatchStepsPerByte * span + kMatchStepsPerPatternByte * pattern_.size() + kMatchStepsBase;
+    pcre2_set_match_limit(state.context, static_cast<uint32_t>(std::min<uint64_t>(steps, UINT32_MAX)));
+    pcre2_set_offset_limit(state.context, last_start);
+    const int rc = pcre2_match(code, subject, end, pos, PCRE2_NO_UTF_CHECK | (whole ? 0 : PCRE2_PARTIAL_HARD),
+                               state.data, state.context);
+    const bool limit_hit = rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+                           rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT;
+    if (limit_hit && whole)
       fail("regex /{}/: backtracking limit hit at byte {} of a {}-byte text ({}): the pattern backtracks "
            "catastrophically",
-           printable(pattern_), pos, s.size(), pcre2_message(rc));
-    if (rc < 0) fail("regex /{}/: matching failed: {}", printable(pattern_), pcre2_message(rc));
+           printable(pattern_), pos, n, pcre2_message(rc));
+    if (rc < 0 && !limit_hit && rc != PCRE2_ERROR_NOMATCH && rc != PCRE2_ERROR_PARTIAL)
+      fail("regex /{}/: matching failed: {}", printable(pattern_), pcre2_message(rc));
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
-    const size_t begin = ovector[0], end = ovector[1];
-    if (begin == end && end == last_end) {
-      pos += pos < s.size() ? utf8_length(static_cast<unsigned char>(s[pos])) : 1;
+    const bool matched = rc >= 0 && (whole || ovector[0] < end);
+    // Each outcome says where the next call starts (no match starts before it) and how many
+    // start positions this one tried (at most).
+    size_t next = pos, starts = std::min(last_start, end) - pos + 1;
+    if (rc == PCRE2_ERROR_PARTIAL) {
+      // A match from ovector[0] (or later: a lookbehind inspects characters before the start)
+      // needs text past the window: again from there, with a window twice as long.
+      next = std::max<size_t>(pos, ovector[0]);
+      starts = next - pos + 1;
+      window = std::max(kWindow, 2 * (end - next));
+    } else if (limit_hit || (rc >= 0 && !matched)) {
+      // The limits grow with the window; and a match at a window end that is not the text's end
+      // decides nothing (PCRE2 inspected no character there, or \K moved its start there).
+      window = 2 * span;
+    } else if (rc == PCRE2_ERROR_NOMATCH) {  // none starts at or before last_start, or before `end`
+      next = last_start < end ? boundary_at_or_after(s, last_start + 1) : whole ? n + 1 : end;
+      window = kWindow;
+    } else {
+      starts = ovector[0] - pos + 1;
+    }
+    work += static_cast<uint64_t>(starts) * std::max<size_t>(span, 1);
+    if (work > budget)
+      fail("regex /{}/: work limit hit at byte {} of a {}-byte text (more than {} bytes inspected: {} per byte of "
+           "text + {} MiB): the pattern rescans the text",
+           printable(pattern_), pos, n, budget, kWorkPerByte, kWorkBase >> 20);
+    if (!matched) {
+      pos = next;
       continue;
     }
-    if (begin > end) fail("regex /{}/: \\K produced a match that ends before it starts", printable(pattern_));
-    out.emplace_back(begin, end);
-    pos = last_end = end;
+    window = kWindow;
+    const size_t begin = ovector[0], match_end = ovector[1];
+    if (begin == match_end && match_end == last_end) {
+      pos += pos < n ? utf8_length(static_cast<unsigned char>(s[pos])) : 1;
+      continue;
+    }
+    if (begin > match_end) fail("regex /{}/: \\K produced a match that ends before it starts", printable(pattern_));
+    out.emplace_back(begin, match_end);
+    pos = last_end = match_end;
   }
 }
 

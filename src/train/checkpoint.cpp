@@ -49,10 +49,9 @@ std::optional<int64_t> parse_step_dir(const std::string& name, const std::string
 bool written_by_coe(const fs::path& dir) {
   std::error_code ec;
   if (fs::is_regular_file(dir / kMarker, ec)) return true;
-  std::ifstream in(dir / kState);
-  if (!in) return false;
+  if (!fs::is_regular_file(dir / kState, ec)) return false;
   try {
-    const nlohmann::json j = nlohmann::json::parse(in, json_depth_limit(dir.string()));
+    const nlohmann::json j = read_json_file((dir / kState).string(), "a state.json");
     return j.is_object() && j.value("format", "") == "coe-train-checkpoint";
   } catch (const std::exception&) {
     return false;
@@ -201,13 +200,10 @@ TrainState read_checkpoint_state(const std::string& dir) {
   const fs::path state_file = root / kState;
   if (!fs::exists(state_file)) fail("{}: not a complete checkpoint (no {})", dir, kState);
   nlohmann::json j;
-  {
-    std::ifstream in(state_file);
-    try {
-      j = nlohmann::json::parse(in, json_depth_limit(state_file.string()));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: cannot parse: {}", state_file.string(), e.what());
-    }
+  try {
+    j = read_json_file(state_file.string(), "a state.json");
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: cannot parse: {}", state_file.string(), e.what());
   }
   TrainState state = TrainState::from_json(j, state_file.string());
   // A step-N directory holds step N: a manifest saying otherwise was edited (or moved between

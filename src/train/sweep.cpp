@@ -11,6 +11,7 @@
 #include "coe/util/subprocess.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
@@ -28,88 +29,6 @@ namespace fs = std::filesystem;
 
 namespace coe {
 namespace {
-
-bool valid_name(const std::string& s) {
-  if (s.empty() || s == "." || s == "..") return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
-  });
-}
-
-// "section.key" or "section.key.sub": a letter first, then letters, digits, '_' and '.'. It becomes
-// an argument of coe-train (--set KEY=VALUE), so it must never read as an option.
-bool valid_override_key(const std::string& k) {
-  if (k.empty() || !std::isalpha(static_cast<unsigned char>(k.front())) || k.find('.') == std::string::npos)
-    return false;
-  return std::all_of(k.begin(), k.end(),
-                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; });
-}
-
-// A config path in a sweep file: absolute, relative to the sweep file's directory, or relative to
-// the working directory (in this order).
-std::string resolve_path(const ConfigReader& r, const std::string& key, const std::string& p) {
-  const fs::path path(p);
-  if (path.is_absolute()) {
-    if (!fs::exists(path)) r.fail_key(key, fmt::format("'{}' not found", p));
-    return p;
-  }
-  const fs::path beside = fs::path(r.file()).parent_path() / path;
-  if (fs::exists(beside)) return beside.lexically_normal().string();
-  if (fs::exists(path)) return path.string();
-  r.fail_key(
-      key, fmt::format("'{}' not found (relative to {} or to the working directory)", p,
-                       fs::path(r.file()).parent_path().string().empty() ? std::string(".")
-                                                                         : fs::path(r.file()).parent_path().string()));
-}
-
-std::string emit_value(const YAML::Node& value) {
-  YAML::Emitter e;
-  e << YAML::Flow << value;
-  return e.c_str();
-}
-
-// Bounds on a flattened `overrides:` map. YAML aliases let a few lines name a map of maps with
-// billions of leaves (`a1: &a1 {k0: *a0, k1: *a0, ...}`); flattening it must stop early.
-constexpr size_t kMaxOverrides = 10000;
-constexpr int kMaxOverrideDepth = 16;
-
-// `overrides:` as a map (`section.key: value`, nested maps flattened) or a list of "k=v" strings.
-void flatten(const ConfigReader& r, const std::string& what, const YAML::Node& node, const std::string& prefix,
-             int depth, std::vector<std::string>* out) {
-  if (depth > kMaxOverrideDepth) r.fail_key(what, fmt::format("nested deeper than {} levels", kMaxOverrideDepth));
-  for (const auto& kv : node) {
-    const std::string key = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
-    if (kv.second.IsMap() && kv.second.size() > 0) flatten(r, what, kv.second, key, depth + 1, out);
-    else out->push_back(key + "=" + emit_value(kv.second));
-    if (out->size() > kMaxOverrides) r.fail_key(what, fmt::format("more than {} overrides", kMaxOverrides));
-  }
-}
-
-std::vector<std::string> read_overrides(ConfigReader& r, const std::string& key) {
-  std::vector<std::string> out;
-  if (!r.has(key) || r.is_null(key)) {
-    r.ignore(key);
-    return out;
-  }
-  const YAML::Node n = r.node()[key];
-  r.ignore(key);
-  if (n.IsMap()) {
-    flatten(r, key, n, "", 0, &out);
-  } else if (n.IsSequence()) {
-    for (size_t i = 0; i < n.size(); ++i) {
-      if (!n[i].IsScalar() || n[i].Scalar().find('=') == std::string::npos || n[i].Scalar().front() == '=')
-        r.fail_key(key, fmt::format("item {}: expected \"section.key=value\"", i));
-      out.push_back(n[i].Scalar());
-    }
-  } else {
-    r.fail_key(key, "expected a mapping of section.key: value or a list of \"section.key=value\" strings");
-  }
-  for (const auto& o : out)
-    if (!valid_override_key(o.substr(0, o.find('='))))
-      r.fail_key(key, fmt::format("'{}': keys are section.key (model, data, optim or trainer)", o));
-  return out;
-}
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -129,104 +48,40 @@ std::string pct(double value, double base) {
 
 }  // namespace
 
-SweepSpec load_sweep(const std::string& path) {
-  const YAML::Node root = load_yaml_file(path);
-  if (!root.IsMap()) fail("{}: expected a mapping with base and variants", path);
-  ConfigReader r(root, path);
-  SweepSpec spec;
-  spec.file = path;
-  spec.name = r.get<std::string>("name", fs::path(path).stem().string());
-  if (!valid_name(spec.name)) r.fail_key("name", fmt::format("'{}': use letters, digits, '.', '_' and '-'", spec.name));
+namespace {
 
-  std::string base_path;
-  if (!r.has("base") || r.is_null("base"))
-    r.fail_key("base", "is required: a training config file, or an inline mapping with model/data/optim/trainer");
-  {
-    const YAML::Node base = root["base"];
-    r.ignore("base");
-    if (base.IsMap()) {
-      YAML::Emitter e;
-      e << base;
-      spec.inline_base = e.c_str();
-    } else if (base.IsScalar()) {
-      base_path = resolve_path(r, "base", base.Scalar());
-    } else {
-      r.fail_key("base", "expected a file name or a mapping");
-    }
+// The inline base of a sweep file as written there (its lines name the sweep file's), or as
+// load_sweep kept it.
+YAML::Node inline_base_node(const SweepSpec& spec) {
+  try {
+    const YAML::Node base = load_yaml_file(spec.file)["base"];
+    if (base && base.IsMap()) return base;
+  } catch (const std::exception&) {
   }
-  spec.out_dir = r.get<std::string>("out_dir", "runs/sweeps/" + spec.name);
-  const std::vector<std::string> common = read_overrides(r, "overrides");
-  {
-    ConfigReader m = r.section("memory");
-    spec.memory.micro_batch = m.optional<int64_t>("micro_batch");
-    spec.memory.seq = m.optional<int64_t>("seq");
-    spec.memory.checkpointing = m.optional<bool>("checkpointing");
-    spec.memory.measure = m.get("measure", false);
-    if (spec.memory.micro_batch && *spec.memory.micro_batch < 1) m.fail_key("micro_batch", "must be >= 1");
-    if (spec.memory.seq && *spec.memory.seq < 1) m.fail_key("seq", "must be >= 1");
-    m.finish();
-  }
-  {
-    ConfigReader g = r.section("routing");
-    spec.routing.enabled = g.get("enabled", false);
-    spec.routing.data = g.optional<std::string>("data").value_or("");
-    spec.routing.max_records = g.get<int64_t>("max_records", spec.routing.max_records);
-    g.finish();
-  }
-
-  if (!r.has("variants")) r.fail_key("variants", "is required: a list of {name, overrides}");
-  const YAML::Node list = root["variants"];
-  r.ignore("variants");
-  if (!list.IsSequence() || list.size() == 0) r.fail_key("variants", "expected a non-empty list of {name, overrides}");
-  std::set<std::string> names;
-  for (size_t i = 0; i < list.size(); ++i) {
-    const YAML::Node item = list[i];
-    if (!item.IsMap()) {
-      ConfigReader(list, path, "variants").fail_key(std::to_string(i), "expected a mapping with name and overrides");
-    }
-    std::string name;
-    {
-      ConfigReader probe(item, path, fmt::format("variants[{}]", i));
-      name = probe.require<std::string>("name");
-      if (!valid_name(name))
-        probe.fail_key("name", fmt::format("'{}': use letters, digits, '.', '_' and '-' (it names a directory)", name));
-      if (!names.insert(name).second) probe.fail_key("name", fmt::format("variant '{}' appears twice", name));
-    }
-    ConfigReader v(item, path, "variants." + name);
-    v.ignore("name");
-    SweepVariant var;
-    var.name = name;
-    auto config = v.optional<std::string>("config");
-    var.config = config ? resolve_path(v, "config", *config) : base_path;
-    var.overrides = common;
-    for (auto& o : read_overrides(v, "overrides")) var.overrides.push_back(o);
-    v.finish();
-    spec.variants.push_back(std::move(var));
-  }
-  spec.baseline = r.get<std::string>("baseline", spec.variants.front().name);
-  if (!names.count(spec.baseline))
-    r.fail_key("baseline", fmt::format("'{}' is not one of the variants", spec.baseline));
-  r.finish();
-  return spec;
+  return YAML::Load(spec.inline_base);
 }
+
+}  // namespace
 
 std::vector<TrainConfig> resolve_variants(const SweepSpec& spec) {
   std::vector<TrainConfig> out;
   for (const auto& v : spec.variants) {
     try {
       if (!v.config.empty()) {
-        out.push_back(load_train_config(v.config, v.overrides));
+        out.push_back(load_train_config(v.config, v.overrides, v.override_origins));
       } else {
-        YAML::Node root = YAML::Load(spec.inline_base);
-        for (const auto& o : v.overrides) apply_override(root, o);
-        out.push_back(parse_train_config(root, spec.file + " (base)"));
+        out.push_back(parse_train_config(inline_base_node(spec), spec.file, v.overrides, v.override_origins));
       }
       TrainConfig& c = out.back();
       // Once per variant: the tables and memory estimates below reuse the resolved vocabulary.
       resolve_model_vocab(c);
       c.model.validate(c.source);
     } catch (const std::exception& e) {
-      fail("{}: variant '{}': {}", spec.file, v.name, first_line(e));
+      const std::string message = first_line(e);
+      // An error located in the sweep file (an override, the inline base) names its line first;
+      // its key path names the variant.
+      if (message.rfind(spec.file + ":", 0) == 0) throw Error(message);
+      fail("{}: variant '{}': {}", spec.file, v.name, message);
     }
   }
   return out;
@@ -299,8 +154,7 @@ SweepStatus read_sweep_status(const SweepSpec& spec) {
   const fs::path p = fs::path(spec.out_dir) / "sweep-status.json";
   if (!fs::exists(p)) return out;
   try {
-    std::ifstream in(p);
-    const nlohmann::json j = nlohmann::json::parse(in, json_depth_limit(p.string()));
+    const nlohmann::json j = read_json_file(p.string(), "a sweep-status.json");
     for (const auto& [name, v] : j.items())
       if (auto s = parse_variant_status(v.value("status", ""), v.value("exit_code", 0))) out[name] = *s;
   } catch (...) {
@@ -374,8 +228,7 @@ VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& var
   }
   if (fs::exists(dir / "memory.json")) {
     try {
-      std::ifstream in(dir / "memory.json");
-      const auto j = nlohmann::json::parse(in, json_depth_limit((dir / "memory.json").string()));
+      const auto j = read_json_file((dir / "memory.json").string(), "a memory.json");
       if (j.contains("measured_peak_bytes")) {
         r.measured_peak_bytes = j["measured_peak_bytes"].get<int64_t>();
         r.measured_source = j.value("measured_source", std::string("coe-memory --measure"));
@@ -559,18 +412,24 @@ SweepPlots draw_sweep_plots(const SweepSpec& spec, const std::vector<VariantResu
     plots.note = e.what();
     rc = -1;
   }
+  // A PNG gets its name only when complete (install_png): gnuplot exits 0 after writing a
+  // truncated one on a full disk.
+  std::vector<std::string> problems;
   for (const char* png : png_names) {
     const fs::path drawn = abs_out / (png + tmp);
     std::error_code ec;
-    if (rc == 0 && fs::is_regular_file(drawn, ec) && fs::file_size(drawn, ec) > 0) {
-      fs::rename(drawn, out / png);
-      plots.pngs.push_back(png);
-    } else {
+    const bool expected = png != png_names[0] || !names.empty();  // no curves: no val_loss.png
+    if (rc != 0 || !expected) {
       fs::remove(drawn, ec);
+    } else if (const auto problem = install_png(drawn, out / png)) {
+      problems.push_back(*problem);
+    } else {
+      plots.pngs.push_back(png);
     }
   }
-  if (plots.note.empty() && (rc != 0 || plots.pngs.empty()))
-    plots.note = fmt::format("gnuplot failed (exit {}); see {}", rc, log.string());
+  if (plots.note.empty() && rc != 0) plots.note = fmt::format("gnuplot failed (exit {}); see {}", rc, log.string());
+  if (plots.note.empty() && !problems.empty())
+    plots.note = fmt::format("{}; see {}", fmt::join(problems, "; "), log.string());
   return plots;
 }
 

@@ -2,6 +2,7 @@
 
 #include "coe/train/checkpoint.h"
 #include "coe/train/run_lock.h"
+#include "coe/util/config_reader.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 #include "coe/util/subprocess.h"
@@ -122,7 +123,7 @@ std::vector<std::string> tail_lines(const fs::path& p, size_t n) {
 // The resolved config.yaml coe-train wrote into the run directory: where its data was prepared.
 std::string prepared_dir_of(const fs::path& run) {
   try {
-    const YAML::Node n = YAML::LoadFile((run / "config.yaml").string());
+    const YAML::Node n = load_yaml_file((run / "config.yaml").string());
     return n["data"]["prepared_dir"].as<std::string>();
   } catch (...) {
     return "";

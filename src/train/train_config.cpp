@@ -63,9 +63,9 @@ ModelConfig parse_model_section(ConfigReader& model, TrainConfig* out) {
   const std::string path = resolve_from(model, *from);
   YAML::Node base;
   try {
-    base = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    model.fail_key("from", fmt::format("cannot parse {}: line {}: {}", path, e.mark.line + 1, e.msg));
+    base = load_yaml_file(path);  // bounded in size (and nesting, for JSON)
+  } catch (const Error& e) {
+    model.fail_key("from", e.what());
   }
   if (!base.IsMap()) model.fail_key("from", fmt::format("{} does not hold a mapping of model fields", path));
   // The section's other keys override the file's.
@@ -277,18 +277,18 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::ve
   // Every leaf of the base, with where it came from; the leaves this file sets are erased below.
   std::function<void(const YAML::Node&, const std::string&)> note = [&](const YAML::Node& n, const std::string& key) {
     if (n.IsMap() && n.size() > 0) {
-      for (const auto& kv : n) note(kv.second, key + "." + kv.first.as<std::string>());
+      for (const auto& kv : n) note(kv.second, key + "." + key_text(kv.first, base_path));
       return;
     }
     auto it = base_origins.find(key);
     origins[key] = it != base_origins.end() ? it->second : fmt::format("{}:{}", base_path, n.Mark().line + 1);
   };
-  for (const auto& kv : merged) note(kv.second, kv.first.as<std::string>());
+  for (const auto& kv : merged) note(kv.second, key_text(kv.first, base_path));
 
   std::function<void(YAML::Node, const YAML::Node&, const std::string&)> overlay =
       [&](YAML::Node into, const YAML::Node& from, const std::string& prefix) {
         for (const auto& kv : from) {
-          const std::string key = kv.first.as<std::string>();
+          const std::string key = key_text(kv.first, path);
           if (prefix.empty() && key == "base") continue;
           const std::string dotted = prefix.empty() ? key : prefix + "." + key;
           if (kv.second.IsMap() && into[key] && into[key].IsMap()) {
@@ -352,17 +352,43 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& file) 
   return parse_with_origins(root, file, nullptr);
 }
 
-TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+namespace {
+
+// Applies the overrides to `root`, noting where each overridden key now comes from.
+void apply_overrides(YAML::Node root, const std::string& file, const std::vector<std::string>& overrides,
+                     const std::vector<std::string>& override_origins, KeyOrigins& origins) {
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    const std::string& o = overrides[i];
+    const bool located = i < override_origins.size();
+    std::string key;
+    try {
+      key = apply_override(root, o);
+    } catch (const Error& e) {
+      if (!located) throw;
+      fail("{}: {}", override_origins[i], e.what());
+    }
+    for (auto it = origins.begin(); it != origins.end();)
+      it = it->first == key || it->first.rfind(key + ".", 0) == 0 ? origins.erase(it) : std::next(it);
+    origins[key] = located ? override_origins[i] : fmt::format("{}: --set {}", file, o);
+  }
+}
+
+}  // namespace
+
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
+                              const std::vector<std::string>& override_origins) {
   auto origins = std::make_shared<KeyOrigins>();
   std::vector<std::string> chain{path};
   YAML::Node root = load_with_bases(path, *origins, chain);
-  for (const auto& o : overrides) {
-    const std::string key = apply_override(root, o);
-    for (auto it = origins->begin(); it != origins->end();)
-      it = it->first == key || it->first.rfind(key + ".", 0) == 0 ? origins->erase(it) : std::next(it);
-    (*origins)[key] = fmt::format("{}: --set {}", path, o);
-  }
+  apply_overrides(root, path, overrides, override_origins, *origins);
   return parse_with_origins(root, path, origins);
+}
+
+TrainConfig parse_train_config(YAML::Node root, const std::string& file, const std::vector<std::string>& overrides,
+                               const std::vector<std::string>& override_origins) {
+  auto origins = std::make_shared<KeyOrigins>();
+  if (root.IsMap()) apply_overrides(root, file, overrides, override_origins, *origins);
+  return parse_with_origins(root, file, origins);
 }
 
 namespace {

@@ -57,8 +57,20 @@ TrainState TrainState::from_json(const nlohmann::json& j, const std::string& sou
   if (!j.is_object() || j.find("format") == j.end() || *j.find("format") != "coe-train-checkpoint")
     fail("{}: not a coe-train checkpoint state", source);
   const char* field = "version";
+  // get<int64_t>() converts a float too, which is undefined behaviour outside int64's range
+  // ("step": 4e115): every count in state.json must be a JSON integer.
+  auto integer = [&](const nlohmann::json& v) {
+    if (!v.is_number_integer()) fail("{}: {}: missing or of the wrong type (not an integer)", source, field);
+    return v.get<int64_t>();
+  };
+  auto integers = [&](const nlohmann::json& v) {
+    if (!v.is_array()) fail("{}: {}: missing or of the wrong type (not a list of integers)", source, field);
+    std::vector<int64_t> out;
+    for (const auto& x : v) out.push_back(integer(x));
+    return out;
+  };
   try {
-    const int version = j.at("version").get<int>();
+    const int64_t version = integer(j.at("version"));
     if (version < 1 || version > kCheckpointFormatVersion)
       fail("{}: checkpoint format version {} (this coe reads versions 1 to {})", source, version,
            kCheckpointFormatVersion);
@@ -73,13 +85,13 @@ TrainState TrainState::from_json(const nlohmann::json& j, const std::string& sou
     constexpr int64_t kMaxCount = int64_t{1} << 53;  // beyond any real run, exact in a JSON double
     TrainState s;
     field = "step";
-    s.step = j.at("step").get<int64_t>();
+    s.step = integer(j.at("step"));
     check(s.step >= 0 && s.step <= int64_t{1} << 40, "step", std::to_string(s.step));
     field = "tokens_seen";
-    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    s.tokens_seen = integer(j.at("tokens_seen"));
     check(s.tokens_seen >= 0 && s.tokens_seen <= kMaxCount, "tokens_seen", std::to_string(s.tokens_seen));
     field = "loss_tokens_seen";
-    s.loss_tokens_seen = j.at("loss_tokens_seen").get<int64_t>();
+    s.loss_tokens_seen = integer(j.at("loss_tokens_seen"));
     check(s.loss_tokens_seen >= 0 && s.loss_tokens_seen <= s.tokens_seen, "loss_tokens_seen",
           std::to_string(s.loss_tokens_seen));
     field = "elapsed_s";
@@ -95,7 +107,7 @@ TrainState TrainState::from_json(const nlohmann::json& j, const std::string& sou
     s.best_val_loss = optional_field<double>(j, "best_val_loss");
     finite_loss(s.best_val_loss, "best_val_loss");
     field = "val_step";
-    s.val_step = optional_field<int64_t>(j, "val_step");
+    if (auto it = j.find("val_step"); it != j.end() && !it->is_null()) s.val_step = integer(*it);
     if (s.val_step) check(*s.val_step >= 0 && *s.val_step <= s.step, "val_step", std::to_string(*s.val_step));
     field = "scheduler";
     s.scheduler = j.value("scheduler", nlohmann::json::object());
@@ -105,8 +117,8 @@ TrainState TrainState::from_json(const nlohmann::json& j, const std::string& sou
     field = "expert_load_window";
     if (j.contains("expert_load_window")) {
       const auto& w = j.at("expert_load_window");
-      s.expert_load_shape = w.at("shape").get<std::vector<int64_t>>();
-      s.expert_load_window = w.at("counts").get<std::vector<int64_t>>();
+      s.expert_load_shape = integers(w.at("shape"));
+      s.expert_load_window = integers(w.at("counts"));
       int64_t n = s.expert_load_shape.size() == 3 ? 1 : -1;
       for (int64_t d : s.expert_load_shape) n = d > 0 && d <= (int64_t{1} << 20) ? n * d : -1;
       check(n > 0 && static_cast<int64_t>(s.expert_load_window.size()) == n, "expert_load_window.shape",

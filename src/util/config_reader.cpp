@@ -1,6 +1,7 @@
 #include "coe/util/config_reader.h"
 
 #include "coe/util/error.h"
+#include "coe/util/json_limits.h"
 
 // yaml-cpp >= 0.7 stops deep nesting with YAML::DeepRecursion.
 #if __has_include(<yaml-cpp/depthguard.h>)
@@ -114,7 +115,7 @@ ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
   if (node_ && node_.IsMap()) {
     std::set<std::string> seen;
     for (const auto& kv : node_) {
-      const std::string key = kv.first.as<std::string>();
+      const std::string key = key_text(kv.first, file_);
       if (!seen.insert(key).second) fail("{}: {}: duplicate key", at(file_, line_of(kv.first)), dotted(key));
     }
   }
@@ -122,9 +123,19 @@ ConfigReader::ConfigReader(YAML::Node node, std::string file, std::string path)
 
 YAML::Node load_yaml_file(const std::string& file) {
   if (!std::filesystem::exists(file)) fail("{}: file not found", file);
+  // Bounded before yaml-cpp sees it (include/coe/util/json_limits.h); a JSON file (config.json)
+  // gets the JSON depth limit too, which nlohmann checks in milliseconds.
+  const std::string text = read_bounded_file(file, kMaxConfigFileBytes, "a config file");
+  if (std::filesystem::path(file).extension() == ".json") {
+    try {
+      const nlohmann::json checked = nlohmann::json::parse(text, json_depth_limit(file));
+      (void)checked;
+    } catch (const nlohmann::json::exception&) {  // not strict JSON: yaml-cpp decides
+    }
+  }
   YAML::Node root;
   try {
-    root = YAML::LoadFile(file);
+    root = YAML::Load(text);
 #if COE_YAML_HAS_DEPTH_GUARD
   } catch (const YAML::DeepRecursion& e) {
     // yaml-cpp bounds nesting (its message for that is "bad file").
@@ -135,6 +146,11 @@ YAML::Node load_yaml_file(const std::string& file) {
   }
   if (!root || root.IsNull()) fail("{}: the file is empty", file);
   return root;
+}
+
+std::string key_text(const YAML::Node& key, const std::string& file) {
+  if (key.IsSequence() || key.IsMap()) fail("{}: a key must be a name, not {}", at(file, line_of(key)), describe(key));
+  return key.as<std::string>();
 }
 
 ConfigReader ConfigReader::from_file(const std::string& file) { return ConfigReader(load_yaml_file(file), file); }

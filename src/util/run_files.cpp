@@ -357,12 +357,15 @@ std::vector<ValRow> read_val_file(const fs::path& path) {
 }
 
 FinalSummary read_final_summary(const fs::path& path) {
-  return FinalSummary::from_json(parse_object(read_text(path), path.string()), path.string());
+  return FinalSummary::from_json(
+      parse_object(read_bounded_file(path.string(), kMaxJsonFileBytes, "a final.json"), path.string()), path.string());
 }
 
 RoutingReport read_routing_report(const fs::path& path) {
   // Not parse_object: from_json names what a non-object lacks (the "routing" array).
-  return RoutingReport::from_json(parse_json(read_text(path), path.string()), path.string());
+  return RoutingReport::from_json(
+      parse_json(read_bounded_file(path.string(), kMaxJsonFileBytes, "a routing report"), path.string()),
+      path.string());
 }
 
 // ---- TensorBoard ----------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 #include "coe/util/error.h"
 
+#include <fmt/format.h>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -127,6 +129,45 @@ std::optional<fs::path> find_plot_script(const std::string& name, const char* en
   for (const fs::path& p : candidates)
     if (fs::is_regular_file(p, ec)) return fs::weakly_canonical(p, ec);
   return std::nullopt;
+}
+
+std::optional<std::string> install_png(const fs::path& drawn, const fs::path& target) {
+  static const char kSignature[8] = {'\x89', 'P', 'N', 'G', '\r', '\n', '\x1a', '\n'};
+  // The last chunk: length 0, type IEND, its CRC.
+  static const char kIend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', '\xae', 'B', '\x60', '\x82'};
+  std::string problem;
+  const int fd = ::open(drawn.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    problem = errno == ENOENT ? "gnuplot did not draw it"
+                              : fmt::format("cannot read what gnuplot drew: {}", std::strerror(errno));
+  } else {
+    struct stat st {};
+    char head[8] = {}, tail[12] = {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      problem = "what gnuplot drew is not a file";
+    } else if (::fsync(fd) != 0) {  // a full disk can fail the write-back of what write() accepted
+      problem = fmt::format("cannot write it to disk: {}", std::strerror(errno));
+    } else if (st.st_size == 0) {
+      problem = "gnuplot wrote an empty file (the disk may be full)";
+    } else if (st.st_size < static_cast<off_t>(sizeof(kSignature) + sizeof(kIend)) ||
+               ::pread(fd, head, sizeof(head), 0) != static_cast<ssize_t>(sizeof(head)) ||
+               std::memcmp(head, kSignature, sizeof(head)) != 0) {
+      problem = fmt::format("not a PNG ({} bytes)", st.st_size);
+    } else if (::pread(fd, tail, sizeof(tail), st.st_size - static_cast<off_t>(sizeof(tail))) !=
+                   static_cast<ssize_t>(sizeof(tail)) ||
+               std::memcmp(tail, kIend, sizeof(tail)) != 0) {
+      problem = fmt::format("truncated PNG ({} bytes, no IEND chunk at the end: the disk may be full)", st.st_size);
+    }
+    ::close(fd);
+  }
+  std::error_code ec;
+  if (problem.empty()) {
+    fs::rename(drawn, target, ec);
+    if (!ec) return std::nullopt;
+    problem = fmt::format("cannot rename {} to it: {}", drawn.filename().string(), ec.message());
+  }
+  fs::remove(drawn, ec);
+  return target.string() + ": " + problem;
 }
 
 int run_gnuplot(const fs::path& script, const std::vector<std::string>& args, const fs::path& log) {

@@ -1,6 +1,8 @@
 #pragma once
 // Reader and writer for the safetensors format (8-byte little-endian header length, JSON header,
 // raw little-endian data). Supported dtypes: F64, F32, BF16, F16, I64, I32, I16, I8, U8, BOOL.
+#include "coe/io/safetensors_header.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -8,10 +10,6 @@
 #include <string>
 
 namespace coe {
-
-// The largest JSON header load_safetensors reads (as the safetensors library's own limit): a
-// corrupt or hostile length field must not make it allocate gigabytes before checking anything.
-inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
 
 struct SafetensorsFile {
   std::map<std::string, at::Tensor> tensors;    // CPU, owning

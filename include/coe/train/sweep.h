@@ -33,6 +33,9 @@ struct SweepVariant {
   std::string name;
   std::string config;                  // the training config file it starts from
   std::vector<std::string> overrides;  // "section.key=value": the sweep's, then the variant's
+  // Where each override is written, for messages about its key: "sweep.yaml:8: variants.b.overrides"
+  // (one per override; load_sweep fills it).
+  std::vector<std::string> override_origins;
 };
 
 struct SweepMemory {

@@ -108,10 +108,16 @@ struct TrainConfig {
 };
 
 // Reads `path`, applies `overrides` ("section.key=value", parsed as YAML values) and checks every
-// key. Throws coe::Error with a one-line message naming the file, line and key.
-TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// key. Throws coe::Error with a one-line message naming the file, line and key. A message about an
+// overridden key names where the override was written: `override_origins[i]` when given (coe-sweep:
+// "sweep.yaml:8: variants.b.overrides"), else "<path>: --set KEY=VALUE".
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {},
+                              const std::vector<std::string>& override_origins = {});
 // The same for a parsed document; `file` is used in messages and to resolve model.from.
 TrainConfig parse_train_config(const YAML::Node& root, const std::string& file);
+// A parsed document with overrides, as load_train_config (a sweep file's inline base).
+TrainConfig parse_train_config(YAML::Node root, const std::string& file, const std::vector<std::string>& overrides,
+                               const std::vector<std::string>& override_origins);
 
 // The resolved configuration (every key with its value, defaults filled in) as YAML text that
 // load_train_config reads back to the same TrainConfig.

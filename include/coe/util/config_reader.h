@@ -80,6 +80,10 @@ class ConfigReader {
 // "the file is empty").
 YAML::Node load_yaml_file(const std::string& file);
 
+// A mapping's key as text, for the code that walks a document itself. A key that is a list or a
+// mapping (YAML's `? [a, b]`) is an error naming file:line, not yaml-cpp's BadConversion.
+std::string key_text(const YAML::Node& key, const std::string& file);
+
 // Nearest string by edit distance (for "did you mean"), empty if nothing is close.
 std::string nearest_key(const std::string& key, const std::vector<std::string>& candidates);
 

@@ -51,4 +51,13 @@ std::optional<std::filesystem::path> find_plot_script(const std::string& name, c
 int run_gnuplot(const std::filesystem::path& script, const std::vector<std::string>& args,
                 const std::filesystem::path& log);
 
+// Moves a PNG that gnuplot drew into `drawn` (a temporary name in the directory of `target`) onto
+// `target` when it is complete: on disk (synced), starting with the PNG signature and ending with
+// the IEND chunk. gnuplot exits 0 after writing a truncated PNG when the disk is full (or the
+// file size limit is reached), so its exit status does not tell. Otherwise `drawn` is removed, a
+// previous `target` is left as it was, and the reason is returned, naming `target`
+// ("<target>: truncated PNG (16384 bytes, no IEND chunk at the end: the disk may be full)").
+// nullopt: installed.
+std::optional<std::string> install_png(const std::filesystem::path& drawn, const std::filesystem::path& target);
+
 }  // namespace coe
