@@ -114,6 +114,10 @@ class Regex {
  private:
   pcre2_real_code_8* code_ = nullptr;
   pcre2_real_code_8* ascii_code_ = nullptr;  // the same for ASCII text: classes list ASCII members only
+  // The same two with an automatic callout before every item, which counts the characters the
+  // matcher moves over: find_all uses them for calls over long windows (see the .cpp).
+  pcre2_real_code_8* counted_code_ = nullptr;
+  pcre2_real_code_8* counted_ascii_code_ = nullptr;
   std::string pattern_;
 };
 

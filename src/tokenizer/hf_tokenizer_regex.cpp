@@ -608,24 +608,29 @@ Regex::Regex(const std::string& pattern, const ConfigPath& at) : pattern_(patter
     } catch (const Error& e) {
       at.fail(fmt::format("invalid regex /{}/: {}", printable(pattern), e.what()));
     }
-    int error = 0;
-    PCRE2_SIZE offset = 0;
-    pcre2_code* code =
-        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                      PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_USE_OFFSET_LIMIT, &error, &offset, context);
-    if (!code)
-      at.fail(fmt::format("invalid regex /{}/: {} (at offset {} of its PCRE2 form)", printable(pattern),
-                          pcre2_message(error), offset));
-    // JIT is an optimisation only; without it pcre2_match interprets the pattern. find_all
-    // matches in both modes (a window short of the text's end is matched with PARTIAL_HARD).
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
-    (ascii_only ? ascii_code_ : code_) = code;
+    for (const bool counted : {false, true}) {
+      int error = 0;
+      PCRE2_SIZE offset = 0;
+      pcre2_code* code = pcre2_compile(
+          reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+          PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_USE_OFFSET_LIMIT | (counted ? PCRE2_AUTO_CALLOUT : 0), &error,
+          &offset, context);
+      if (!code)
+        at.fail(fmt::format("invalid regex /{}/: {} (at offset {} of its PCRE2 form)", printable(pattern),
+                            pcre2_message(error), offset));
+      // JIT is an optimisation only; without it pcre2_match interprets the pattern. find_all
+      // matches in both modes (a window short of the text's end is matched with PARTIAL_HARD).
+      pcre2_jit_compile(code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
+      (counted ? (ascii_only ? counted_ascii_code_ : counted_code_) : (ascii_only ? ascii_code_ : code_)) = code;
+    }
   }
 }
 
 Regex::~Regex() {
   pcre2_code_free(code_);
   pcre2_code_free(ascii_code_);
+  pcre2_code_free(counted_code_);
+  pcre2_code_free(counted_ascii_code_);
 }
 
 namespace {
@@ -647,6 +652,30 @@ constexpr size_t kWindow = 32;             // a call's first window, in bytes pa
 constexpr size_t kStartsPerCall = 32;      // start positions a call may try after its first
 constexpr uint64_t kWorkPerByte = 256;     // the budget: bytes inspected per byte of text ...
 constexpr uint64_t kWorkBase = 64u << 20;  // ... plus this
+// One call can still do quadratic work in few backtracking steps: PCRE2 counts a loop over single
+// characters as one step however far it runs, so in `a*a*b|.` on a run of n `a`s the first a*
+// gives back one character at a time and the second rescans the rest each time, within the one
+// call that sees the whole run. A call over a window longer than kCountedWindow therefore runs
+// the pattern compiled with an automatic callout before every item, which adds up how far the
+// matcher's position moves between items (the characters it moved over) and ends the call once
+// the text's budget is spent. Short windows, all that real patterns on real text need but for
+// long runs of one class, keep the uncounted code and the starts x window charge.
+constexpr size_t kCountedWindow = 4096;
+
+struct CalloutCount {
+  uint64_t work = 0, limit = 0;
+  size_t last = 0;
+  bool started = false;
+};
+
+int count_callout(pcre2_callout_block* block, void* data) {
+  auto* c = static_cast<CalloutCount*>(data);
+  const size_t now = block->current_position;
+  c->work += 1 + (c->started ? (now > c->last ? now - c->last : c->last - now) : 0);
+  c->started = true;
+  c->last = now;
+  return c->work > c->limit ? PCRE2_ERROR_CALLOUT : 0;  // negative: the call ends with it
+}
 
 // Backtracking limits per start position (PCRE2 counts per start position, with JIT or not). A
 // pattern that backtracks catastrophically hits them within a fraction of a second and fails
@@ -698,7 +727,7 @@ size_t boundary_at_or_after(std::string_view s, size_t i) {
 void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const {
   out.clear();
   MatchState& state = thread_match_state();
-  pcre2_code* code = is_ascii(s) ? ascii_code_ : code_;
+  const bool ascii = is_ascii(s);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.empty() ? "" : s.data());
   const size_t n = s.size();
   const uint64_t budget = kWorkBase + kWorkPerByte * static_cast<uint64_t>(n);
@@ -717,8 +746,17 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
     const uint64_t steps = kMatchStepsPerByte * span + kMatchStepsPerPatternByte * pattern_.size() + kMatchStepsBase;
     pcre2_set_match_limit(state.context, static_cast<uint32_t>(std::min<uint64_t>(steps, UINT32_MAX)));
     pcre2_set_offset_limit(state.context, last_start);
+    const bool counted = span > kCountedWindow;
+    CalloutCount count;
+    count.limit = budget - std::min(budget, work);
+    pcre2_set_callout(state.context, counted ? count_callout : nullptr, &count);
+    pcre2_code* code = counted ? (ascii ? counted_ascii_code_ : counted_code_) : (ascii ? ascii_code_ : code_);
     const int rc = pcre2_match(code, subject, end, pos, PCRE2_NO_UTF_CHECK | (whole ? 0 : PCRE2_PARTIAL_HARD),
                                state.data, state.context);
+    if (rc == PCRE2_ERROR_CALLOUT)
+      fail("regex /{}/: work limit hit at byte {} of a {}-byte text (more than {} bytes inspected: {} per byte of "
+           "text + {} MiB): one match attempt rescans the text",
+           printable(pattern_), pos, n, budget, kWorkPerByte, kWorkBase >> 20);
     const bool limit_hit = rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
                            rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT;
     if (limit_hit && whole)
@@ -748,7 +786,9 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
     } else {
       starts = ovector[0] - pos + 1;
     }
-    work += static_cast<uint64_t>(starts) * std::max<size_t>(span, 1);
+    // A counted call is charged what it moved over (plus the window, for the scans PCRE2 does
+    // before its first item: the search for a first character); another, starts x window.
+    work += counted ? count.work + span : static_cast<uint64_t>(starts) * std::max<size_t>(span, 1);
     if (work > budget)
       fail("regex /{}/: work limit hit at byte {} of a {}-byte text (more than {} bytes inspected: {} per byte of "
            "text + {} MiB): the pattern rescans the text",
