@@ -145,6 +145,47 @@ TEST_F(SweepErrors, DuplicateNamesAndUnknownBaseline) {
   EXPECT_NE(error_of(write("nobase.yaml", "variants:\n  - name: a\n")).find("base"), std::string::npos);
 }
 
+// `seeds:` makes one run per (seed, variant), seed by seed, each with trainer.seed as its last
+// override and its own directory <variant>/seed-<s>.
+TEST_F(SweepErrors, SeedsMakeARunPerSeedAndVariant) {
+  const fs::path p = write("seeds.yaml", "base: base.yaml\nout_dir: out\nseeds: [3, 1]\nvariants:\n  - name: moe\n"
+                                         "  - name: coe\n    overrides: {model.inner_iter: 2}\n");
+  const coe::SweepSpec spec = coe::load_sweep(p.string());
+  EXPECT_EQ(spec.seeds, (std::vector<int64_t>{3, 1}));
+  EXPECT_EQ(spec.variant_names, (std::vector<std::string>{"moe", "coe"}));
+  EXPECT_EQ(spec.baseline, "moe");
+  ASSERT_EQ(spec.variants.size(), 4u);
+  const char* const names[] = {"moe/seed-3", "coe/seed-3", "moe/seed-1", "coe/seed-1"};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(spec.variants[i].name, names[i]);
+    EXPECT_EQ(spec.variants[i].variant, i % 2 ? "coe" : "moe");
+    EXPECT_EQ(spec.variants[i].seed, i < 2 ? 3 : 1);
+    EXPECT_EQ(spec.variants[i].overrides.back(), i < 2 ? "trainer.seed=3" : "trainer.seed=1");
+    EXPECT_EQ(coe::variant_dir(spec, spec.variants[i]), (fs::path("out") / names[i]).string());
+  }
+  EXPECT_EQ(spec.variants[1].overrides.front(), "model.inner_iter=2");
+  const auto configs = coe::resolve_variants(spec);
+  EXPECT_EQ(configs[0].trainer.seed, 3);
+  EXPECT_EQ(configs[3].trainer.seed, 1);
+  EXPECT_EQ(configs[3].model.inner_iter, 2);
+}
+
+TEST_F(SweepErrors, SeedsAreChecked) {
+  auto error_with = [&](const std::string& seeds, const std::string& rest = "") {
+    return error_of(write("s.yaml", "base: base.yaml\nseeds: " + seeds + "\n" + rest + "variants:\n  - name: a\n"));
+  };
+  EXPECT_NE(error_with("[1, 2, 1]").find("seeds: 1 appears twice"), std::string::npos);
+  EXPECT_NE(error_with("[1, -2]").find("seeds: -2: a seed is an integer >= 0"), std::string::npos);
+  EXPECT_NE(error_with("[]").find("seeds: expected a list of 1 to 1000 integers"), std::string::npos);
+  EXPECT_NE(error_with("3").find("seeds: expected a list"), std::string::npos);
+  EXPECT_NE(error_with("[1, x]").find("seeds: item 1: expected"), std::string::npos);
+  EXPECT_NE(error_with("[1]", "overrides: {trainer.seed: 4}\n").find("overrides: trainer.seed: set by seeds:"),
+            std::string::npos);
+  const std::string e = error_of(
+      write("v.yaml", "base: base.yaml\nseeds: [1]\nvariants:\n  - name: a\n    overrides: [\"trainer.seed=2\"]\n"));
+  EXPECT_NE(e.find("variants.a.overrides: trainer.seed: set by seeds:"), std::string::npos) << e;
+}
+
 TEST_F(SweepErrors, OverrideFormsAgree) {
   const fs::path p =
       write("forms.yaml", "base: base.yaml\noverrides: [\"trainer.total_steps=3\"]\nvariants:\n"

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -93,8 +94,8 @@ TEST(SweepRun, TwoVariantsSummariseAndResume) {
   EXPECT_LT(run1.find("| coe | not run | 0/4 |"), run1.find("[2/2] coe: training")) << run1;
   const std::string csv = read_file(out / "summary.csv");
   EXPECT_EQ(count(csv, "\n"), 3u) << csv;  // header + 2 rows
-  EXPECT_NE(csv.find("\nmoe,complete,4,4,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("\ncoe,complete,4,4,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\nmoe,complete,1,1,,4,4,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\ncoe,complete,1,1,,4,4,"), std::string::npos) << csv;
   const std::string md = read_file(out / "summary.md");
   EXPECT_NE(md.find("| moe | complete |"), std::string::npos) << md;
   EXPECT_NE(md.find("| coe | complete |"), std::string::npos) << md;
@@ -220,8 +221,8 @@ TEST(SweepRun, ShellSyntaxInPathsRunsNothing) {
   for (const auto& e : fs::recursive_directory_iterator(dir))
     EXPECT_NE(e.path().filename().string().rfind("PWNED", 0), 0u) << "a shell ran: " << e.path();
   const std::string csv = read_file(out / "summary.csv");
-  EXPECT_NE(csv.find("\nmoe,complete,2,2,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("\ncoe,complete,2,2,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\nmoe,complete,1,1,,2,2,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\ncoe,complete,1,1,,2,2,"), std::string::npos) << csv;
   for (const char* v : {"moe", "coe"})
     EXPECT_TRUE(fs::exists(out / v / "routing.json")) << v << "\n" << read_file(out / v / "eval.log");
   const std::string md = read_file(out / "summary.md");
@@ -233,6 +234,143 @@ TEST(SweepRun, ShellSyntaxInPathsRunsNothing) {
   } else {
     EXPECT_NE(md.find("Plots skipped: gnuplot is not installed"), std::string::npos) << md;
   }
+}
+
+// A column of a CSV row (no quoted fields in the rows read here).
+std::string csv_column(const std::string& row, size_t index) {
+  std::stringstream in(row);
+  std::string field;
+  for (size_t i = 0; i <= index && std::getline(in, field, ','); ++i) {
+  }
+  return field;
+}
+
+// The row of `csv` whose first fields are `prefix` ("" when none).
+std::string csv_row(const std::string& csv, const std::string& prefix) {
+  std::stringstream in(csv);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(prefix, 0) == 0) return line;
+  return "";
+}
+
+// seeds: end to end on the quickstart model (configs/quickstart.yaml and quickstart-coe.yaml, a few
+// steps on their synthetic data): every variant runs once per seed into <variant>/seed-<s>/, seed by
+// seed; the seed fixes init and data order (a plain coe-train with that seed gives the same
+// losses, bit for bit on CPU; other seeds give other losses); summary.csv's statistics are those of
+// runs.csv's losses, worked out here; a second invocation trains nothing; --only takes a variant or
+// one run.
+TEST(SweepRun, SeedsRunEachVariantPerSeedAndSummariseOverThem) {
+  const fs::path dir = coe::test::scratch_dir("sweep-seeds");
+  std::string out_text;
+  ASSERT_EQ(coe::test::run_argv({coe::test::tool_path("coe-prepare").string(), "synth", "--records", "400", "--seed",
+                                 "1", "--out", (dir / "synth.json").string()},
+                                &out_text),
+            0)
+      << out_text;
+  const fs::path configs = coe::test::source_root() / "configs";
+  const fs::path out = dir / "out";
+  const std::string sweep = coe::test::write_file(
+      dir / "seeds.yaml",
+      "name: seeds\nout_dir: " + yaml_quoted(out.string()) +
+          "\nbase: " + yaml_quoted((configs / "quickstart.yaml").string()) +
+          "\nseeds: [1, 2, 3]\n"
+          "overrides:\n"
+          "  data: {train_files: [" +
+          yaml_quoted((dir / "synth.json").string()) + "], prepared_dir: " + yaml_quoted((dir / "prepared").string()) +
+          ", max_length: 64, val_count: 16}\n"
+          "  trainer: {total_steps: 4, global_batch: 4, micro_batch: 4, val_interval: 2, val_batches: 1,\n"
+          "            save_interval: 4, threads: 1, log_interval: 1}\n"
+          "variants:\n"
+          "  - name: moe\n"
+          "  - name: coe\n"
+          "    config: " +
+          yaml_quoted((configs / "quickstart-coe.yaml").string()) + "\n");
+  const std::string coe_sweep = coe::test::tool_path("coe-sweep").string();
+
+  std::string dry;
+  ASSERT_EQ(coe::test::run_argv({coe_sweep, sweep, "--dry-run"}, &dry), 0) << dry;
+  const char* const order[] = {"[1/6] moe/seed-1: new", "[2/6] coe/seed-1: new", "[3/6] moe/seed-2: new",
+                               "[6/6] coe/seed-3: new"};
+  for (size_t i = 1; i < 4; ++i) EXPECT_LT(dry.find(order[i - 1]), dry.find(order[i])) << dry;
+  EXPECT_NE(dry.find("--set trainer.seed=2 --out " + (out / "moe" / "seed-2").string()), std::string::npos) << dry;
+
+  std::string run1;
+  ASSERT_EQ(coe::test::run_argv({coe_sweep, sweep}, &run1), 0) << run1;
+  for (const char* v : {"moe", "coe"})
+    for (int seed = 1; seed <= 3; ++seed) {
+      const fs::path run = out / v / ("seed-" + std::to_string(seed));
+      ASSERT_TRUE(fs::exists(run / "final.json")) << run << "\n" << run1;
+      EXPECT_NE(read_file(run / "config.yaml").find("seed: " + std::to_string(seed) + "\n"), std::string::npos) << run;
+    }
+
+  // runs.csv: one row per run; the seeds train differently, and a seed reproduces its run.
+  const std::string runs = read_file(out / "runs.csv");
+  double moe_final[4] = {}, coe_final[4] = {};
+  for (int seed = 1; seed <= 3; ++seed) {
+    const std::string moe_row = csv_row(runs, "moe," + std::to_string(seed) + ",complete,4,4,");
+    const std::string coe_row = csv_row(runs, "coe," + std::to_string(seed) + ",complete,4,4,");
+    ASSERT_FALSE(moe_row.empty() || coe_row.empty()) << runs;
+    moe_final[seed] = std::stod(csv_column(moe_row, 5));
+    coe_final[seed] = std::stod(csv_column(coe_row, 5));
+  }
+  EXPECT_NE(moe_final[1], moe_final[2]) << runs;
+  EXPECT_NE(moe_final[2], moe_final[3]) << runs;
+  std::string plain;
+  std::vector<std::string> train{coe::test::tool_path("coe-train").string(), (configs / "quickstart.yaml").string()};
+  for (const char* o : {"data.max_length=64", "data.val_count=16", "trainer.total_steps=4", "trainer.global_batch=4",
+                        "trainer.micro_batch=4", "trainer.val_interval=2", "trainer.val_batches=1",
+                        "trainer.save_interval=4", "trainer.threads=1", "trainer.log_interval=1", "trainer.seed=2"})
+    train.insert(train.end(), {"--set", o});
+  train.insert(train.end(), {"--set", "data.train_files=[" + (dir / "synth.json").string() + "]", "--set",
+                             "data.prepared_dir=" + (dir / "prepared").string(), "--out", (dir / "plain").string()});
+  ASSERT_EQ(coe::test::run_argv(train, &plain), 0) << plain;
+  EXPECT_EQ(read_file(dir / "plain" / "val.jsonl").substr(0, 60),
+            read_file(out / "moe" / "seed-2" / "val.jsonl").substr(0, 60));
+  const std::string plain_final = read_file(dir / "plain" / "final.json");
+  const std::string sweep_final = read_file(out / "moe" / "seed-2" / "final.json");
+  EXPECT_EQ(plain_final.substr(plain_final.find("\"final_val_loss\""), 40),
+            sweep_final.substr(sweep_final.find("\"final_val_loss\""), 40));
+
+  // summary.csv: per variant the mean, sd and t interval over the three seeds, and CoE's paired
+  // difference to MoE, computed here from runs.csv's losses.
+  const std::string csv = read_file(out / "summary.csv");
+  const std::string coe_row = csv_row(csv, "coe,complete,3,3,1;2;3,4,4,");
+  ASSERT_FALSE(coe_row.empty()) << csv;
+  const double mean = (coe_final[1] + coe_final[2] + coe_final[3]) / 3;
+  double ss = 0;
+  for (int s = 1; s <= 3; ++s) ss += (coe_final[s] - mean) * (coe_final[s] - mean);
+  const double sd = std::sqrt(ss / 2), half = 4.303 * sd / std::sqrt(3.0);
+  EXPECT_NEAR(std::stod(csv_column(coe_row, 7)), mean, 2e-6) << coe_row;
+  EXPECT_NEAR(std::stod(csv_column(coe_row, 8)), sd, 2e-6) << coe_row;
+  EXPECT_NEAR(std::stod(csv_column(coe_row, 9)), mean - half, 2e-6) << coe_row;
+  EXPECT_NEAR(std::stod(csv_column(coe_row, 10)), mean + half, 2e-6) << coe_row;
+  double diff = 0;
+  for (int s = 1; s <= 3; ++s) diff += (coe_final[s] - moe_final[s]) / 3;
+  EXPECT_NEAR(std::stod(csv_column(coe_row, 15)), diff, 2e-6) << coe_row;
+  EXPECT_FALSE(csv_row(csv, "moe,complete,3,3,1;2;3,4,4,").empty()) << csv;
+  const std::string md = read_file(out / "summary.md");
+  EXPECT_NE(md.find("## Over seeds (1, 2, 3)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| coe/seed-3 | complete | 4/4 |"), std::string::npos) << md;
+  if (coe::find_gnuplot()) {
+    EXPECT_TRUE(is_png(out / "val_loss.png")) << md;
+    EXPECT_NE(read_file(out / "plots" / "val-coe.dat").find("\n4 "), std::string::npos);
+    EXPECT_NE(read_file(out / "plots" / "val-coe.dat").find(" 3\n"), std::string::npos) << "three runs per point";
+  }
+
+  // Nothing left to train; --only picks a variant's runs or one run.
+  std::string run2;
+  ASSERT_EQ(coe::test::run_argv({coe_sweep, sweep}, &run2), 0) << run2;
+  EXPECT_EQ(count(run2, "complete, skipped"), 6u) << run2;
+  fs::remove(out / "coe" / "seed-2" / "final.json");
+  std::string run3;
+  ASSERT_EQ(coe::test::run_argv({coe_sweep, sweep, "--only", "coe/seed-2"}, &run3), 0) << run3;
+  EXPECT_NE(run3.find("[4/6] coe/seed-2: resuming"), std::string::npos) << run3;
+  EXPECT_EQ(count(run3, ": resuming"), 1u) << run3;
+  std::string dry2;
+  ASSERT_EQ(coe::test::run_argv({coe_sweep, sweep, "--only", "coe", "--dry-run"}, &dry2), 0) << dry2;
+  EXPECT_EQ(count(dry2, "complete (would skip)"), 3u) << dry2;
+  EXPECT_EQ(dry2.find("moe/seed"), std::string::npos) << dry2;
 }
 
 }  // namespace

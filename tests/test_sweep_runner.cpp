@@ -6,11 +6,13 @@
 #include "coe/train/run_lock.h"
 #include "coe/train/sweep.h"
 #include "coe/train/sweep_runner.h"
+#include "coe/train/sweep_summary.h"
 #include "coe/util/subprocess.h"
 
 #include "support/expect_error.h"
 #include "support/test_env.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -314,9 +316,9 @@ TEST_F(SweepRunnerTest, AFailedLaunchIsReportedAndRecorded) {
   EXPECT_NE(status.find("  \"a\": {\n    \"status\": \"complete\",\n    \"exit_code\": 0\n  }"), std::string::npos)
       << status;
   const std::string csv = read_file(out() / "summary.csv");
-  EXPECT_NE(csv.find("\nc,failed (exit 1),0,10,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("\na,complete,10,10,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("\nb,not run,0,10,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\nc,failed (exit 1),1,0,,0,10,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\na,complete,1,1,,10,10,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\nb,not run,1,0,,0,10,"), std::string::npos) << csv;
 }
 
 TEST_F(SweepRunnerTest, ALaunchEndingWithoutFinalJsonIsIncomplete) {
@@ -455,53 +457,138 @@ TEST(SweepSummary, ThreePartsMakeTheSummary) {
   const coe::SweepSpec spec = summary_spec(out);
   const auto results = two_results();
 
-  const std::string csv = coe::sweep_summary_csv(results);
-  EXPECT_EQ(csv, "variant,status,steps,total_steps,final_val_loss,best_val_loss,tokens,tokens_per_s,params_total,"
-                 "params_active_per_token,estimate_bytes,measured_peak_bytes,distinct_expert_sets,combinatorial_bound\n"
-                 "moe,complete,10,10,1.500000,1.250000,2048,1000.4,2000000,1000000,1048576,,3;5,36\n"
-                 "coe,failed (exit 2),0,10,,,0,0.0,2100000,500000,2097152,,,\n");
+  const auto variants = coe::summarise_variants(spec, results);
+  const std::string csv = coe::sweep_summary_csv(variants);
+  // One row per variant: without seeds the statistics over seeds are the one run's loss (no
+  // spread, no interval) and the baseline has no difference.
+  EXPECT_EQ(csv,
+            "variant,status,runs,complete_runs,seeds,steps,total_steps,final_val_loss,final_val_loss_sd,"
+            "final_val_loss_low,final_val_loss_high,best_val_loss,best_val_loss_sd,best_val_loss_low,"
+            "best_val_loss_high,final_diff,final_diff_low,final_diff_high,final_diff_excludes_0,best_diff,"
+            "best_diff_low,best_diff_high,best_diff_excludes_0,tokens,tokens_per_s,params_total,"
+            "params_active_per_token,estimate_bytes,measured_peak_bytes,load_max_over_mean,distinct_expert_sets,"
+            "combinatorial_bound\n"
+            "moe,complete,1,1,,10,10,1.500000,,,,1.250000,,,,,,,,,,,,2048,1000.4,2000000,1000000,1048576,,,3;5,36\n"
+            "coe,failed (exit 2),1,0,,0,10,,,,,,,,,,,,,,,,,0,0.0,2100000,500000,2097152,,,,\n");
 
-  const coe::SweepPlots none = coe::draw_sweep_plots(spec, results, "");
+  const coe::SweepPlots none = coe::draw_sweep_plots(spec, variants, "");
   EXPECT_TRUE(none.pngs.empty());
   EXPECT_EQ(none.note, "the gnuplot script tools/plot_sweep.gp was not found (set COE_PLOT_SCRIPT)");
   EXPECT_FALSE(fs::exists(out / "plots")) << "nothing is written without a script";
 
-  const std::string md = coe::sweep_summary_md(spec, results, none);
-  EXPECT_EQ(md, "# Sweep s\n\nSweep file: `sweeps/s.yaml`. Run directories: `" + out.string() +
-                    "/<variant>/`. Baseline: `moe`.\n\n"
-                    "| variant | status | steps | final val loss | best val loss | tokens | tokens/s | params | active "
-                    "params/token | memory estimate | measured peak |\n"
-                    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
-                    "| moe | complete | 10/10 | 1.5000 | 1.2500 | 2048 | 1000 | 2.00M | 1.00M | 1.0 MiB | - |\n"
-                    "| coe | failed (exit 2) | 0/10 | - | - | 0 | 0 | 2.10M | 0.50M | 2.0 MiB | - |\n"
-                    "\nMemory estimate: `coe-memory`'s analytical training total (docs/memory.md) at micro-batch "
-                    "(config), sequence (config), checkpointing (config) (defaults: each variant's "
-                    "trainer.micro_batch, data.max_length, trainer.activation_checkpointing). Measured peak: not "
-                    "measured (set memory.measure: true).\n"
-                    "\n## Relative to moe\n\n"
-                    "| variant | params | active params/token | memory estimate | measured peak | best val loss - "
-                    "baseline |\n"
-                    "| --- | --- | --- | --- | --- | --- |\n"
-                    "| moe | 100.0% | 100.0% | 100.0% | - | +0.0000 |\n"
-                    "| coe | 105.0% | 50.0% | 200.0% | - | - |\n"
-                    "\n## Routing (coe-eval --routing on the final checkpoint)\n\n"
-                    "| variant | distinct expert sets per layer | unique experts per token | combinatorial bound |\n"
-                    "| --- | --- | --- | --- |\n"
-                    "| moe | 3, 5 | 1.50, 2.25 | C(4,2)^2 / C(4,4) = 36 |\n"
-                    "| coe | - | - | - |\n"
-                    "\nCombinatorial bound: C(N,K)^C / C(N,C*K) counts ordered sequences of C expert sets of size K "
-                    "against unordered sets of C*K experts. The paper's \"823x\" is quoted for C(64,4)^2 / C(64,8), "
-                    "which evaluates to 91.2; coe-eval uses the routed-expert count N = n_routed_experts.\n"
-                    "\n## Plots\n\n"
-                    "Plots skipped: the gnuplot script tools/plot_sweep.gp was not found (set COE_PLOT_SCRIPT).\n"
-                    "\n## Notes\n\n"
-                    "- coe: final.json unreadable: x\n");
+  const std::string md = coe::sweep_summary_md(spec, results, variants, none);
+  EXPECT_EQ(md,
+            "# Sweep s\n\nSweep file: `sweeps/s.yaml`. Run directories: `" + out.string() +
+                "/<variant>/`. Baseline: `moe`.\n\n"
+                "| variant | status | steps | final val loss | best val loss | tokens | tokens/s | params | active "
+                "params/token | memory estimate | measured peak | load max/mean |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+                "| moe | complete | 10/10 | 1.5000 | 1.2500 | 2048 | 1000 | 2.00M | 1.00M | 1.0 MiB | - | - |\n"
+                "| coe | failed (exit 2) | 0/10 | - | - | 0 | 0 | 2.10M | 0.50M | 2.0 MiB | - | - |\n"
+                "\nMemory estimate: `coe-memory`'s analytical training total (docs/memory.md) at micro-batch "
+                "(config), sequence (config), checkpointing (config) (defaults: each variant's "
+                "trainer.micro_batch, data.max_length, trainer.activation_checkpointing). Measured peak: not "
+                "measured (set memory.measure: true). Load max/mean: the expert load's worst max / mean over layers "
+                "and iterations, from `coe-eval --routing` on the validation split when it ran, else the last "
+                "training log interval's.\n"
+                "\n## Relative to moe\n\n"
+                "| variant | params | active params/token | memory estimate | measured peak | best val loss - "
+                "baseline |\n"
+                "| --- | --- | --- | --- | --- | --- |\n"
+                "| moe | 100.0% | 100.0% | 100.0% | - | +0.0000 |\n"
+                "| coe | 105.0% | 50.0% | 200.0% | - | - |\n"
+                "\n## Routing (coe-eval --routing on the final checkpoint)\n\n"
+                "| variant | distinct expert sets per layer | unique experts per token | combinatorial bound |\n"
+                "| --- | --- | --- | --- |\n"
+                "| moe | 3, 5 | 1.50, 2.25 | C(4,2)^2 / C(4,4) = 36 |\n"
+                "| coe | - | - | - |\n"
+                "\nCombinatorial bound: C(N,K)^C / C(N,C*K) counts ordered sequences of C expert sets of size K "
+                "against unordered sets of C*K experts. The paper's \"823x\" is quoted for C(64,4)^2 / C(64,8), "
+                "which evaluates to 91.2; coe-eval uses the routed-expert count N = n_routed_experts.\n"
+                "\n## Plots\n\n"
+                "Plots skipped: the gnuplot script tools/plot_sweep.gp was not found (set COE_PLOT_SCRIPT).\n"
+                "\n## Notes\n\n"
+                "- coe: final.json unreadable: x\n");
 
   // write_sweep_summary writes exactly the parts, in this order, and names what it wrote.
   EXPECT_EQ(coe::write_sweep_summary(spec, results, ""),
             (std::vector<std::string>{(out / "summary.csv").string(), (out / "summary.md").string()}));
   EXPECT_EQ(read_file(out / "summary.csv"), csv);
   EXPECT_EQ(read_file(out / "summary.md"), md);
+}
+
+// A sweep over seeds 1-3, the numbers of tests/test_sweep_stats.cpp worked by hand: MoE's final
+// losses 1.20, 1.25, 1.17 give 1.2067 ± 0.0404, [1.1063, 1.3071]; CoE's 1.12, 1.15, 1.10 give
+// 1.1233 ± 0.0252, [1.0608, 1.1859]; paired, CoE - MoE = -0.08, -0.10, -0.07: -0.0833,
+// [-0.1213, -0.0454], which excludes 0 (marked). CoE's seed 3 failing leaves seeds 1-2: -0.09 ±
+// 0.0141, half width 12.706 * 0.014142 / sqrt(2) = 0.12706: [-0.2171, 0.0371], which does not.
+TEST(SweepSummary, SeedsGiveMeansIntervalsAndPairedDifferences) {
+  const fs::path out = coe::test::scratch_dir("summary-seeds");
+  coe::SweepSpec spec = summary_spec(out);
+  spec.seeds = {1, 2, 3};
+  spec.variant_names = {"moe", "coe"};
+  const double moe_loss[] = {1.20, 1.25, 1.17}, coe_loss[] = {1.12, 1.15, 1.10};
+  std::vector<coe::VariantResult> runs;
+  for (int64_t seed = 1; seed <= 3; ++seed) {
+    for (const char* variant : {"moe", "coe"}) {
+      coe::VariantResult r;
+      r.variant = variant;
+      r.seed = seed;
+      r.name = fmt::format("{}/seed-{}", variant, seed);
+      r.status = "complete";
+      r.steps = r.total_steps = 10;
+      const double loss = (std::string(variant) == "moe" ? moe_loss : coe_loss)[seed - 1];
+      r.final_val_loss = loss;
+      r.best_val_loss = loss - 0.01;
+      r.val_curve = {{5, loss + 0.5}, {10, loss}};
+      r.params_total = 1000;
+      r.params_active = 500;
+      r.load_max_over_mean = 1.0 + 0.5 * double(seed);  // 1.5, 2, 2.5: mean 2
+      runs.push_back(r);
+    }
+  }
+  auto md_of = [&](const std::vector<coe::VariantResult>& rs) {
+    return coe::sweep_summary_md(spec, rs, coe::summarise_variants(spec, rs), coe::SweepPlots{{}, "none"});
+  };
+  const std::string md = md_of(runs);
+  EXPECT_NE(md.find("Seeds: 1, 2, 3.\n\n## Over seeds (1, 2, 3)\n"), std::string::npos) << md;
+  EXPECT_NE(md.find("| moe | 3/3 | 1.2067 ± 0.0404 | [1.1063, 1.3071] | 1.1967 ± 0.0404 | [1.0963, 1.2971] | "
+                    "(baseline) |  | (baseline) |  |\n"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| coe | 3/3 | 1.1233 ± 0.0252 | [1.0608, 1.1859] | 1.1133 ± 0.0252 | [1.0508, 1.1759] | "
+                    "-0.0833 | [-0.1213, -0.0454] * | -0.0833 | [-0.1213, -0.0454] * |\n"),
+            std::string::npos)
+      << md;
+  // The variants' table holds the means, the load's too; the runs' table every run.
+  EXPECT_NE(md.find("| moe | complete | 10/10 | 1.2067 | 1.1967 | 0 | 0 | 0.00M | 0.00M | 0 B | - | 2.00 |\n"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("\n## Runs\n\n"), std::string::npos) << md;
+  EXPECT_NE(md.find("| coe/seed-2 | complete | 10/10 | 1.1500 | 1.1400 |"), std::string::npos) << md;
+
+  const auto variants = coe::summarise_variants(spec, runs);
+  ASSERT_EQ(variants.size(), 2u);
+  EXPECT_EQ(variants[1].seeds, (std::vector<int64_t>{1, 2, 3}));
+  ASSERT_EQ(variants[0].val_curve.size(), 2u);
+  EXPECT_EQ(variants[0].val_curve[1].runs, 3);
+  EXPECT_NEAR(variants[0].val_curve[1].low, 1.106263, 1e-5);
+  const std::string csv = coe::sweep_summary_csv(variants);
+  EXPECT_NE(csv.find("\ncoe,complete,3,3,1;2;3,10,10,1.123333,0.025166,1.060812,1.185854,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",-0.083333,-0.121282,-0.045384,1,"), std::string::npos) << csv;
+  const std::string runs_csv = coe::sweep_runs_csv(runs);
+  EXPECT_EQ(runs_csv.substr(0, runs_csv.find('\n')),
+            "variant,seed,status,steps,total_steps,final_val_loss,best_val_loss,tokens,tokens_per_s,params_total,"
+            "params_active_per_token,estimate_bytes,measured_peak_bytes,load_max_over_mean,distinct_expert_sets,"
+            "combinatorial_bound");
+  EXPECT_NE(runs_csv.find("\ncoe,2,complete,10,10,1.150000,1.140000,"), std::string::npos) << runs_csv;
+
+  // CoE's seed 3 fails: its statistics and the pairing use seeds 1 and 2 only.
+  runs[5].status = "failed (exit 1)";
+  const std::string partial = md_of(runs);
+  EXPECT_NE(partial.find("| coe | 2/3 | 1.1350 ± 0.0212 | [0.9444, 1.3256] | "), std::string::npos) << partial;
+  EXPECT_NE(partial.find("| -0.0900 | [-0.2171, 0.0371] | "), std::string::npos) << partial;
+  EXPECT_NE(partial.find("| coe | 2/3 complete, 1 failed | "), std::string::npos) << partial;
 }
 
 TEST(SweepSummary, WithoutABaselineResultNoRelativeTable) {
@@ -514,12 +601,13 @@ TEST(SweepSummary, WithoutABaselineResultNoRelativeTable) {
   results[1].notes.clear();
   coe::SweepPlots plots;
   plots.pngs = {"val_loss.png"};
-  const std::string md = coe::sweep_summary_md(spec, results, plots);
+  const std::string md = coe::sweep_summary_md(spec, results, coe::summarise_variants(spec, results), plots);
   EXPECT_EQ(md.find("## Relative to"), std::string::npos) << md;
   EXPECT_EQ(md.find("## Routing"), std::string::npos) << md;
   EXPECT_EQ(md.find("## Notes"), std::string::npos) << md;
   const std::string tail = "\n## Plots\n\n![val_loss.png](val_loss.png)\n\nData behind them: `" + out.string() +
-                           "/plots/` (val-<variant>.dat, bars.dat).\n";
+                           "/plots/` (val-<variant>.dat: step, mean validation loss over the runs and its 95% "
+                           "interval, the band; bars.dat).\n";
   ASSERT_GE(md.size(), tail.size());
   EXPECT_EQ(md.substr(md.size() - tail.size()), tail) << md;
 }
@@ -529,12 +617,14 @@ TEST(SweepSummary, PlotDataAndAFailingGnuplot) {
   const fs::path out = coe::test::scratch_dir("summary-plots");
   const coe::SweepSpec spec = summary_spec(out);
   const std::string script = write_file(out / "broken.gp", "this is not gnuplot\n");
-  const coe::SweepPlots plots = coe::draw_sweep_plots(spec, two_results(), script);
+  const coe::SweepPlots plots = coe::draw_sweep_plots(spec, coe::summarise_variants(spec, two_results()), script);
   EXPECT_TRUE(plots.pngs.empty());
   EXPECT_EQ(plots.note.rfind("gnuplot failed (exit ", 0), 0u) << plots.note;
   EXPECT_NE(plots.note.find("; see " + (fs::absolute(out) / "plots" / "gnuplot.log").string()), std::string::npos)
       << plots.note;
-  EXPECT_EQ(read_file(out / "plots" / "val-moe.dat"), "# step val_loss\n5 1.750000\n10 1.500000\n");
+  EXPECT_EQ(read_file(out / "plots" / "val-moe.dat"),
+            "# step val_loss_mean low high runs (the mean over runs and its 95% interval)\n"
+            "5 1.750000 1.750000 1.750000 1\n10 1.500000 1.500000 1.500000 1\n");
   EXPECT_FALSE(fs::exists(out / "plots" / "val-coe.dat")) << "no curve, no file";
   EXPECT_EQ(read_file(out / "plots" / "bars.dat"),
             "# variant params% active% memory_estimate% memory_measured% (relative to moe)\n"
@@ -554,7 +644,7 @@ TEST(SweepSummary, ATruncatedPngIsANoteNotAPlot) {
       write_file(out / "cut.gp", "set print ARG2\nprint \"\\211PNG\\r\\n\\032\\n-- cut off --\"\nunset print\n"
                                  "set print ARG3\nprint \"\\211PNG\\r\\n\\032\\n-- cut off --\"\nunset print\n");
   write_file(out / "val_loss.png", "an earlier plot\n");
-  const coe::SweepPlots plots = coe::draw_sweep_plots(spec, two_results(), script);
+  const coe::SweepPlots plots = coe::draw_sweep_plots(spec, coe::summarise_variants(spec, two_results()), script);
   EXPECT_TRUE(plots.pngs.empty());
   for (const char* png : {"val_loss.png", "relative.png"})
     EXPECT_NE(plots.note.find((out / png).string() + ": truncated PNG (22 bytes, no IEND chunk at the end"),

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -59,6 +61,19 @@ class ToolsPlot : public ::testing::Test {
 };
 fs::path ToolsPlot::root_, ToolsPlot::run_;
 
+// coe-sweep (plot_sweep.gp) colours variant k of a sweep file as coe-plot (plot_run.gp) colours
+// run k: the same palette in both scripts, so a sweep's plots and coe-plot over its variants in
+// order agree.
+TEST(ToolsPlotScripts, SweepAndRunPlotsShareThePalette) {
+  auto palette = [](const char* script) {
+    const std::string text = read_file(coe::test::source_root() / "tools" / script);
+    const size_t at = text.find("\ncolours = \"");
+    return at == std::string::npos ? std::string() : text.substr(at, text.find('\n', at + 1) - at);
+  };
+  EXPECT_FALSE(palette("plot_run.gp").empty());
+  EXPECT_EQ(palette("plot_sweep.gp"), palette("plot_run.gp"));
+}
+
 TEST_F(ToolsPlot, PlotsAFinishedRun) {
   std::string out;
   const int rc = run_argv({tool_path("coe-plot").string(), run_.string()}, &out);
@@ -66,6 +81,23 @@ TEST_F(ToolsPlot, PlotsAFinishedRun) {
   // The data behind the plots, with or without gnuplot: a header and one line per step.
   EXPECT_EQ(count_lines(read_file(plots / "train-1.dat")), 1u + 8u);
   EXPECT_EQ(count_lines(read_file(plots / "val-1.dat")), 1u + 2u);
+  // Throughput is plotted smoothed as the loss is: column 8 is the debiased EMA (weight 0.9, the
+  // default) of column 6, tokens/s, worked out here.
+  {
+    std::istringstream train(read_file(plots / "train-1.dat"));
+    std::string line;
+    std::getline(train, line);
+    EXPECT_NE(line.find("tokens_per_s_ema(weight 0.9)"), std::string::npos) << line;
+    double m = 0, debias = 1;
+    while (std::getline(train, line)) {
+      std::istringstream fields(line);
+      std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+      ASSERT_EQ(f.size(), 8u) << line;
+      m = 0.9 * m + 0.1 * std::stod(f[5]);
+      debias *= 0.9;
+      EXPECT_NEAR(std::stod(f[7]), m / (1 - debias), 1e-6 * m) << line;
+    }
+  }
   const std::string load = read_file(plots / "expert_load-1.dat");
   EXPECT_EQ(count_lines(load), 1u + 2u) << load;  // header + 2 layers x 1 iteration
   EXPECT_NE(load.find("\"L1 i0\""), std::string::npos) << load;

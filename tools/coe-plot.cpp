@@ -104,14 +104,14 @@ std::vector<LoadRow> read_routing(const fs::path& path) {
 }
 
 // TensorBoard-style exponential moving average, debiased so that it starts at the first value:
-// ema_t = (w * m_{t-1} + (1 - w) * x_t) / (1 - w^t). Non-finite values are skipped.
-std::vector<std::optional<double>> smoothed(const std::vector<coe::MetricsRow>& rows, double weight) {
+// ema_t = (w * m_{t-1} + (1 - w) * x_t) / (1 - w^t). Absent and non-finite values are skipped.
+std::vector<std::optional<double>> smoothed(const std::vector<std::optional<double>>& values, double weight) {
   std::vector<std::optional<double>> out;
   double m = 0, debias = 1;
   bool any = false;
-  for (const auto& r : rows) {
-    if (std::isfinite(r.loss)) {
-      m = weight * m + (1 - weight) * r.loss;
+  for (const auto& v : values) {
+    if (v && std::isfinite(*v)) {
+      m = weight * m + (1 - weight) * *v;
       debias *= weight;
       any = true;
     }
@@ -126,13 +126,19 @@ void write_data_files(const fs::path& out, const std::vector<Run>& runs, double 
     const Run& r = runs[i];
     const size_t n = i + 1;
     index += fmt::format("{} {} {}\n", n, r.title, r.dir.string());
-    std::string train = fmt::format("# {}: step loss loss_ema(weight {}) lr grad_norm tokens_per_s aux_loss\n",
-                                    r.dir.string(), smoothing);
-    const auto ema = smoothed(r.metrics, smoothing);
+    std::string train = fmt::format(
+        "# {}: step loss loss_ema(weight {}) lr grad_norm tokens_per_s aux_loss tokens_per_s_ema(weight {})\n",
+        r.dir.string(), smoothing, smoothing);
+    std::vector<std::optional<double>> losses, throughput;
+    for (const auto& m : r.metrics) {
+      losses.push_back(m.loss);
+      throughput.push_back(m.tokens_per_s);
+    }
+    const auto ema = smoothed(losses, smoothing), tps_ema = smoothed(throughput, smoothing);
     for (size_t k = 0; k < r.metrics.size(); ++k) {
       const auto& m = r.metrics[k];
-      train += fmt::format("{} {} {} {} {} {} {}\n", m.step, num(m.loss), num(ema[k]), num(m.lr), num(m.grad_norm),
-                           num(m.tokens_per_s), num(m.router_loss("aux_loss")));
+      train += fmt::format("{} {} {} {} {} {} {} {}\n", m.step, num(m.loss), num(ema[k]), num(m.lr), num(m.grad_norm),
+                           num(m.tokens_per_s), num(m.router_loss("aux_loss")), num(tps_ema[k]));
     }
     coe::write_file_atomic(out / fmt::format("train-{}.dat", n), train);
     if (!r.val.empty()) {

@@ -2,7 +2,7 @@
 # without a shell, as the argument vector
 #   gnuplot -c tools/plot_run.gp DIR SUFFIX N TITLES VAL_RUNS HEATMAPS SMOOTHING
 # DIR holds the data coe-plot wrote: train-<i>.dat (step loss loss_ema lr grad_norm tokens_per_s
-# aux_loss) for runs i = 1..N, val-<i>.dat (step val_loss) for each run index in the
+# aux_loss tokens_per_s_ema) for runs i = 1..N, val-<i>.dat (step val_loss) for each run index in the
 # space-separated VAL_RUNS, expert_load-<i>.dat (a matrix with row and column headers: load / mean load per layer/iteration
 # and expert) for each run index in the space-separated HEATMAPS. TITLES are the runs' legend names
 # joined by newlines; SMOOTHING is the EMA weight of the loss_ema column. Writes DIR/loss.png,
@@ -92,11 +92,15 @@ plot for [i=1:n] train(i) using 1:5 with lines linewidth 1.5 linecolor rgb colou
 unset output
 unset logscale y
 
+# Throughput as the loss: thin every step, thick the moving average; the legend inside, bottom
+# right, clear of the curves near the top.
+set key inside bottom right
 set output out("tokens_per_s")
-set title "training throughput"
+set title "training throughput (thin: every step; thick: EMA, weight " . smoothing . ")"
 set ylabel "tokens/s"
 set yrange [0:*]
-plot for [i=1:n] train(i) using 1:6 with lines linewidth 1.5 linecolor rgb colour(i) title title_of[i]
+plot for [i=1:n] train(i) using 1:6 with lines linewidth 1 linecolor rgb faint(i) notitle, \
+     for [i=1:n] train(i) using 1:8 with lines linewidth 2.5 linecolor rgb colour(i) title title_of[i]
 unset output
 set autoscale y
 

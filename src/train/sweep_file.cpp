@@ -165,6 +165,27 @@ SweepSpec load_sweep(const std::string& path) {
     g.finish();
   }
 
+  // Bounded like every list of a config: a seed is a whole training run.
+  constexpr size_t kMaxSeeds = 1000;
+  std::string seeds_origin;
+  if (r.has("seeds") && !r.is_null("seeds")) {
+    const YAML::Node seeds = root["seeds"];
+    if (!seeds.IsSequence() || seeds.size() == 0 || seeds.size() > kMaxSeeds)
+      r.fail_key("seeds", fmt::format("expected a list of 1 to {} integers >= 0, e.g. [1, 2, 3]", kMaxSeeds));
+    spec.seeds = r.get<std::vector<int64_t>>("seeds", {});
+    std::set<int64_t> seen;
+    for (int64_t s : spec.seeds) {
+      if (s < 0) r.fail_key("seeds", fmt::format("{}: a seed is an integer >= 0", s));
+      if (!seen.insert(s).second) r.fail_key("seeds", fmt::format("{} appears twice", s));
+    }
+    seeds_origin = origin_of(r, seeds, "seeds");
+  } else {
+    r.ignore("seeds");
+  }
+  const auto sets_seed = [](const std::string& o) { return o.rfind("trainer.seed=", 0) == 0; };
+  if (!spec.seeds.empty() && std::any_of(common.assignments.begin(), common.assignments.end(), sets_seed))
+    r.fail_key("overrides", "trainer.seed: set by seeds: (each run gets one of them); remove it here");
+
   if (!r.has("variants")) r.fail_key("variants", "is required: a list of {name, overrides}");
   const YAML::Node list = root["variants"];
   r.ignore("variants");
@@ -192,12 +213,30 @@ SweepSpec load_sweep(const std::string& path) {
     var.overrides = common.assignments;
     var.override_origins = common.origins;
     Overrides own = read_overrides(v, "overrides", "variants." + name + ".overrides");
+    if (!spec.seeds.empty() && std::any_of(own.assignments.begin(), own.assignments.end(), sets_seed))
+      v.fail_key("overrides", "trainer.seed: set by seeds: (each run gets one of them); remove it here");
     var.overrides.insert(var.overrides.end(), own.assignments.begin(), own.assignments.end());
     var.override_origins.insert(var.override_origins.end(), own.origins.begin(), own.origins.end());
     v.finish();
+    var.variant = name;
+    spec.variant_names.push_back(name);
     spec.variants.push_back(std::move(var));
   }
-  spec.baseline = r.get<std::string>("baseline", spec.variants.front().name);
+  if (!spec.seeds.empty()) {
+    std::vector<SweepVariant> runs;
+    for (int64_t seed : spec.seeds) {
+      for (const SweepVariant& v : spec.variants) {
+        SweepVariant run = v;
+        run.name = fmt::format("{}/seed-{}", v.variant, seed);
+        run.seed = seed;
+        run.overrides.push_back(fmt::format("trainer.seed={}", seed));
+        run.override_origins.push_back(seeds_origin);
+        runs.push_back(std::move(run));
+      }
+    }
+    spec.variants = std::move(runs);
+  }
+  spec.baseline = r.get<std::string>("baseline", spec.variant_names.front());
   if (!names.count(spec.baseline))
     r.fail_key("baseline", fmt::format("'{}' is not one of the variants", spec.baseline));
   r.finish();

@@ -2,6 +2,7 @@
 
 #include "coe/train/checkpoint.h"
 #include "coe/train/run_lock.h"
+#include "coe/train/sweep_summary.h"
 #include "coe/util/config_reader.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
@@ -221,8 +222,8 @@ void SweepRunner::resolve() { configs_ = resolve_variants(spec_); }
 void SweepRunner::check_selection() const {
   for (const auto& name : selected_) {
     bool found = false;
-    for (const auto& v : spec_.variants) found = found || v.name == name;
-    if (!found) fail("--only {}: no such variant in {}", name, spec_.file);
+    for (const auto& v : spec_.variants) found = found || v.name == name || v.variant == name;
+    if (!found) fail("--only {}: no such variant (or <variant>/seed-<s> run) in {}", name, spec_.file);
   }
 }
 
@@ -253,7 +254,7 @@ void SweepRunner::plan() {
 VariantPlan SweepRunner::plan_variant(size_t i) const {
   VariantPlan p;
   const SweepVariant& v = spec_.variants.at(i);
-  p.selected = selected_.empty() || selected_.count(v.name);
+  p.selected = selected_.empty() || selected_.count(v.name) || selected_.count(v.variant);
   if (!p.selected) return p;
   const fs::path dir = variant_dir(spec_, v);
   if (fs::exists(dir / "final.json")) {
@@ -408,7 +409,10 @@ void SweepRunner::train_variant(size_t i, const VariantPlan& plan) {
 void SweepRunner::analyse_variant(size_t i) {
   const fs::path dir = variant_dir(spec_, spec_.variants.at(i));
   const std::string name = tag(i);
-  if (spec_.memory.measure && !fs::exists(dir / "memory.json")) {
+  // The seeds of a variant train the same model: its memory is measured once, with the first.
+  const std::optional<int64_t> seed = spec_.variants.at(i).seed;
+  const bool measures = !seed || *seed == spec_.seeds.front();
+  if (spec_.memory.measure && measures && !fs::exists(dir / "memory.json")) {
     fmt::print("{}: measuring memory (coe-memory --measure)\n", name);
     std::fflush(stdout);
     const int rc = run_logged(memory_command(i), dir / "memory.log");

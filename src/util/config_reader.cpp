@@ -298,6 +298,7 @@ template int64_t ConfigReader::get<int64_t>(const std::string&, const int64_t&);
 template double ConfigReader::get<double>(const std::string&, const double&);
 template std::string ConfigReader::get<std::string>(const std::string&, const std::string&);
 template std::vector<double> ConfigReader::get<std::vector<double>>(const std::string&, const std::vector<double>&);
+template std::vector<int64_t> ConfigReader::get<std::vector<int64_t>>(const std::string&, const std::vector<int64_t>&);
 template std::vector<std::string> ConfigReader::get<std::vector<std::string>>(const std::string&,
                                                                               const std::vector<std::string>&);
 template bool ConfigReader::require<bool>(const std::string&);
@@ -311,6 +312,7 @@ template std::optional<int64_t> ConfigReader::optional<int64_t>(const std::strin
 template std::optional<double> ConfigReader::optional<double>(const std::string&);
 template std::optional<std::string> ConfigReader::optional<std::string>(const std::string&);
 template std::optional<std::vector<double>> ConfigReader::optional<std::vector<double>>(const std::string&);
+template std::optional<std::vector<int64_t>> ConfigReader::optional<std::vector<int64_t>>(const std::string&);
 template std::optional<std::vector<std::string>> ConfigReader::optional<std::vector<std::string>>(const std::string&);
 
 }  // namespace coe

@@ -12,6 +12,8 @@
 //   overrides: {trainer.threads: 2}   # applied to every variant first; a map or a list of "k=v"
 //   memory: {micro_batch: 1, seq: 512, checkpointing: true, measure: false}
 //   routing: {enabled: true, data: null, max_records: 100}
+//   seeds: [1, 2, 3]                  # optional: every variant once per seed (trainer.seed), into
+//                                     # <out_dir>/<variant>/seed-<s>/; the summary gives means and intervals
 //   variants:
 //     - name: moe
 //     - name: coe
@@ -29,8 +31,11 @@
 
 namespace coe {
 
+// One run of a sweep: a variant of the sweep file, with one of its seeds when the file has `seeds:`.
 struct SweepVariant {
-  std::string name;
+  std::string name;                    // the run's: the variant's name, "<variant>/seed-<s>" with seeds (its directory)
+  std::string variant;                 // the variant's name in the sweep file
+  std::optional<int64_t> seed;         // with `seeds:`: its trainer.seed (the last override)
   std::string config;                  // the training config file it starts from
   std::vector<std::string> overrides;  // "section.key=value": the sweep's, then the variant's
   // Where each override is written, for messages about its key: "sweep.yaml:8: variants.b.overrides"
@@ -57,12 +62,17 @@ struct SweepSpec {
   std::string baseline;
   SweepMemory memory;
   SweepRouting routing;
+  std::vector<int64_t> seeds;              // `seeds:`, empty without
+  std::vector<std::string> variant_names;  // the sweep file's variants, in order
+  // The runs: each variant, or with seeds each (seed, variant) pair, seed by seed (all variants of
+  // the first seed come first, so a sweep stopped early has comparable runs).
   std::vector<SweepVariant> variants;
   std::string inline_base;  // YAML text of an inline base config ("" when base is a file)
 };
 
 // Parses and checks a sweep file (unknown keys, missing names, duplicate names, names that are
-// not [A-Za-z0-9._-]+, a baseline that is no variant). Errors are one line naming the file, the
+// not [A-Za-z0-9._-]+, a baseline that is no variant, seeds that repeat or are negative, an
+// override of trainer.seed beside `seeds:`). Errors are one line naming the file, the
 // variant and the key. An inline base is written to <out_dir>/base.yaml when the sweep runs.
 SweepSpec load_sweep(const std::string& path);
 
@@ -100,7 +110,9 @@ std::optional<VariantStatus> parse_variant_status(const std::string& text, int e
 
 // What a variant's run directory says.
 struct VariantResult {
-  std::string name;
+  std::string name;     // the run's (SweepVariant::name), or the variant's in a VariantSummary
+  std::string variant;  // the variant's
+  std::optional<int64_t> seed;
   std::string status = "not run";  // to_string(VariantStatus)
   int exit_code = 0;               // of the last coe-train launched by this sweep
   int64_t steps = 0, total_steps = 0;
@@ -117,36 +129,14 @@ struct VariantResult {
   std::vector<double> unique_experts_per_token;
   std::string bound_formula;
   std::optional<double> bound_value;
+  // The expert load's worst max / mean over layers and iterations: routing.json's (validation
+  // split, final checkpoint) when there is one, else the last training log interval's.
+  std::optional<double> load_max_over_mean;
+  std::string load_source;  // "routing.json" or "training"
   std::vector<std::string> notes;
 };
 
 VariantResult read_variant_result(const SweepSpec& spec, const SweepVariant& variant, const TrainConfig& config);
-
-// The first table of summary.md (markdown, one row per variant: status, steps, losses, tokens,
-// throughput, parameters, memory); coe-sweep also prints it after each variant it trains.
-std::string sweep_results_table(const std::vector<VariantResult>& results);
-
-// Writes summary.csv, the plots (draw_sweep_plots) and summary.md into out_dir, in this order;
-// `plot_script` is the gnuplot script ("" when not found). Returns the paths written.
-std::vector<std::string> write_sweep_summary(const SweepSpec& spec, const std::vector<VariantResult>& results,
-                                             const std::string& plot_script);
-
-// The parts of write_sweep_summary. summary.csv's text: a header and one row per variant.
-std::string sweep_summary_csv(const std::vector<VariantResult>& results);
-
-// The PNGs drawn into out_dir (file names), or why there are none.
-struct SweepPlots {
-  std::vector<std::string> pngs;
-  std::string note;  // why pngs is empty, or that gnuplot failed ("" when it drew them)
-};
-// Writes the curves and bars into <out_dir>/plots/ and has gnuplot draw val_loss.png and
-// relative.png from them with `plot_script`; without the script or gnuplot nothing is written.
-SweepPlots draw_sweep_plots(const SweepSpec& spec, const std::vector<VariantResult>& results,
-                            const std::string& plot_script);
-
-// summary.md's text: the results table, the figures relative to the baseline, the routing table,
-// the plots (or why they were skipped) and the notes.
-std::string sweep_summary_md(const SweepSpec& spec, const std::vector<VariantResult>& results, const SweepPlots& plots);
 
 // Per-variant launch status kept in <out_dir>/sweep-status.json across invocations:
 // {"<variant>": {"status": to_string(s), "exit_code": N}, ...}. Entries whose text does not parse
