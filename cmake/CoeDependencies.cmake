@@ -56,16 +56,10 @@ endif()
 find_package(yaml-cpp REQUIRED)
 find_package(nlohmann_json REQUIRED)
 
-# The torch wheel ships fmt 12's headers in torch/include, which every torch target puts on the
-# search path (-isystem) ahead of the system's /usr/include. A TU that includes torch and fmt would
-# then compile against fmt 12 and link the system's libfmt. A folder searched before every -isystem
-# one (-I) holds only a link to the system's fmt, so all of coe, spdlog and the torch headers that
-# use fmt see one fmt; include/coe/util/error.h asserts which (COE_FMT_VERSION).
-get_target_property(coe_fmt_include fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
-list(GET coe_fmt_include 0 coe_fmt_include)
+# The system's fmt ahead of the torch wheel's copy (cmake/CoeFmtFirst.cmake).
+include(CoeFmtFirst)
 set(COE_FMT_FIRST_DIR "${CMAKE_BINARY_DIR}/fmt-first")
-file(MAKE_DIRECTORY "${COE_FMT_FIRST_DIR}")
-file(CREATE_LINK "${coe_fmt_include}/fmt" "${COE_FMT_FIRST_DIR}/fmt" SYMBOLIC)
+coe_fmt_first("${COE_FMT_FIRST_DIR}")
 string(REPLACE "." ";" coe_fmt_parts "${fmt_VERSION}")
 list(GET coe_fmt_parts 0 coe_fmt_major)
 list(GET coe_fmt_parts 1 coe_fmt_minor)

@@ -659,7 +659,7 @@ TEST(DataPrepare, ToolFlagsConfigAndErrors) {
   EXPECT_NE(out.find("reusing prepared dataset"), std::string::npos) << out;
   EXPECT_EQ(coe::open_split((dir / "p").string(), "val")->size(), 100);
 
-  // --config: the data section, with paths relative to the working directory.
+  // --config: the data section.
   write_file(dir / "run.yaml", "model: {hidden_size: 8}\n"
                                "data:\n"
                                "  train_files: " +
@@ -726,9 +726,11 @@ TEST(DataConfig, ParsesTheDataSection) {
   auto root = coe::ConfigReader::from_file((dir / "run.yaml").string());
   auto data = root.section("data");
   coe::DataConfig cfg = coe::parse_data_config(data);
-  EXPECT_EQ(cfg.train_files, (std::vector<std::string>{"a.json", "b/"}));
-  EXPECT_EQ(cfg.val_files, (std::vector<std::string>{"c.jsonl"}));
-  EXPECT_EQ(cfg.tokenizer, "tok.json");
+  // Paths are relative to the file that wrote them (docs/training.md#paths-in-config-files).
+  EXPECT_EQ(cfg.train_files, (std::vector<std::string>{(dir / "a.json").string(), (dir / "b/").string()}));
+  EXPECT_EQ(cfg.val_files, (std::vector<std::string>{(dir / "c.jsonl").string()}));
+  EXPECT_EQ(cfg.prepared_dir, (dir / "out").string());
+  EXPECT_EQ(cfg.tokenizer, (dir / "tok.json").string());
   EXPECT_EQ(*cfg.text.template_text, "Q: {question} A: {answer}");
   EXPECT_EQ(cfg.max_length, 1024);
   EXPECT_EQ(cfg.truncation, coe::Truncation::kRight);

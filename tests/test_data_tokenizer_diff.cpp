@@ -197,6 +197,29 @@ TEST(HfTokenizerDifferential, LongTextMatchesHfTokenizers) {
   }
 }
 
+// coe's encode failing inside coe-tokfuzz's worker threads is the tool's one-line error and exit
+// status 1, with any number of threads (it was std::terminate: an exception leaving a thread, the
+// oracle's thread never joined). The pattern backtracks catastrophically on every line of more
+// than a few characters without a '#'; the oracle is /bin/true, as HF's Oniguruma would take
+// exponential time on it.
+TEST(CoeTokfuzzTool, EncodeErrorIsOneLineAndExitStatus1) {
+  const fs::path tool = coe::test::tool_path("coe-tokfuzz");
+  ASSERT_TRUE(fs::exists(tool)) << "build the coe-tokfuzz target first: " << tool;
+  const std::string path = coe::test::write_file(coe::test::scratch_dir("tokfuzz-throws") / "exp-tokenizer.json",
+                                                 pattern_tokenizer("(?:.|.)*#|."));
+  for (const std::string threads : {"1", "2"}) {
+    std::string output;
+    const int rc = coe::test::run_argv({tool.string(), "--python", "/bin/true", "--count", "200", "--batch", "50",
+                                        "--threads", threads, "--tokenizer", path},
+                                       &output);
+    EXPECT_EQ(rc, 1) << threads << " threads: " << output;
+    EXPECT_EQ(output.find('\n'), output.size() - 1) << "one line: " << output;
+    for (const std::string& part : {std::string("error: coe-tokfuzz: coe cannot encode string "), path + ": regex /",
+                                    std::string("backtracking limit hit")})
+      EXPECT_NE(output.find(part), std::string::npos) << "missing '" << part << "' in: " << output;
+  }
+}
+
 #else  // !COE_WITH_HF_TOKENIZER
 
 TEST(HfTokenizerDifferential, NotBuilt) { GTEST_SKIP() << "coe was configured without PCRE2"; }

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -115,6 +116,107 @@ TEST_F(ConfigErrors, ImpossibleValues) {
   deep.replace(deep.find("num_hidden_layers: 2"), 20, "num_hidden_layers: 9223372036854775807");
   expect_error([&] { coe::load_model_config(write_file(dir_ / "deep.yaml", deep)); },
                {"deep.yaml", "num_hidden_layers", "must be <= 65536"});
+}
+
+// transformers 5's config.json (docs/interop.md): deepseek_v2 / deepseek_v3 read with DeepSeek's
+// wiring; what coe would compute otherwise than transformers is an error naming the key.
+TEST_F(ConfigErrors, TransformersConfigs) {
+  const std::string v2 = R"("vocab_size": 128, "hidden_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "q_lora_rank": null, "kv_lora_rank": 32,
+    "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
+    "n_routed_experts": 8, "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": null, "topk_group": null,
+    "dtype": "bfloat16", "output_router_logits": false,
+    "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                        "original_max_position_embeddings": 64, "mscale": 0.707, "mscale_all_dim": 0.707})";
+  auto load = [&](const std::string& extra, const std::string& type = "deepseek_v2") {
+    return coe::load_model_config(
+        write_file(dir_ / "config.json", R"({"model_type": ")" + type + "\", " + v2 + extra + "}"));
+  };
+  const coe::ModelConfig c = load(R"(, "head_dim": 8, "qk_head_dim": 24, "mlp_bias": false)");
+  EXPECT_EQ(c.inner_iter, 1);
+  EXPECT_FALSE(c.use_igate);  // one router per layer: "mlp.gate"
+  EXPECT_EQ(c.inner_residual, coe::InnerResidual::kNone);
+  EXPECT_TRUE(c.outer_residual);
+  EXPECT_EQ(c.n_group, 1);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->type, "yarn");
+  EXPECT_DOUBLE_EQ(c.rope_scaling->factor, 4.0);
+  EXPECT_EQ(coe::hf_export_model_type(c), coe::HfModelType::kDeepseekV2);
+  const coe::ModelConfig v3 = load(R"(, "rope_interleave": true, "num_nextn_predict_layers": 1)", "deepseek_v3");
+  EXPECT_EQ(v3.scoring_func, coe::ScoringFunc::kSigmoid);
+  EXPECT_EQ(v3.topk_method, coe::TopkMethod::kNoauxTc);
+  EXPECT_EQ(coe::hf_export_model_type(v3), coe::HfModelType::kDeepseekV3);
+
+  expect_error([&] { load("", "llama"); }, {"config.json", "model_type", "'llama'", "deepseek_v2"});
+  expect_error([&] { load(R"(, "inner_iter": 2)"); }, {"inner_iter", "not a field of model_type deepseek_v2"});
+  expect_error([&] { load(R"(, "residual_mode": "inner")"); }, {"residual_mode", "model_type coe"});
+  expect_error([&] { load(R"(, "mlp_bias": true)"); }, {"mlp_bias", "not supported"});
+  expect_error([&] { load(R"(, "head_dim": 16)"); }, {"head_dim", "qk_rope_head_dim 8"});
+  expect_error([&] { load(R"(, "qk_head_dim": 16)"); }, {"qk_head_dim", "24"});
+  expect_error([&] { load(R"(, "rope_scaling": {"type": "linear", "factor": 2})"); }, {"rope_parameters", "not both"});
+  expect_error([&] { load(R"(, "rope_interleave": false)", "deepseek_v3"); }, {"rope_interleave"});
+  expect_error([&] { load(R"(, "topk_method": "greedy")", "deepseek_v3"); }, {"topk_method", "noaux_tc"});
+  expect_error([&] { load(R"(, "scoring_func": "softmax")", "deepseek_v3"); }, {"scoring_func", "sigmoid"});
+  expect_error([&] { load(R"(, "attention_bias": true)"); }, {"attention_bias"});
+
+  auto rope = [&](const std::string& parameters) {
+    std::string text = "{" + v2.substr(0, v2.find("\"rope_parameters\"")) + "\"rope_parameters\": " + parameters + "}";
+    return coe::load_model_config(write_file(dir_ / "rope.json", text));
+  };
+  EXPECT_FALSE(rope(R"({"rope_type": "default", "rope_theta": 5000.0})").rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(rope(R"({"rope_type": "default", "rope_theta": 5000.0})").rope_theta, 5000.0);
+  expect_error([&] { rope(R"({"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0})"); },
+               {"rope_parameters.rope_type", "dynamic"});
+  expect_error([&] { rope(R"({"rope_type": "longrope", "rope_theta": 1e4, "factor": 2.0})"); },
+               {"rope_parameters.rope_type", "longrope"});
+  // transformers derives 0.1 ln(4) + 1 when mscale_all_dim is absent; DeepSeek's code 0.0707 ln(4) + 1.
+  expect_error([&] { rope(R"({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0, "mscale": 0.707})"); },
+               {"rope_parameters.mscale_all_dim", "attention_factor"});
+  EXPECT_NO_THROW(rope(R"({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0, "mscale": 0.707,
+                           "attention_factor": 1.0980110113311763})"));
+  expect_error([&] { rope(R"({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0, "attention_factor": 1.5})"); },
+               {"rope_parameters.attention_factor", "1.5"});
+  expect_error([&] { rope(R"({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0, "truncate": false})"); },
+               {"rope_parameters.truncate"});
+  expect_error(
+      [&] { rope(R"({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0, "partial_rotary_factor": 0.5})"); },
+      {"partial_rotary_factor", "unknown key"});
+}
+
+// coe-export's config.json: what it chooses and that coe reads the same model back.
+TEST_F(ConfigErrors, TransformersConfigsWritten) {
+  const coe::ModelConfig f = coe::load_model_config((fixture_dir() / "config.json").string());
+  std::string why;
+  EXPECT_EQ(coe::hf_export_model_type(f, &why), coe::HfModelType::kCoe);
+  EXPECT_NE(why.find("inner_iter 2"), std::string::npos) << why;
+  const std::string coe_json = coe::model_config_to_hf_json(f, coe::HfModelType::kCoe, "bfloat16");
+  const coe::ModelConfig again = coe::load_model_config(write_file(dir_ / "coe.json", coe_json));
+  EXPECT_EQ(coe::model_config_to_json(again), coe::model_config_to_json(f));
+  for (const char* key : {R"("model_type": "coe")", R"("AutoModelForCausalLM": "modeling_coe.CoeForCausalLM")",
+                          R"("torch_dtype": "bfloat16")", R"("rope_parameters")", R"("attention_factor")"})
+    EXPECT_NE(coe_json.find(key), std::string::npos) << key << " in " << coe_json;
+
+  coe::ModelConfig outer = f;
+  outer.inner_iter = 1;
+  outer.inner_residual = coe::InnerResidual::kNone;
+  outer.outer_residual = true;
+  ASSERT_EQ(coe::hf_export_model_type(outer), coe::HfModelType::kDeepseekV2);
+  const std::string v2_json = coe::model_config_to_hf_json(outer, coe::HfModelType::kDeepseekV2, "float32");
+  EXPECT_EQ(v2_json.find("inner_iter"), std::string::npos) << v2_json;
+  coe::ModelConfig read = coe::load_model_config(write_file(dir_ / "v2.json", v2_json));
+  read.use_igate = outer.use_igate;  // the only router of a layer: "mlp.gate", not "mlp.gate.0"
+  EXPECT_EQ(coe::model_config_to_json(read), coe::model_config_to_json(outer));
+
+  coe::ModelConfig norm = outer;
+  norm.norm_topk_prob = true;
+  EXPECT_EQ(coe::hf_export_model_type(norm, &why), coe::HfModelType::kCoe);
+  EXPECT_NE(why.find("norm_topk_prob"), std::string::npos) << why;
+  expect_error([&] { coe::model_config_to_hf_json(norm, coe::HfModelType::kDeepseekV2, "float32"); },
+               {"model_type deepseek_v2", "norm_topk_prob"});
+  coe::ModelConfig dynamic = f;
+  dynamic.rope_scaling->type = "dynamic";
+  expect_error([&] { coe::model_config_to_hf_json(dynamic, coe::HfModelType::kCoe, "float32"); },
+               {"rope_scaling.type", "dynamic"});
 }
 
 TEST_F(ConfigErrors, DuplicateKeyIsReportedByTheParser) {
@@ -217,6 +319,61 @@ TEST_F(SafetensorsErrors, TruncatedFile) {
   expect_error([&] { coe::load_safetensors(variant(bytes_.substr(0, bytes_.size() - 10))); },
                {"bad.safetensors", "tensor 'b'", "truncated"});
   expect_error([&] { coe::load_safetensors(variant(bytes_.substr(0, 5))); }, {"bad.safetensors", "truncated"});
+}
+
+// A 64 MiB file written byte by byte here (not by save_safetensors): load_safetensors maps it, and
+// the tensors are its values, aligned (a view of the mapping) or not (a copy). They outlive the
+// SafetensorsFile and the file's name; writing to one leaves the file as it was. Cut short by one
+// byte, the same file is a one-line error naming the tensor.
+TEST_F(SafetensorsErrors, LargeFileIsMappedWithItsValues) {
+  constexpr int64_t kSide = 4096;  // big: F32 [4096, 4096], value i / 2 at flat index i (exact in float)
+  constexpr int64_t kBigBytes = kSide * kSide * 4;
+  const std::vector<float> odd_floats{1.5f, -2.0f, 3.25f, 1e10f};
+  std::string header = R"({"big":{"dtype":"F32","shape":[4096,4096],"data_offsets":[0,)" + std::to_string(kBigBytes) +
+                       R"(]},"u8":{"dtype":"U8","shape":[3],"data_offsets":[)" + std::to_string(kBigBytes) + "," +
+                       std::to_string(kBigBytes + 3) + R"(]},"unaligned":{"dtype":"F32","shape":[4],"data_offsets":[)" +
+                       std::to_string(kBigBytes + 3) + "," + std::to_string(kBigBytes + 19) + "]}}";
+  while (header.size() % 8 != 0) header += ' ';
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  bytes += header;
+  const size_t data_start = bytes.size();
+  bytes.resize(data_start + kBigBytes);
+  for (int64_t i = 0; i < kSide * kSide; ++i) {
+    const float v = static_cast<float>(i) / 2;
+    std::memcpy(&bytes[data_start + 4 * i], &v, 4);
+  }
+  bytes += std::string("\x07\x08\x09", 3);
+  for (float v : odd_floats) bytes.append(reinterpret_cast<const char*>(&v), 4);
+  const std::string path = write_file(dir_ / "large.safetensors", bytes);
+
+  at::Tensor big, unaligned, u8;
+  {
+    coe::SafetensorsFile file = coe::load_safetensors(path);
+    ASSERT_EQ(file.tensors.size(), 3u);
+    big = file.tensors.at("big");
+    unaligned = file.tensors.at("unaligned");
+    u8 = file.tensors.at("u8");
+  }
+  fs::remove(path);  // the mapping keeps the data
+  ASSERT_EQ(big.sizes(), (std::vector<int64_t>{kSide, kSide}));
+  ASSERT_EQ(big.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(big.flatten(), at::arange(kSide * kSide, at::kFloat) / 2));
+  EXPECT_EQ(big[4095][4095].item<float>(), static_cast<float>(kSide * kSide - 1) / 2);
+  EXPECT_TRUE(at::equal(u8, at::tensor(std::vector<int64_t>{7, 8, 9}).to(at::kByte)));
+  EXPECT_TRUE(at::equal(unaligned, at::tensor(odd_floats)));
+
+  const std::string again = write_file(dir_ / "large.safetensors", bytes);
+  {
+    at::Tensor t = coe::load_safetensors(again).tensors.at("big");
+    t.fill_(-1.0f);  // private pages: the file is not written
+  }
+  EXPECT_EQ(coe::load_safetensors(again).tensors.at("big")[1][2].item<float>(), (kSide + 2) / 2.0f);
+
+  expect_error([&] { coe::load_safetensors(variant(bytes.substr(0, bytes.size() - 1))); },
+               {"bad.safetensors", "tensor 'unaligned'", "truncated file"});
+  expect_error([&] { coe::load_safetensors(variant(bytes.substr(0, data_start + kBigBytes / 2))); },
+               {"bad.safetensors", "tensor 'big'", "truncated file"});
 }
 
 TEST_F(SafetensorsErrors, BadHeaders) {

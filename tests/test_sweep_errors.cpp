@@ -161,7 +161,7 @@ TEST_F(SweepErrors, SeedsMakeARunPerSeedAndVariant) {
     EXPECT_EQ(spec.variants[i].variant, i % 2 ? "coe" : "moe");
     EXPECT_EQ(spec.variants[i].seed, i < 2 ? 3 : 1);
     EXPECT_EQ(spec.variants[i].overrides.back(), i < 2 ? "trainer.seed=3" : "trainer.seed=1");
-    EXPECT_EQ(coe::variant_dir(spec, spec.variants[i]), (fs::path("out") / names[i]).string());
+    EXPECT_EQ(coe::variant_dir(spec, spec.variants[i]), (dir_ / "out" / names[i]).string());  // beside the file
   }
   EXPECT_EQ(spec.variants[1].overrides.front(), "model.inner_iter=2");
   const auto configs = coe::resolve_variants(spec);
@@ -254,6 +254,74 @@ TEST_F(SweepErrors, CommandLineNamesVariantAndKey) {
             1);
   EXPECT_EQ(out, "error: " + p.string() +
                      ":5: variants.coe.overrides: model.inner_iterz: unknown key (did you mean 'inner_iter'?)\n");
+}
+
+// Every path a sweep file writes is relative to the sweep file: base and config, out_dir,
+// routing.data, the paths of an inline base (also in the base.yaml coe-sweep writes into out_dir,
+// which coe-train reads) and those of overrides (coe-train gets them absolute, since it reads --set
+// paths against its working directory). coe-sweep --set adds overrides relative to the working
+// directory, before a seed's.
+TEST_F(SweepErrors, PathsAreTheSweepFiles) {
+  const fs::path sweeps = dir_ / "sweeps";
+  fs::create_directories(sweeps);
+  const fs::path p =
+      write("sweeps/paths.yaml",
+            "out_dir: ../runs/paths\n"
+            "routing: {enabled: true, data: ../data/r}\n"
+            "base:\n"
+            "  model: {hidden_size: 16, moe_intermediate_size: 8, num_hidden_layers: 1,\n"
+            "    num_attention_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4,\n"
+            "    v_head_dim: 4, n_routed_experts: 4, num_experts_per_tok: 2, max_position_embeddings: 64}\n"
+            "  data: {train_files: [../data/t.jsonl], tokenizer: byte, prepared_dir: prep, max_length: 32}\n"
+            "  trainer: {total_steps: 2, global_batch: 2, micro_batch: 2}\n"
+            "seeds: [5]\n"
+            "overrides: {data.val_files: [v.jsonl], trainer.total_steps: 3}\n"
+            "variants:\n"
+            "  - name: inline\n"
+            "  - name: file\n"
+            "    config: ../base.yaml\n");
+  coe::SweepSpec spec = coe::load_sweep(p.string());
+  EXPECT_EQ(spec.out_dir, (dir_ / "runs" / "paths").string());
+  EXPECT_EQ(spec.routing.data, (dir_ / "data" / "r").string());
+  ASSERT_EQ(spec.variants.size(), 2u);
+  EXPECT_EQ(spec.variants[1].config, (dir_ / "base.yaml").string());
+  EXPECT_EQ(spec.variants[0].overrides.front(), "data.val_files=[" + (sweeps / "v.jsonl").string() + "]");
+
+  const fs::path elsewhere = dir_ / "elsewhere";
+  fs::create_directories(elsewhere);
+  const fs::path old_cwd = fs::current_path();
+  fs::current_path(elsewhere);
+  coe::add_cli_overrides(spec, {"data.prepared_dir=mine"});
+  auto configs = coe::resolve_variants(spec);
+  fs::current_path(old_cwd);
+  EXPECT_EQ(spec.variants[0].overrides.back(), "trainer.seed=5");  // the seed's stays last
+  for (const auto& c : configs) {
+    EXPECT_EQ(c.data.val_files, (std::vector<std::string>{(sweeps / "v.jsonl").string()}));
+    EXPECT_EQ(c.data.prepared_dir, (elsewhere / "mine").string());
+    EXPECT_EQ(c.trainer.seed, 5);
+    EXPECT_EQ(c.trainer.total_steps, 3);
+  }
+  EXPECT_EQ(configs[0].data.train_files, (std::vector<std::string>{(dir_ / "data" / "t.jsonl").string()}));
+  EXPECT_EQ(configs[1].data.train_files, (std::vector<std::string>{(dir_ / "x.jsonl").string()}));
+
+  // The inline base as coe-train reads it, from <out_dir>/base.yaml: the sweep file's paths.
+  coe::materialise_inline_base(spec);
+  ASSERT_EQ(fs::path(spec.variants[0].config), dir_ / "runs" / "paths" / "base.yaml");
+  const coe::TrainConfig written = coe::load_train_config(spec.variants[0].config);
+  EXPECT_EQ(written.data.train_files, configs[0].data.train_files);
+  EXPECT_EQ(written.data.prepared_dir, (sweeps / "prep").string());
+
+  // A config path is the sweep file's only; --set keys are checked as the file's.
+  const std::string e = error_of(write("sweeps/missing.yaml", "base: base.yaml\nvariants:\n  - name: a\n"));
+  EXPECT_NE(e.find("missing.yaml:1: base: 'base.yaml' not found (" + (sweeps / "base.yaml").string()),
+            std::string::npos)
+      << e;
+  coe::test::expect_error([&] { coe::add_cli_overrides(spec, {"trainer.seed=2"}); },
+                          {"--set trainer.seed=2: trainer.seed is set by the sweep's seeds:"});
+  coe::test::expect_error([&] { coe::add_cli_overrides(spec, {"--out=x"}); }, {"--set --out=x: expected section.key"});
+  const std::string bad =
+      error_of(write("sweeps/home.yaml", "base: ../base.yaml\nout_dir: ~/runs\nvariants:\n  - name: a\n"));
+  EXPECT_NE(bad.find("home.yaml:2: out_dir: '~/runs': ~ is not expanded"), std::string::npos) << bad;
 }
 
 }  // namespace

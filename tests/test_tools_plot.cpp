@@ -230,7 +230,7 @@ TEST_F(ToolsPlot, ATruncatedPngIsAnErrorAndNeverGetsItsName) {
 namespace {
 
 // A coe-plot copied out of the build (cp build/bin/coe-plot ~/bin/) still finds its gnuplot script:
-// the build's share/coe/ is compiled in, after <bin>/../share/coe/ and the source tree's tools/.
+// the build's share/coe/ is compiled in, after <bin>/../share/coe/.
 TEST_F(ToolsPlot, ACopiedBinaryFindsItsScript) {
   if (!has_gnuplot()) GTEST_SKIP() << "gnuplot is not installed";
   const fs::path bin = coe::test::scratch_dir("copied-plot") / "elsewhere" / "bin";

@@ -1,6 +1,7 @@
 // Run-configuration parsing (every error names its key and where it came from), base-file
 // inheritance and the resolved-config round trip.
 #include "coe/train/train_config.h"
+#include "coe/util/data_root.h"
 #include "coe/util/error.h"
 
 #include "support/expect_error.h"
@@ -8,8 +9,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <optional>
 
 namespace {
 
@@ -51,6 +56,7 @@ class TrainConfig : public ::testing::Test {
 
   std::string write(const std::string& text, const std::string& name = "run.yaml") {
     const fs::path p = dir_ / name;
+    fs::create_directories(p.parent_path());
     std::ofstream(p) << text;
     return p.string();
   }
@@ -221,7 +227,7 @@ TEST_F(TrainConfig, FileErrors) {
   }
   std::string text = kBase;
   text.replace(0, text.find("data:"), "model:\n  from: nowhere.json\n");
-  EXPECT_NE(error_of(text).find("model.from: model config 'nowhere.json' not found"), std::string::npos)
+  EXPECT_NE(error_of(text).find("model.from: " + (dir_ / "nowhere.json").string() + " not found"), std::string::npos)
       << error_of(text);
 }
 
@@ -321,6 +327,143 @@ TEST_F(TrainConfig, BaseInheritance) {
   } catch (const coe::Error& err) {
     EXPECT_NE(std::string(err.what()).find("c3.yaml:1: base: "), std::string::npos) << err.what();
     EXPECT_NE(std::string(err.what()).find("nowhere.yaml not found"), std::string::npos) << err.what();
+  }
+}
+
+// The working directory for a scope.
+class ScopedCwd {
+ public:
+  explicit ScopedCwd(const fs::path& dir) : old_(fs::current_path()) { fs::current_path(dir); }
+  ~ScopedCwd() { fs::current_path(old_); }
+
+ private:
+  fs::path old_;
+};
+
+// COE_DATA for a scope (nullopt: unset); the test harness's value comes back afterwards.
+class ScopedDataRoot {
+ public:
+  explicit ScopedDataRoot(const std::optional<std::string>& value) {
+    if (const char* v = std::getenv("COE_DATA")) old_ = v;
+    if (value) ::setenv("COE_DATA", value->c_str(), 1);
+    else ::unsetenv("COE_DATA");
+  }
+  ~ScopedDataRoot() {
+    if (old_) ::setenv("COE_DATA", old_->c_str(), 1);
+    else ::unsetenv("COE_DATA");
+  }
+
+ private:
+  std::optional<std::string> old_;
+};
+
+// A path a config file writes is relative to that file's directory (a base file's to the base
+// file), wherever the tools run; one given with --set to the working directory; once read every
+// path is absolute, and the resolved config (config.yaml) reads back the same from anywhere.
+TEST_F(TrainConfig, PathsAreRelativeToTheFileThatWroteThem) {
+  const fs::path configs = dir_ / "configs", sub = configs / "sub", elsewhere = dir_ / "elsewhere";
+  fs::create_directories(sub);
+  fs::create_directories(elsewhere);
+  std::string base = kBase;
+  base.replace(base.find("  train_files: [train.jsonl]\n"), std::string("  train_files: [train.jsonl]\n").size(),
+               "  train_files: [data/train.jsonl, ../shared.jsonl]\n  tokenizer: tok/tokenizer.json\n");
+  base += "  init_from: ../ckpt\n";  // the trainer section is the last
+  write(base, "configs/base.yaml");
+  write("base: ../base.yaml\ndata:\n  prepared_dir: prep\n  val_files: [v.jsonl]\n"
+        "trainer:\n  out_dir: ../../runs/x\n  resume: auto\n",
+        "configs/sub/run.yaml");
+
+  const ScopedCwd cwd(elsewhere);
+  const coe::TrainConfig c = coe::load_train_config("../configs/sub/run.yaml");
+  EXPECT_EQ(c.data.train_files,
+            (std::vector<std::string>{(configs / "data" / "train.jsonl").string(), (dir_ / "shared.jsonl").string()}));
+  EXPECT_EQ(c.data.tokenizer, (configs / "tok" / "tokenizer.json").string());
+  EXPECT_EQ(c.trainer.init_from, (dir_ / "ckpt").string());
+  EXPECT_EQ(c.data.prepared_dir, (sub / "prep").string());
+  EXPECT_EQ(c.data.val_files, (std::vector<std::string>{(sub / "v.jsonl").string()}));
+  EXPECT_EQ(c.trainer.out_dir, (dir_ / "runs" / "x").string());
+  EXPECT_EQ(c.trainer.resume, "auto");  // a word, not a path
+
+  // --set: the working directory's, also for a key a base file set; other keys keep their file's.
+  const coe::TrainConfig o = coe::load_train_config(
+      "../configs/sub/run.yaml", {"data.val_files=[mine.jsonl]", "trainer.init_from=w", "data.tokenizer=byte"});
+  EXPECT_EQ(o.data.val_files, (std::vector<std::string>{(elsewhere / "mine.jsonl").string()}));
+  EXPECT_EQ(o.trainer.init_from, (elsewhere / "w").string());
+  EXPECT_EQ(o.data.tokenizer, "byte");
+  EXPECT_EQ(o.data.prepared_dir, (sub / "prep").string());
+  EXPECT_EQ(o.data.train_files.front(), (configs / "data" / "train.jsonl").string());
+
+  // A default, written nowhere, is the working directory's.
+  const coe::TrainConfig d = coe::load_train_config(write(kBase, "configs/plain.yaml"));
+  EXPECT_EQ(d.trainer.out_dir, (elsewhere / "runs" / "coe").string());
+
+  // The resolved config, as coe-train writes it into the run directory, read from another
+  // directory: the same paths.
+  const std::string yaml = coe::train_config_to_yaml(c);
+  const std::string run_config = write(yaml, "runs/x/config.yaml");
+  const ScopedCwd other(configs);
+  EXPECT_EQ(coe::train_config_to_yaml(coe::load_train_config(run_config)), yaml);
+}
+
+// `$COE_DATA/` (or `${COE_DATA}/`) begins a path under the data root: the variable COE_DATA
+// (relative to the working directory), else the checkout's data/. No other variable and no `~`
+// is expanded. A missing input under the root is named with the variable and the download script.
+TEST_F(TrainConfig, DataRootVariable) {
+  const ScopedCwd cwd(dir_);
+  std::string text = kBase;
+  text.replace(text.find("  train_files: [train.jsonl]\n"), std::string("  train_files: [train.jsonl]\n").size(),
+               "  train_files: [$COE_DATA/gsm8k/train.jsonl]\n  tokenizer: ${COE_DATA}/tokenizers/t.json\n"
+               "  prepared_dir: data/$COE_DATA\n");
+  const std::string file = write(text, "configs/run.yaml");
+  {
+    const ScopedDataRoot root(std::string("root"));
+    const coe::TrainConfig c = coe::load_train_config(file, {"data.val_files=$COE_DATA/v.jsonl"});
+    EXPECT_EQ(c.data.train_files.front(), (dir_ / "root" / "gsm8k" / "train.jsonl").string());
+    EXPECT_EQ(c.data.tokenizer, (dir_ / "root" / "tokenizers" / "t.json").string());
+    EXPECT_EQ(c.data.val_files.front(), (dir_ / "root" / "v.jsonl").string());
+    EXPECT_EQ(c.data.prepared_dir, (dir_ / "configs" / "data" / "$COE_DATA").string());  // not at the start: literal
+
+    // Read lazily: a config may name data that is not there (coe-memory never reads it).
+    coe::test::expect_error([&] { coe::check_data_inputs(c.data, file); },
+                            {file + ": data.train_files: " + (dir_ / "root" / "gsm8k" / "train.jsonl").string() +
+                                 " not found under $COE_DATA",
+                             "COE_DATA=" + (dir_ / "root").string(), "tools/download-data.sh"});
+    coe::test::write_file(dir_ / "root" / "gsm8k" / "train.jsonl", "{}\n");
+    coe::test::write_file(dir_ / "root" / "v.jsonl", "{}\n");
+    coe::test::expect_error([&] { coe::check_data_inputs(c.data, file); },
+                            {"data.tokenizer: " + (dir_ / "root" / "tokenizers" / "t.json").string()});
+    coe::test::write_file(dir_ / "root" / "tokenizers" / "t.json", "{}");
+    EXPECT_NO_THROW(coe::check_data_inputs(c.data, file));
+    // Outside the data root: no download hint.
+    coe::DataConfig local = c.data;
+    local.train_files = {(dir_ / "mine.jsonl").string()};
+    const std::string e = coe::test::error_of([&] { coe::check_data_inputs(local, file); });
+    EXPECT_NE(e.find("data.train_files: " + (dir_ / "mine.jsonl").string() + " not found"), std::string::npos) << e;
+    EXPECT_EQ(e.find("download"), std::string::npos) << e;
+  }
+  {
+    const ScopedDataRoot unset(std::nullopt);
+    const fs::path checkout_data = coe::test::source_root() / "data";
+    EXPECT_EQ(coe::data_root().dir, checkout_data.lexically_normal());
+    const coe::TrainConfig c = coe::load_train_config(file);
+    EXPECT_EQ(c.data.train_files.front(), (checkout_data / "gsm8k" / "train.jsonl").lexically_normal().string());
+    if (!fs::exists(c.data.train_files.front()))
+      coe::test::expect_error(
+          [&] { coe::check_data_inputs(c.data, file); },
+          {"data.train_files", "COE_DATA unset: the checkout's data/ folder", "tools/download-data.sh"});
+  }
+  {
+    const ScopedDataRoot empty(std::string(""));
+    EXPECT_NE(error_of(text).find("COE_DATA is set but empty"), std::string::npos) << error_of(text);
+  }
+  // No other variable, no ~: configs are data, not shell.
+  for (const char* bad : {"$HOME/t.json", "${HOME}/t.json", "$COE_DATAX/t.json", "~/t.json"}) {
+    std::string t = kBase;
+    t.replace(t.find("  train_files: [train.jsonl]\n"), std::string("  train_files: [train.jsonl]\n").size(),
+              std::string("  train_files: [train.jsonl]\n  tokenizer: \"") + bad + "\"\n");
+    const std::string e = error_of(t);
+    EXPECT_NE(e.find("run.yaml:17: data.tokenizer: '" + std::string(bad) + "'"), std::string::npos) << bad << ": " << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   }
 }
 

@@ -326,10 +326,12 @@ TEST_F(RunDir, ResumingIntoAnAbandonedBranchIsRefused) {
   EXPECT_EQ(read_file(dir / "metrics.jsonl"), metrics_before);
 }
 
-// A run trained with a tokenizer named relative to its working directory works from anywhere: every
+// A run trained with a tokenizer named relative to its config works from anywhere: every
 // checkpoint (and the run directory) holds a copy of the tokenizer, checksummed, which coe-eval
 // and coe-generate use from another directory and from a copy of the run on which the original
-// path means nothing; a given --tokenizer is checked against that copy by fingerprint.
+// path means nothing; a given --tokenizer is checked against that copy by fingerprint. The run's
+// config.yaml names every path absolute: coe-train resumes the run with it from another directory,
+// and the copy with --out.
 TEST_F(RunDir, ACheckpointWorksFromAnotherDirectoryAndAsACopy) {
   const fs::path cwd = root_ / "portable";  // where the run is trained from
   fs::create_directories(cwd / "tok");
@@ -386,6 +388,22 @@ TEST_F(RunDir, ACheckpointWorksFromAnotherDirectoryAndAsACopy) {
     EXPECT_NE(eval_out.find("not the tokenizer the model was trained with"), std::string::npos) << eval_out;
   }
   fs::rename(cwd / "tok-moved", cwd / "tok");
+
+  const std::string config = read_file(cwd / "run" / "config.yaml");
+  EXPECT_NE(config.find("  tokenizer: " + (cwd / "tok" / "tokenizer.json").string() + "\n"), std::string::npos)
+      << config;
+  EXPECT_NE(config.find("  out_dir: " + (cwd / "run").string() + "\n"), std::string::npos) << config;
+  for (const auto& [run, out] : {std::pair<fs::path, std::string>{cwd / "run", ""},
+                                 std::pair<fs::path, std::string>{elsewhere / "run-copy", " --out run-copy"}}) {
+    std::string resumed;
+    EXPECT_EQ(
+        coe::test::run_command("cd " + elsewhere.string() + " && " + coe::test::tool_path("coe-train").string() + " " +
+                                   (run / "config.yaml").string() + out + " --resume --set trainer.total_steps=3",
+                               &resumed),
+        0)
+        << resumed;
+    EXPECT_TRUE(fs::exists(run / "step-3" / "state.json")) << resumed;
+  }
 }
 
 // What a killed save or prune leaves is removed on the next run, and only that: a directory coe

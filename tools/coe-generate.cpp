@@ -164,7 +164,8 @@ int run(const Flags& f) {
                                     {"generation", g.text},
                                     {"finish_reason", coe::to_string(g.finish)},
                                     {"prompt_tokens", prompts[i].ids.size()},
-                                    {"new_tokens", g.tokens.size()}};
+                                    {"new_tokens", g.tokens.size()},
+                                    {"tokens", g.tokens}};
         // Invalid UTF-8 (a byte tokenizer's, a character cut by max_new_tokens) is written as U+FFFD.
         lines += j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
       }

@@ -101,6 +101,7 @@ static int tool_main(int argc, char** argv) {
     if (!group_by.empty()) cfg.split.group_by = group_by;
     if (!split_rng.empty()) cfg.split.rng = coe::parse_split_rng(split_rng);
     if (threads) cfg.threads = *threads;
+    coe::check_data_inputs(cfg, config_path.empty() ? "coe-prepare" : config_path);
 
     coe::PrepareOptions options;
     options.force = force;

@@ -1,7 +1,8 @@
 // coe-sweep: trains every variant of a sweep file in its own coe-train process and summarises
 // them (summary.csv, summary.md, plots). See docs/sweeps.md.
 //
-//   coe-sweep SWEEP.yaml [--only NAME ...] [--dry-run] [--report] [--out DIR] [--no-routing]
+//   coe-sweep SWEEP.yaml [--only NAME ...] [--set KEY=VALUE ...] [--dry-run] [--report] [--out DIR]
+//             [--no-routing]
 //
 // A variant whose run directory holds final.json is complete and skipped; one with a checkpoint
 // continues with coe-train --resume. A failing variant (its exit status and log in
@@ -23,8 +24,10 @@ static int tool_main(int argc, char** argv) {
   std::string sweep_path, out_dir;
   coe::SweepOptions options;
   bool no_routing = false;
+  std::vector<std::string> overrides;
   app.add_option("sweep", sweep_path, "sweep file (YAML)")->required();
   app.add_option("--only", options.only, "run only this variant (repeatable; the report still lists all)");
+  app.add_option("--set", overrides, "override a key of every variant: section.key=value (repeatable)")->take_all();
   app.add_flag("--dry-run", options.dry_run, "validate every variant and print the commands; run nothing");
   app.add_flag("--report", options.report_only, "only (re)write summary.csv, summary.md and the plots");
   app.add_option("--out", out_dir, "sweep output directory (overrides out_dir)")->check(coe::cli::non_empty());
@@ -34,6 +37,7 @@ static int tool_main(int argc, char** argv) {
   try {
     coe::SweepSpec spec = coe::load_sweep(sweep_path);
     if (!out_dir.empty()) spec.out_dir = out_dir;
+    coe::add_cli_overrides(spec, overrides);
     if (no_routing) spec.routing.enabled = false;
     return coe::SweepRunner(std::move(spec), std::move(options)).run();
   } catch (const std::exception& e) {

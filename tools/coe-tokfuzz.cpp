@@ -13,8 +13,9 @@
 // scalar values) holding it in the contexts that matter (tokenizer_fuzz.h: code_point_contexts).
 // --write-texts only writes the strings ({"text": ...} lines; the added tokens come from the
 // tokenizer file), e.g. for coe-tokenize --bench.
-// Exit status: 0 no differences; 1 differences (or a bad flag, as for every coe tool); 2 the
-// oracle or a file failed.
+// Exit status: 0 no differences; 1 differences, or coe's encode failed on a string (one line
+// "error: coe-tokfuzz: coe cannot encode string N (B bytes): <reason>"), or a bad flag, as for
+// every coe tool; 2 the oracle or a file failed.
 #include "cli.h"
 #include "coe/tokenizer/hf_tokenizer.h"
 #include "coe/tokenizer/tokenizer_fuzz.h"
@@ -29,9 +30,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -49,9 +52,6 @@ using Ids = std::vector<int32_t>;
 using coe::Clock;
 using coe::seconds_since;
 
-#ifndef COE_SOURCE_DIR
-#define COE_SOURCE_DIR "."
-#endif
 #ifndef COE_PYTHON
 #define COE_PYTHON "python3"
 #endif
@@ -67,26 +67,42 @@ std::vector<std::string> added_token_contents(const std::string& path) {
   return out;
 }
 
-// Runs fn(i) for i in [0, n) on `threads` threads.
+// Runs fn(i) for i in [0, n) on `threads` threads. The first exception any call throws stops the
+// others from taking more work and is rethrown once every thread is joined (an exception leaving
+// a std::thread, or a thread never joined, would end the process with std::terminate).
 template <typename Fn>
 void parallel_for(size_t n, int threads, Fn&& fn) {
   std::atomic<size_t> next{0};
+  std::mutex error_mutex;
+  std::exception_ptr error;
   auto worker = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+    try {
+      for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+    } catch (...) {
+      next = n;
+      const std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
   };
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
   worker();
   for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
 }
 
 struct Options {
-  std::string python = COE_PYTHON, script = COE_SOURCE_DIR "/tools/hf_oracle.py";
+  std::string python = COE_PYTHON, script;  // script: tools/hf_oracle.py, as find_plot_script finds it
   std::vector<std::string> tokenizers;
   uint64_t count = 20000, seed = 1;
   size_t batch = 50000;
   int threads = 1, examples = 3;
   bool all_code_points = false, write_texts = false;
+};
+
+// coe's encode threw on a generated string: exit status 1, not 2 (the oracle's or a file's failure).
+struct EncodeFailed : coe::Error {
+  using coe::Error::Error;
 };
 
 struct Counts {
@@ -155,9 +171,23 @@ int fuzz_tokenizer(const Options& opt, const std::string& path, const fs::path& 
     });
     std::vector<Ids> ours(n);
     const auto coe_start = Clock::now();
-    parallel_for(n, opt.threads, [&](size_t i) { ours[i] = tok->encode(texts[i]); });
+    std::string encode_error;
+    try {
+      parallel_for(n, opt.threads, [&](size_t i) {
+        try {
+          ours[i] = tok->encode(texts[i]);
+        } catch (const std::exception& e) {
+          coe::fail("string {} ({} bytes): {}", done + i, texts[i].size(), coe::first_line(e));
+        }
+      });
+    } catch (const std::exception& e) {
+      encode_error = coe::first_line(e);
+    }
     counts.coe_seconds += seconds_since(coe_start);
-    oracle.join();
+    oracle.join();  // before any return: a joinable std::thread's destructor ends the process
+    // coe failing on a string is a finding like a difference (HF may encode it), reported as the
+    // tool's one-line error.
+    if (!encode_error.empty()) throw EncodeFailed(encode_error);
     counts.hf_seconds += hf_seconds;
     if (oracle_status != 0) {
       std::ifstream err(err_path);
@@ -227,7 +257,7 @@ static int tool_main(int argc, char** argv) {
   app.add_option("--threads", opt.threads, "coe encoding threads")->check(CLI::Range(1, 256));
   app.add_option("--examples", opt.examples, "differences shown per tokenizer");
   app.add_option("--python", opt.python, "a Python that imports tokenizers")->capture_default_str();
-  app.add_option("--script", opt.script, "the oracle script")->capture_default_str();
+  app.add_option("--script", opt.script, "the oracle script (default: <bin>/../share/coe/hf_oracle.py)");
   app.add_flag("--write-texts", opt.write_texts, "write the strings as JSONL to stdout instead of testing");
   if (const int status = coe::cli::parse(app, argc, argv); status >= 0) return status;
   if (opt.write_texts) {
@@ -242,6 +272,13 @@ static int tool_main(int argc, char** argv) {
     }
   }
 
+  if (opt.script.empty()) {
+    const auto found = coe::find_plot_script("hf_oracle.py", nullptr);
+    if (!found)
+      return coe::cli::report_error("coe-tokfuzz: hf_oracle.py is neither in <bin>/../share/coe nor in the build this "
+                                    "binary came from: name it with --script");
+    opt.script = found->string();
+  }
   const fs::path scratch = fs::temp_directory_path() / fmt::format("coe-tokfuzz-{}", ::getpid());
   int status = 0;
   try {
@@ -256,6 +293,8 @@ static int tool_main(int argc, char** argv) {
     if (status != 2)
       fmt::print("total: {} strings, {} differences, {:.1f} s\n", total.strings,
                  total.ids + total.decoded + total.decoded_skip, seconds_since(start));
+  } catch (const EncodeFailed& e) {
+    status = coe::cli::report(e, "coe-tokfuzz: coe cannot encode ");
   } catch (const std::exception& e) {
     fmt::print(stderr, "coe-tokfuzz: {}\n", e.what());
     status = 2;

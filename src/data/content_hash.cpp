@@ -1,6 +1,6 @@
 #include "coe/data/content_hash.h"
 
-#include "coe/data/mapped_file.h"
+#include "coe/util/mapped_file.h"
 
 #include <fmt/format.h>
 #include <xxhash.h>

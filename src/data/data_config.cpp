@@ -1,6 +1,7 @@
 #include "coe/data/data_config.h"
 
 #include "coe/data/text_template.h"
+#include "coe/util/data_root.h"
 #include "coe/util/error.h"
 
 namespace coe {
@@ -64,10 +65,10 @@ namespace {
 // DataConfig::validate's, once every key is read.
 template <class V>
 void visit_fields(DataConfig& d, V& v) {
-  v.field("train_files", d.train_files, kScalarAsList);
-  v.field("val_files", d.val_files, kScalarAsList);
-  v.field("prepared_dir", d.prepared_dir);
-  v.field("tokenizer", d.tokenizer);
+  v.field("train_files", d.train_files, kScalarAsList, kPath);
+  v.field("val_files", d.val_files, kScalarAsList, kPath);
+  v.field("prepared_dir", d.prepared_dir, kPath);
+  v.field("tokenizer", d.tokenizer, path_or({"byte"}));
   v.field("text_keys", d.text.text_keys);
   v.field("template", d.text.template_text);
   v.field("val_count", d.split.val_count);
@@ -98,6 +99,19 @@ DataConfig parse_data_config(ConfigReader& data) {
     throw Error(data.file() + ": " + e.what());
   }
   return cfg;
+}
+
+PathKeys data_path_keys() {
+  DataConfig d;
+  PathKeyLister lister;
+  visit_fields(d, lister);
+  return lister.keys();
+}
+
+void check_data_inputs(const DataConfig& d, const std::string& source) {
+  for (const auto& f : d.train_files) check_path_exists(source + ": data.train_files", f);
+  for (const auto& f : d.val_files) check_path_exists(source + ": data.val_files", f);
+  if (d.tokenizer != "byte") check_path_exists(source + ": data.tokenizer", d.tokenizer);
 }
 
 void data_config_to_yaml(const DataConfig& config, YAML::Node& out) {

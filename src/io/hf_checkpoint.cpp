@@ -1,11 +1,13 @@
 #include "coe/io/hf_checkpoint.h"
 
+#include "coe/io/hf_remote_code.h"
 #include "coe/io/safetensors.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <set>
@@ -119,6 +121,79 @@ void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::S
   for (auto& [name, t] : hf_state_dict(model)) tensors[name] = t.to(at::kCPU, dtype);
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   write_file_atomic(fs::path(dir) / "config.json", model_config_to_json(model.config()));
+}
+
+std::vector<std::string> save_hf_weights(const std::string& dir, const std::map<std::string, at::Tensor>& tensors,
+                                         int64_t max_shard_bytes) {
+  if (max_shard_bytes <= 0) fail("max shard size {}: must be > 0", max_shard_bytes);
+  fs::create_directories(dir);
+  std::vector<std::map<std::string, at::Tensor>> shards(1);
+  int64_t shard_bytes = 0, total_bytes = 0;
+  for (const auto& [name, t] : tensors) {
+    const int64_t bytes = static_cast<int64_t>(t.nbytes());
+    if (shard_bytes > 0 && shard_bytes + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back()[name] = t;
+    shard_bytes += bytes;
+    total_bytes += bytes;
+  }
+  const std::map<std::string, std::string> metadata{{"format", "pt"}};
+  if (shards.size() == 1) {
+    save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, metadata);
+    return {"model.safetensors"};
+  }
+  std::vector<std::string> files;
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
+    save_safetensors((fs::path(dir) / name).string(), shards[i], metadata);
+    for (const auto& item : shards[i]) weight_map[item.first] = name;
+    files.push_back(name);
+  }
+  const nlohmann::ordered_json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
+  write_file_atomic(fs::path(dir) / "model.safetensors.index.json", index.dump(2) + "\n");
+  files.push_back("model.safetensors.index.json");
+  return files;
+}
+
+std::vector<std::string> save_hf_export(const CausalLMImpl& model, const std::string& dir,
+                                        const HfExportOptions& options) {
+  if (options.dtype != at::kFloat && options.dtype != at::kBFloat16)
+    fail("export dtype {}: float32 or bfloat16", c10::toString(options.dtype));
+  ModelConfig config = model.config();
+  config.bos_token_id = options.bos_token_id;
+  config.eos_token_id = options.eos_token_id;
+  config.pad_token_id = options.pad_token_id;
+  const std::string config_json =
+      model_config_to_hf_json(config, options.type, options.dtype == at::kFloat ? "float32" : "bfloat16");
+  // transformers' DeepSeek layers have one router, "mlp.gate"; coe names a C = 1 model's only
+  // router of its iterations "mlp.gate.0" (use_igate).
+  const bool rename_gate = options.type != HfModelType::kCoe && config.use_igate;
+  std::map<std::string, at::Tensor> tensors;
+  for (auto& [name, t] : hf_state_dict(model)) {
+    std::string out = name;
+    if (rename_gate)
+      if (const size_t at = out.find(".mlp.gate.0."); at != std::string::npos) out.replace(at, 12, ".mlp.gate.");
+    tensors[out] = t.to(at::kCPU, options.dtype);
+  }
+  std::vector<std::string> files = save_hf_weights(dir, tensors, options.max_shard_bytes);
+  write_file_atomic(fs::path(dir) / "config.json", config_json);
+  files.push_back("config.json");
+  nlohmann::ordered_json generation = nlohmann::ordered_json::object();
+  for (auto [key, id] : {std::pair{"bos_token_id", options.bos_token_id},
+                         {"eos_token_id", options.eos_token_id},
+                         {"pad_token_id", options.pad_token_id}})
+    if (id) generation[key] = *id;
+  write_file_atomic(fs::path(dir) / "generation_config.json", generation.dump(2) + "\n");
+  files.push_back("generation_config.json");
+  if (options.type == HfModelType::kCoe)
+    for (const EmbeddedFile& code : kHfRemoteCode) {
+      write_file_atomic(fs::path(dir) / std::string(code.name), std::string(code.text));
+      files.emplace_back(code.name);
+    }
+  return files;
 }
 
 }  // namespace coe

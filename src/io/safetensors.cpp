@@ -3,13 +3,15 @@
 #include "coe/io/safetensors_header.h"
 #include "coe/util/error.h"
 #include "coe/util/file_io.h"
+#include "coe/util/mapped_file.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
+#include <cstring>
+#include <memory>
+#include <string_view>
 #include <vector>
 
 namespace coe {
@@ -40,18 +42,28 @@ const char* dtype_name(at::ScalarType type, const std::string& tensor) {
 }  // namespace
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open safetensors file", path);
-  const uint64_t file_size = std::filesystem::file_size(path);
-  // The whole header is checked (safetensors_header.h) before anything is allocated or read.
-  SafetensorsHeader header = read_safetensors_header(in, file_size, path);
+  // Copy-on-write: a tensor a caller modifies in place gets private pages and the file stays as it
+  // is; a read-only mapping would make that write a segmentation fault.
+  auto file = std::make_shared<const MappedFile>(path, MappedFile::Access::kCopyOnWrite);
+  // The whole header is checked (safetensors_header.h) before any tensor is made.
+  SafetensorsHeader header = read_safetensors_header(std::string_view(file->data(), file->size()), path);
   SafetensorsFile out;
   out.metadata = std::move(header.metadata);
   for (const auto& e : header.entries) {
-    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(dtype_from_name(e.dtype)));
-    in.seekg(static_cast<std::streamoff>(8 + header.header_len + e.begin));
-    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
-    if (!in) fail("{}: tensor '{}': read failed", path, e.name);
+    const auto options = at::TensorOptions().dtype(dtype_from_name(e.dtype));
+    char* data = file->writable_data() + 8 + header.header_len + e.begin;
+    at::Tensor t;
+    if (e.end == e.begin) {
+      t = at::empty(e.shape, options);
+    } else if (reinterpret_cast<uintptr_t>(data) % at::elementSize(options.dtype().toScalarType()) == 0) {
+      // Each tensor holds a reference to the mapping, which is unmapped when the last one is freed.
+      t = at::from_blob(
+          data, e.shape, [file](void*) {}, options);
+    } else {
+      // The format does not align the data; ATen's kernels expect element-aligned pointers.
+      t = at::empty(e.shape, options);
+      std::memcpy(t.data_ptr(), data, e.end - e.begin);
+    }
     out.tensors.emplace(e.name, std::move(t));
   }
   return out;

@@ -20,23 +20,20 @@ int64_t element_size(const std::string& dtype, const std::string& file, const st
 
 }  // namespace
 
-SafetensorsHeader read_safetensors_header(std::istream& in, uint64_t file_size, const std::string& path) {
+SafetensorsHeader read_safetensors_header(std::string_view file, const std::string& path) {
+  const uint64_t file_size = file.size();
   if (file_size < 8) fail("{}: truncated safetensors file ({} bytes)", path, file_size);
-  unsigned char len_bytes[8];
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<unsigned char>(file[i]);
   if (header_len > kMaxSafetensorsHeaderBytes)
     fail("{}: header length {} exceeds the limit of {} bytes (not a safetensors file?)", path, header_len,
          kMaxSafetensorsHeaderBytes);
   if (header_len > file_size - 8) fail("{}: header length {} exceeds the file size {}", path, header_len, file_size);
-  std::string header(header_len, '\0');
-  in.read(header.data(), static_cast<std::streamsize>(header_len));
-  if (!in) fail("{}: cannot read the header", path);
+  const std::string_view header = file.substr(8, header_len);
 
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(header, json_depth_limit(path));
+    json = nlohmann::json::parse(header.begin(), header.end(), json_depth_limit(path));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: malformed safetensors header: {}", path, e.what());
   }

@@ -13,10 +13,34 @@ namespace {
 
 // Keys HF writes into config.json that do not change the model we build. Accepted and ignored.
 const char* const kIgnoredHfKeys[] = {
-    "architectures",     "auto_map",          "model_type",           "torch_dtype", "transformers_version",
-    "use_cache",         "pretraining_tp",    "_name_or_path",        "ep_size",     "save_routing_logits",
-    "attention_dropout", "output_attentions", "output_hidden_states", "return_dict", "_attn_implementation",
+    "architectures",
+    "auto_map",
+    "dtype",
+    "torch_dtype",
+    "transformers_version",
+    "use_cache",
+    "pretraining_tp",
+    "_name_or_path",
+    "ep_size",
+    "save_routing_logits",
+    "attention_dropout",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "_attn_implementation",
+    "output_router_logits",
 };
+
+const EnumName<HfModelType> kHfModelTypeNames[] = {
+    {HfModelType::kCoe, "coe"},
+    {HfModelType::kDeepseekV2, "deepseek_v2"},
+    {HfModelType::kDeepseekV3, "deepseek_v3"},
+};
+// The reference's model_type: its config.json is coe's own schema.
+constexpr const char* kReferenceModelType = "coe_deepseekv2";
+// Keys of coe's CoE wiring, which transformers' DeepSeek models do not have.
+const char* const kCoeOnlyKeys[] = {"inner_iter",     "use_igate",     "inner_residual",
+                                    "outer_residual", "residual_mode", "residual"};
 
 const EnumName<TopkMethod> kTopkMethodNames[] = {
     {TopkMethod::kGreedy, "greedy"},
@@ -55,9 +79,14 @@ constexpr const char* kOuterSuffix = "+outer";
 }  // namespace
 
 const char* to_string(TopkMethod method) { return enum_name(kTopkMethodNames, method); }
+const char* to_string(HfModelType type) { return enum_name(kHfModelTypeNames, type); }
 const char* to_string(ScoringFunc func) { return enum_name(kScoringFuncNames, func); }
 
 double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+
+double RopeScaling::attention_factor() const {
+  return type == "yarn" ? yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim) : 1.0;
+}
 
 int64_t ModelConfig::attention_q_weights() const {
   const int64_t q = num_attention_heads * q_head_dim();
@@ -204,7 +233,67 @@ void visit_fields(RopeScaling& s, V& v) {
   v.field("mscale_all_dim", s.mscale_all_dim);
 }
 
+bool nearly_equal(double a, double b) { return std::abs(a - b) <= 1e-9 * std::max(1.0, std::abs(b)); }
+
+// transformers 5's `rope_parameters`: rope_theta inside, rope_type "default" for no scaling, and
+// YaRN's attention factor either given or derived by transformers' rule (mscale / mscale_all_dim
+// only when both are set, else 0.1 ln(factor) + 1). coe computes DeepSeek's rule
+// (RopeScaling::attention_factor), so a config on which the two rules differ is an error.
+void read_rope_parameters(ConfigReader& r, ModelConfig& c) {
+  if (r.has("rope_scaling") && !r.is_null("rope_scaling"))
+    r.fail_key("rope_parameters", "give rope_scaling or rope_parameters, not both");
+  r.ignore("rope_scaling");
+  ConfigReader rp = r.section("rope_parameters");
+  const auto rope_type = rp.optional<std::string>("rope_type");
+  const auto type = rp.optional<std::string>("type");
+  if (!rope_type && !type) rp.fail_key("rope_type", "rope_parameters needs a rope_type (default | linear | yarn)");
+  if (rope_type && type && *rope_type != *type)
+    rp.fail_key("type", fmt::format("'{}' disagrees with rope_type '{}'", *type, *rope_type));
+  const std::string name = rope_type ? *rope_type : *type;
+  const double theta = rp.require<double>("rope_theta");
+  if (r.has("rope_theta") && r.require<double>("rope_theta") != theta)
+    r.fail_key("rope_theta", fmt::format("disagrees with rope_parameters.rope_theta {}", theta));
+  c.rope_theta = theta;
+  if (name == "default") {
+    rp.finish();
+    c.rope_scaling.reset();
+    return;
+  }
+  if (name != "linear" && name != "yarn")
+    rp.fail_key("rope_type", fmt::format("'{}' is not supported (default | linear | yarn){}", name,
+                                         name == "dynamic" ? ": transformers grows dynamic NTK's base with the running "
+                                                             "length, coe with the rotary table's"
+                                                           : ""));
+  RopeScaling s;
+  s.type = name;
+  FieldReader reader(rp);
+  visit_fields(s, reader);
+  if (!rp.get<bool>("truncate", true))
+    rp.fail_key("truncate", "false is not supported (coe rounds YaRN's correction range, as DeepSeek's code does)");
+  const double coe_factor = s.attention_factor();
+  if (const auto given = rp.optional<double>("attention_factor")) {
+    if (!nearly_equal(*given, coe_factor))
+      rp.fail_key("attention_factor", fmt::format("{} is not the {} coe derives from factor, mscale and mscale_all_dim "
+                                                  "(DeepSeek's rule)",
+                                                  *given, coe_factor));
+  } else if (name == "yarn") {
+    const bool both = rp.has("mscale") && s.mscale != 0 && rp.has("mscale_all_dim") && s.mscale_all_dim != 0;
+    const double hf_factor = both ? coe_factor : yarn_mscale(s.factor, 1.0);
+    if (!nearly_equal(hf_factor, coe_factor))
+      rp.fail_key("mscale_all_dim", fmt::format("transformers derives YaRN's attention factor {} from these values and "
+                                                "DeepSeek's code {}: give rope_parameters.attention_factor",
+                                                hf_factor, coe_factor));
+  }
+  rp.finish();
+  c.rope_scaling = s;
+}
+
 void read_rope_scaling(ConfigReader& r, ModelConfig& c) {
+  if (r.has("rope_parameters") && !r.is_null("rope_parameters")) {
+    read_rope_parameters(r, c);
+    return;
+  }
+  r.ignore("rope_parameters");
   if (!r.has("rope_scaling") || r.is_null("rope_scaling")) {
     r.ignore("rope_scaling");
     return;
@@ -255,11 +344,11 @@ void visit_fields(ModelConfig& c, V& v) {
   v.field("v_head_dim", c.v_head_dim);
   v.field("n_routed_experts", c.n_routed_experts, null_is<int64_t>(0));
   v.field("n_shared_experts", c.n_shared_experts, null_is<int64_t>(0));
-  v.field("num_experts_per_tok", c.num_experts_per_tok);
+  v.field("num_experts_per_tok", c.num_experts_per_tok, null_is<int64_t>(0));  // null: unset (validate names it)
   v.field("routed_scaling_factor", c.routed_scaling_factor);
   v.choice("topk_method", c.topk_method, kTopkMethodNames, unknown_topk_method, NameErrors::kAtFile);
-  v.field("n_group", c.n_group);
-  v.field("topk_group", c.topk_group);
+  v.field("n_group", c.n_group, null_is<int64_t>(1));  // transformers writes null for ungrouped routing
+  v.field("topk_group", c.topk_group, null_is<int64_t>(1));
   v.field("norm_topk_prob", c.norm_topk_prob);
   v.choice("scoring_func", c.scoring_func, kScoringFuncNames, unknown_scoring_func, NameErrors::kAtFile);
   v.field("aux_loss_alpha", c.aux_loss_alpha);
@@ -341,10 +430,63 @@ class JsonWriter {
 
 }  // namespace
 
+namespace {
+
+HfModelType read_model_type(ConfigReader& r) {
+  const auto name = r.optional<std::string>("model_type");
+  if (!name || *name == kReferenceModelType) return HfModelType::kCoe;
+  if (const auto type = enum_value(kHfModelTypeNames, *name)) return *type;
+  r.fail_key("model_type", fmt::format("'{}' is not a model coe runs ({}, {})", *name,
+                                       join_names(kHfModelTypeNames, ", "), kReferenceModelType));
+}
+
+// transformers' DeepSeek models: one router per layer, run once, its output added to the layer's
+// input (coe's residual_mode outer); V3 scores with sigmoid and routes with noaux_tc.
+void start_as_deepseek(ConfigReader& r, HfModelType type, ModelConfig& c) {
+  for (const char* key : kCoeOnlyKeys)
+    if (r.has(key))
+      r.fail_key(key, fmt::format("not a field of model_type {} (a Chain-of-Experts model is model_type coe)",
+                                  to_string(type)));
+  c.inner_iter = 1;
+  c.use_igate = false;
+  c.inner_residual = InnerResidual::kNone;
+  c.outer_residual = true;
+  if (type == HfModelType::kDeepseekV3) {
+    c.topk_method = TopkMethod::kNoauxTc;
+    c.scoring_func = ScoringFunc::kSigmoid;
+  }
+}
+
+// transformers 5 writes these derived values; coe checks that they say what coe computes.
+void check_hf_fields(ConfigReader& r, HfModelType type, const ModelConfig& c) {
+  if (const auto head_dim = r.optional<int64_t>("head_dim"); head_dim && *head_dim != c.qk_rope_head_dim)
+    r.fail_key("head_dim", fmt::format("{} is not qk_rope_head_dim {} (transformers' DeepSeek rope width)", *head_dim,
+                                       c.qk_rope_head_dim));
+  if (const auto qk = r.optional<int64_t>("qk_head_dim"); qk && *qk != c.q_head_dim())
+    r.fail_key("qk_head_dim", fmt::format("{} is not qk_nope_head_dim + qk_rope_head_dim = {}", *qk, c.q_head_dim()));
+  if (r.get<bool>("mlp_bias", false)) r.fail_key("mlp_bias", "MLP biases are not supported (false)");
+  if (type != HfModelType::kDeepseekV3) return;
+  // DeepSeek's own V3 config.json names these; transformers' deepseek_v3 has them fixed.
+  if (c.topk_method != TopkMethod::kNoauxTc)
+    r.fail_key("topk_method", "transformers' deepseek_v3 always routes with noaux_tc");
+  if (c.scoring_func != ScoringFunc::kSigmoid)
+    r.fail_key("scoring_func", "transformers' deepseek_v3 always scores with sigmoid");
+  if (!r.get<bool>("rope_interleave", true))
+    r.fail_key("rope_interleave", "false (rotate-half without DeepSeek's interleaved pairs) is not supported");
+  // The multi-token-prediction layers are training-only and transformers builds none; their
+  // weights, if a folder holds them, are unexpected tensors (an error when loading).
+  if (r.get<int64_t>("num_nextn_predict_layers", 0) < 0) r.fail_key("num_nextn_predict_layers", "must be >= 0");
+}
+
+}  // namespace
+
 ModelConfig parse_model_config(ConfigReader& r) {
   ModelConfig c;
+  const HfModelType type = read_model_type(r);
+  if (type != HfModelType::kCoe) start_as_deepseek(r, type, c);
   FieldReader reader(r);
   visit_fields(c, reader);
+  check_hf_fields(r, type, c);
   for (const char* key : kIgnoredHfKeys) r.ignore(key);
   r.finish();
   c.validate(r.file());
@@ -364,6 +506,95 @@ std::string model_config_to_json(const ModelConfig& config) {
   j["model_type"] = "coe_deepseekv2";
   j["architectures"] = {"CoeForCausalLM"};
   j["torch_dtype"] = "float32";
+  return j.dump(2) + "\n";
+}
+
+std::string hf_native_obstacle(const ModelConfig& c, HfModelType type) {
+  bool any_moe = false;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    any_moe = any_moe || c.is_moe_layer(l);
+    if (c.is_moe_layer(l) != (c.n_routed_experts > 0 && l >= c.first_k_dense_replace))
+      return fmt::format(
+          "moe_layer_freq {} (transformers makes every layer from first_k_dense_replace on an MoE layer)",
+          c.moe_layer_freq);
+  }
+  if (any_moe && c.inner_iter > 1) return fmt::format("inner_iter {} (Chain-of-Experts)", c.inner_iter);
+  if (c.inner_residual != InnerResidual::kNone || !c.outer_residual)
+    return fmt::format("residual_mode {} (DeepSeek adds the feed-forward's output to the layer's input: residual_mode "
+                       "outer)",
+                       residual_mode_name(c));
+  if (any_moe && c.n_shared_experts == 0) return "n_shared_experts 0 (transformers always builds shared experts)";
+  if (type == HfModelType::kDeepseekV2) {
+    if (c.scoring_func != ScoringFunc::kSoftmax || c.topk_method == TopkMethod::kNoauxTc)
+      return fmt::format("scoring_func {} with topk_method {} (transformers' deepseek_v2: softmax, greedy or "
+                         "group_limited_greedy)",
+                         to_string(c.scoring_func), to_string(c.topk_method));
+    if (any_moe && c.norm_topk_prob && c.num_experts_per_tok > 1)
+      return "norm_topk_prob true (transformers' deepseek_v2 does not normalise the top-k weights)";
+  } else if (type == HfModelType::kDeepseekV3) {
+    if (c.scoring_func != ScoringFunc::kSigmoid || c.topk_method != TopkMethod::kNoauxTc)
+      return fmt::format("scoring_func {} with topk_method {} (transformers' deepseek_v3: sigmoid with noaux_tc)",
+                         to_string(c.scoring_func), to_string(c.topk_method));
+  }
+  return "";
+}
+
+HfModelType hf_export_model_type(const ModelConfig& c, std::string* why_not_native) {
+  const bool v3 = c.scoring_func == ScoringFunc::kSigmoid && c.topk_method == TopkMethod::kNoauxTc;
+  const HfModelType native = v3 ? HfModelType::kDeepseekV3 : HfModelType::kDeepseekV2;
+  const std::string obstacle = hf_native_obstacle(c, native);
+  if (why_not_native) *why_not_native = obstacle;
+  return obstacle.empty() ? native : HfModelType::kCoe;
+}
+
+std::string model_config_to_hf_json(const ModelConfig& config, HfModelType type, const std::string& dtype) {
+  if (dtype != "float32" && dtype != "bfloat16") fail("dtype: '{}' is not float32 or bfloat16", dtype);
+  if (config.rope_scaling && config.rope_scaling->type == "dynamic")
+    fail("rope_scaling.type: dynamic is not exported (transformers grows dynamic NTK's base with the running "
+         "length, coe with the rotary table's)");
+  if (type != HfModelType::kCoe)
+    if (const std::string why = hf_native_obstacle(config, type); !why.empty())
+      fail("model_type {}: transformers' model does not compute {}", to_string(type), why);
+  nlohmann::ordered_json j;
+  ModelConfig c = config;
+  JsonWriter writer(j);
+  visit_fields(c, writer);
+  // transformers 5's form of the rotary settings, with YaRN's attention factor spelled out: its
+  // own rule for an absent one differs from DeepSeek's when mscale_all_dim is 0.
+  nlohmann::ordered_json rope = {{"rope_type", c.rope_scaling ? c.rope_scaling->type : "default"},
+                                 {"rope_theta", c.rope_theta}};
+  if (c.rope_scaling) {
+    nlohmann::ordered_json fields;
+    JsonWriter rope_writer(fields);
+    visit_fields(*c.rope_scaling, rope_writer);
+    for (auto& [key, value] : fields.items())
+      if (key != "type") rope[key] = value;
+    rope["attention_factor"] = c.rope_scaling->attention_factor();
+  }
+  j.erase("rope_theta");
+  j.erase("rope_scaling");
+  j["rope_parameters"] = rope;
+  if (type == HfModelType::kCoe) {
+    j["model_type"] = to_string(type);
+    j["architectures"] = {"CoeForCausalLM"};
+    j["auto_map"] = {{"AutoConfig", "configuration_coe.CoeConfig"},
+                     {"AutoModelForCausalLM", "modeling_coe.CoeForCausalLM"}};
+  } else {
+    for (const char* key : kCoeOnlyKeys) j.erase(key);
+    // Every layer dense: transformers has no "no experts" switch, but its dense prefix can be all.
+    if (c.n_routed_experts == 0) j["first_k_dense_replace"] = c.num_hidden_layers;
+    j["model_type"] = to_string(type);
+    if (type == HfModelType::kDeepseekV2) {
+      j["architectures"] = {"DeepseekV2ForCausalLM"};
+    } else {
+      j["architectures"] = {"DeepseekV3ForCausalLM"};
+      j["rope_interleave"] = true;              // DeepSeek's pairs, coe's layout
+      j["num_nextn_predict_layers"] = 0;        // no multi-token-prediction layers
+      if (c.n_group == 1) j["topk_group"] = 1;  // transformers ranks the single group even when ungrouped
+    }
+  }
+  j["dtype"] = dtype;
+  j["torch_dtype"] = dtype;  // transformers 4's name
   return j.dump(2) + "\n";
 }
 

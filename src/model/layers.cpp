@@ -56,7 +56,7 @@ RotaryTables rotary_tables(const ModelConfig& c, int64_t seq_len, const torch::D
       at::Tensor ramp = at::clamp((at::arange(dim / 2, f32) - low) / (high - low), 0, 1);
       at::Tensor extra_mask = 1.0 - ramp;
       inv_freq = freq_inter * (1 - extra_mask) + freq_extra * extra_mask;
-      mscale = yarn_mscale(r.factor, r.mscale) / yarn_mscale(r.factor, r.mscale_all_dim);
+      mscale = r.attention_factor();
     }
   }
   at::Tensor freqs = at::outer(t, inv_freq);

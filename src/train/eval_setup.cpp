@@ -31,9 +31,13 @@ TextSettings resolve_text_settings(const TextOverrides& overrides, const Checkpo
     s.text = checkpoint.run->data.text;
     s.max_length = checkpoint.run->data.max_length;
     s.origin = (fs::path(checkpoint.dir) / "config.yaml").string();
+  } else if (const auto stored = stored_tokenizer(checkpoint.dir)) {
+    // An HF folder (coe-export's, a download): its own tokenizer.json.
+    s.tokenizer = *stored;
+    s.origin = tool + "'s defaults, " + checkpoint.dir + "'s tokenizer";
   } else if (overrides.tokenizer.empty() && checkpoint.model.vocab_size != ByteTokenizer::kVocab) {
-    fail("--tokenizer: {} has no run config (config.yaml) naming its tokenizer, and its vocab_size {} is not the "
-         "byte tokenizer's; pass the tokenizer it was trained with",
+    fail("--tokenizer: {} has no run config (config.yaml) naming its tokenizer, no tokenizer.json, and its vocab_size "
+         "{} is not the byte tokenizer's; pass the tokenizer it was trained with",
          checkpoint.dir, checkpoint.model.vocab_size);
   } else {
     s.tokenizer = "byte";

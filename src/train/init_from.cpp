@@ -10,6 +10,7 @@
 #include <torch/autograd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <regex>
@@ -100,6 +101,9 @@ InitFromReport init_from_checkpoint(CausalLMImpl& model, const std::string& path
   std::map<std::string, at::Tensor> source;
   try {
     report.checkpoint = find_checkpoint(path);
+    // Read for its checks: a field coe does not support (an HF folder's) is an error here, not a
+    // model other than the one its weights were trained as.
+    load_model_config((std::filesystem::path(report.checkpoint) / "config.json").string());
     source = read_hf_weights(report.checkpoint);
   } catch (const Error& e) {
     fail("{}: {}", what, e.what());

@@ -1,6 +1,7 @@
 #include "coe/train/sweep.h"
 
 #include "coe/util/config_reader.h"
+#include "coe/util/data_root.h"
 #include "coe/util/error.h"
 
 #include <fmt/format.h>
@@ -35,21 +36,21 @@ bool valid_override_key(const std::string& k) {
                      [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; });
 }
 
-// A config path in a sweep file: absolute, relative to the sweep file's directory, or relative to
-// the working directory (in this order).
+// A path written in the sweep file, like every path of a config file relative to the file's
+// directory or under $COE_DATA (docs/training.md#paths-in-config-files); absolute once read.
 std::string resolve_path(const ConfigReader& r, const std::string& key, const std::string& p) {
-  const fs::path path(p);
-  if (path.is_absolute()) {
-    if (!fs::exists(path)) r.fail_key(key, fmt::format("'{}' not found", p));
-    return p;
+  try {
+    return resolve_config_path(p, r.path_base(key));
+  } catch (const Error& e) {
+    r.fail_key(key, e.what());
   }
-  const fs::path beside = fs::path(r.file()).parent_path() / path;
-  if (fs::exists(beside)) return beside.lexically_normal().string();
-  if (fs::exists(path)) return path.string();
-  r.fail_key(
-      key, fmt::format("'{}' not found (relative to {} or to the working directory)", p,
-                       fs::path(r.file()).parent_path().string().empty() ? std::string(".")
-                                                                         : fs::path(r.file()).parent_path().string()));
+}
+
+// A config file the sweep file names (base, a variant's config).
+std::string resolve_config_file(const ConfigReader& r, const std::string& key, const std::string& p) {
+  const std::string path = resolve_path(r, key, p);
+  if (!fs::exists(path)) r.fail_key(key, fmt::format("'{}' not found ({}: relative to this file)", p, path));
+  return path;
 }
 
 std::string emit_value(const YAML::Node& value) {
@@ -112,9 +113,17 @@ Overrides read_overrides(ConfigReader& r, const std::string& key, const std::str
   } else {
     r.fail_key(key, "expected a mapping of section.key: value or a list of \"section.key=value\" strings");
   }
-  for (const auto& o : out.assignments)
+  for (auto& o : out.assignments) {
     if (!valid_override_key(o.substr(0, o.find('='))))
       r.fail_key(key, fmt::format("'{}': keys are section.key (model, data, optim or trainer)", o));
+    // A path here is the sweep file's: coe-train, which reads --set paths against its working
+    // directory, gets it absolute.
+    try {
+      o = resolve_override_paths(o, r.file());
+    } catch (const Error& e) {
+      r.fail_key(key, fmt::format("'{}': {}", o, e.what()));
+    }
+  }
   return out;
 }
 
@@ -136,16 +145,26 @@ SweepSpec load_sweep(const std::string& path) {
     const YAML::Node base = root["base"];
     r.ignore("base");
     if (base.IsMap()) {
+      // Written to <out_dir>/base.yaml for coe-train: with its paths resolved here, against the
+      // sweep file, as resolve_variants reads them.
+      YAML::Node resolved = YAML::Clone(base);
+      resolve_document_paths(resolved, path);
       YAML::Emitter e;
-      e << base;
+      e << resolved;
       spec.inline_base = e.c_str();
     } else if (base.IsScalar()) {
-      base_path = resolve_path(r, "base", base.Scalar());
+      base_path = resolve_config_file(r, "base", base.Scalar());
     } else {
       r.fail_key("base", "expected a file name or a mapping");
     }
   }
-  spec.out_dir = r.get<std::string>("out_dir", "runs/sweeps/" + spec.name);
+  // Written: relative to this file; the default: to the working directory.
+  spec.out_dir = "runs/sweeps/" + spec.name;
+  if (r.has("out_dir")) {
+    const auto out_dir = r.require<std::string>("out_dir");
+    if (out_dir.empty()) r.fail_key("out_dir", "must not be empty");
+    spec.out_dir = resolve_path(r, "out_dir", out_dir);
+  }
   const Overrides common = read_overrides(r, "overrides", "overrides");
   {
     ConfigReader m = r.section("memory");
@@ -160,7 +179,8 @@ SweepSpec load_sweep(const std::string& path) {
   {
     ConfigReader g = r.section("routing");
     spec.routing.enabled = g.get("enabled", false);
-    spec.routing.data = g.optional<std::string>("data").value_or("");
+    const auto data = g.optional<std::string>("data");
+    spec.routing.data = data ? resolve_path(g, "data", *data) : "";
     spec.routing.max_records = g.get<int64_t>("max_records", spec.routing.max_records);
     g.finish();
   }
@@ -209,7 +229,7 @@ SweepSpec load_sweep(const std::string& path) {
     SweepVariant var;
     var.name = name;
     auto config = v.optional<std::string>("config");
-    var.config = config ? resolve_path(v, "config", *config) : base_path;
+    var.config = config ? resolve_config_file(v, "config", *config) : base_path;
     var.overrides = common.assignments;
     var.override_origins = common.origins;
     Overrides own = read_overrides(v, "overrides", "variants." + name + ".overrides");
@@ -241,6 +261,25 @@ SweepSpec load_sweep(const std::string& path) {
     r.fail_key("baseline", fmt::format("'{}' is not one of the variants", spec.baseline));
   r.finish();
   return spec;
+}
+
+void add_cli_overrides(SweepSpec& spec, const std::vector<std::string>& overrides) {
+  for (const auto& o : overrides) {
+    const size_t eq = o.find('=');
+    if (eq == std::string::npos || !valid_override_key(o.substr(0, eq)))
+      fail("--set {}: expected section.key=value (model, data, optim or trainer)", o);
+    if (!spec.seeds.empty() && o.rfind("trainer.seed=", 0) == 0)
+      fail("--set {}: trainer.seed is set by the sweep's seeds: (each run gets one of them)", o);
+  }
+  for (auto& run : spec.variants) {
+    // Before a seed's trainer.seed, which stays the last override.
+    const size_t at = run.seed ? run.overrides.size() - 1 : run.overrides.size();
+    for (size_t i = 0; i < overrides.size(); ++i) {
+      run.overrides.insert(run.overrides.begin() + static_cast<std::ptrdiff_t>(at + i), overrides[i]);
+      run.override_origins.insert(run.override_origins.begin() + static_cast<std::ptrdiff_t>(at + i),
+                                  "--set " + overrides[i]);
+    }
+  }
 }
 
 }  // namespace coe

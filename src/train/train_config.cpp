@@ -3,10 +3,12 @@
 #include "coe/model/dispatch_name.h"
 
 #include "coe/util/config_reader.h"
+#include "coe/util/data_root.h"
 #include "coe/util/error.h"
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -44,14 +46,16 @@ int64_t OptimConfig::resolved_warmup_steps(int64_t total_steps) const {
 
 namespace {
 
-// model.from: relative to the working directory, else to the directory of the run config.
+// model.from: a path like any other (relative to the file that wrote it), read at once.
 std::string resolve_from(const ConfigReader& model, const std::string& from) {
-  fs::path p(from);
-  if (p.is_absolute() || fs::exists(p)) return p.string();
-  fs::path beside = fs::path(model.file()).parent_path() / p;
-  if (fs::exists(beside)) return beside.string();
-  model.fail_key("from", fmt::format("model config '{}' not found (relative to the working directory or to {})", from,
-                                     model.file()));
+  std::string path;
+  try {
+    path = resolve_config_path(from, model.path_base("from"));
+  } catch (const Error& e) {
+    model.fail_key("from", e.what());
+  }
+  check_path_exists(model.where("from"), path);
+  return path;
 }
 
 ModelConfig parse_model_section(ConfigReader& model, TrainConfig* out) {
@@ -158,7 +162,8 @@ void visit_fields(TrainerConfig& t, V& v) {
   v.field("val_micro_batch", t.val_micro_batch, fallback(t.micro_batch), at_least(1));
   v.field("save_interval", t.save_interval, at_least(0));
   v.field("keep_last", t.keep_last, at_least(0));
-  v.field("out_dir", t.out_dir, [](const std::string& d) { return d.empty() ? "must not be empty" : std::string(); });
+  v.field("out_dir", t.out_dir, kPath,
+          [](const std::string& d) { return d.empty() ? "must not be empty" : std::string(); });
   v.field("seed", t.seed, at_least(0));
   v.field("device", t.device, [](const std::string& d) {
     return d == "cpu" || d == "cuda" || d.rfind("cuda:", 0) == 0
@@ -182,13 +187,13 @@ void visit_fields(TrainerConfig& t, V& v) {
   v.field("peak_tflops", t.peak_tflops, finite_and([](double p) { return p >= 0; }, ">= 0 (0: unknown)"));
   v.field("threads", t.threads, at_least(0));
   // null: the default; false / true: never / auto.
-  v.field("resume", t.resume, null_is(t.resume), [](std::string& r) {
+  v.field("resume", t.resume, null_is(t.resume), path_or({"never", "auto", "false", "true"}), [](std::string& r) {
     if (r.empty()) return std::string("expected never, auto or a checkpoint directory");
     r = r == "false" ? "never" : r == "true" ? "auto" : r;
     return std::string();
   });
   v.field("router_bias_update_rate", t.router_bias_update_rate, finite_and([](double r) { return r >= 0; }, ">= 0"));
-  v.field("init_from", t.init_from, kEmptyIsNull, [&](const std::string& from) {
+  v.field("init_from", t.init_from, kEmptyIsNull, kPath, [&](const std::string& from) {
     return from.empty() || t.resume == "never" || t.resume == "auto"
                ? std::string()
                : fmt::format("a run starts either from trainer.resume ({}) or from init_from, not both", t.resume);
@@ -214,6 +219,12 @@ TrainerConfig parse_trainer(ConfigReader& r) { return read_section<TrainerConfig
 }  // namespace
 
 namespace {
+
+// Drops `key` and the keys below it from a map of dotted keys (KeyOrigins, KeyDirs).
+void forget(std::map<std::string, std::string>& keys, const std::string& key) {
+  for (auto it = keys.begin(); it != keys.end();)
+    it = it->first == key || it->first.rfind(key + ".", 0) == 0 ? keys.erase(it) : std::next(it);
+}
 
 // Every key a section's parser reads, found by running it over the section's defaults (what
 // finish() would accept). A parser that rejects its defaults (data: no inputs) has read every
@@ -254,8 +265,9 @@ void throw_first_unknown_key(const YAML::Node& root, const std::string& file,
 
 // Loads `path` with its `base:` chain merged underneath: mappings merge key by key, anything
 // else (scalars, lists) is replaced. `origins` receives the location of every key that came
-// from a base file.
-YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::vector<std::string>& chain) {
+// from a base file, `dirs` that file's directory (its relative paths are relative to it).
+YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, KeyDirs& dirs,
+                           std::vector<std::string>& chain) {
   YAML::Node doc = load_yaml_file(path);
   if (!doc.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", path);
   const YAML::Node base_key = doc["base"];
@@ -272,7 +284,8 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::ve
       fail("{}:{}: base: {} is already in the chain (a cycle)", path, line, base_path);
   chain.push_back(base_path);
   KeyOrigins base_origins;
-  YAML::Node merged = load_with_bases(base_path, base_origins, chain);  // not cloned: keep the lines
+  KeyDirs base_dirs;
+  YAML::Node merged = load_with_bases(base_path, base_origins, base_dirs, chain);  // not cloned: keep the lines
 
   // Every leaf of the base, with where it came from; the leaves this file sets are erased below.
   std::function<void(const YAML::Node&, const std::string&)> note = [&](const YAML::Node& n, const std::string& key) {
@@ -282,6 +295,8 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::ve
     }
     auto it = base_origins.find(key);
     origins[key] = it != base_origins.end() ? it->second : fmt::format("{}:{}", base_path, n.Mark().line + 1);
+    auto dir = base_dirs.find(key);
+    dirs[key] = dir != base_dirs.end() ? dir->second : fs::path(base_path).parent_path().string();
   };
   for (const auto& kv : merged) note(kv.second, key_text(kv.first, base_path));
 
@@ -296,8 +311,8 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::ve
             continue;
           }
           into[key] = kv.second;
-          for (auto it = origins.begin(); it != origins.end();)
-            it = it->first == dotted || it->first.rfind(dotted + ".", 0) == 0 ? origins.erase(it) : std::next(it);
+          forget(origins, dotted);
+          forget(dirs, dotted);
         }
       };
   overlay(merged, doc, "");
@@ -305,10 +320,11 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, std::ve
 }
 
 TrainConfig parse_with_origins(const YAML::Node& root, const std::string& file,
-                               std::shared_ptr<const KeyOrigins> origins) {
+                               std::shared_ptr<const KeyOrigins> origins, std::shared_ptr<const KeyDirs> dirs) {
   if (!root || !root.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", file);
   ConfigReader top(root, file);
   top.set_key_origins(origins);
+  top.set_key_dirs(dirs);
   TrainConfig c;
   c.source = file;
   try {
@@ -349,14 +365,15 @@ TrainConfig parse_with_origins(const YAML::Node& root, const std::string& file,
 }  // namespace
 
 TrainConfig parse_train_config(const YAML::Node& root, const std::string& file) {
-  return parse_with_origins(root, file, nullptr);
+  return parse_with_origins(root, file, nullptr, nullptr);
 }
 
 namespace {
 
-// Applies the overrides to `root`, noting where each overridden key now comes from.
+// Applies the overrides to `root`, noting where each overridden key now comes from; their paths
+// are relative to the working directory, as a user typing them expects.
 void apply_overrides(YAML::Node root, const std::string& file, const std::vector<std::string>& overrides,
-                     const std::vector<std::string>& override_origins, KeyOrigins& origins) {
+                     const std::vector<std::string>& override_origins, KeyOrigins& origins, KeyDirs& dirs) {
   for (size_t i = 0; i < overrides.size(); ++i) {
     const std::string& o = overrides[i];
     const bool located = i < override_origins.size();
@@ -367,9 +384,10 @@ void apply_overrides(YAML::Node root, const std::string& file, const std::vector
       if (!located) throw;
       fail("{}: {}", override_origins[i], e.what());
     }
-    for (auto it = origins.begin(); it != origins.end();)
-      it = it->first == key || it->first.rfind(key + ".", 0) == 0 ? origins.erase(it) : std::next(it);
+    forget(origins, key);
+    forget(dirs, key);
     origins[key] = located ? override_origins[i] : fmt::format("{}: --set {}", file, o);
+    dirs[key] = "";
   }
 }
 
@@ -378,17 +396,85 @@ void apply_overrides(YAML::Node root, const std::string& file, const std::vector
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
                               const std::vector<std::string>& override_origins) {
   auto origins = std::make_shared<KeyOrigins>();
+  auto dirs = std::make_shared<KeyDirs>();
   std::vector<std::string> chain{path};
-  YAML::Node root = load_with_bases(path, *origins, chain);
-  apply_overrides(root, path, overrides, override_origins, *origins);
-  return parse_with_origins(root, path, origins);
+  YAML::Node root = load_with_bases(path, *origins, *dirs, chain);
+  apply_overrides(root, path, overrides, override_origins, *origins, *dirs);
+  return parse_with_origins(root, path, origins, dirs);
 }
 
 TrainConfig parse_train_config(YAML::Node root, const std::string& file, const std::vector<std::string>& overrides,
                                const std::vector<std::string>& override_origins) {
   auto origins = std::make_shared<KeyOrigins>();
-  if (root.IsMap()) apply_overrides(root, file, overrides, override_origins, *origins);
-  return parse_with_origins(root, file, origins);
+  auto dirs = std::make_shared<KeyDirs>();
+  if (root.IsMap()) apply_overrides(root, file, overrides, override_origins, *origins, *dirs);
+  return parse_with_origins(root, file, origins, dirs);
+}
+
+const PathKeys& config_path_keys() {
+  static const PathKeys keys = [] {
+    PathKeys out{{"model.from", {}}};
+    for (const auto& [key, words] : data_path_keys()) out["data." + key] = words;
+    TrainerConfig t;
+    PathKeyLister lister;
+    visit_fields(t, lister);
+    for (const auto& [key, words] : lister.keys()) out["trainer." + key] = words;
+    return out;
+  }();
+  return keys;
+}
+
+namespace {
+
+// The paths of `value` (a scalar or a list of them) of the path key `key`, resolved against `dir`.
+void resolve_value_paths(YAML::Node value, const std::vector<std::string>& words, const std::string& dir) {
+  const auto resolve = [&](YAML::Node n) {
+    if (!n.IsScalar() || n.Scalar().empty()) return;
+    if (std::find(words.begin(), words.end(), n.Scalar()) != words.end()) return;
+    n = resolve_config_path(n.Scalar(), dir);
+  };
+  if (value.IsSequence()) {
+    for (YAML::Node item : value) resolve(item);
+  } else {
+    resolve(value);
+  }
+}
+
+}  // namespace
+
+std::string resolve_override_paths(const std::string& assignment, const std::string& file) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos) return assignment;
+  const auto key = config_path_keys().find(assignment.substr(0, eq));
+  if (key == config_path_keys().end()) return assignment;
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::Exception&) {
+    return assignment;  // load_train_config reports it
+  }
+  if (!value.IsScalar() && !value.IsSequence()) return assignment;
+  resolve_value_paths(value, key->second, fs::path(file).parent_path().string());
+  YAML::Emitter e;
+  e << YAML::Flow << value;
+  return key->first + "=" + e.c_str();
+}
+
+void resolve_document_paths(YAML::Node root, const std::string& file) {
+  if (!root.IsMap()) return;
+  const std::string dir = fs::path(file).parent_path().string();
+  for (const auto& [dotted, words] : config_path_keys()) {
+    const size_t dot = dotted.find('.');
+    const YAML::Node section = static_cast<const YAML::Node&>(root)[dotted.substr(0, dot)];
+    if (!section || !section.IsMap()) continue;
+    const YAML::Node value = section[dotted.substr(dot + 1)];
+    if (!value) continue;
+    try {
+      resolve_value_paths(value, words, dir);
+    } catch (const Error& e) {
+      fail("{}:{}: {}: {}", file, value.Mark().line + 1, dotted, e.what());
+    }
+  }
 }
 
 namespace {

@@ -53,6 +53,9 @@ int exit_code(TrainStatus status) { return status == TrainStatus::kNonFinite ? 3
 // ---- setup phases --------------------------------------------------------------------------
 
 Trainer::Trainer(TrainConfig config, TrainOptions options) : config_(std::move(config)), options_(options) {
+  // Absolute, like every path a config file wrote: config.yaml names the same directories wherever
+  // it is read from (the default out_dir and --out are relative to the working directory).
+  config_.trainer.out_dir = fs::absolute(config_.trainer.out_dir).lexically_normal().string();
   out_dir_ = config_.trainer.out_dir;
   if (config_.trainer.threads > 0) at::set_num_threads(config_.trainer.threads);
   resolve_device();
@@ -192,7 +195,10 @@ void Trainer::prepare_data() {
   PrepareOptions prep;
   if (console_) prep.log = [](const std::string& line) { spdlog::info("data: {}", line); };
   PrepareResult prepared;
-  dist_->main_first("preparing the dataset", [&] { prepared = prepare_dataset(config_.data, prep); });
+  dist_->main_first("preparing the dataset", [&] {
+    check_data_inputs(config_.data, config_.source);
+    prepared = prepare_dataset(config_.data, prep);
+  });
   prepared.dir = dist_->broadcast_string(prepared.dir, "the prepared dataset directory");
   if (!dist_->is_main()) {
     nlohmann::json manifest;

@@ -1,5 +1,6 @@
 #include "coe/util/config_reader.h"
 
+#include "coe/util/data_root.h"
 #include "coe/util/error.h"
 #include "coe/util/json_limits.h"
 
@@ -166,6 +167,16 @@ std::optional<std::string> ConfigReader::origin_of(const std::string& key) const
   }
 }
 
+std::string ConfigReader::path_base(const std::string& key) const {
+  if (dirs_) {
+    for (std::string path = dotted(key);; path.resize(path.rfind('.'))) {
+      if (auto it = dirs_->find(path); it != dirs_->end()) return it->second;
+      if (path.find('.') == std::string::npos) break;
+    }
+  }
+  return std::filesystem::path(file_).parent_path().string();
+}
+
 std::string ConfigReader::where(const std::string& key) const {
   if (auto origin = origin_of(key)) return fmt::format("{}: {}", *origin, dotted(key));
   YAML::Node n = node_ && node_.IsMap() ? node_[key] : YAML::Node();
@@ -229,10 +240,21 @@ ConfigReader ConfigReader::section(const std::string& key) {
   if (n && !n.IsNull() && !n.IsMap()) fail_key(key, fmt::format("expected a mapping, got {}", describe(n)));
   ConfigReader child(n ? n : YAML::Node(YAML::NodeType::Map), file_, dotted(key));
   child.origins_ = origins_;
+  child.dirs_ = dirs_;
   return child;
 }
 
 void ConfigReader::ignore(const std::string& key) { used_.insert(key); }
+
+std::string FieldReader::resolved(const char* key, const PathField& rule, const std::string& written,
+                                  const std::string& base) const {
+  if (written.empty() || std::find(rule.words.begin(), rule.words.end(), written) != rule.words.end()) return written;
+  try {
+    return resolve_config_path(written, base);
+  } catch (const Error& e) {
+    r_.fail_key(key, e.what());
+  }
+}
 
 void FieldReader::throw_at_file(const char* key, const std::string& reason) const {
   fail("{}: {}: {}", r_.file(), key, reason);

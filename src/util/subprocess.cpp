@@ -117,12 +117,13 @@ int run_process(const std::vector<std::string>& argv, const fs::path& log) {
 std::optional<fs::path> find_gnuplot() { return find_executable("gnuplot"); }
 
 std::optional<fs::path> find_plot_script(const std::string& name, const char* env_var) {
-  if (const char* env = std::getenv(env_var); env && *env) return fs::path(env);
+  if (const char* env = env_var ? std::getenv(env_var) : nullptr; env && *env) return fs::path(env);
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return std::nullopt;
-  std::vector<fs::path> candidates{exe.parent_path() / ".." / ".." / "tools" / name,
-                                   exe.parent_path() / ".." / "share" / "coe" / name};
+  // An installation's <prefix>/share/coe, which is also a build's share/coe (the build copies the
+  // scripts there), first: an installed binary never runs a build's or a source tree's script.
+  std::vector<fs::path> candidates{exe.parent_path() / ".." / "share" / "coe" / name};
 #ifdef COE_BUILD_SHARE_DIR
   candidates.push_back(fs::path(COE_BUILD_SHARE_DIR) / name);  // a binary copied out of its build
 #endif

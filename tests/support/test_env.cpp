@@ -20,6 +20,17 @@ std::filesystem::path shared_root() {
   return COE_SHARED_DEFAULT;
 }
 
+namespace {
+
+// The shipped configs name their data as $COE_DATA/...: the tests (and the tools they start, which
+// inherit the environment) read the shared data, whatever COE_DATA the caller has.
+const bool kSharedDataRoot = [] {
+  ::setenv("COE_DATA", std::filesystem::absolute(shared_root() / "data").c_str(), 1);
+  return true;
+}();
+
+}  // namespace
+
 std::filesystem::path tool_path(const std::string& name) { return std::filesystem::path(COE_BIN_DIR) / name; }
 
 std::filesystem::path source_root() { return COE_SOURCE_DIR; }

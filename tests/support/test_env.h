@@ -1,5 +1,6 @@
 #pragma once
-// Where tests find their inputs: the shared test data (../shared, or $COE_SHARED) and the
+// Where tests find their inputs: the shared test data (../shared, or $COE_SHARED; every test
+// process sets COE_DATA to its data/ folder, which the shipped configs read) and the
 // freshly built command-line tools.
 #include <nlohmann/json.hpp>
 

@@ -3,9 +3,9 @@
 // tokens, how train/validation are split, and how rows are built from prepared records.
 //
 //   data:
-//     train_files: [data/metamathqa/MetaMathQA-395K.json]  # raw JSON-array/JSONL files or dirs
+//     train_files: [$COE_DATA/metamathqa/MetaMathQA-395K.json]  # raw JSON-array/JSONL files or dirs
 //     val_files: []                   # separate raw validation inputs; empty: carve from train
-//     prepared_dir: data/prepared/metamathqa  # coe-prepare's output; reused while inputs match
+//     prepared_dir: ../data/prepared/metamathqa  # coe-prepare's output; reused while inputs match
 //     tokenizer: byte                 # "byte" or a tokenizer.json path
 //     text_keys: [query, response]    # default text: "<key> : <value> " per key, stripped
 //     template: null                  # or "Q: {query}\nA: {response}" (overrides text_keys)
@@ -20,7 +20,8 @@
 //     shuffle: true
 //     threads: 0                      # tokenizer threads for preparation; 0 = all cores
 //
-// Relative paths are relative to the working directory.
+// The four paths are read relative to the directory of the file that wrote them, `$COE_DATA/` is
+// the data root (coe/util/data_root.h); once read they are absolute (docs/training.md#paths-in-config-files).
 #include "coe/util/config_reader.h"
 
 #include <cstdint>
@@ -80,5 +81,12 @@ struct DataConfig {
 DataConfig parse_data_config(ConfigReader& data);
 // Every field under the key parse_data_config reads it from (for resolved run configs).
 void data_config_to_yaml(const DataConfig& config, YAML::Node& out);
+// The keys of the section that hold paths (train_files, val_files, prepared_dir, tokenizer).
+PathKeys data_path_keys();
+// Before the inputs are read: throws "<source>: data.<key>: <path> not found" for a missing
+// training or validation input or tokenizer file, naming $COE_DATA and tools/download-data.sh
+// when it lies under the data root. (A config may name data that is not there: coe-memory and
+// coe-bench never read it.)
+void check_data_inputs(const DataConfig& data, const std::string& source);
 
 }  // namespace coe

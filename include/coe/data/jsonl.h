@@ -2,7 +2,7 @@
 // Raw record files: a JSON array of objects (MetaMathQA-395K.json) or JSON Lines (GSM8K), told
 // apart by the first non-blank character. The file is memory-mapped and cut into one byte range
 // per record first, so records can be parsed in parallel and every error can name file:line.
-#include "coe/data/mapped_file.h"
+#include "coe/util/mapped_file.h"
 
 #include <nlohmann/json.hpp>
 

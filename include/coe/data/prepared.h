@@ -8,7 +8,7 @@
 //                     (input files concatenated in order), so a split can be traced to its source
 //   meta.json         tokenizer, sources, text format, split parameters, counts, record types
 // The reader memory-maps the binary files and checks them against meta.json on open.
-#include "coe/data/mapped_file.h"
+#include "coe/util/mapped_file.h"
 
 #include <nlohmann/json.hpp>
 

@@ -6,8 +6,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace coe {
 
@@ -29,5 +32,26 @@ CausalLM load_hf_checkpoint(const std::string& dir);
 
 // Writes config.json and model.safetensors into `dir` (created if needed), tensors in `dtype`.
 void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
+
+// Writes `tensors` into `dir` as transformers does: model.safetensors when they fit in
+// `max_shard_bytes`, else model-0000i-of-0000n.safetensors shards (in name order, each at most
+// `max_shard_bytes` unless one tensor alone is larger) listed in model.safetensors.index.json.
+// Returns the files written.
+std::vector<std::string> save_hf_weights(const std::string& dir, const std::map<std::string, at::Tensor>& tensors,
+                                         int64_t max_shard_bytes);
+
+// A folder transformers 5 loads (AutoModelForCausalLM.from_pretrained): config.json of `type`
+// (model_config_to_hf_json), the weights in `dtype` (float32 or bfloat16) under the names that type
+// uses, generation_config.json with the token ids, and for model_type coe the Python of
+// coe's transformers model (configuration_coe.py, modeling_coe.py, compiled into coe).
+struct HfExportOptions {
+  HfModelType type = HfModelType::kCoe;
+  at::ScalarType dtype = at::kFloat;
+  int64_t max_shard_bytes = 5'000'000'000;                          // transformers' default shard size, 5 GB
+  std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;  // the tokenizer's
+};
+// Returns the files written (names inside `dir`).
+std::vector<std::string> save_hf_export(const CausalLMImpl& model, const std::string& dir,
+                                        const HfExportOptions& options);
 
 }  // namespace coe

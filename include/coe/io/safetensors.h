@@ -12,12 +12,17 @@
 namespace coe {
 
 struct SafetensorsFile {
-  std::map<std::string, at::Tensor> tensors;    // CPU, owning
+  // CPU tensors over the file's memory map (util/mapped_file.h): the bytes are read from the page
+  // cache when first used, e.g. by the copy_ into a model's parameters, never first into a buffer.
+  // Each tensor keeps the mapping alive, so none outlives it; the mapping is private and
+  // copy-on-write, so writing to a tensor never changes the file. (A tensor whose bytes are not
+  // aligned to its element size is an owned copy.)
+  std::map<std::string, at::Tensor> tensors;
   std::map<std::string, std::string> metadata;  // "__metadata__"
 };
 
-// Validates the header completely (size cap, JSON depth, dtype, shape vs byte range without
-// overflow, ranges inside the file, no overlap) before allocating or reading any tensor; every
+// Maps the file and validates the header completely (size cap, JSON depth, dtype, shape vs byte
+// range without overflow, ranges inside the file, no overlap) before making any tensor; every
 // error names the file and, where it applies, the tensor.
 SafetensorsFile load_safetensors(const std::string& path);
 

@@ -3,9 +3,9 @@
 // model.safetensors.index.json, torch-free: what a file says is checked here, before any tensor
 // is allocated, so the fuzz targets (fuzz/) reach it without libtorch.
 #include <cstdint>
-#include <istream>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace coe {
@@ -37,11 +37,11 @@ struct SafetensorsHeader {
   std::map<std::string, std::string> metadata;  // "__metadata__"
 };
 
-// Reads the length field and the JSON header from the start of `in` (a file of `file_size`
-// bytes) and checks it completely: size cap, JSON depth, dtype, shape vs byte range without
-// overflow, every range inside the data section, no two overlapping. Errors name `path` and,
-// where it applies, the tensor.
-SafetensorsHeader read_safetensors_header(std::istream& in, uint64_t file_size, const std::string& path);
+// Reads the length field and the JSON header from the start of `file` (the whole file's bytes, as
+// mapped by load_safetensors) and checks it completely: size cap, JSON depth, dtype, shape vs byte
+// range without overflow, every range inside the data section, no two overlapping. Errors name
+// `path` and, where it applies, the tensor.
+SafetensorsHeader read_safetensors_header(std::string_view file, const std::string& path);
 
 // model.safetensors.index.json: its weight_map (tensor name -> shard file name), every shard a
 // plain file name beside the index. Errors name `index_path`.

@@ -21,6 +21,9 @@ struct RopeScaling {
   double beta_slow = 1.0;
   double mscale = 1.0;
   double mscale_all_dim = 0.0;
+  // The factor on the rotary tables' cos/sin: YaRN's mscale / mscale_all_dim ratio as DeepSeek's
+  // code derives it (yarn_mscale of each), 1 for the other types.
+  double attention_factor() const;
 };
 
 // How a router picks its top-k experts (config names in config.cpp's kTopkMethodNames).
@@ -112,12 +115,34 @@ struct ModelConfig {
 // rotary tables' cos/sin and for the softmax scale (mscale_all_dim).
 double yarn_mscale(double scale, double mscale);
 
+// An HF config.json's model_type (config.cpp's kHfModelTypeNames): coe's own ("coe", written by
+// coe-export with coe's transformers code; the reference's "coe_deepseekv2" and a YAML section
+// without one read the same way), or transformers' native DeepSeek-V2 / V3.
+enum class HfModelType { kCoe, kDeepseekV2, kDeepseekV3 };
+const char* to_string(HfModelType type);
+
 // Reads the fields of a YAML `model:` section or an HF config.json (unknown keys are errors;
-// HF bookkeeping keys such as architectures/torch_dtype are accepted and ignored).
+// HF bookkeeping keys such as architectures/torch_dtype are accepted and ignored). model_type
+// deepseek_v2 / deepseek_v3 reads with DeepSeek's wiring (C = 1, one gate per layer, the MLP added
+// to the layer input; V3: sigmoid scores, noaux_tc) and rejects coe's CoE keys; transformers 5's
+// rope_parameters, head_dim, qk_head_dim and mlp_bias are read and checked. A value coe does not
+// compute as transformers does is an error naming the key.
 ModelConfig parse_model_config(ConfigReader& reader);
 ModelConfig load_model_config(const std::string& path);  // .json or .yaml, whole file
 // HF config.json text with the reference's names (+ residual_mode when not expressible there).
 std::string model_config_to_json(const ModelConfig& config);
+
+// Why transformers' native `type` (deepseek_v2 or deepseek_v3) does not compute what coe computes
+// for `config`, "" when it does.
+std::string hf_native_obstacle(const ModelConfig& config, HfModelType type);
+// The model_type coe-export writes: deepseek_v2, else deepseek_v3 (sigmoid scores with noaux_tc),
+// else coe (transformers' remote code); `why_not_native` receives the obstacle to the native one.
+HfModelType hf_export_model_type(const ModelConfig& config, std::string* why_not_native = nullptr);
+// A config.json transformers 5 loads as `type` (model_type, architectures, dtype and torch_dtype,
+// rope_parameters with an explicit attention_factor, auto_map for coe), which coe reads back as the
+// same model. `dtype`: "float32" | "bfloat16". Throws naming the key for what transformers would
+// compute differently (dynamic rope scaling) or a native type that does not fit (hf_native_obstacle).
+std::string model_config_to_hf_json(const ModelConfig& config, HfModelType type, const std::string& dtype);
 // The same fields as a YAML mapping (for resolved run configs).
 void model_config_to_yaml(const ModelConfig& config, YAML::Node& out);
 

@@ -46,8 +46,9 @@ struct CheckpointSetup {
 CheckpointSetup resolve_checkpoint(const std::string& path);
 
 // The run's tokenizer, text format and max_length, with the overrides on top. A checkpoint without
-// a run config has no tokenizer to default to unless its vocabulary is the byte tokenizer's; then
-// it throws naming --tokenizer. (`tool` names the program in the origin, e.g. "coe-eval's defaults".)
+// a run config (an HF folder) defaults to its own tokenizer.json, else to the byte tokenizer when
+// its vocabulary is the byte tokenizer's; else it throws naming --tokenizer. (`tool` names the
+// program in the origin, e.g. "coe-eval's defaults".)
 TextSettings resolve_text_settings(const TextOverrides& overrides, const CheckpointSetup& checkpoint,
                                    const std::string& tool);
 

@@ -5,9 +5,10 @@
 // summary.md, plots). See docs/sweeps.md for the file format.
 //
 //   name: gsm8k-small                 # default: the file's stem
-//   base: ../paper/moe-k8.yaml        # a training config (relative to this file, else to the working
-//                                     # directory), or an inline mapping with model/data/optim/trainer
-//   out_dir: runs/sweeps/gsm8k-small  # relative to the working directory (default runs/sweeps/<name>)
+//   base: ../paper/moe-k8.yaml        # a training config, or an inline mapping with model/data/optim/trainer
+//   out_dir: ../../runs/sweeps/gsm8k-small  # default: runs/sweeps/<name> in the working directory
+//   # Every path written here (base, config, out_dir, routing.data, the paths of an inline base and of
+//   # overrides) is relative to this file's directory or begins with $COE_DATA/ (train_config.h).
 //   baseline: moe                     # the variant plots are relative to (default: the first)
 //   overrides: {trainer.threads: 2}   # applied to every variant first; a map or a list of "k=v"
 //   memory: {micro_batch: 1, seq: 512, checkpointing: true, measure: false}
@@ -75,6 +76,11 @@ struct SweepSpec {
 // override of trainer.seed beside `seeds:`). Errors are one line naming the file, the
 // variant and the key. An inline base is written to <out_dir>/base.yaml when the sweep runs.
 SweepSpec load_sweep(const std::string& path);
+
+// coe-sweep --set KEY=VALUE: appended to every run's overrides, after the sweep file's (a seed's
+// trainer.seed stays last); their paths are relative to the working directory, as coe-train's
+// --set. trainer.seed is refused in a sweep with seeds:.
+void add_cli_overrides(SweepSpec& spec, const std::vector<std::string>& overrides);
 
 // The full training config of every variant (its config file with all overrides applied, the
 // vocabulary resolved from the tokenizer when the config leaves it out), in

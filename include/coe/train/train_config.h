@@ -9,6 +9,7 @@
 // Every key is checked: unknown keys are errors that suggest the nearest valid key; a wrong type
 // or an out-of-range value names file:line and the dotted key. `--set section.key=value`
 // overrides are applied to the YAML document before it is read. docs/training.md lists every key.
+// Paths: see config_path_keys below.
 #include "coe/data/data_config.h"
 #include "coe/model/config.h"
 
@@ -118,6 +119,21 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& file);
 // A parsed document with overrides, as load_train_config (a sweep file's inline base).
 TrainConfig parse_train_config(YAML::Node root, const std::string& file, const std::vector<std::string>& overrides,
                                const std::vector<std::string>& override_origins);
+
+// Paths (docs/training.md#paths-in-config-files): a path a file writes is relative to that file's
+// directory (a base file's to the base file), one given with --set to the working directory, and
+// `$COE_DATA/` begins a path under the data root (coe/util/data_root.h). Once read, every path
+// written anywhere is absolute, and config.yaml keeps it so, for a resume from any directory.
+//
+// The keys that hold paths ("data.tokenizer", ...) with the values that name no path ("byte").
+const PathKeys& config_path_keys();
+// An override "section.key=value" written in `file` (a sweep file), with the paths of a path key
+// resolved against that file's directory: coe-train reads --set paths relative to its working
+// directory. Other overrides are returned as they are.
+std::string resolve_override_paths(const std::string& assignment, const std::string& file);
+// The same for every path key of a run-config document written in `file` (a sweep file's inline
+// base, which coe-sweep writes into its out_dir). Errors name file:line and the key.
+void resolve_document_paths(YAML::Node root, const std::string& file);
 
 // The resolved configuration (every key with its value, defaults filled in) as YAML text that
 // load_train_config reads back to the same TrainConfig.

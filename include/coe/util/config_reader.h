@@ -24,6 +24,10 @@ namespace coe {
 // ("trainer.micro_batch", or a whole section "model") -> the location to name in messages instead
 // of a line of the file ("run.yaml: --set trainer.micro_batch=3", "configs/paper/base.yaml:41").
 using KeyOrigins = std::map<std::string, std::string>;
+// The directory a key's relative path is relative to, for keys that did not come from the file a
+// ConfigReader reads: dotted key path (or a section) -> the directory of the file that wrote it
+// (a base file), or "" for the working directory (a --set override). docs/training.md#paths-in-config-files.
+using KeyDirs = std::map<std::string, std::string>;
 
 class ConfigReader {
  public:
@@ -35,6 +39,11 @@ class ConfigReader {
   // Keys that came from `--set` overrides or a `base:` file: messages about them name that origin,
   // not a line of this file. Sections inherit it.
   void set_key_origins(std::shared_ptr<const KeyOrigins> origins) { origins_ = std::move(origins); }
+  // Where keys from elsewhere resolve their relative paths. Sections inherit it.
+  void set_key_dirs(std::shared_ptr<const KeyDirs> dirs) { dirs_ = std::move(dirs); }
+  // The directory a relative path in `key` is relative to: its KeyDirs entry (or its section's),
+  // else the directory of file().
+  std::string path_base(const std::string& key) const;
   // The keys read, ignored or sectioned so far (what finish() accepts).
   const std::set<std::string>& known_keys() const { return used_; }
 
@@ -74,6 +83,7 @@ class ConfigReader {
   std::string path_;
   std::set<std::string> used_;
   std::shared_ptr<const KeyOrigins> origins_;
+  std::shared_ptr<const KeyDirs> dirs_;
 };
 
 // A YAML document from `file`: errors name the file ("file not found", "file:line: cannot parse",
@@ -169,6 +179,18 @@ inline constexpr ScalarAsList kScalarAsList{};
 // Absent (or null) is an error.
 struct Required {};
 inline constexpr Required kRequired{};
+// A file system path, or a list of them, absolute once read: resolve_config_path
+// (coe/util/data_root.h) resolves a value written in the file against ConfigReader::path_base, a
+// default (written nowhere) against the working directory. `words` are values that name no path
+// (tokenizer: byte).
+struct PathField {
+  std::vector<std::string> words;
+};
+inline const PathField kPath{};
+inline PathField path_or(std::vector<std::string> words) { return {std::move(words)}; }
+// The keys a field table marks as paths, by their name in the section, with the words that name
+// no path (PathKeyLister collects them).
+using PathKeys = std::map<std::string, std::vector<std::string>>;
 // Where an unknown enum name is reported: at the key (file:line: dotted.key), or naming only the
 // file and the bare key, as ModelConfig::validate reports its values.
 enum class NameErrors { kAtKey, kAtFile };
@@ -188,7 +210,7 @@ template <typename R>
 inline constexpr bool is_option_v =
     is_null_is<std::decay_t<R>>::value || is_fallback<std::decay_t<R>>::value ||
     std::is_same_v<std::decay_t<R>, EmptyIsNull> || std::is_same_v<std::decay_t<R>, ScalarAsList> ||
-    std::is_same_v<std::decay_t<R>, Required>;
+    std::is_same_v<std::decay_t<R>, Required> || std::is_same_v<std::decay_t<R>, PathField>;
 
 template <typename Option, typename... Rs>
 inline constexpr bool has_v = (std::is_same_v<std::decay_t<Rs>, Option> || ...);
@@ -224,6 +246,7 @@ class FieldReader {
     } else {
       raw = r_.get<Raw>(key, absent ? *absent : static_cast<Raw>(value));
     }
+    (resolve_path(key, rules, raw), ...);
     (check(key, rules, raw), ...);
     value = static_cast<T>(raw);
   }
@@ -256,6 +279,22 @@ class FieldReader {
     else if constexpr (config_fields::is_fallback<D>::value) absent = static_cast<Raw>(rule.value);
     else if constexpr (std::is_same_v<D, EmptyIsNull>) on_null = Raw();
   }
+
+  // A path, written in the file or a default, resolved before the rules see it.
+  template <typename R, typename Raw>
+  void resolve_path(const char* key, const R& rule, Raw& value) {
+    if constexpr (std::is_same_v<std::decay_t<R>, PathField>) {
+      if (r_.is_null(key)) return;
+      const std::string base = r_.has(key) ? r_.path_base(key) : std::string();
+      if constexpr (std::is_same_v<Raw, std::string>) {
+        value = resolved(key, rule, value, base);
+      } else {
+        for (auto& item : value) item = resolved(key, rule, item, base);
+      }
+    }
+  }
+  std::string resolved(const char* key, const PathField& rule, const std::string& written,
+                       const std::string& base) const;
 
   template <typename R, typename Raw>
   void check(const char* key, R& rule, Raw& value) {
@@ -335,6 +374,31 @@ class YamlWriter {
 
   YAML::Node& out_;
   bool shortest_;
+};
+
+// Collects the keys a field table marks with kPath / path_or (PathKeys) without reading anything.
+class PathKeyLister {
+ public:
+  static constexpr bool kReads = false;
+
+  template <typename T, typename... Options>
+  void field(const char* key, const T&, const Options&... options) {
+    (note(key, options), ...);
+  }
+  template <typename E, size_t N, typename... Ignored>
+  void choice(const char*, const E&, const EnumName<E> (&)[N], const Ignored&...) {}
+  template <typename Fill>
+  void object(const char*, bool, Fill&&) {}
+
+  const PathKeys& keys() const { return keys_; }
+
+ private:
+  template <typename O>
+  void note(const char* key, const O& option) {
+    if constexpr (std::is_same_v<std::decay_t<O>, PathField>) keys_[key] = option.words;
+  }
+
+  PathKeys keys_;
 };
 
 }  // namespace coe

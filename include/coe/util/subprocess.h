@@ -36,11 +36,13 @@ int run_process(const std::vector<std::string>& argv, const std::filesystem::pat
 // gnuplot on $PATH (find_executable), or nullopt.
 std::optional<std::filesystem::path> find_gnuplot();
 
-// A gnuplot script that ships with coe (tools/plot_sweep.gp, tools/plot_run.gp): the path in the
-// environment variable `env_var` when it is set (not checked: a missing file fails when gnuplot
-// runs), else <directory of this executable>/../../tools/<name> (the build tree) or
-// <directory>/../share/coe/<name>, made absolute; nullopt when none exists. A script is a program
-// (it may call system()), so it is never looked up in the working directory.
+// A script that ships with coe (the gnuplot scripts tools/plot_sweep.gp and tools/plot_run.gp,
+// coe-tokfuzz's tools/hf_oracle.py): the path in the environment variable `env_var` when it is
+// set (not checked: a missing file fails when the script runs; nullptr: no variable), else
+// <directory of this executable>/../share/coe/<name> (an installation, or the build, which copies
+// the scripts into its share/coe/), else the share/coe/ of the build the binary came from (its
+// path compiled in), made absolute; nullopt when none exists. A script is a program (a gnuplot
+// script may call system()), so it is never looked up in the working directory.
 std::optional<std::filesystem::path> find_plot_script(const std::string& name, const char* env_var);
 
 // Runs `gnuplot -c SCRIPT ARG...` with gnuplot's output appended to `log`: inside the script the
