@@ -186,6 +186,28 @@ TEST_F(ToolsPlot, WithoutGnuplotTheDataFilesAreWritten) {
   EXPECT_FALSE(fs::exists(out_dir / "loss.png"));
 }
 
+// A metrics.jsonl with only step, loss and lr (written by hand or by another tool): the curves
+// that no run logged are skipped and said so, the others drawn (gnuplot failed on the empty
+// log-scale gradient plot before, and nothing was drawn).
+TEST_F(ToolsPlot, CurvesNoRunLoggedAreSkipped) {
+  if (!has_gnuplot()) GTEST_SKIP() << "gnuplot is not installed";
+  const fs::path run = root_ / "minimal-log";
+  std::string metrics;
+  for (int step = 1; step <= 5; ++step)
+    metrics +=
+        "{\"step\": " + std::to_string(step) + ", \"loss\": " + std::to_string(3.0 - 0.1 * step) + ", \"lr\": 0.001}\n";
+  coe::test::write_file(run / "metrics.jsonl", metrics);
+  std::string out;
+  ASSERT_EQ(run_argv({tool_path("coe-plot").string(), run.string()}, &out), 0)
+      << out << read_file(run / "plots" / "gnuplot.log");
+  EXPECT_NE(out.find("skipped grad_norm.png: no run logged grad_norm\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("skipped tokens_per_s.png: no run logged tokens_per_s\n"), std::string::npos) << out;
+  expect_png(run / "plots" / "loss.png");
+  expect_png(run / "plots" / "lr.png");
+  EXPECT_FALSE(fs::exists(run / "plots" / "grad_norm.png"));
+  EXPECT_FALSE(fs::exists(run / "plots" / "tokens_per_s.png"));
+}
+
 // A full disk: gnuplot exits 0 after writing a truncated PNG (cairo's failed writes go
 // unreported). The file size limit (RLIMIT_FSIZE, `ulimit -f`, with SIGXFSZ ignored so that a
 // write past it fails with EFBIG as on a full disk) cuts every PNG at 8 KiB. coe-plot checks each

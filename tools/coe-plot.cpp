@@ -223,9 +223,28 @@ static int tool_main(int argc, char** argv) {
     if (ec) coe::fail("--out {}: cannot create: {}", out.string(), ec.message());
     write_data_files(out, runs, smoothing);
 
-    // The PNGs to expect, by the name plot_run.gp draws and the name they get.
-    std::vector<std::pair<std::string, std::string>> pngs = {
-        {"loss", "loss.png"}, {"lr", "lr.png"}, {"grad_norm", "grad_norm.png"}, {"tokens_per_s", "tokens_per_s.png"}};
+    // The PNGs to expect, by the name plot_run.gp draws and the name they get. A curve that no run
+    // logged (a metrics.jsonl written by hand, without grad_norm) is skipped, and said so: gnuplot
+    // cannot draw a plot without a single point.
+    using Field = std::optional<double> (*)(const coe::MetricsRow&);
+    const std::pair<const char*, Field> curves[] = {
+        {"loss", [](const coe::MetricsRow& m) { return std::optional<double>(m.loss); }},
+        {"lr", [](const coe::MetricsRow& m) { return m.lr; }},
+        {"grad_norm", [](const coe::MetricsRow& m) { return m.grad_norm; }},
+        {"tokens_per_s", [](const coe::MetricsRow& m) { return m.tokens_per_s; }}};
+    std::vector<std::pair<std::string, std::string>> pngs;
+    std::string skipped;
+    for (const auto& [name, field] : curves) {
+      bool any = false;
+      for (const Run& r : runs)
+        for (const auto& m : r.metrics) any = any || (field(m) && std::isfinite(*field(m)));
+      if (any) {
+        pngs.push_back({name, std::string(name) + ".png"});
+      } else {
+        skipped += (skipped.empty() ? "" : " ") + std::string(name);
+        fmt::print("skipped {}.png: no run logged {}\n", name, name);
+      }
+    }
     std::string val_runs, heatmaps, titles;
     std::set<std::string> heatmap_names;
     for (size_t i = 0; i < runs.size(); ++i) {
@@ -248,10 +267,10 @@ static int tool_main(int argc, char** argv) {
     const fs::path log = out / "gnuplot.log";
     coe::write_file_atomic(log, "");
     const std::string suffix = ".tmp-" + std::to_string(::getpid());
-    const int rc = coe::run_gnuplot(
-        *script,
-        {out.string(), suffix, std::to_string(runs.size()), titles, val_runs, heatmaps, fmt::format("{}", smoothing)},
-        log);
+    const int rc = coe::run_gnuplot(*script,
+                                    {out.string(), suffix, std::to_string(runs.size()), titles, val_runs, heatmaps,
+                                     fmt::format("{}", smoothing), skipped},
+                                    log);
     // A PNG gets its name only when complete (coe::install_png): gnuplot exits 0 after writing
     // a truncated one on a full disk.
     std::vector<std::string> missing, problems;

@@ -1,21 +1,22 @@
 # Plots of one or more training runs (coe-plot, docs/training.md#watching-a-run). coe-plot runs it
 # without a shell, as the argument vector
-#   gnuplot -c tools/plot_run.gp DIR SUFFIX N TITLES VAL_RUNS HEATMAPS SMOOTHING
+#   gnuplot -c tools/plot_run.gp DIR SUFFIX N TITLES VAL_RUNS HEATMAPS SMOOTHING SKIP
 # DIR holds the data coe-plot wrote: train-<i>.dat (step loss loss_ema lr grad_norm tokens_per_s
 # aux_loss tokens_per_s_ema) for runs i = 1..N, val-<i>.dat (step val_loss) for each run index in the
 # space-separated VAL_RUNS, expert_load-<i>.dat (a matrix with row and column headers: load / mean load per layer/iteration
 # and expert) for each run index in the space-separated HEATMAPS. TITLES are the runs' legend names
-# joined by newlines; SMOOTHING is the EMA weight of the loss_ema column. Writes DIR/loss.png,
+# joined by newlines; SMOOTHING is the EMA weight of the loss_ema column; SKIP names (space-separated)
+# the curves among loss, lr, grad_norm and tokens_per_s that no run logged, which are not drawn. Writes DIR/loss.png,
 # val_loss.png (when VAL_RUNS is not empty), lr.png, grad_norm.png, tokens_per_s.png and
 # expert_load-<i>.png, each name followed by SUFFIX (coe-plot renames the finished files). Needs
 # gnuplot >= 5.2 with the pngcairo terminal (Debian 12: gnuplot-nox).
 #
-# The arguments arrive as the strings ARG1..ARG7 and are used only as data (file names, titles):
+# The arguments arrive as the strings ARG1..ARG8 and are used only as data (file names, titles):
 # never put them into a command line (`eval`, `@macro`, `system`), where they would run as
 # gnuplot commands. gnuplot opens a data file named '<...' and an output named '|...' through a
 # shell, so DIR must be absolute.
-if (ARGC != 7) {
-  print "usage: gnuplot -c plot_run.gp DIR SUFFIX N TITLES VAL_RUNS HEATMAPS SMOOTHING"
+if (ARGC != 8) {
+  print "usage: gnuplot -c plot_run.gp DIR SUFFIX N TITLES VAL_RUNS HEATMAPS SMOOTHING SKIP"
   exit status 2
 }
 dir = ARG1
@@ -24,6 +25,8 @@ n = int(ARG3)
 val_runs = ARG5
 heatmaps = ARG6
 smoothing = ARG7
+skip = " " . ARG8 . " "
+draws(name) = strstrt(skip, " " . name . " ") == 0
 if (dir[1:1] ne "/") {
   print "plot_run.gp: DIR must be an absolute path"
   exit status 2
@@ -57,12 +60,14 @@ set grid
 set key top right
 set xlabel "step"
 
-set output out("loss")
-set title "training loss (thin: every step; thick: EMA, weight " . smoothing . ")"
-set ylabel "loss"
-plot for [i=1:n] train(i) using 1:2 with lines linewidth 1 linecolor rgb faint(i) notitle, \
-     for [i=1:n] train(i) using 1:3 with lines linewidth 2.5 linecolor rgb colour(i) title title_of[i]
-unset output
+if (draws("loss")) {
+  set output out("loss")
+  set title "training loss (thin: every step; thick: EMA, weight " . smoothing . ")"
+  set ylabel "loss"
+  plot for [i=1:n] train(i) using 1:2 with lines linewidth 1 linecolor rgb faint(i) notitle, \
+       for [i=1:n] train(i) using 1:3 with lines linewidth 2.5 linecolor rgb colour(i) title title_of[i]
+  unset output
+}
 
 if (strlen(val_runs) > 0) {
   set output out("val_loss")
@@ -76,32 +81,38 @@ if (strlen(val_runs) > 0) {
 # The noisier curves keep their legend outside the plot.
 set key outside right top
 
-set output out("lr")
-set title "learning rate"
-set ylabel "lr"
-set format y "%.1e"
-plot for [i=1:n] train(i) using 1:4 with lines linewidth 2 linecolor rgb colour(i) title title_of[i]
-unset output
+if (draws("lr")) {
+  set output out("lr")
+  set title "learning rate"
+  set ylabel "lr"
+  set format y "%.1e"
+  plot for [i=1:n] train(i) using 1:4 with lines linewidth 2 linecolor rgb colour(i) title title_of[i]
+  unset output
+}
 set format y "% h"
 
-set output out("grad_norm")
-set title "gradient norm before clipping (log scale)"
-set ylabel "grad norm"
-set logscale y
-plot for [i=1:n] train(i) using 1:5 with lines linewidth 1.5 linecolor rgb colour(i) title title_of[i]
-unset output
+if (draws("grad_norm")) {
+  set output out("grad_norm")
+  set title "gradient norm before clipping (log scale)"
+  set ylabel "grad norm"
+  set logscale y
+  plot for [i=1:n] train(i) using 1:5 with lines linewidth 1.5 linecolor rgb colour(i) title title_of[i]
+  unset output
+}
 unset logscale y
 
 # Throughput as the loss: thin every step, thick the moving average; the legend inside, bottom
 # right, clear of the curves near the top.
 set key inside bottom right
-set output out("tokens_per_s")
-set title "training throughput (thin: every step; thick: EMA, weight " . smoothing . ")"
-set ylabel "tokens/s"
-set yrange [0:*]
-plot for [i=1:n] train(i) using 1:6 with lines linewidth 1 linecolor rgb faint(i) notitle, \
-     for [i=1:n] train(i) using 1:8 with lines linewidth 2.5 linecolor rgb colour(i) title title_of[i]
-unset output
+if (draws("tokens_per_s")) {
+  set output out("tokens_per_s")
+  set title "training throughput (thin: every step; thick: EMA, weight " . smoothing . ")"
+  set ylabel "tokens/s"
+  set yrange [0:*]
+  plot for [i=1:n] train(i) using 1:6 with lines linewidth 1 linecolor rgb faint(i) notitle, \
+       for [i=1:n] train(i) using 1:8 with lines linewidth 2.5 linecolor rgb colour(i) title title_of[i]
+  unset output
+}
 set autoscale y
 
 # Expert load: one heatmap per run, experts across, layer/iteration down (layer 0 on top); white is
