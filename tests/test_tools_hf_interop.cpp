@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -119,6 +120,10 @@ class HfInterop : public ::testing::Test {
   static void SetUpTestSuite() {
     root_ = coe::test::scratch_dir("hf-interop");
     at::set_num_threads(1);  // tiny models; as the transformers side runs
+    // transformers, datasets and lm-eval (and the coe tools) run offline, caching in the scratch dir.
+    setenv("HF_HOME", (root_ / "hf-home").c_str(), 1);
+    for (const char* offline : {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "OMP_NUM_THREADS"})
+      setenv(offline, "1", 1);
     const fs::path shared = coe::test::shared_root();
 
     // Inputs: rows of GSM8K text for the logits, question openings of varied length as prompts.
@@ -292,7 +297,7 @@ class HfInterop : public ::testing::Test {
         "model:\n  hidden_size: 32\n  intermediate_size: 64\n  moe_intermediate_size: 32\n  num_hidden_layers: 2\n"
         "  num_attention_heads: 4\n  q_lora_rank: null\n  kv_lora_rank: 16\n  qk_nope_head_dim: 8\n"
         "  qk_rope_head_dim: 8\n  v_head_dim: 8\n  n_routed_experts: 8\n  n_shared_experts: 1\n"
-        "  num_experts_per_tok: 2\n  max_position_embeddings: 128\n"
+        "  num_experts_per_tok: 2\n  max_position_embeddings: 1024\n"
         "  first_k_dense_replace: 1\n  residual_mode: outer\n"
         "  rope_scaling: {type: yarn, factor: 4, original_max_position_embeddings: 32, mscale: 0.707, "
         "mscale_all_dim: 0.707}\n"
@@ -316,6 +321,7 @@ class HfInterop : public ::testing::Test {
   static void ToolsRunHfFolders();
   static void DeepseekV2FolderStartsACoeRun();
   static void UnsupportedFieldIsAOneLineError();
+  static void LmEvalAgreesWithCoeEval();
 
   static json hf_result(const Case& c) { return json::parse(read_file(root_ / ("hf-" + c.name + ".json"))); }
   static at::Tensor hf_logits(const Case& c) {
@@ -493,6 +499,47 @@ void HfInterop::UnsupportedFieldIsAOneLineError() {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
 }
 
+// lm-evaluation-harness (`lm_eval --model hf`) on an exported folder with the local GSM8K task of
+// tools/lm_eval: per record, its greedy answer and exact match are coe-eval --task gsm8k's.
+void HfInterop::LmEvalAgreesWithCoeEval() {
+  const fs::path folder = root_ / "export-trained-c1-outer", shared = coe::test::shared_root();
+  std::string task = read_file(coe::test::source_root() / "tools" / "lm_eval" / "coe_gsm8k.yaml");
+  const std::string relative = "../shared/data/gsm8k/test.jsonl";
+  ASSERT_NE(task.find(relative), std::string::npos);
+  task.replace(task.find(relative), relative.size(), (shared / "data" / "gsm8k" / "test.jsonl").string());
+  coe::test::write_file(root_ / "lm-tasks" / "coe_gsm8k.yaml", task);
+  constexpr int kRecords = 3;
+  std::string out;
+  ASSERT_EQ(run_argv({coe::test::python_tool("lm_eval").string(), "--model", "hf", "--model_args",
+                      "pretrained=" + folder.string() + ",dtype=float32", "--tasks", "coe_gsm8k", "--include_path",
+                      (root_ / "lm-tasks").string(), "--device", "cpu", "--batch_size", "1", "--limit",
+                      std::to_string(kRecords), "--log_samples", "--output_path", (root_ / "lm-out").string()},
+                     &out),
+            0)
+      << out;
+  fs::path samples;
+  for (const auto& e : fs::recursive_directory_iterator(root_ / "lm-out"))
+    if (e.path().filename().string().rfind("samples_coe_gsm8k", 0) == 0) samples = e.path();
+  ASSERT_FALSE(samples.empty()) << out;
+  ASSERT_EQ(run_argv({tool_path("coe-eval").string(), "--task", "gsm8k", "--checkpoint", folder.string(), "--data",
+                      (shared / "data" / "gsm8k" / "test.jsonl").string(), "--text-keys", "question,answer",
+                      "--max-records", std::to_string(kRecords), "--max-new-tokens", "32", "--samples",
+                      (root_ / "coe-samples.jsonl").string()},
+                     &out),
+            0)
+      << out;
+  const auto theirs = read_jsonl(samples);
+  const auto ours = read_jsonl(root_ / "coe-samples.jsonl");
+  ASSERT_EQ(theirs.size(), static_cast<size_t>(kRecords));
+  ASSERT_EQ(ours.size(), static_cast<size_t>(kRecords));
+  for (const json& t : theirs) {
+    const json& o = ours.at(t["doc_id"].get<size_t>());
+    EXPECT_EQ(t["arguments"]["gen_args_0"]["arg_0"], o["prompt"]);
+    EXPECT_EQ(t["resps"][0][0], o["generation"]) << "record " << t["doc_id"];
+    EXPECT_EQ(t["exact_match"].get<double>() == 1.0, o["correct"].get<bool>()) << "record " << t["doc_id"];
+  }
+}
+
 TEST_F(HfInterop, ExportImportAndToolsAgreeWithTransformers) {
   // (A failed assertion ends only the check it is in.)
   {
@@ -518,6 +565,10 @@ TEST_F(HfInterop, ExportImportAndToolsAgreeWithTransformers) {
   {
     SCOPED_TRACE("UnsupportedFieldIsAOneLineError");
     UnsupportedFieldIsAOneLineError();
+  }
+  {
+    SCOPED_TRACE("LmEvalAgreesWithCoeEval");
+    LmEvalAgreesWithCoeEval();
   }
 }
 

@@ -3,7 +3,8 @@
 #   - Debian's packages: compiler, CMake, the C++ libraries, gnuplot, clang (the fuzz targets);
 #   - .venv/ in the checkout (ignored by git): PyPI's torch (the libtorch coe builds against: the
 #     CUDA 13.0 wheel, whose CUDA code compiles and links without a GPU) and the real clients the
-#     tests use as oracles (HF tokenizers, tensorboard, torchrun), pinned in tools/requirements.txt.
+#     tests use as oracles (HF tokenizers, tensorboard, torchrun, transformers, lm-eval), pinned in
+#     tools/requirements.txt.
 # CMake finds that torch by itself (cmake/CoeDependencies.cmake). Safe to run again: it installs
 # only what is missing.
 set -euo pipefail

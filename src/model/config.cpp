@@ -552,6 +552,10 @@ std::string model_config_to_hf_json(const ModelConfig& config, HfModelType type,
   if (config.rope_scaling && config.rope_scaling->type == "dynamic")
     fail("rope_scaling.type: dynamic is not exported (transformers grows dynamic NTK's base with the running "
          "length, coe with the rotary table's)");
+  // transformers' DeepSeek configs check this of every model, though MLA does not need it.
+  if (config.hidden_size % config.num_attention_heads != 0)
+    fail("num_attention_heads: transformers requires hidden_size {} to be a multiple of it, got {}", config.hidden_size,
+         config.num_attention_heads);
   if (type != HfModelType::kCoe)
     if (const std::string why = hf_native_obstacle(config, type); !why.empty())
       fail("model_type {}: transformers' model does not compute {}", to_string(type), why);

@@ -86,7 +86,7 @@ def main():
             )
             result["cache" if use_cache else "no_cache"] = out[:, width:].tolist()
         if job.get("tokenizer_texts"):
-            tokenizer = transformers.AutoTokenizer.from_pretrained(job["dir"])
+            tokenizer = transformers.AutoTokenizer.from_pretrained(job["dir"], trust_remote_code=True)
             result["tokenizer_class"] = type(tokenizer).__name__
             result["tokenized"] = [tokenizer(t)["input_ids"] for t in job["tokenizer_texts"]]
         with open(job["out"] + ".json", "w", encoding="utf-8") as f:
