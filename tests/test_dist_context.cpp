@@ -136,6 +136,69 @@ void check_grad_reducer(DistContext& ctx, bool overlap) {
   }
 }
 
+// Four ranks: groups of two ({0,1}, {2,3} and {0,2}, {1,3}), all-to-all with uneven and empty
+// splits, all-gather and reduce-scatter, on the job and on the groups, interleaved.
+void check_groups(DistContext& ctx) {
+  const int r = ctx.rank();
+  ASSERT_EQ(ctx.world_size(), 4);
+  auto pair = ctx.group("pair", r < 2 ? std::vector<int>{0, 1} : std::vector<int>{2, 3});
+  auto stride = ctx.group("stride", r % 2 == 0 ? std::vector<int>{0, 2} : std::vector<int>{1, 3});
+  auto alone = ctx.group("alone", {r});
+  EXPECT_EQ(pair->world_size(), 2);
+  EXPECT_EQ(pair->rank(), r % 2);
+  EXPECT_EQ(stride->rank(), r / 2);
+  EXPECT_EQ(pair->global_rank(1), r < 2 ? 1 : 3);
+  EXPECT_FALSE(alone->distributed());
+  EXPECT_THROW(ctx.group("bad", {r == 0 ? 1 : 0}), coe::Error);
+
+  at::Tensor t = at::full({3}, static_cast<float>(r + 1));
+  pair->all_reduce_sum(t);
+  EXPECT_TRUE(at::equal(t, at::full({3}, r < 2 ? 3.0f : 7.0f)));
+  at::Tensor u = at::full({2}, static_cast<float>(r + 1));
+  stride->all_reduce_sum(u);
+  EXPECT_TRUE(at::equal(u, at::full({2}, r % 2 == 0 ? 4.0f : 6.0f)));
+
+  // Job all-to-all: rank r sends q + r rows to rank q (rank 0 sends none to rank 0), each row
+  // [r, q, i] (i: the row's index among them).
+  std::vector<int64_t> send(4), recv(4);
+  std::vector<at::Tensor> rows;
+  for (int q = 0; q < 4; ++q) {
+    send[q] = q + r;
+    recv[q] = r + q;
+    for (int i = 0; i < q + r; ++i) rows.push_back(at::tensor({float(r), float(q), float(i)}));
+  }
+  EXPECT_EQ(ctx.all_to_all_counts(send), recv);
+  at::Tensor in = rows.empty() ? at::empty({0, 3}) : at::stack(rows);
+  at::Tensor out = ctx.all_to_all(in, send, recv);
+  ASSERT_EQ(out.size(0), 4 * r + 6);
+  int64_t row = 0;
+  for (int q = 0; q < 4; ++q)
+    for (int i = 0; i < q + r; ++i, ++row)
+      EXPECT_TRUE(at::equal(out[row], at::tensor({float(q), float(r), float(i)}))) << "row " << row;
+  // Within a pair: only one direction carries rows, the other is empty.
+  at::Tensor one = r % 2 == 0 ? at::full({2, 5}, float(r)) : at::empty({0, 5});
+  const std::vector<int64_t> ps = r % 2 == 0 ? std::vector<int64_t>{0, 2} : std::vector<int64_t>{0, 0};
+  const std::vector<int64_t> pr = r % 2 == 0 ? std::vector<int64_t>{0, 0} : std::vector<int64_t>{2, 0};
+  at::Tensor got = pair->all_to_all(one, ps, pr);
+  EXPECT_EQ(got.size(0), r % 2 == 0 ? 0 : 2);
+  if (r % 2 == 1) EXPECT_TRUE(at::equal(got, at::full({2, 5}, float(r - 1))));
+
+  at::Tensor g = stride->all_gather(at::full({2, 2}, static_cast<double>(r)));
+  ASSERT_EQ(g.sizes(), (std::vector<int64_t>{2, 2, 2}));
+  EXPECT_TRUE(at::equal(g[0], at::full({2, 2}, double(r % 2))));
+  EXPECT_TRUE(at::equal(g[1], at::full({2, 2}, double(r % 2 + 2))));
+  at::Tensor all = ctx.all_gather(at::full({1}, static_cast<int64_t>(r)));
+  EXPECT_TRUE(at::equal(all.view({-1}), at::arange(4, at::kLong)));
+
+  // Reduce-scatter of [0..7] + r over the job: chunk r of the sum.
+  at::Tensor rs = ctx.reduce_scatter_sum(at::arange(8, at::kFloat) + r);
+  EXPECT_TRUE(at::equal(rs, (at::arange(8, at::kFloat) * 4 + 6).narrow(0, 2 * r, 2)));
+  at::Tensor prs = pair->reduce_scatter_sum(at::ones({6}) * (r + 1));
+  EXPECT_TRUE(at::equal(prs, at::full({3}, r < 2 ? 3.0f : 7.0f)));
+  EXPECT_THROW(pair->broadcast_string("x", "a string"), coe::Error);
+  ctx.barrier();
+}
+
 TEST(DistWorker, Run) {
   const std::string scenario = role();
   if (scenario.empty()) GTEST_SKIP() << "only run as a rank of the tests below";
@@ -149,6 +212,11 @@ TEST(DistWorker, Run) {
       check_collectives(ctx);
       check_grad_reducer(ctx, true);
       check_grad_reducer(ctx, false);
+      ctx.finish();
+      return;
+    }
+    if (scenario == "groups") {
+      check_groups(ctx);
       ctx.finish();
       return;
     }
@@ -228,6 +296,11 @@ class DistContextTest : public ::testing::Test {
 
 TEST_F(DistContextTest, CollectivesAndGradientBuckets) {
   auto procs = launch("collectives", 2, 30, 120);
+  for (const auto& p : procs) EXPECT_EQ(p.exit_code, 0) << logs(procs);
+}
+
+TEST_F(DistContextTest, GroupsAllToAllGatherAndReduceScatter) {
+  auto procs = launch("groups", 4, 30, 120);
   for (const auto& p : procs) EXPECT_EQ(p.exit_code, 0) << logs(procs);
 }
 

@@ -14,6 +14,7 @@
 #include "support/test_env.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -447,3 +448,157 @@ TEST_F(DistTrain, LauncherServedStoreAndRestart) {
 }
 
 }  // namespace
+
+// ---- expert parallelism and sharded optimizer states (docs/distributed.md) ----------------------
+
+// The same run on 2 and 4 Gloo ranks with the experts split (parallel.expert_parallel), the
+// optimizer states sharded (parallel.shard_optimizer) or both, for MoE (C=1) and CoE (C=2): the
+// losses, gradient norms and validation losses of every step and the final weights equal one
+// process's to float32 rounding (the ranks add the same numbers in another order).
+struct ParallelCase {
+  const char* name;
+  int world;
+  int expert_parallel;
+  bool shard;
+  int inner_iter;
+};
+
+class DistParallel : public DistTrain, public ::testing::WithParamInterface<ParallelCase> {};
+
+TEST_P(DistParallel, MatchesOneProcess) {
+  const ParallelCase& c = GetParam();
+  const std::string iter = "model.inner_iter=" + std::to_string(c.inner_iter);
+  const std::string single = "parallel-single-c" + std::to_string(c.inner_iter);
+  if (!fs::exists(root_ / single / "final.json")) expect_success(train(single, 0, {"--set", iter}));
+  const std::vector<std::string> args{"--set", iter,
+                                      "--set", "parallel.expert_parallel=" + std::to_string(c.expert_parallel),
+                                      "--set", std::string("parallel.shard_optimizer=") + (c.shard ? "true" : "false")};
+  const auto procs = train(c.name, c.world, args);
+  expect_success(procs);
+  const std::string out = procs[0].output();
+  if (c.expert_parallel > 1)
+    EXPECT_NE(out.find(fmt::format("expert parallel: groups of {} ranks, {} experts per rank", c.expert_parallel,
+                                   8 / c.expert_parallel)),
+              std::string::npos)
+        << out;
+  if (c.shard) EXPECT_NE(out.find("optimizer states sharded (ZeRO-1"), std::string::npos) << out;
+
+  const auto a = read_jsonl(root_ / single / "metrics.jsonl");
+  const auto b = read_jsonl(root_ / c.name / "metrics.jsonl");
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(b[i]["loss_tokens"], a[i]["loss_tokens"]);
+    for (const char* key : {"loss", "aux_loss", "grad_norm"}) {
+      const double x = a[i][key].get<double>(), y = b[i][key].get<double>();
+      const double rel = std::abs(x - y) / std::max(1.0, std::abs(x));
+      worst = std::max(worst, rel);
+      EXPECT_LE(rel, 1e-6) << "step " << i + 1 << " " << key;
+    }
+    EXPECT_EQ(b[i]["router"], a[i]["router"]) << "the load statistics are global";
+  }
+  const auto va = read_jsonl(root_ / single / "val.jsonl"), vb = read_jsonl(root_ / c.name / "val.jsonl");
+  ASSERT_EQ(vb.size(), va.size());
+  for (size_t i = 0; i < va.size(); ++i) {
+    EXPECT_EQ(vb[i]["tokens"], va[i]["tokens"]);
+    EXPECT_NEAR(vb[i]["val_loss"].get<double>(), va[i]["val_loss"].get<double>(), 1e-5);
+  }
+  // The checkpoint holds the whole model in one process's layout, whatever the ranks held.
+  const double param_diff = max_abs_diff(weights(single, 6), weights(c.name, 6));
+  EXPECT_LT(param_diff, 1e-5);
+  const auto opt_a = coe::load_safetensors((root_ / single / "step-6" / "optimizer.safetensors").string()).tensors;
+  const auto opt_b = coe::load_safetensors((root_ / c.name / "step-6" / "optimizer.safetensors").string()).tensors;
+  EXPECT_LT(max_abs_diff(opt_a, opt_b), 1e-6);
+  std::printf("%s (%d ranks, E=%d, %s, C=%d): max relative loss/aux/grad-norm difference %.3g, max |param diff| "
+              "%.3g after 6 steps\n",
+              c.name, c.world, c.expert_parallel, c.shard ? "sharded" : "replicated", c.inner_iter, worst, param_diff);
+  RecordProperty("max_rel_diff", std::to_string(worst));
+  RecordProperty("max_param_diff", std::to_string(param_diff));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, DistParallel,
+    ::testing::Values(ParallelCase{"ep2-w2-moe", 2, 2, false, 1}, ParallelCase{"zero-w2-moe", 2, 1, true, 1},
+                      ParallelCase{"ep2-zero-w4-moe", 4, 2, true, 1}, ParallelCase{"ep4-w4-moe", 4, 4, false, 1},
+                      ParallelCase{"ep2-w2-coe", 2, 2, false, 2}, ParallelCase{"ep4-zero-w4-coe", 4, 4, true, 2}),
+    [](const auto& info) {
+      std::string n = info.param.name;
+      std::replace(n.begin(), n.end(), '-', '_');
+      return n;
+    });
+
+// A run saved with E=2 (sharded) on 4 ranks resumes as it was (bit for bit), in one process, and
+// with E=4 on 4 ranks (to float32 rounding): checkpoints keep one layout whatever the ranks held.
+TEST_F(DistTrain, ExpertParallelCheckpointsResumeUnderAnyLayout) {
+  const std::vector<std::string> ep2{"--set", "model.inner_iter=2",           "--set", "parallel.expert_parallel=2",
+                                     "--set", "parallel.shard_optimizer=true"};
+  expect_success(train("layout-straight", 4, ep2));
+  auto first = ep2;
+  first.insert(first.end(), {"--max-steps", "3"});
+  expect_success(train("layout-resumed", 4, first));
+  ASSERT_TRUE(fs::exists(root_ / "layout-resumed" / "step-3" / "state.json"));
+  fs::copy(root_ / "layout-resumed", root_ / "layout-single", fs::copy_options::recursive);
+  fs::copy(root_ / "layout-resumed", root_ / "layout-ep4", fs::copy_options::recursive);
+  auto again = ep2;
+  again.push_back("--resume");
+  expect_success(train("layout-resumed", 4, again));
+  EXPECT_EQ(max_abs_diff(weights("layout-straight", 6), weights("layout-resumed", 6)), 0.0);
+  const auto straight = read_jsonl(root_ / "layout-straight" / "metrics.jsonl");
+  const auto resumed = read_jsonl(root_ / "layout-resumed" / "metrics.jsonl");
+  ASSERT_EQ(resumed.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(resumed[i]["loss"], straight[i]["loss"]) << "step " << i + 1;
+
+  expect_success(train("layout-single", 0, {"--set", "model.inner_iter=2", "--resume"}));
+  expect_success(train("layout-ep4", 4,
+                       {"--set", "model.inner_iter=2", "--set", "parallel.expert_parallel=4", "--set",
+                        "parallel.shard_optimizer=false", "--resume"}));
+  for (const char* run : {"layout-single", "layout-ep4"}) {
+    const auto m = read_jsonl(root_ / run / "metrics.jsonl");
+    ASSERT_EQ(m.size(), 6u) << run;
+    for (size_t i = 3; i < 6; ++i)
+      EXPECT_NEAR(m[i]["loss"].get<double>(), straight[i]["loss"].get<double>(), 1e-5) << run << " step " << i + 1;
+    EXPECT_LT(max_abs_diff(weights("layout-straight", 6), weights(run, 6)), 1e-5) << run;
+  }
+}
+
+// SIGKILL one rank of an expert-parallel job: the others end with one line naming it.
+TEST_F(DistTrain, KilledExpertParallelRankIsNamed) {
+  auto procs =
+      launch("ep-killed", 4,
+             {"--set", "parallel.expert_parallel=2", "--set", "parallel.shard_optimizer=true", "--set",
+              "trainer.total_steps=100000", "--set", "trainer.val_interval=0", "--set", "trainer.log_interval=1000"});
+  const fs::path metrics = root_ / "ep-killed" / "metrics.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_jsonl(metrics).size() < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_GE(read_jsonl(metrics).size(), 3u) << logs(procs);
+  ::kill(procs[3].pid, SIGKILL);
+  coe::test::wait_all(procs, 60);
+  EXPECT_EQ(procs[3].exit_code, 128 + SIGKILL) << logs(procs);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(procs[r].exit_code, 1) << logs(procs);
+    EXPECT_FALSE(procs[r].timed_out) << logs(procs);
+    const std::string out = procs[r].output();
+    EXPECT_NE(out.find("error: rank " + std::to_string(r) + ": "), std::string::npos) << out;
+    EXPECT_NE(out.find("rank 3 "), std::string::npos) << out;
+  }
+  const std::string out0 = procs[0].output();
+  const size_t at = out0.find("error: rank 0: ");
+  if (at != std::string::npos) std::printf("%s\n", out0.substr(at, out0.find('\n', at) - at).c_str());
+}
+
+TEST_F(DistTrain, ExpertParallelMustSplitTheRanksAndExperts) {
+  const auto three = train("ep-bad-world", 2, {"--set", "parallel.expert_parallel=4"});
+  for (const auto& p : three) {
+    EXPECT_EQ(p.exit_code, 1) << logs(three);
+    EXPECT_NE(p.output().find("parallel.expert_parallel 4 does not divide the 2 ranks of this job (WORLD_SIZE)"),
+              std::string::npos)
+        << p.output();
+  }
+  const auto experts = train("ep-bad-experts", 0, {"--set", "parallel.expert_parallel=3"});
+  EXPECT_EQ(experts[0].exit_code, 1) << logs(experts);
+  EXPECT_NE(experts[0].output().find("parallel.expert_parallel: 3 does not divide model.n_routed_experts 8"),
+            std::string::npos)
+      << experts[0].output();
+}

@@ -166,7 +166,7 @@ TEST_F(RunDir, DivergedStateIsNeverSaved) {
   ASSERT_EQ(coe::Trainer(config("diverge", common), options(false, 2)).run().status, coe::TrainStatus::kStopped);
   coe::Trainer t(config("diverge", common), options(true));
   {
-    auto state = t.optimizer().state();
+    auto state = t.optimizer().full_state().optimizer;
     state.at("model.norm.weight.exp_avg_sq").fill_(INFINITY);
     t.optimizer().load_state(state, "test");
   }

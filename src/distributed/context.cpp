@@ -45,6 +45,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -96,8 +97,9 @@ struct DistContext::Impl {
   std::condition_variable hb_cv;
   bool hb_stop = false;
   std::mutex verdict_mutex;
-  std::string verdict;    // a peer failure the watchdog saw (exit_on_peer_failure off)
-  std::vector<int> gone;  // ranks diagnose() found dead or exited (rank 0 does not wait for them)
+  std::string verdict;                    // a peer failure the watchdog saw (exit_on_peer_failure off)
+  std::vector<int> gone;                  // ranks diagnose() found dead or exited (rank 0 does not wait for them)
+  std::map<std::string, int> group_uses;  // group() calls per name: each call gets its own store keys
 
   double heartbeat_period() const {
     // Each beat costs a handful of store operations on rank 0's server: slow down for big jobs.
@@ -223,6 +225,59 @@ struct DistContext::Impl {
         return;
       }
     }
+  }
+
+  // A Gloo (CPU) or NCCL (CUDA) communicator of `size` ranks rendezvousing under `prefix` of the
+  // store; `rank` is this process's rank in it.
+  c10::intrusive_ptr<Backend> make_backend(const std::string& prefix, int rank, int size, const std::string& what) {
+    auto pg_store = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
+    const auto timeout = to_ms(opts.timeout_s);
+    if (opts.device.is_cuda()) {
+#ifdef COE_DIST_NCCL
+      try {
+        auto o = c10d::ProcessGroupNCCL::Options::create();
+        o->timeout = timeout;
+        backend_name = "nccl";
+        comm_device = opts.device;
+        return c10::make_intrusive<c10d::ProcessGroupNCCL>(pg_store, rank, size, o);
+      } catch (const std::exception& e) {
+        throw DistError(fmt::format("creating the NCCL {} failed on rank {}: {}", what, env.rank, first_line(e)));
+      }
+#else
+      (void)pg_store;
+      (void)timeout;
+      throw DistError(
+          "this build has no NCCL process group (libtorch without CUDA, or nccl.h was not found at configure time: "
+          "set NCCL_INCLUDE_DIR and reconfigure); data-parallel CUDA training needs it");
+#endif
+    }
+#ifdef COE_DIST_GLOO
+    try {
+      auto o = c10d::ProcessGroupGloo::Options::create(timeout);
+      const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+      if (ifname && *ifname) {
+        std::stringstream ss(ifname);
+        std::string name;
+        while (std::getline(ss, name, ','))
+          if (!name.empty()) o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+      } else {
+        o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
+      o->threads = static_cast<int>(o->devices.size()) * 2;
+      backend_name = "gloo";
+      comm_device = c10::Device(c10::kCPU);
+      return c10::make_intrusive<c10d::ProcessGroupGloo>(pg_store, rank, size, o);
+    } catch (const std::exception& e) {
+      throw DistError(fmt::format("creating the Gloo {} failed on rank {}: {} (set GLOO_SOCKET_IFNAME to the network "
+                                  "interface the ranks share)",
+                                  what, env.rank, first_line(e)));
+    }
+#else
+    (void)pg_store;
+    (void)timeout;
+    throw DistError("this build has no Gloo process group (Gloo's headers were not found at configure time: install "
+                    "libgloo-dev or use a libtorch that ships them); data-parallel CPU training needs it");
+#endif
   }
 
   void throw_if_failed() {
@@ -364,6 +419,11 @@ struct DistContext::Impl {
   }
 };
 
+struct DistContext::Comm {
+  c10::intrusive_ptr<Backend> pg;
+  std::vector<int> members;  // global ranks, ascending
+};
+
 namespace {
 
 class CompletedOp : public PendingOp {
@@ -399,16 +459,17 @@ class AsyncAllReduce : public PendingOp {
 
 }  // namespace
 
-DistContext::DistContext() : impl_(std::make_unique<Impl>()) {}
+DistContext::DistContext() : impl_(std::make_shared<Impl>()), comm_(std::make_unique<Comm>()) { comm_->members = {0}; }
 
 DistContext::DistContext(const DistEnv& env, const DistOptions& options)
-    : env_(env), options_(options), impl_(std::make_unique<Impl>()) {
+    : env_(env), options_(options), impl_(std::make_shared<Impl>()), comm_(std::make_unique<Comm>()) {
   Impl& I = *impl_;
   I.env = env;
   I.opts = options;
   if (!env.distributed()) {
     env_ = DistEnv{};
     I.env = env_;
+    comm_->members = {0};
     return;
   }
   if (options.timeout_s <= 0) fail("trainer.dist_timeout_s must be positive, got {}", options.timeout_s);
@@ -479,54 +540,26 @@ DistContext::DistContext(const DistEnv& env, const DistOptions& options)
   }
 
   // The process group, on its own key prefix of the store.
-  auto pg_store = c10::make_intrusive<c10d::PrefixStore>("coe/pg", I.store);
-  if (options.device.is_cuda()) {
-#ifdef COE_DIST_NCCL
-    try {
-      auto o = c10d::ProcessGroupNCCL::Options::create();
-      o->timeout = timeout;
-      I.pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(pg_store, env.rank, env.world_size, o);
-    } catch (const std::exception& e) {
-      throw DistError(fmt::format("creating the NCCL process group failed on rank {}: {}", env.rank, first_line(e)));
-    }
-    I.backend_name = "nccl";
-    I.comm_device = options.device;
-#else
-    throw DistError(
-        "this build has no NCCL process group (libtorch without CUDA, or nccl.h was not found at configure time: "
-        "set NCCL_INCLUDE_DIR and reconfigure); data-parallel CUDA training needs it");
-#endif
-  } else {
-#ifdef COE_DIST_GLOO
-    try {
-      auto o = c10d::ProcessGroupGloo::Options::create(timeout);
-      const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-      if (ifname && *ifname) {
-        std::stringstream ss(ifname);
-        std::string name;
-        while (std::getline(ss, name, ','))
-          if (!name.empty()) o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
-      } else {
-        o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-      }
-      o->threads = static_cast<int>(o->devices.size()) * 2;
-      I.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(pg_store, env.rank, env.world_size, o);
-    } catch (const std::exception& e) {
-      throw DistError(fmt::format("creating the Gloo process group failed on rank {}: {} (set GLOO_SOCKET_IFNAME to "
-                                  "the network interface the ranks share)",
-                                  env.rank, first_line(e)));
-    }
-    I.backend_name = "gloo";
-    I.comm_device = c10::Device(c10::kCPU);
-#else
-    throw DistError("this build has no Gloo process group (Gloo's headers were not found at configure time: install "
-                    "libgloo-dev or use a libtorch that ships them); data-parallel CPU training needs it");
-#endif
-  }
+  I.pg = I.make_backend("coe/pg", env.rank, env.world_size, "process group");
+  comm_ = std::make_unique<Comm>();
+  comm_->pg = I.pg;
+  for (int q = 0; q < env.world_size; ++q) comm_->members.push_back(q);
   I.start_heartbeat();
 }
 
 DistContext::~DistContext() {
+  if (is_group_) {
+    if (!comm_ || !comm_->pg) return;
+    if (impl_->failed.load()) {
+      (void)comm_->pg.release();  // see below: work of a failed group may block its destructor
+    } else {
+      try {
+        comm_->pg->shutdown();
+      } catch (...) {
+      }
+    }
+    return;
+  }
   if (!impl_ || !distributed()) return;
   Impl& I = *impl_;
   I.stop_heartbeat();
@@ -572,7 +605,7 @@ void DistContext::all_reduce_sum(at::Tensor& tensor, const std::string& what) {
   impl_->check_tensor(tensor, what);
   impl_->run(what, [&] {
     std::vector<at::Tensor> v{tensor};
-    return impl_->pg->allreduce(v, c10d::AllreduceOptions());
+    return comm_->pg->allreduce(v, c10d::AllreduceOptions());
   });
 }
 
@@ -586,7 +619,7 @@ std::unique_ptr<PendingOp> DistContext::all_reduce_sum_async(at::Tensor tensor, 
   c10::intrusive_ptr<c10d::Work> work;
   try {
     std::vector<at::Tensor> v{tensor};
-    work = I.pg->allreduce(v, c10d::AllreduceOptions());
+    work = comm_->pg->allreduce(v, c10d::AllreduceOptions());
   } catch (const std::exception& e) {
     I.collective_failed(what, e, t0);
   }
@@ -632,7 +665,7 @@ void DistContext::broadcast(at::Tensor& tensor, int root, const std::string& wha
     c10d::BroadcastOptions o;
     o.rootRank = root;
     o.rootTensor = 0;
-    return impl_->pg->broadcast(v, o);
+    return comm_->pg->broadcast(v, o);
   });
 }
 
@@ -699,6 +732,7 @@ void DistContext::barrier(const std::string& what) {
 }
 
 std::string DistContext::broadcast_string(const std::string& value, const std::string& what) {
+  if (is_group_) fail("{}: broadcast_string is only for the job's context, not a group", what);
   if (!distributed()) return value;
   Impl& I = *impl_;
   const std::string key = fmt::format("coe/string/{}", I.key_counter++);
@@ -711,6 +745,7 @@ std::string DistContext::broadcast_string(const std::string& value, const std::s
 
 void DistContext::main_first(const std::string& what, const std::function<void()>& main_fn,
                              const std::function<void()>& others_fn) {
+  if (is_group_) fail("{}: main_first is only for the job's context, not a group", what);
   if (!distributed()) {
     if (main_fn) main_fn();
     return;
@@ -738,6 +773,7 @@ void DistContext::main_first(const std::string& what, const std::function<void()
 }
 
 void DistContext::finish() {
+  if (is_group_) fail("finish() is only for the job's context, not a group");
   if (!distributed() || impl_->finished) return;
   Impl& I = *impl_;
   barrier("final barrier");
@@ -755,6 +791,100 @@ void DistContext::finish() {
     }
   }
   I.finished = true;
+}
+
+std::unique_ptr<DistContext> DistContext::group(const std::string& name, const std::vector<int>& ranks) {
+  const int me = global_rank(rank());
+  auto it = std::find(ranks.begin(), ranks.end(), me);
+  if (it == ranks.end()) fail("group '{}': rank {} is not one of its ranks [{}]", name, me, fmt::join(ranks, ", "));
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (ranks[i] < 0 || ranks[i] >= impl_->env.world_size || (i > 0 && ranks[i] <= ranks[i - 1]))
+      fail("group '{}': ranks [{}] must be ascending job ranks in 0 .. {}", name, fmt::join(ranks, ", "),
+           impl_->env.world_size - 1);
+  auto g = std::make_unique<DistContext>();  // the single process, made a group below
+  g->options_ = options_;
+  g->impl_ = impl_;
+  g->is_group_ = true;
+  g->env_ = impl_->env;
+  g->env_.rank = static_cast<int>(it - ranks.begin());
+  g->env_.world_size = static_cast<int>(ranks.size());
+  g->comm_->members = ranks;
+  if (ranks.size() > 1) {
+    Impl& I = *impl_;
+    I.throw_if_failed();
+    // Keys of their own: the name, its use, and the members (groups of one name are disjoint sets).
+    const int use = I.group_uses[name]++;
+    g->comm_->pg = I.make_backend(fmt::format("coe/group/{}/{}/{}", name, use, fmt::join(ranks, ",")), g->env_.rank,
+                                  g->env_.world_size, fmt::format("process group '{}'", name));
+  }
+  return g;
+}
+
+int DistContext::global_rank(int q) const {
+  if (q < 0 || q >= static_cast<int>(comm_->members.size())) fail("rank {} outside 0 .. {}", q, world_size() - 1);
+  return comm_->members[static_cast<size_t>(q)];
+}
+
+at::Tensor DistContext::all_to_all(const at::Tensor& input, const std::vector<int64_t>& send_rows,
+                                   const std::vector<int64_t>& recv_rows, const std::string& what) {
+  const size_t w = static_cast<size_t>(world_size());
+  if (send_rows.size() != w || recv_rows.size() != w)
+    fail("{}: {} send and {} receive counts for {} ranks", what, send_rows.size(), recv_rows.size(), w);
+  int64_t sent = 0, received = 0;
+  for (size_t q = 0; q < w; ++q) {
+    sent += send_rows[q];
+    received += recv_rows[q];
+  }
+  if (input.dim() < 1 || input.size(0) != sent)
+    fail("{}: the input has {} rows, the send counts add up to {}", what, input.dim() < 1 ? 0 : input.size(0), sent);
+  if (!distributed()) return input;
+  std::vector<int64_t> out_shape = input.sizes().vec();
+  out_shape[0] = received;
+  at::Tensor output = at::empty(out_shape, input.options());
+  at::Tensor in = input.contiguous();
+  impl_->check_tensor(in, what);
+  impl_->run(what, [&] {
+    c10d::AllToAllOptions o;
+    return comm_->pg->alltoall_base(output, in, const_cast<std::vector<int64_t>&>(recv_rows),
+                                    const_cast<std::vector<int64_t>&>(send_rows), o);
+  });
+  return output;
+}
+
+std::vector<int64_t> DistContext::all_to_all_counts(const std::vector<int64_t>& counts, const std::string& what) {
+  if (counts.size() != static_cast<size_t>(world_size()))
+    fail("{}: {} counts for {} ranks", what, counts.size(), world_size());
+  if (!distributed()) return counts;
+  at::Tensor t = at::tensor(counts, at::TensorOptions().dtype(at::kLong)).to(impl_->comm_device);
+  const std::vector<int64_t> ones(counts.size(), 1);
+  at::Tensor r = all_to_all(t, ones, ones, what).to(at::kCPU).contiguous();
+  return std::vector<int64_t>(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
+}
+
+at::Tensor DistContext::all_gather(const at::Tensor& input, const std::string& what) {
+  std::vector<int64_t> shape = input.sizes().vec();
+  shape.insert(shape.begin(), world_size());
+  if (!distributed()) return input.reshape(shape);
+  at::Tensor in = input.contiguous().view({-1});
+  impl_->check_tensor(in, what);
+  at::Tensor output = at::empty({world_size() * in.numel()}, in.options());
+  impl_->run(what, [&] { return comm_->pg->_allgather_base(output, in, c10d::AllgatherOptions()); });
+  return output.view(shape);
+}
+
+at::Tensor DistContext::reduce_scatter_sum(const at::Tensor& input, const std::string& what) {
+  const int64_t w = world_size();
+  if (input.numel() % w != 0) fail("{}: {} elements do not split over {} ranks", what, input.numel(), w);
+  if (!distributed()) return input.reshape({-1});
+  impl_->check_tensor(input, what);
+  at::Tensor output = at::empty({input.numel() / w}, input.options());
+  at::Tensor flat = input.reshape({-1});
+  impl_->run(what, [&] {
+    c10d::ReduceScatterOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    return comm_->pg->_reduce_scatter_base(output, flat, o);
+  });
+  return output;
 }
 
 }  // namespace coe

@@ -4,6 +4,7 @@
 #include "coe/model/autocast.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/chunked_loss.h"
+#include "coe/util/error.h"
 #include "coe/util/ignore_label.h"
 
 #include <ATen/ATen.h>
@@ -215,20 +216,37 @@ EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
   RoutingAccumulator routing(sigmoid_scores);
   ChainAccumulator chains;
 
+  const bool lockstep = options.lockstep_forwards >= 0;
+  if (lockstep && split) fail("evaluate: lockstep_forwards is only for the loss without details");
+  int64_t forwards = 0;
+  // A forward whose result nobody uses, so that this rank takes part in its expert group's
+  // exchanges (lockstep_forwards).
+  auto dummy_forward = [&] {
+    AutocastGuard autocast(device.type(), options.bf16_autocast, at::kBFloat16);
+    model.forward(at::zeros({1, 1}, at::TensorOptions().dtype(at::kLong).device(device)), {}, ForwardOptions{});
+    ++forwards;
+  };
   loader.reset();
   TokenBatch batch;
   while (loader.next(&batch)) {
     ++report.batches;
-    if (batch.batch_size == 0) continue;
+    if (batch.batch_size == 0) {
+      if (lockstep) dummy_forward();
+      continue;
+    }
     report.rows += batch.batch_size;
     const DeviceBatch db = to_device(batch, device);
     AutocastGuard autocast(device.type(), options.bf16_autocast, at::kBFloat16);
     ForwardOptions forward;
     if (!split) {  // the fused chunked loss, no logits
       const int64_t n = count_loss_tokens(batch);
-      if (n == 0) continue;
+      if (n == 0) {
+        if (lockstep) dummy_forward();
+        continue;
+      }
       forward.return_logits = false;
       loss.add_mean(model.forward(db.input_ids, db.labels, forward).loss, n);
+      ++forwards;
       continue;
     }
     forward.record_routing = true;
@@ -240,6 +258,7 @@ EvalReport evaluate(CausalLMImpl& model, SequentialLoader& loader, const c10::De
     routing.add(out.routing, idx, positions);
     chains.add(out.routing, idx);
   }
+  while (lockstep && forwards < options.lockstep_forwards) dummy_forward();
   loader.reset();
   model.train(was_training);
   report.records = loader.records();

@@ -29,10 +29,21 @@ std::pair<std::string, std::string> split_stacked(const std::string& name) {
   return {"", ""};
 }
 
+// The index of each stacked-experts module's first expert in the whole model, by its parameters'
+// prefix ("…mlp.experts."): not 0 on a rank of expert parallelism.
+std::map<std::string, int64_t> first_experts(const CausalLMImpl& model) {
+  std::map<std::string, int64_t> out;
+  for (const auto& item : model.named_modules())
+    if (const auto* experts = dynamic_cast<const RoutedExpertsImpl*>(item.value().get()))
+      out[item.key() + "."] = experts->first_expert;
+  return out;
+}
+
 }  // namespace
 
 std::map<std::string, at::Tensor> hf_state_dict(const CausalLMImpl& model, bool grads) {
   std::map<std::string, at::Tensor> out;
+  const auto first = first_experts(model);
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     at::Tensor t = grads ? item.value().grad() : item.value();
     if (!t.defined()) t = at::zeros_like(item.value());
@@ -41,7 +52,9 @@ std::map<std::string, at::Tensor> hf_state_dict(const CausalLMImpl& model, bool 
       out[item.key()] = t.detach();
       continue;
     }
-    for (int64_t e = 0; e < t.size(0); ++e) out[prefix + std::to_string(e) + "." + proj + ".weight"] = t[e].detach();
+    const int64_t offset = first.count(prefix) ? first.at(prefix) : 0;
+    for (int64_t e = 0; e < t.size(0); ++e)
+      out[prefix + std::to_string(offset + e) + "." + proj + ".weight"] = t[e].detach();
   }
   // Buffers that are model state (the routers' e_score_correction_bias, under its HF name); they
   // have no gradient.
@@ -64,14 +77,19 @@ void load_hf_state_dict(CausalLMImpl& model, const std::map<std::string, at::Ten
     dst.copy_(it->second);
     used.insert(name);
   };
+  const auto first = first_experts(model);
   for (auto& item : model.named_parameters(true)) {
     auto [prefix, proj] = split_stacked(item.key());
     if (prefix.empty()) {
       take(item.key(), item.value());
       continue;
     }
-    for (int64_t e = 0; e < item.value().size(0); ++e)
-      take(prefix + std::to_string(e) + "." + proj + ".weight", item.value()[e]);
+    const int64_t offset = first.count(prefix) ? first.at(prefix) : 0, held = item.value().size(0);
+    for (int64_t e = 0; e < held; ++e)
+      take(prefix + std::to_string(offset + e) + "." + proj + ".weight", item.value()[e]);
+    // A rank of expert parallelism holds some experts; the file's others are the other ranks'.
+    for (int64_t e = 0; e < model.config().n_routed_experts; ++e)
+      if (e < offset || e >= offset + held) used.insert(prefix + std::to_string(e) + "." + proj + ".weight");
   }
   for (auto& item : model.named_buffers(true)) take(item.key(), item.value());
   for (const auto& [name, t] : tensors) {
@@ -116,11 +134,21 @@ CausalLM load_hf_checkpoint(const std::string& dir) {
 }
 
 void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype) {
+  save_hf_checkpoint(model.config(), hf_state_dict(model), dir, dtype);
+}
+
+void save_hf_checkpoint(const ModelConfig& config, const std::map<std::string, at::Tensor>& tensors,
+                        const std::string& dir, at::ScalarType dtype) {
   fs::create_directories(dir);
-  std::map<std::string, at::Tensor> tensors;
-  for (auto& [name, t] : hf_state_dict(model)) tensors[name] = t.to(at::kCPU, dtype);
-  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  write_file_atomic(fs::path(dir) / "config.json", model_config_to_json(model.config()));
+  std::map<std::string, at::Tensor> converted;
+  for (const auto& [name, t] : tensors) converted[name] = t.to(at::kCPU, dtype);
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), converted, {{"format", "pt"}});
+  write_file_atomic(fs::path(dir) / "config.json", model_config_to_json(config));
+}
+
+std::string hf_expert_name(const std::string& param, int64_t expert) {
+  auto [prefix, proj] = split_stacked(param);
+  return prefix.empty() ? std::string() : prefix + std::to_string(expert) + "." + proj + ".weight";
 }
 
 std::vector<std::string> save_hf_weights(const std::string& dir, const std::map<std::string, at::Tensor>& tensors,

@@ -110,6 +110,13 @@ void CausalLMImpl::set_dispatch(const std::shared_ptr<ExpertDispatch>& dispatch)
   }
 }
 
+void CausalLMImpl::keep_experts(int64_t first, int64_t count) {
+  for (const auto& layer : *layers) {
+    auto* l = layer->as<CoeLayerImpl>();
+    if (l->is_moe()) l->moe->experts->keep_experts(first, count);
+  }
+}
+
 void CausalLMImpl::set_expert_load_tracking(bool on) {
   for (const auto& layer : *layers) {
     auto* l = layer->as<CoeLayerImpl>();

@@ -17,6 +17,14 @@ RoutedExpertsImpl::RoutedExpertsImpl(int64_t n_experts, int64_t hidden, int64_t 
   down_proj = register_parameter("down_proj", torch::randn({n_experts, hidden, intermediate}) * init_std);
 }
 
+void RoutedExpertsImpl::keep_experts(int64_t first, int64_t count) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(first >= 0 && count > 0 && first + count <= gate_proj.size(0), "keep_experts: experts [", first, ", ",
+              first + count, ") outside the ", gate_proj.size(0), " held");
+  for (auto* w : {&gate_proj, &up_proj, &down_proj}) w->set_data(w->narrow(0, first, count).clone());
+  first_expert += first;
+}
+
 namespace {
 
 // Per-expert views of the stacked weights, made once per call: one unbind's backward stacks the

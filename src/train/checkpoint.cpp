@@ -132,13 +132,12 @@ std::optional<CheckpointInfo> latest_checkpoint(const std::string& out_dir) {
   return all.back();
 }
 
-std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const CausalLMImpl& model,
-                             const AdamW& optimizer, const std::string& config_yaml, const std::string& tokenizer_spec,
-                             int cuda_device) {
+std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const ModelConfig& model_config,
+                             const CheckpointTensors& tensors, const std::string& config_yaml,
+                             const std::string& tokenizer_spec, int cuda_device) {
   const fs::path final_dir = fs::path(out_dir) / fmt::format("step-{}", state.step);
   const fs::path tmp = fs::path(out_dir) / fmt::format("step-{}.tmp", state.step);
 
-  const std::map<std::string, at::Tensor> optimizer_state = optimizer.state();
   TrainState saved = state;
   try {
     // A leftover of the same name is coe's own (it carries the marker), else it is not ours to delete.
@@ -147,13 +146,14 @@ std::string write_checkpoint(const std::string& out_dir, const TrainState& state
            tmp.string());
     fs::create_directories(tmp);
     write_file_atomic(tmp / kMarker, "coe-train checkpoint\n");
-    save_hf_checkpoint(model, tmp.string(), at::kFloat);
-    save_safetensors((tmp / kOptimizer).string(), optimizer_state,
+    save_hf_checkpoint(model_config, tensors.weights, tmp.string(), at::kFloat);
+    const AdamWOptions& o = tensors.optimizer_options;
+    save_safetensors((tmp / kOptimizer).string(), tensors.optimizer,
                      {{"format", "coe-adamw"},
-                      {"beta1", fmt::format("{}", optimizer.options().beta1)},
-                      {"beta2", fmt::format("{}", optimizer.options().beta2)},
-                      {"eps", fmt::format("{}", optimizer.options().eps)},
-                      {"weight_decay", fmt::format("{}", optimizer.options().weight_decay)}});
+                      {"beta1", fmt::format("{}", o.beta1)},
+                      {"beta2", fmt::format("{}", o.beta2)},
+                      {"eps", fmt::format("{}", o.eps)},
+                      {"weight_decay", fmt::format("{}", o.weight_decay)}});
     std::map<std::string, at::Tensor> rng;
     {
       at::Generator cpu = at::detail::getDefaultCPUGenerator();
@@ -238,11 +238,12 @@ std::optional<CheckpointInfo> newest_intact_checkpoint_before(const std::string&
   return std::nullopt;
 }
 
-TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& optimizer, int cuda_device) {
+TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, const OptimizerStateLoader& load_optimizer,
+                           int cuda_device) {
   const fs::path root(dir);
   TrainState state = read_checkpoint_state(dir);
   load_hf_state_dict(model, read_hf_weights(dir), dir);
-  optimizer.load_state(load_safetensors((root / kOptimizer).string()).tensors, (root / kOptimizer).string());
+  load_optimizer(load_safetensors((root / kOptimizer).string()).tensors, (root / kOptimizer).string());
   const auto rng = load_safetensors((root / kRng).string()).tensors;
   auto cpu_state = rng.find("cpu");
   if (cpu_state == rng.end()) fail("{}: no 'cpu' generator state", (root / kRng).string());

@@ -203,6 +203,13 @@ void visit_fields(TrainerConfig& t, V& v) {
   v.field("dist_overlap", t.dist_overlap);
 }
 
+// Every key of the parallel: section.
+template <class V>
+void visit_fields(ParallelConfig& p, V& v) {
+  v.field("expert_parallel", p.expert_parallel, at_least(1));
+  v.field("shard_optimizer", p.shard_optimizer);
+}
+
 template <typename Config>
 Config read_section(ConfigReader& r) {
   Config c;
@@ -215,6 +222,8 @@ Config read_section(ConfigReader& r) {
 OptimConfig parse_optim(ConfigReader& r) { return read_section<OptimConfig>(r); }
 
 TrainerConfig parse_trainer(ConfigReader& r) { return read_section<TrainerConfig>(r); }
+
+ParallelConfig parse_parallel(ConfigReader& r) { return read_section<ParallelConfig>(r); }
 
 }  // namespace
 
@@ -253,6 +262,7 @@ void throw_first_unknown_key(const YAML::Node& root, const std::string& file,
   known["data"] = keys_read_by([](ConfigReader& r) { parse_data_config(r); }, resolved["data"], "data");
   known["optim"] = keys_read_by([](ConfigReader& r) { parse_optim(r); }, resolved["optim"], "optim");
   known["trainer"] = keys_read_by([](ConfigReader& r) { parse_trainer(r); }, resolved["trainer"], "trainer");
+  known["parallel"] = keys_read_by([](ConfigReader& r) { parse_parallel(r); }, resolved["parallel"], "parallel");
   for (const auto& [section, keys] : known) {
     const YAML::Node node = root[section];
     if (!node || !node.IsMap()) continue;
@@ -269,7 +279,7 @@ void throw_first_unknown_key(const YAML::Node& root, const std::string& file,
 YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, KeyDirs& dirs,
                            std::vector<std::string>& chain) {
   YAML::Node doc = load_yaml_file(path);
-  if (!doc.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", path);
+  if (!doc.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer, parallel", path);
   const YAML::Node base_key = doc["base"];
   if (!base_key) return doc;
   const int line = base_key.Mark().line + 1;
@@ -321,7 +331,7 @@ YAML::Node load_with_bases(const std::string& path, KeyOrigins& origins, KeyDirs
 
 TrainConfig parse_with_origins(const YAML::Node& root, const std::string& file,
                                std::shared_ptr<const KeyOrigins> origins, std::shared_ptr<const KeyDirs> dirs) {
-  if (!root || !root.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer", file);
+  if (!root || !root.IsMap()) fail("{}: expected a mapping with sections model, data, optim, trainer, parallel", file);
   ConfigReader top(root, file);
   top.set_key_origins(origins);
   top.set_key_dirs(dirs);
@@ -341,8 +351,12 @@ TrainConfig parse_with_origins(const YAML::Node& root, const std::string& file,
       ConfigReader optim = top.section("optim");
       c.optim = parse_optim(optim);
     }
-    ConfigReader trainer = top.section("trainer");
-    c.trainer = parse_trainer(trainer);
+    {
+      ConfigReader trainer = top.section("trainer");
+      c.trainer = parse_trainer(trainer);
+    }
+    ConfigReader parallel = top.section("parallel");
+    c.parallel = parse_parallel(parallel);
   } catch (const Error&) {
     throw_first_unknown_key(root, file, origins);
     throw;
@@ -353,6 +367,11 @@ TrainConfig parse_with_origins(const YAML::Node& root, const std::string& file,
     ConfigReader optim = top.section("optim");
     optim.fail_key("warmup_steps",
                    fmt::format("{} exceeds trainer.total_steps {}", *c.optim.warmup_steps, c.trainer.total_steps));
+  }
+  if (c.model.n_routed_experts % c.parallel.expert_parallel != 0) {
+    ConfigReader parallel = top.section("parallel");
+    parallel.fail_key("expert_parallel", fmt::format("{} does not divide model.n_routed_experts {}",
+                                                     c.parallel.expert_parallel, c.model.n_routed_experts));
   }
   if (c.data.max_length > c.model.max_position_embeddings) {
     ConfigReader data = top.section("data");
@@ -525,6 +544,12 @@ std::string train_config_to_yaml(const TrainConfig& c) {
   YamlWriter trainer_writer(trainer, /*shortest_doubles=*/true);
   visit_fields(t, trainer_writer);
   root["trainer"] = trainer;
+
+  YAML::Node parallel;
+  ParallelConfig p = c.parallel;
+  YamlWriter parallel_writer(parallel);
+  visit_fields(p, parallel_writer);
+  root["parallel"] = parallel;
 
   YAML::Emitter out;
   out << root;

@@ -246,11 +246,16 @@ void Trainer::build_model() {
     check_host_memory(estimate_memory(config_.model, memory_options(config_)).total_bytes(),
                       config_.source + ": this run",
                       "use a smaller model or trainer.micro_batch, or set trainer.memory_check: false to try anyway");
-  TrainingModel built = build_model_and_optimizer(config_, device_);
-  model_ = built.model;
-  optimizer_ = std::move(built.optimizer);
-  expert_dispatch_ = built.dispatch;
-  params_ = built.params;
+  // Expert parallelism splits the experts (and ZeRO the optimizer state) over the ranks.
+  ParallelLayout layout = ParallelLayout::create(*dist_, config_.parallel, config_.model, config_.source);
+  model_ = build_training_model(config_, device_, &layout, &expert_dispatch_);
+  params_ = count_parameters(config_.model).total();
+  GradReducerOptions reducer;
+  reducer.bucket_mb = tc.dist_bucket_mb;
+  reducer.overlap = tc.dist_overlap;
+  optimizer_ = std::make_unique<DistributedOptimizer>(*dist_, std::move(layout), config_.parallel, model_,
+                                                      optimizer_parameters(*model_, config_.optim.decay),
+                                                      AdamWOptions::from(config_.optim), reducer);
   // The counts behind noaux_tc's bias updates and the load statistics of metrics.jsonl.
   model_->set_expert_load_tracking(true);
   if (!tc.init_from.empty()) {
@@ -287,7 +292,12 @@ void Trainer::restore() {
         spdlog::warn("resume: the configuration differs from the checkpoint's config.yaml in {}",
                      fmt::format("{}", fmt::join(changed, ", ")));
     }
-    state_ = read_checkpoint(resumed_from_, *model_, *optimizer_, device_.is_cuda() ? device_.index() : -1);
+    state_ = read_checkpoint(
+        resumed_from_, *model_,
+        [&](const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
+          optimizer_->load_state(tensors, source);
+        },
+        device_.is_cuda() ? device_.index() : -1);
     state_.scheduler = schedule_.to_json();  // informational: this run's schedule, not the saved one
     train_loader_->restore(LoaderState::from_json(state_.loader));
     last_saved_step_ = state_.step;
@@ -308,11 +318,7 @@ void Trainer::restore() {
   }
   // Every rank starts from rank 0's parameters (the same seed gives the same initialisation on
   // identical builds; the broadcast makes it so everywhere, also after a resume).
-  dist_->broadcast_tensors(model_->parameters(), 0, tc.dist_bucket_mb, "initial parameter broadcast");
-  GradReducerOptions ro;
-  ro.bucket_mb = tc.dist_bucket_mb;
-  ro.overlap = tc.dist_overlap;
-  reducer_ = std::make_unique<GradReducer>(*dist_, model_->parameters(), ro);
+  optimizer_->broadcast_parameters(tc.dist_bucket_mb);
 }
 
 // Rank 0 alone writes the run directory: the resolved config and the logs, cut back to the step
@@ -404,14 +410,15 @@ Trainer::StepStats Trainer::train_step() {
   acc_options.bf16_autocast = bf16_;
   acc_options.global_loss_tokens = counts[0];
   acc_options.global_rows = counts[1];
-  acc_options.before_backward = [this](size_t, bool last) { reducer_->arm(last); };
+  acc_options.before_backward = [this](size_t, bool last) { optimizer_->before_backward(last); };
   const AccumulationResult acc = accumulate_gradients(*model_, micro, device_, acc_options);
   // Each router's expert load over the whole global batch: one small all-reduce.
   at::Tensor load = model_->take_expert_load();
   if (load.defined()) dist_->all_reduce_sum(load, "expert load all-reduce");
-  reducer_->finish();  // every .grad() is now the sum over the ranks: the same everywhere
+  // Every gradient summed over the ranks that hold its parameter (or its shard, sharded), then
+  // the global norm and clipping.
+  const at::Tensor grad_norm = optimizer_->reduce_and_clip(config_.optim.clip_grad);
   const auto& params = optimizer_->parameters();
-  const at::Tensor grad_norm = clip_grad_norm(params, config_.optim.clip_grad);
 
   // One host copy: the loss, each router loss, the gradient norm.
   std::vector<at::Tensor> scalars{acc.loss};
@@ -428,7 +435,7 @@ Trainer::StepStats Trainer::train_step() {
   s.loss = sums[0];
   for (size_t i = 0; i < RouterLosses::kCount; ++i) s.router_losses[i] = sums[1 + i];
   s.stop_requested = sums[RouterLosses::kCount + 1] > 0;
-  if (dist_->distributed()) s.comm_wait_s = reducer_->stats().wait_s;
+  if (dist_->distributed() && optimizer_->reducer_stats()) s.comm_wait_s = optimizer_->reducer_stats()->wait_s;
 
   bool finite = std::isfinite(s.loss) && std::isfinite(s.grad_norm);
   std::string values = fmt::format("loss {}", s.loss);
@@ -437,7 +444,10 @@ Trainer::StepStats Trainer::train_step() {
     values += fmt::format(", {} {}", RouterLosses::kTerms[i].name, s.router_losses[i]);
   }
   if (!finite) {
-    const std::string where = diagnose_non_finite(*model_, params, micro, device_, bf16_);
+    // (Its extra forwards would need every rank of an expert group; they are not run there.)
+    const std::string where = optimizer_->layout().experts_split()
+                                  ? std::string("run the checkpoint on one process to find the layer")
+                                  : diagnose_non_finite(*model_, params, micro, device_, bf16_);
     result_.message = fmt::format("non-finite values at step {} ({}, grad_norm {}): {}; {}", s.step, values,
                                   s.grad_norm, where, last_good_checkpoint());
     s.finite = false;
@@ -490,6 +500,13 @@ std::optional<double> Trainer::run_validation() {
   const auto t0 = Clock::now();
   EvalOptions options;
   options.bf16_autocast = bf16_;
+  if (const auto& group = optimizer_->layout().expert_group) {
+    // Ranks exchanging tokens run as many forwards as the one with the most batches.
+    const at::Tensor n = group->all_gather(
+        at::full({1}, val_loader_->num_batches(), at::TensorOptions().dtype(at::kLong).device(device_)),
+        "validation batch count all-gather");
+    options.lockstep_forwards = n.max().item<int64_t>();
+  }
   EvalReport r = evaluate(*model_, *val_loader_, device_, options);
   r.loss_sum = dist_->all_reduce_sum(std::vector<double>{r.loss_sum}, "validation loss all-reduce")[0];
   const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{r.tokens, r.rows}, "validation count all-reduce");
@@ -531,16 +548,16 @@ bool Trainer::save_checkpoint() {
   state_.scheduler["last_lr"] = schedule_.at(std::max<int64_t>(state_.step, 1));
   const auto t0 = Clock::now();
   // The checkpoint stands for every rank: their parameters must all be rank 0's.
-  const auto named = model_->named_parameters();
-  const int64_t bad = dist_->first_mismatch(model_->parameters(), "parameter check before saving");
-  if (bad >= 0)
+  if (const std::string bad = optimizer_->first_mismatch(); !bad.empty())
     fail("data parallelism: at step {} parameter '{}' differs between the ranks (their updates diverged); not "
          "saving",
-         state_.step, named[static_cast<size_t>(bad)].key());
+         state_.step, bad);
+  // The whole model and optimizer state, gathered from the ranks that hold its parts.
+  const CheckpointTensors tensors = optimizer_->full_state();
   std::string dir;
   // Rank 0 writes while the others wait, so the checkpoint is complete before anyone goes on.
   dist_->main_first(fmt::format("writing checkpoint step-{}", state_.step), [&] {
-    dir = write_checkpoint(out_dir_, state_, *model_, *optimizer_, config_yaml_, config_.data.tokenizer,
+    dir = write_checkpoint(out_dir_, state_, config_.model, tensors, config_yaml_, config_.data.tokenizer,
                            device_.is_cuda() ? device_.index() : -1);
     prune_checkpoints(out_dir_, config_.trainer.keep_last);
   });
@@ -576,8 +593,20 @@ void Trainer::log_start() const {
     spdlog::info("data parallel: {} ranks ({}), timeout {} s | each rank: {} of the {} sequences per step, {} "
                  "micro-batches of {} | {} gradient buckets of <= {} MB, {}",
                  world, dist_->backend(), tc.dist_timeout_s, rank_rows, tc.global_batch, accumulation, tc.micro_batch,
-                 reducer_->num_buckets(), tc.dist_bucket_mb,
+                 optimizer_->reducer_buckets(), tc.dist_bucket_mb,
                  tc.dist_overlap ? "all-reduced during the last backward" : "all-reduced after backward");
+  const ParallelLayout& layout = optimizer_->layout();
+  if (layout.experts_split() || optimizer_->sharded())
+    spdlog::info("{}{}",
+                 layout.experts_split()
+                     ? fmt::format("expert parallel: groups of {} ranks, {} experts per rank "
+                                   "(rank 0: experts {}-{}) | ",
+                                   layout.expert_parallel, layout.experts_per_rank, layout.first_expert,
+                                   layout.first_expert + layout.experts_per_rank - 1)
+                     : std::string(),
+                 optimizer_->sharded() ? "optimizer states sharded (ZeRO-1: gradients reduce-scattered, parameters "
+                                         "all-gathered)"
+                                       : "optimizer states replicated");
   if (!resumed_from_.empty()) spdlog::info("resumed from {} (step {})", resumed_from_, state_.step);
 }
 
@@ -655,8 +684,8 @@ TrainResult Trainer::finish(TrainStatus status) {
                  result_.final_val_loss ? fmt::format("{:.4f}", *result_.final_val_loss) : std::string("-"),
                  result_.best_val_loss ? fmt::format("{:.4f}", *result_.best_val_loss) : std::string("-"),
                  format_count(result_.tokens_per_s), format_duration(seconds_since(run_start_)));
-    if (dist_->distributed()) {
-      const auto& st = reducer_->stats();
+    if (dist_->distributed() && optimizer_->reducer_stats()) {
+      const auto& st = *optimizer_->reducer_stats();
       spdlog::info("gradient all-reduce: {} buckets per step, {} of them started during backward (last step) | "
                    "{:.2f} s waited for communication in {} steps",
                    st.buckets, st.launched_by_hooks, st.total_wait_s, st.reductions);

@@ -82,6 +82,19 @@ class DistContext {
   // "gloo", "nccl", or "none" for the single process.
   std::string backend() const;
 
+  // A process group of some of the job's ranks, for collectives among them only (expert
+  // parallelism, ZeRO): `ranks` are ascending global ranks including this one; every member calls
+  // it with the same name and ranks, in the same order as its other group() calls, and the other
+  // ranks do not. In the group, rank() is this process's position in `ranks` and world_size()
+  // their count; a group of one is not distributed (its collectives are the identity). Its
+  // collectives are ordered among themselves, independently of the job's and of other groups'
+  // (each group has its own communicator). Failures are diagnosed as the job's, naming global
+  // ranks. Only collectives are allowed on a group (not broadcast_string, main_first, finish);
+  // it must not outlive the context it came from. Callable on a group too.
+  std::unique_ptr<DistContext> group(const std::string& name, const std::vector<int>& ranks);
+  // The job's rank of this context's rank q (q itself for the job's context).
+  int global_rank(int q) const;
+
   // In-place sum over ranks of a dense tensor on options().device (any dtype the backend supports).
   void all_reduce_sum(at::Tensor& tensor, const std::string& what = "all-reduce");
   // Launches the sum and returns at once; the tensor must not be touched until wait() returns.
@@ -98,6 +111,21 @@ class DistContext {
   // rank 0's); returns the index of the first differing tensor, or -1.
   int64_t first_mismatch(const std::vector<at::Tensor>& tensors, const std::string& what = "parameter check");
   void barrier(const std::string& what = "barrier");
+
+  // Variable-size all-to-all along dim 0: rows [sum(send_rows[:q]), + send_rows[q]) of `input` go
+  // to rank q; the result holds sum(recv_rows) rows, recv_rows[q] of them from rank q, in rank
+  // order. send_rows / recv_rows have world_size() entries; recv_rows[q] must equal rank q's
+  // send_rows[this rank] (exchange the counts first, e.g. with all_to_all_counts).
+  at::Tensor all_to_all(const at::Tensor& input, const std::vector<int64_t>& send_rows,
+                        const std::vector<int64_t>& recv_rows, const std::string& what = "all-to-all");
+  // counts[q] goes to rank q; returns what each rank q sent to this one.
+  std::vector<int64_t> all_to_all_counts(const std::vector<int64_t>& counts,
+                                         const std::string& what = "count all-to-all");
+  // Every rank's `input` (the same shape and dtype everywhere), stacked: [world_size(), ...input].
+  at::Tensor all_gather(const at::Tensor& input, const std::string& what = "all-gather");
+  // `input` (contiguous, numel divisible by world_size()) summed over the ranks; returns this
+  // rank's chunk of it, the numel / world_size() elements starting at rank() * numel / world_size().
+  at::Tensor reduce_scatter_sum(const at::Tensor& input, const std::string& what = "reduce-scatter");
 
   // Rank 0's string, on every rank (through the store; for small values such as a path).
   std::string broadcast_string(const std::string& value, const std::string& what);
@@ -117,9 +145,12 @@ class DistContext {
 
  private:
   struct Impl;
-  DistEnv env_;
+  struct Comm;
+  DistEnv env_;  // a group's: rank and world_size within the group
   DistOptions options_;
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // the job's rendezvous, heartbeat and failure state (shared by its groups)
+  std::unique_ptr<Comm> comm_;  // this context's communicator and members
+  bool is_group_ = false;
 };
 
 }  // namespace coe

@@ -41,6 +41,11 @@ struct EvalOptions {
   // split (record types). Without details the loss goes through the fused chunked lm_head +
   // cross-entropy and no logits are materialised (the trainer's validation).
   const PreparedSplit* details = nullptr;
+  // Expert parallelism: the ranks of an expert group exchange tokens in every forward, so each
+  // must run the same number of them. >= 0: exactly this many forwards (at least the loader's
+  // batches): a batch with nothing to score and the forwards after the last batch run a dummy
+  // one-token sequence whose result is discarded. Only without `details`.
+  int64_t lockstep_forwards = -1;
 };
 
 // One pass of `loader` (reset first) in eval mode without gradients; restores training mode.

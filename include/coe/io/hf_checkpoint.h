@@ -32,6 +32,13 @@ CausalLM load_hf_checkpoint(const std::string& dir);
 
 // Writes config.json and model.safetensors into `dir` (created if needed), tensors in `dtype`.
 void save_hf_checkpoint(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype = at::kFloat);
+// The same from a model's hf_state_dict (a whole model gathered from the ranks that hold its parts).
+void save_hf_checkpoint(const ModelConfig& config, const std::map<std::string, at::Tensor>& tensors,
+                        const std::string& dir, at::ScalarType dtype = at::kFloat);
+
+// The HF name of expert `expert` of a stacked-experts parameter ("…mlp.experts.gate_proj", 5 ->
+// "…mlp.experts.5.gate_proj.weight"); "" when `param` is not a stacked-experts parameter.
+std::string hf_expert_name(const std::string& param, int64_t expert);
 
 // Writes `tensors` into `dir` as transformers does: model.safetensors when they fit in
 // `max_shard_bytes`, else model-0000i-of-0000n.safetensors shards (in name order, each at most

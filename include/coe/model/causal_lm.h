@@ -68,6 +68,9 @@ class CausalLMImpl : public torch::nn::Module {
   bool activation_checkpointing() const { return checkpointing_; }
   // Replaces the expert dispatch of every MoE layer.
   void set_dispatch(const std::shared_ptr<ExpertDispatch>& dispatch);
+  // Expert parallelism: every MoE layer keeps routed experts [first, first + count) only
+  // (RoutedExpertsImpl::keep_experts); its dispatch must bring the tokens to the other experts.
+  void keep_experts(int64_t first, int64_t count);
 
   // Expert load (what the trainer's balancing and load statistics use): with tracking on, every
   // forward in training mode counts, per MoE layer and CoE iteration, the token slots each expert

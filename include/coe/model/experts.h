@@ -99,7 +99,11 @@ class RoutedExpertsImpl : public torch::nn::Module {
   // Weights drawn from normal(0, init_std), as the reference initialises its per-expert Linears.
   RoutedExpertsImpl(int64_t n_experts, int64_t hidden, int64_t intermediate, double init_std);
   ExpertWeights weights() const { return {gate_proj, up_proj, down_proj}; }
+  // Expert parallelism: keeps experts [first, first + count) of the stacks (the rest live on other
+  // ranks); checkpoints name them by their index in the whole model (first_expert + e).
+  void keep_experts(int64_t first, int64_t count);
   torch::Tensor gate_proj, up_proj, down_proj;
+  int64_t first_expert = 0;
 };
 TORCH_MODULE(RoutedExperts);
 

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -38,14 +39,22 @@ struct CheckpointInfo {
 std::vector<CheckpointInfo> list_checkpoints(const std::string& out_dir);
 std::optional<CheckpointInfo> latest_checkpoint(const std::string& out_dir);
 
+// The model and optimizer tensors a checkpoint holds: always the whole model's, in the layout of
+// one process (hf_state_dict, AdamW::state()), whatever the run's parallelism.
+struct CheckpointTensors {
+  std::map<std::string, at::Tensor> weights;    // HF names (hf_state_dict)
+  std::map<std::string, at::Tensor> optimizer;  // "<param>.exp_avg", ".exp_avg_sq", ".step"
+  AdamWOptions optimizer_options;
+};
+
 // Writes <out_dir>/step-<state.step> atomically (replacing an existing one of the same step) and
 // returns its path, with a copy of the tokenizer `tokenizer_spec` names (tokenizer.json, or
 // vocab.json and merges.txt; nothing for "byte"), checksummed like the other files. `cuda_device`
 // >= 0 also saves that device's generator state. (The trainer checks AdamW::first_non_finite()
 // first: a diverged state is never saved as a checkpoint.)
-std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const CausalLMImpl& model,
-                             const AdamW& optimizer, const std::string& config_yaml, const std::string& tokenizer_spec,
-                             int cuda_device = -1);
+std::string write_checkpoint(const std::string& out_dir, const TrainState& state, const ModelConfig& model_config,
+                             const CheckpointTensors& tensors, const std::string& config_yaml,
+                             const std::string& tokenizer_spec, int cuda_device = -1);
 
 // Reads and checks a checkpoint's state.json (its own checksum from version 3 on, and the step
 // against a step-N directory name), and verifies every file against its checksum (a coe::Error
@@ -57,8 +66,13 @@ TrainState read_checkpoint_state(const std::string& dir);
 std::optional<CheckpointInfo> newest_intact_checkpoint_before(const std::string& out_dir, int64_t step);
 
 // Loads weights, optimizer state and RNG state (CUDA's when `cuda_device` >= 0 and saved) from a
-// checkpoint directory into an already constructed model / optimizer; returns its state.json.
-TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW& optimizer, int cuda_device = -1);
+// checkpoint directory into an already constructed model (a rank of expert parallelism takes its
+// experts) and through `load_optimizer` (given the whole model's optimizer tensors and the file
+// they came from); returns its state.json.
+using OptimizerStateLoader =
+    std::function<void(const std::map<std::string, at::Tensor>& tensors, const std::string& source)>;
+TrainState read_checkpoint(const std::string& dir, CausalLMImpl& model, const OptimizerStateLoader& load_optimizer,
+                           int cuda_device = -1);
 
 // Deletes all but the newest `keep_last` complete checkpoints (keep_last 0: keeps all). Only
 // directories carrying coe's marker are deleted.

@@ -5,6 +5,7 @@
 //   data:     the data library's DataConfig (coe/data/data_config.h)
 //   optim:    AdamW, learning-rate schedule, clipping (OptimConfig)
 //   trainer:  steps, batch sizes, validation, checkpoints, device (TrainerConfig)
+//   parallel: expert parallelism and optimizer sharding over the ranks of a job (ParallelConfig)
 //
 // Every key is checked: unknown keys are errors that suggest the nearest valid key; a wrong type
 // or an out-of-range value names file:line and the dotted key. `--set section.key=value`
@@ -98,6 +99,18 @@ struct TrainerConfig {
   int64_t accumulation_steps(int64_t world = 1) const { return global_batch / world / micro_batch; }
 };
 
+// How the ranks of a job share the model (docs/distributed.md). Without a launcher (one process)
+// both must keep their defaults.
+struct ParallelConfig {
+  // E: each rank holds n_routed_experts / E routed experts; tokens reach them by all-to-all within
+  // groups of E consecutive ranks. E divides the world size and n_routed_experts; 1: every rank
+  // holds every expert (data parallelism).
+  int64_t expert_parallel = 1;
+  // ZeRO-1: AdamW's moments are split over the ranks that hold the same parameters; gradients are
+  // reduce-scattered and the updated parameters all-gathered.
+  bool shard_optimizer = false;
+};
+
 struct TrainConfig {
   std::string source;  // the YAML file it came from
   ModelConfig model;
@@ -106,6 +119,7 @@ struct TrainConfig {
   DataConfig data;
   OptimConfig optim;
   TrainerConfig trainer;
+  ParallelConfig parallel;
 };
 
 // Reads `path`, applies `overrides` ("section.key=value", parsed as YAML values) and checks every

@@ -35,6 +35,7 @@
 #include "coe/model/causal_lm.h"
 #include "coe/train/adamw.h"
 #include "coe/train/checkpoint.h"
+#include "coe/train/distributed_optimizer.h"
 #include "coe/train/lr_schedule.h"
 #include "coe/train/run_logger.h"
 #include "coe/train/train_config.h"
@@ -103,7 +104,7 @@ class Trainer {
 
   const TrainConfig& config() const { return config_; }  // resolved (vocab, prepared_dir filled in)
   CausalLMImpl& model() { return *model_; }
-  AdamW& optimizer() { return *optimizer_; }
+  DistributedOptimizer& optimizer() { return *optimizer_; }
   const TrainState& state() const { return state_; }
   const std::string& out_dir() const { return out_dir_; }
   const LrSchedule& schedule() const { return schedule_; }
@@ -161,7 +162,8 @@ class Trainer {
   std::string prepared_dir_;
   int64_t val_records_ = 0;
   CausalLM model_{nullptr};
-  std::unique_ptr<AdamW> optimizer_;
+  // The optimizer step over the ranks (data/expert parallel, sharded or not; one process: AdamW).
+  std::unique_ptr<DistributedOptimizer> optimizer_;
   std::unique_ptr<Loader> train_loader_;
   std::unique_ptr<SequentialLoader> val_loader_;
   LrSchedule schedule_;
@@ -170,8 +172,7 @@ class Trainer {
   double flops_per_token_ = 0;   // training FLOPs per token, for the MFU of the progress line
   std::string expert_dispatch_;  // the dispatch trainer.expert_dispatch resolved to
   int64_t last_saved_step_ = -1;
-  std::unique_ptr<GradReducer> reducer_;  // sums the gradients over the ranks (one process: does nothing)
-  RunLogger logger_;                      // metrics.jsonl, val.jsonl, TensorBoard, the console (silent but on rank 0)
+  RunLogger logger_;  // metrics.jsonl, val.jsonl, TensorBoard, the console (silent but on rank 0)
   std::unique_ptr<InitFromReport> init_from_;  // the warm start of a fresh run with trainer.init_from
   // Expert load ([MoE layers, C, E] int64, on the device, over the global batch) counted since the
   // last log line; undefined until a step counted some.

@@ -5,6 +5,7 @@
 // AdamW over its parameters (optim.decay groups).
 #include "coe/model/causal_lm.h"
 #include "coe/train/adamw.h"
+#include "coe/train/distributed_optimizer.h"
 #include "coe/train/train_config.h"
 
 #include <c10/core/Device.h>
@@ -24,5 +25,12 @@ struct TrainingModel {
 
 // config.model.vocab_size must be resolved (model_vocab.h).
 TrainingModel build_model_and_optimizer(const TrainConfig& config, const c10::Device& device);
+
+// The model alone, as build_model_and_optimizer makes it; with `layout` splitting the experts,
+// the whole model is initialised (the same weights as one process) and this rank keeps its
+// experts, reached through an ExpertParallelDispatch over the layout's expert group.
+// `dispatch_name` receives the dispatch's name.
+CausalLM build_training_model(const TrainConfig& config, const c10::Device& device, const ParallelLayout* layout,
+                              std::string* dispatch_name);
 
 }  // namespace coe

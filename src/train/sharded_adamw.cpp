@@ -1,0 +1,245 @@
+#include "coe/train/sharded_adamw.h"
+
+#include "coe/util/error.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+namespace coe {
+
+ShardedAdamW::ShardedAdamW(std::vector<NamedParameter> params, std::vector<DistContext*> group_of, AdamWOptions options,
+                           double bucket_mb)
+    : params_(std::move(params)), options_(options) {
+  if (group_of.size() != params_.size())
+    fail("ShardedAdamW: {} groups for {} parameters", group_of.size(), params_.size());
+  const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024 / 4));
+  owned_.resize(params_.size());
+  // Buckets per group, in parameter order; a group's buckets follow each other.
+  std::vector<DistContext*> groups;
+  for (DistContext* g : group_of)
+    if (std::find(groups.begin(), groups.end(), g) == groups.end()) groups.push_back(g);
+  for (DistContext* g : groups) {
+    int64_t filled = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (group_of[i] != g) continue;
+      const at::Tensor& p = params_[i].param;
+      if (p.scalar_type() != at::kFloat || !p.is_contiguous())
+        fail("ShardedAdamW: parameter '{}' must be contiguous float32 (master weights)", params_[i].name);
+      if (buckets_.empty() || buckets_.back().group != g || (filled > 0 && filled + p.numel() > cap)) {
+        buckets_.push_back(Bucket{g, {}, 0, {}});
+        filled = 0;
+      }
+      owned_[i].bucket = buckets_.size() - 1;
+      owned_[i].offset = filled;
+      buckets_.back().params.push_back(i);
+      filled += p.numel();
+    }
+  }
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    Bucket& bucket = buckets_[b];
+    const size_t last = bucket.params.back();
+    const int64_t n = owned_[last].offset + params_[last].param.numel();
+    const int64_t G = bucket.group->world_size(), r = bucket.group->rank();
+    bucket.chunk = (n + G - 1) / G;
+    const int64_t begin = r * bucket.chunk, end = begin + bucket.chunk;
+    for (size_t i : bucket.params) {
+      Owned& o = owned_[i];
+      const int64_t lo = std::clamp(begin - o.offset, int64_t{0}, params_[i].param.numel());
+      const int64_t hi = std::clamp(end - o.offset, lo, params_[i].param.numel());
+      o.lo = lo;
+      o.hi = hi;
+      o.pos = o.offset + lo - begin;
+    }
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const int64_t n = owned_[i].hi - owned_[i].lo;
+    exp_avg_.push_back(at::zeros({n}, params_[i].param.options()));
+    exp_avg_sq_.push_back(at::zeros({n}, params_[i].param.options()));
+    steps_.push_back(0);
+  }
+  has_grad_.assign(params_.size(), false);
+}
+
+template <typename Piece>
+at::Tensor ShardedAdamW::assemble(const Bucket& b, Piece piece) const {
+  const auto options = params_[b.params.front()].param.options();
+  at::Tensor chunk = at::zeros({b.chunk}, options);
+  for (size_t i : b.params) {
+    const Owned& o = owned_[i];
+    if (o.hi > o.lo) chunk.narrow(0, o.pos, o.hi - o.lo).copy_(piece(i));
+  }
+  return chunk;
+}
+
+at::Tensor ShardedAdamW::gather(const Bucket& b, const at::Tensor& chunk, const std::string& what) const {
+  return b.group->all_gather(chunk, what).view({-1});
+}
+
+void ShardedAdamW::reduce_gradients() {
+  torch::NoGradGuard no_grad;
+  // Which parameters had a gradient on any rank of their group: one count per parameter.
+  std::vector<DistContext*> seen;
+  for (const Bucket& b : buckets_) {
+    if (std::find(seen.begin(), seen.end(), b.group) != seen.end()) continue;
+    seen.push_back(b.group);
+    std::vector<size_t> members;
+    std::vector<int64_t> flags;
+    for (const Bucket& c : buckets_)
+      if (c.group == b.group)
+        for (size_t i : c.params) {
+          members.push_back(i);
+          flags.push_back(params_[i].param.grad().defined() ? 1 : 0);
+        }
+    const auto sums = b.group->all_reduce_sum(flags, "sharded optimizer gradient flags");
+    for (size_t k = 0; k < members.size(); ++k) has_grad_[members[k]] = sums[k] > 0;
+  }
+  for (Bucket& b : buckets_) {
+    const int64_t G = b.group->world_size();
+    at::Tensor flat = at::zeros({G * b.chunk}, params_[b.params.front()].param.options());
+    for (size_t i : b.params) {
+      const at::Tensor& g = params_[i].param.grad();
+      if (g.defined()) flat.narrow(0, owned_[i].offset, g.numel()).copy_(g.reshape({-1}));
+    }
+    b.grad = b.group->reduce_scatter_sum(flat, "sharded optimizer gradient reduce-scatter");
+  }
+  for (auto& p : params_) p.param.mutable_grad().reset();
+}
+
+at::Tensor ShardedAdamW::clip_grad_norm(double max_norm, DistContext& job) {
+  torch::NoGradGuard no_grad;
+  const auto options = at::TensorOptions()
+                           .dtype(at::kFloat)
+                           .device(params_.empty() ? c10::Device(c10::kCPU) : params_.front().param.device());
+  at::Tensor sq = at::zeros({1}, options);
+  for (const Bucket& b : buckets_)
+    if (b.grad.defined()) sq.add_(b.grad.square().sum());
+  job.all_reduce_sum(sq, "gradient norm all-reduce");
+  at::Tensor total = sq.sqrt().reshape({});
+  if (max_norm > 0) {
+    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    for (Bucket& b : buckets_)
+      if (b.grad.defined()) b.grad.mul_(coef);
+  }
+  return total;
+}
+
+void ShardedAdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  const double b1 = options_.beta1, b2 = options_.beta2;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!has_grad_[i]) continue;
+    const int64_t t = ++steps_[i];
+    const Owned& o = owned_[i];
+    if (o.hi == o.lo) continue;
+    at::Tensor p = params_[i].param.view({-1}).narrow(0, o.lo, o.hi - o.lo);
+    const at::Tensor g = buckets_[o.bucket].grad.narrow(0, o.pos, o.hi - o.lo);
+    // AdamW::step's operations, in its order.
+    if (params_[i].decay && options_.weight_decay != 0.0) p.mul_(1.0 - lr * options_.weight_decay);
+    at::Tensor& m = exp_avg_[i];
+    at::Tensor& v = exp_avg_sq_[i];
+    m.mul_(b1).add_(g, 1.0 - b1);
+    v.mul_(b2).addcmul_(g, g, 1.0 - b2);
+    const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t));
+    const double bias2 = 1.0 - std::pow(b2, static_cast<double>(t));
+    at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(options_.eps);
+    p.addcdiv_(m, denom, -lr / bias1);
+  }
+  // Every rank of a group receives the others' updated elements.
+  for (const Bucket& b : buckets_) {
+    const at::Tensor mine = assemble(
+        b, [&](size_t i) { return params_[i].param.view({-1}).narrow(0, owned_[i].lo, owned_[i].hi - owned_[i].lo); });
+    const at::Tensor all = gather(b, mine, "sharded optimizer parameter all-gather");
+    for (size_t i : b.params)
+      params_[i].param.view({-1}).copy_(all.narrow(0, owned_[i].offset, params_[i].param.numel()));
+  }
+}
+
+void ShardedAdamW::zero_grad() {
+  for (auto& p : params_) p.param.mutable_grad().reset();
+  for (auto& b : buckets_) b.grad = at::Tensor();
+}
+
+std::string ShardedAdamW::first_non_finite(DistContext& job) const {
+  torch::NoGradGuard no_grad;
+  // Per parameter: its owned elements, exp_avg, exp_avg_sq; summed over the job.
+  std::vector<at::Tensor> flags;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Owned& o = owned_[i];
+    const at::Tensor p = params_[i].param.view({-1}).narrow(0, o.lo, o.hi - o.lo);
+    for (const at::Tensor* t : {&p, &exp_avg_[i], &exp_avg_sq_[i]})
+      flags.push_back(at::isfinite(*t).all().logical_not().to(at::kLong));
+  }
+  if (flags.empty()) return "";
+  at::Tensor bad = at::stack(flags).contiguous();
+  job.all_reduce_sum(bad, "non-finite check");
+  const at::Tensor host = bad.to(at::kCPU);
+  const int64_t* v = host.data_ptr<int64_t>();
+  for (int64_t k = 0; k < host.numel(); ++k) {
+    if (v[k] == 0) continue;
+    const std::string& name = params_[static_cast<size_t>(k / 3)].name;
+    return k % 3 == 0 ? name : fmt::format("{}'s AdamW {}", name, k % 3 == 1 ? "exp_avg" : "exp_avg_sq");
+  }
+  return "";
+}
+
+std::map<std::string, at::Tensor> ShardedAdamW::state() const {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> out;
+  for (const Bucket& b : buckets_) {
+    for (auto [suffix, moments] : {std::pair{".exp_avg", &exp_avg_}, {".exp_avg_sq", &exp_avg_sq_}}) {
+      const at::Tensor all =
+          gather(b, assemble(b, [&](size_t i) { return (*moments)[i]; }), "sharded optimizer state all-gather");
+      for (size_t i : b.params) {
+        const at::Tensor& p = params_[i].param;
+        out[params_[i].name + suffix] =
+            all.narrow(0, owned_[i].offset, p.numel()).view(p.sizes()).to(at::kCPU).contiguous();
+      }
+    }
+    for (size_t i : b.params) out[params_[i].name + ".step"] = at::scalar_tensor(steps_[i], at::kLong);
+  }
+  return out;
+}
+
+void ShardedAdamW::load_state(const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  auto find = [&](const std::string& key) -> const at::Tensor& {
+    auto it = tensors.find(key);
+    if (it == tensors.end()) fail("{}: missing optimizer tensor '{}'", source, key);
+    used.insert(key);
+    return it->second;
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].name;
+    const at::Tensor& p = params_[i].param;
+    const Owned& o = owned_[i];
+    for (auto [suffix, dst] : {std::pair{".exp_avg", &exp_avg_[i]}, {".exp_avg_sq", &exp_avg_sq_[i]}}) {
+      const at::Tensor& src = find(name + suffix);
+      if (src.sizes() != p.sizes() || src.scalar_type() != at::kFloat)
+        fail("{}: optimizer tensor '{}{}' is {} [{}], expected float32 [{}]", source, name, suffix,
+             c10::toString(src.scalar_type()), fmt::join(src.sizes(), ", "), fmt::join(p.sizes(), ", "));
+      dst->copy_(src.reshape({-1}).narrow(0, o.lo, o.hi - o.lo));
+    }
+    const at::Tensor& step = find(name + ".step");
+    if (step.numel() != 1 || step.scalar_type() != at::kLong)
+      fail("{}: optimizer tensor '{}.step' must be one int64", source, name);
+    steps_[i] = step.item<int64_t>();
+  }
+  for (const auto& kv : tensors)
+    if (!used.count(kv.first))
+      fail("{}: unexpected optimizer tensor '{}' (not a parameter of this model)", source, kv.first);
+}
+
+int64_t ShardedAdamW::moment_bytes() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < params_.size(); ++i) n += exp_avg_[i].nbytes() + exp_avg_sq_[i].nbytes();
+  return n;
+}
+
+}  // namespace coe
