@@ -1,15 +1,21 @@
 // coe-memory: parameter counts per component and the training-memory estimate of a run config
-// (weights, gradients, AdamW moments, activations with and without checkpointing), optionally
-// beside a measurement of real training steps. See docs/memory.md.
+// (weights, gradients, AdamW moments, activations with and without checkpointing) per rank of a
+// job laid out by --world-size / --expert-parallel / --shard-optimizer, optionally beside a
+// measurement of real training steps (one process). See docs/memory.md.
 //
 //   coe-memory CONFIG.yaml [--set k=v ...] [--micro-batch M] [--seq S] [--checkpointing | --no-checkpointing]
-//              [--dtype float32|bfloat16] [--attention auto|fused|materialized] [--measure] [--json OUT]
+//              [--dtype float32|bfloat16] [--attention auto|fused|materialized]
+//              [--world-size W] [--expert-parallel EP] [--shard-optimizer | --no-shard-optimizer]
+//              [--measure] [--json OUT]
 //   coe-memory --compare A.yaml B.yaml [same options]
 #include "cli.h"
+#include "coe/distributed/context.h"
+#include "coe/distributed/env.h"
 #include "coe/model/causal_lm.h"
 #include "coe/model/chunked_loss.h"
 #include "coe/train/adamw.h"
 #include "coe/train/device.h"
+#include "coe/train/distributed_optimizer.h"
 #include "coe/train/memory_model.h"
 #include "coe/train/model_vocab.h"
 #include "coe/train/train_config.h"
@@ -89,6 +95,8 @@ struct Options {
   int64_t micro_batch = 0, seq = 0;
   std::optional<bool> checkpointing;
   std::string dtype, attention = "auto";
+  int64_t world_size = 0, expert_parallel = 0;  // 0: not given
+  std::optional<bool> shard_optimizer;
   bool measure = false;
   int64_t measure_steps = 3, measure_accumulation = 2;
 };
@@ -120,6 +128,30 @@ Loaded load(const std::string& path, const Options& opt) {
   else if (opt.attention == "materialized" || opt.attention == "materialised") m.fused_attention = false;
   else if (opt.attention != "auto")
     coe::fail("--attention: expected auto, fused or materialized, got '{}'", opt.attention);
+  // The layout: --expert-parallel / --shard-optimizer override the config's parallel: section;
+  // --world-size defaults to the fewest ranks the layout runs on (memory_options).
+  const std::string ep_name = opt.expert_parallel > 0
+                                  ? fmt::format("--expert-parallel {}", opt.expert_parallel)
+                                  : fmt::format("parallel.expert_parallel {} ({})", m.expert_parallel, path);
+  if (opt.expert_parallel > 0) m.expert_parallel = m.world_size = opt.expert_parallel;
+  if (opt.world_size > 0) m.world_size = opt.world_size;
+  // --measure as the ranks of a job (torchrun): the job's world size.
+  const coe::DistEnv env = coe::dist_env_from_process();
+  if (opt.measure && env.distributed()) {
+    if (opt.world_size > 0 && opt.world_size != env.world_size)
+      coe::fail("--world-size {} but this is rank {} of {} (WORLD_SIZE)", opt.world_size, env.rank, env.world_size);
+    m.world_size = env.world_size;
+  }
+  if (opt.shard_optimizer) m.shard_optimizer = *opt.shard_optimizer;
+  if (m.world_size % m.expert_parallel != 0)
+    coe::fail("{} does not divide --world-size {} (groups of expert-parallel ranks)", ep_name, m.world_size);
+  if (c.model.n_routed_experts % m.expert_parallel != 0)
+    coe::fail("{} does not divide model.n_routed_experts {} ({}): each rank holds n_routed_experts / EP experts",
+              ep_name, c.model.n_routed_experts, path);
+  if (opt.measure && m.world_size > 1 && !env.distributed())
+    coe::fail("--measure runs the ranks it is started as, here one, not --world-size {}; per-rank measurement: start "
+              "coe-memory --measure as {} ranks with torchrun --no-python (docs/distributed.md)",
+              m.world_size, m.world_size);
   if (m.seq_len > c.model.max_position_embeddings)
     coe::fail("{}: sequence length {} exceeds model.max_position_embeddings {}", path, m.seq_len,
               c.model.max_position_embeddings);
@@ -132,6 +164,10 @@ struct Measurement {
   int64_t saved_bytes = -1;   // allocator growth over one training-mode forward (CPU only)
   int64_t vmhwm_growth = -1;  // CPU: VmHWM after - before (best effort)
   int64_t steps = 0, accumulation = 0;
+  // Started as the ranks of a job: every rank's peak, saved activations and VmHWM growth (rank 0's
+  // copy; the others return theirs only).
+  std::vector<int64_t> rank_peaks, rank_saved;
+  int rank = 0;
 };
 
 // Real optimizer steps (the trainer's accumulate_gradients / clip_grad_norm / AdamW) on random
@@ -152,12 +188,27 @@ Measurement measure(const Loaded& l, const Options& opt) {
   r.accumulation = opt.measure_accumulation;
   const int64_t hwm_before = coe::proc_status_kib("VmHWM") * 1024;
 
-  coe::TrainConfig measured = cfg;  // the estimate's checkpointing (--checkpointing may differ from the config)
+  coe::TrainConfig measured = cfg;  // the estimate's layout and checkpointing (flags may differ from the config)
   measured.trainer.activation_checkpointing = mo.checkpointing;
-  coe::TrainingModel built = coe::build_model_and_optimizer(measured, device);
-  coe::CausalLM& model = built.model;
-  coe::AdamW& optimizer = *built.optimizer;
-  std::mt19937_64 rng(cfg.trainer.seed);
+  measured.parallel.expert_parallel = mo.expert_parallel;
+  measured.parallel.shard_optimizer = mo.shard_optimizer;
+  // Started by a launcher: the ranks of a job, each with its part of the model (the trainer's
+  // layout, gradient reduction and optimizer); else one process.
+  const coe::DistEnv env = coe::dist_env_from_process();
+  coe::DistOptions dist_options;
+  dist_options.timeout_s = cfg.trainer.dist_timeout_s;
+  dist_options.device = device;
+  std::unique_ptr<coe::DistContext> job =
+      env.distributed() ? std::make_unique<coe::DistContext>(env, dist_options) : std::make_unique<coe::DistContext>();
+  r.rank = job->rank();
+  coe::ParallelLayout layout = coe::ParallelLayout::create(*job, measured.parallel, cfg.model, cfg.source);
+  coe::CausalLM model = coe::build_training_model(measured, device, &layout, nullptr);
+  coe::GradReducerOptions reducer;
+  reducer.bucket_mb = cfg.trainer.dist_bucket_mb;
+  coe::DistributedOptimizer optimizer(*job, std::move(layout), measured.parallel, model,
+                                      coe::optimizer_parameters(*model, cfg.optim.decay),
+                                      coe::AdamWOptions::from(cfg.optim), reducer);
+  std::mt19937_64 rng(cfg.trainer.seed + static_cast<uint64_t>(job->rank()));
   auto batch = [&] { return coe::random_token_batch(mo.micro_batch, mo.seq_len, cfg.model.vocab_size, rng); };
 
   // Saved activations: allocator growth over one training-mode forward (CPU: exact storage bytes).
@@ -176,8 +227,19 @@ Measurement measure(const Loaded& l, const Options& opt) {
     std::vector<coe::TokenBatch> micro;
     for (int64_t i = 0; i < opt.measure_accumulation; ++i) micro.push_back(batch());
     optimizer.zero_grad();
-    coe::accumulate_gradients(*model, micro, device, mo.bf16);
-    coe::clip_grad_norm(optimizer.parameters(), cfg.optim.clip_grad);
+    coe::AccumulationOptions acc;
+    acc.bf16_autocast = mo.bf16;
+    int64_t loss_tokens = 0, rows = 0;
+    for (const auto& mb : micro) {
+      loss_tokens += coe::count_loss_tokens(mb);
+      rows += mb.batch_size;
+    }
+    const auto counts = job->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows}, "count all-reduce");
+    acc.global_loss_tokens = counts[0];
+    acc.global_rows = counts[1];
+    acc.before_backward = [&](size_t, bool last) { optimizer.before_backward(last); };
+    coe::accumulate_gradients(*model, micro, device, acc);
+    optimizer.reduce_and_clip(cfg.optim.clip_grad);
     optimizer.step(cfg.optim.lr);
   }
   coe::synchronize(device);
@@ -189,6 +251,17 @@ Measurement measure(const Loaded& l, const Options& opt) {
     r.peak_bytes = g_counting ? g_counting->peak() : 0;
     r.source = "CPU: peak live tensor storage through c10's CPU allocator (counting wrapper)";
     r.vmhwm_growth = coe::proc_status_kib("VmHWM") * 1024 - hwm_before;
+  }
+  if (job->distributed()) {
+    const at::Tensor all = job->all_gather(
+        at::tensor(std::vector<int64_t>{r.peak_bytes, r.saved_bytes}, at::TensorOptions().dtype(at::kLong)).to(device),
+        "measurement all-gather");
+    const at::Tensor host = all.to(at::kCPU).contiguous();
+    for (int64_t q = 0; q < host.size(0); ++q) {
+      r.rank_peaks.push_back(host[q][0].item<int64_t>());
+      r.rank_saved.push_back(host[q][1].item<int64_t>());
+    }
+    job->finish();
   }
   return r;
 }
@@ -209,6 +282,15 @@ std::string measurement_text(const Measurement& m, const coe::MemoryEstimate& e)
   if (m.vmhwm_growth >= 0)
     out += fmt::format("  {:<58} {:>11}   (best effort: resident-set high-water mark, includes allocator slack)\n",
                        "VmHWM growth of the process over the measurement", coe::format_bytes(m.vmhwm_growth));
+  if (!m.rank_peaks.empty()) {
+    out += fmt::format("  per rank ({} ranks; the estimate is {} for every rank, balanced routing assumed):\n",
+                       m.rank_peaks.size(), coe::format_bytes(est));
+    for (size_t q = 0; q < m.rank_peaks.size(); ++q)
+      out += fmt::format("    rank {:<3} peak {:>11}   error of the estimate {:+.1f}%   saved by one forward {}\n", q,
+                         coe::format_bytes(m.rank_peaks[q]),
+                         m.rank_peaks[q] > 0 ? 100.0 * double(est - m.rank_peaks[q]) / double(m.rank_peaks[q]) : 0.0,
+                         m.rank_saved[q] >= 0 ? coe::format_bytes(m.rank_saved[q]) : std::string("-"));
+  }
   return out;
 }
 
@@ -230,7 +312,17 @@ static int tool_main(int argc, char** argv) {
   app.add_option("--attention", opt.attention,
                  "auto | fused | materialized (auto: what SDPA runs on the config's device)")
       ->capture_default_str();
-  app.add_flag("--measure", opt.measure, "also run real training steps and report the allocator's peak");
+  bool shard = false, no_shard = false;
+  app.add_option("--world-size", opt.world_size,
+                 "ranks of the job; the estimate is per rank (default: the expert-parallel size, 1 without)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--expert-parallel", opt.expert_parallel,
+                 "ranks splitting the routed experts; divides --world-size and n_routed_experts (default: "
+                 "parallel.expert_parallel)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--shard-optimizer", shard, "AdamW's moments sharded, ZeRO-1 (default: parallel.shard_optimizer)");
+  app.add_flag("--no-shard-optimizer", no_shard, "AdamW's moments replicated on every rank");
+  app.add_flag("--measure", opt.measure, "also run real training steps (one process) and report the allocator's peak");
   app.add_option("--measure-steps", opt.measure_steps, "optimizer steps for --measure")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -246,6 +338,12 @@ static int tool_main(int argc, char** argv) {
   }
   if (ckpt) opt.checkpointing = true;
   if (no_ckpt) opt.checkpointing = false;
+  if (shard && no_shard) {
+    std::fprintf(stderr, "error: --shard-optimizer and --no-shard-optimizer exclude each other\n");
+    return 1;
+  }
+  if (shard) opt.shard_optimizer = true;
+  if (no_shard) opt.shard_optimizer = false;
   if (compare.empty() == config_path.empty()) {
     std::fprintf(stderr, "error: give either CONFIG.yaml or --compare A.yaml B.yaml\n");
     return 1;
@@ -284,12 +382,19 @@ static int tool_main(int argc, char** argv) {
 
     const Loaded l = load(config_path, opt);
     const coe::MemoryEstimate e = coe::estimate_memory(l.config.model, l.memory);
-    fmt::print("{}", coe::format_memory_report(e, config_path));
+    // Started as the ranks of a job, rank 0 alone reports (and writes --json).
+    const bool reports = coe::dist_env_from_process().rank == 0 || !opt.measure;
+    if (reports) fmt::print("{}", coe::format_memory_report(e, config_path));
     nlohmann::json j = coe::memory_to_json(e);
     j["config"] = config_path;
     if (opt.measure) {
       const Measurement m = measure(l, opt);
+      if (!reports) return 0;
       fmt::print("{}", measurement_text(m, e));
+      if (!m.rank_peaks.empty()) {
+        j["measured_peak_bytes_per_rank"] = m.rank_peaks;
+        j["measured_saved_activations_bytes_per_rank"] = m.rank_saved;
+      }
       j["measured_peak_bytes"] = m.peak_bytes;
       j["measured_source"] = m.source;
       j["measured_device"] = l.config.trainer.device;

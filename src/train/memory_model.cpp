@@ -5,6 +5,7 @@
 #include "coe/model/dispatch_name.h"
 #include "coe/model/flops.h"
 #include "coe/train/train_config.h"
+#include "coe/util/error.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -68,12 +69,15 @@ std::string format_bytes(int64_t bytes) {
 // loss positions, H hidden, V vocab, h heads, dq = nope + rope, dv v_head_dim, r kv_lora_rank,
 // rq q_lora_rank, E routed experts, K top-k, C iterations, R = T*K routed rows, I expert width,
 // Is = I * n_shared, Id dense width. f = 4 bytes (float32), c = compute bytes (2 under bf16
-// autocast, else 4), i = 8 bytes (int64).
+// autocast, else 4), i = 8 bytes (int64). Layout: W ranks, EP expert-parallel ranks (E/EP experts
+// per rank), Pr replicated parameters (all but the routed experts), Pe routed-expert parameters.
 
 namespace {
 
 struct Dims {
   int64_t B, S, T, Tl, H, V, heads, dq, nope, rope, dv, r, rq, E, K, C, R, I, Is, Id;
+  int64_t EP, El;  // expert-parallel ranks, routed experts a rank holds (E/EP)
+  std::string el;  // how El is written in formulas
 };
 
 Dims dims(const ModelConfig& c, const MemoryOptions& o) {
@@ -98,10 +102,14 @@ Dims dims(const ModelConfig& c, const MemoryOptions& o) {
   d.I = c.moe_intermediate_size;
   d.Is = c.moe_intermediate_size * c.n_shared_experts;
   d.Id = c.intermediate_size;
+  d.EP = o.expert_parallel;
+  d.El = d.E / d.EP;
+  d.el = d.EP > 1 ? "(E/EP)" : "E";
   return d;
 }
 
 constexpr int64_t kF32 = 4, kI64 = 8;
+constexpr const char* kReduceScatter = "gradient reduce-scatter (ZeRO-1)";
 
 // Non-expert matmul weights of one decoder layer (what autocast casts to bf16 and caches).
 int64_t layer_linear_params(const ModelConfig& c, int64_t l) {
@@ -114,9 +122,10 @@ int64_t layer_linear_params(const ModelConfig& c, int64_t l) {
   return p.attention + p.shared_experts + p.gates + p.dense_mlps;
 }
 
-// Routed experts that receive at least one of R rows: min(E, R) (an upper bound; with balanced
-// routing and R >> E every expert is hit).
-int64_t active_experts(const Dims& d) { return std::min(d.E, d.R); }
+// This rank's routed experts that receive at least one of R rows: min(E/EP, R) (an upper bound;
+// with balanced routing and R >> E every expert is hit). With expert parallelism the R rows are
+// those that arrive from the group's ranks (balanced routing: as many as the rank sends).
+int64_t active_experts(const Dims& d) { return std::min(d.El, d.R); }
 
 struct LayerActivations {
   std::vector<MemoryTerm> terms;  // saved for backward, the layer input excluded
@@ -192,8 +201,9 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
         router += c.seq_aux ? kF32 * d.B * d.E : kF32 * d.E, rf += c.seq_aux ? " + f*B*E" : " + f*E";
       add(it + "router: softmax scores, top-k indices, aux", router, rf, kF32 * T * d.E);
       if (o.grouped_dispatch) {
-        // M = R + E*8 rows: every expert's group padded to a multiple of 8 (at least 8).
-        const int64_t M = R + d.E * 8, c = ac ? 2 : kF32;
+        // M = R + E*8 rows (this rank's E/EP experts with expert parallelism): every expert's
+        // group padded to a multiple of 8 (at least 8).
+        const int64_t M = R + d.El * 8, c = ac ? 2 : kF32;
         const std::string cf = ac ? "2" : "f";
         add(it + "grouped dispatch: gathered rows [M, H] (one tensor for gate and up)", c * M * H, cf + "*M*H",
             c * M * H);
@@ -204,14 +214,14 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
             kI64 * M);
         if (ac && t == 0)
           add("grouped dispatch: bf16 copies of the expert stacks (autocast cache, shared by the iterations)",
-              3 * 2 * d.E * d.I * H, "3 * 2*E*I*H", 2 * d.E * d.I * H);
+              3 * 2 * d.El * d.I * H, "3 * 2*" + d.el + "*I*H", 2 * d.El * d.I * H);
       } else if (ac) {
         add(it + "dispatch: bf16 casts of the R gathered rows (gate, up)", 2 * 2 * R * H, "2 * 2*R*H", 2 * R * H);
         add(it + "dispatch: gate, silu, up, product [R, I]", 4 * 2 * R * d.I, "4 * 2*R*I", 2 * R * d.I);
         add(it + "dispatch: f32 expert outputs [R, H]", kF32 * R * H, "f*R*H");
         const int64_t n = active_experts(d);
         add(it + "dispatch: bf16 casts of the used experts' weights", n * 3 * 2 * d.I * H,
-            fmt::format("min(E,R)={} * 3 * 2*I*H", n), 2 * d.I * H);
+            fmt::format("min({},R)={} * 3 * 2*I*H", d.EP > 1 ? "E/EP" : "E", n), 2 * d.I * H);
       } else {
         add(it + "dispatch: gathered rows [R, H]", kF32 * R * H, "f*R*H");
         add(it + "dispatch: gate, silu, up, product [R, I]", 4 * kF32 * R * d.I, "4 * f*R*I", kF32 * R * d.I);
@@ -220,6 +230,16 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
       if (!o.grouped_dispatch) {
         add(it + "dispatch: weighted rows (kept by index_add)", kF32 * R * H, "f*R*H");
         add(it + "dispatch: row weights, token and order indices", kF32 * R + 2 * kI64 * R, "f*R + 2*i*R", kI64 * R);
+      }
+      if (d.EP > 1) {
+        // ExpertParallelDispatch: the rows go out and come back by all-to-all in x's dtype
+        // (float32: the dispatch casts after the exchange). The local dispatch above runs on the
+        // rows that arrive (R with balanced routing); at home the returned rows are weighted by
+        // the K slot weights, which saves them, and the send order and its inverse are saved by
+        // the two index_selects. The sent and received buffers are transient (working set).
+        add(it + "expert parallel: returned rows [R, H] (f32, saved by the slot weighting)", kF32 * R * H, "f*R*H");
+        add(it + "expert parallel: slot weights, send order and its inverse", kF32 * R + 2 * kI64 * R, "f*R + 2*i*R",
+            kI64 * R);
       }
       if (shared) add(it + "shared experts: gate, silu, up, product", 4 * cb * T * d.Is, "4 * c*T*Is", cb * T * d.Is);
     }
@@ -245,9 +265,15 @@ LayerActivations layer_activations(const ModelConfig& c, int64_t l, const Dims& 
   a.working_set = a.largest;
   a.working_formula = "largest saved tensor";
   if (c.is_moe_layer(l) && d.E > 0) {
-    const int64_t stack = kF32 * d.E * d.I * H;
+    const int64_t stack = kF32 * d.El * d.I * H;
     a.working_set += 5 * stack;
-    a.working_formula += " + 5 * f*E*I*H (expert-stack gradient buffers)";
+    a.working_formula += " + 5 * f*" + d.el + "*I*H (expert-stack gradient buffers)";
+    if (d.EP > 1) {
+      // One all-to-all of R float32 rows in flight: its send and receive buffers (backward sends
+      // the gradient rows the opposite way; the forward's recomputation under checkpointing too).
+      a.working_set += 2 * kF32 * d.R * H;
+      a.working_formula += " + 2 * f*R*H (all-to-all send and receive buffers)";
+    }
   }
   return a;
 }
@@ -266,7 +292,16 @@ MemoryOptions memory_options(const TrainConfig& config) {
                                                config.model.v_head_dim, cuda);
   o.grouped_dispatch = uses_grouped_dispatch(config.trainer.expert_dispatch);
   o.loss_chunk_tokens = default_loss_chunk_tokens(config.model.vocab_size, cuda ? c10::kCUDA : c10::kCPU);
+  o.expert_parallel = config.parallel.expert_parallel;
+  o.world_size = config.parallel.expert_parallel;  // the fewest ranks this config runs on
+  o.shard_optimizer = config.parallel.shard_optimizer;
+  o.dist_bucket_mb = config.trainer.dist_bucket_mb;
   return o;
+}
+
+std::string layout_description(const MemoryOptions& o) {
+  return fmt::format("{} rank{}, expert parallel {}, optimizer {}", o.world_size, o.world_size == 1 ? "" : "s",
+                     o.expert_parallel, o.shard_optimizer ? "sharded" : "replicated");
 }
 
 bool uses_grouped_dispatch(const std::string& expert_dispatch) {
@@ -278,15 +313,48 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
   m.config = c;
   m.options = o;
   m.params = count_parameters(c);
+  const int64_t W = o.world_size, EP = o.expert_parallel;
+  if (W < 1 || EP < 1) fail("memory estimate: world size {} and expert parallel {} must be positive", W, EP);
+  if (W % EP != 0) fail("memory estimate: expert parallel {} does not divide the world size {}", EP, W);
+  if (c.n_routed_experts % EP != 0)
+    fail("memory estimate: expert parallel {} does not divide model.n_routed_experts {}", EP, c.n_routed_experts);
   const Dims d = dims(c, o);
-  const int64_t P = m.params.total();
   const bool ac = o.bf16;
 
-  // ---- states ----
-  m.states.push_back({ac ? "weights (fp32 master; bf16 autocast)" : "weights (fp32)", kF32 * P, "4*P"});
-  m.states.push_back({"gradients (fp32)", kF32 * P, "4*P"});
-  m.states.push_back({"AdamW moments (2 x fp32)", 2 * kF32 * P, "8*P"});
+  // ---- states, per rank ----
+  // Pr replicated parameters (held by all W ranks), Pe routed-expert parameters (Pe/EP held by
+  // each rank, replicated over the W/EP ranks holding the same experts).
+  const int64_t Pe = m.params.routed_experts, Pr = m.params.total() - Pe, Pl = Pe / EP, G = W / EP;
+  const int64_t P = Pr + Pl;
+  m.params_per_rank = P;
+  const bool one = W == 1;
+  const std::string held = EP > 1 ? "(Pr + Pe/EP)" : "P", per = one ? "" : ", per rank";
+  m.states.push_back({ac ? "weights (fp32 master; bf16 autocast)" : "weights (fp32)", kF32 * P, "4*" + held + per});
+  m.states.push_back({"gradients (fp32)", kF32 * P,
+                      "4*" + held + per + (o.shard_optimizer && !one ? " (full size until reduce-scattered)" : "")});
+  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  if (o.shard_optimizer && !one) {
+    // ZeRO-1: each parameter's moments are split over its data-parallel group (W ranks for the
+    // replicated ones, W/EP for this rank's experts); shards rounded up.
+    const int64_t moments = 2 * kF32 * (ceil_div(Pr, W) + ceil_div(Pl, G));
+    m.states.push_back({"AdamW moments (2 x fp32), sharded", moments,
+                        EP > 1 ? "8*(Pr/W + (Pe/EP)/(W/EP)) = 8*P/W, per rank" : "8*P/W, per rank"});
+  } else {
+    m.states.push_back({"AdamW moments (2 x fp32)", 2 * kF32 * P, "8*" + held + per});
+  }
+  // ZeRO-1 holds no buffer across steps: ShardedAdamW's buckets are built when the gradients are
+  // reduced (a phase, below).
+  if (!one && !o.shard_optimizer) {
+    // GradReducer: every gradient it sums has a float32 slot in its flat buckets (allocated once;
+    // + one float per parameter tensor, left out): the replicated parameters over W ranks, this
+    // rank's experts over the W/EP ranks holding them (none when W/EP = 1).
+    const int64_t buckets = kF32 * (EP > 1 ? Pr + (G > 1 ? Pl : 0) : P);
+    m.states.push_back({"gradient all-reduce buckets (fp32 copy of the gradients)", buckets,
+                        EP > 1 ? (G > 1 ? "4*(Pr + Pe/EP), per rank" : "4*Pr (W/EP = 1: experts not reduced), per rank")
+                               : "4*P, per rank"});
+  }
   for (const auto& s : m.states) m.states_bytes += s.bytes;
+  if (EP > 1) m.all_to_all_bytes = kF32 * d.R * d.H;
 
   // ---- saved activations, per part ----
   // The micro-batch's input ids and labels (int64) exist through the step (not counted as saved);
@@ -334,13 +402,31 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
   const int64_t layers_cast = ac ? 2 * all_linear : 0;
   // AdamW: v.sqrt() / sqrt(1 - beta2^t) makes two temporaries of the largest parameter.
   int64_t largest_param = d.V * d.H;
-  if (d.E > 0) largest_param = std::max(largest_param, d.E * d.I * d.H);
+  if (d.E > 0) largest_param = std::max(largest_param, d.El * d.I * d.H);
   const int64_t optimizer = 2 * kF32 * largest_param;
+  // ZeRO-1 (ShardedAdamW::reduce_gradients): bucket after bucket, the full gradients are copied
+  // into a flat float32 bucket (up to trainer.dist_bucket_mb MiB; a larger parameter is a bucket
+  // alone) and reduce-scattered into this rank's owned shard of the summed gradient; the full
+  // gradients are freed only after the last bucket, so at that point the rank holds them, every
+  // shard (4*P/W, as the moments) and one bucket. The all-gather of the parameters after the
+  // update needs no more (the full gradients are gone by then).
+  int64_t reduce_scatter = 0;
+  std::string reduce_scatter_formula;
+  if (o.shard_optimizer && W > 1) {
+    const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(o.dist_bucket_mb * 1024 * 1024 / 4));
+    const int64_t bucket = kF32 * std::min(std::max(cap, largest_param), P);
+    reduce_scatter = kF32 * (ceil_div(Pr, W) + ceil_div(Pl, G)) + bucket;
+    reduce_scatter_formula =
+        std::string(EP > 1 ? "gradient shards 4*(Pr/W + (Pe/EP)/(W/EP))" : "gradient shards 4*P/W") +
+        " + one flat bucket f * max(trainer.dist_bucket_mb MiB / f, largest parameter)";
+  }
+  m.reduce_scatter_bytes = reduce_scatter;
 
   auto finish = [&](ActivationEstimate& a) {
     // The input ids and labels are alive in every phase of the micro-batch.
     for (auto& p : a.phases)
-      if (p.name != "optimizer step") p.bytes += inputs_bytes, p.formula += " + ids/labels 2*i*T";
+      if (p.name != "optimizer step" && p.name != kReduceScatter)
+        p.bytes += inputs_bytes, p.formula += " + ids/labels 2*i*T";
     a.peak_bytes = 0;
     for (const auto& p : a.phases)
       if (p.bytes > a.peak_bytes) a.peak_bytes = p.bytes, a.peak_phase = p.name;
@@ -361,6 +447,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
       a.phases.push_back({fmt::format("backward of layer {}", l), below + layers[l].working_set,
                           "saved up to this layer + " + layers[l].working_formula});
     }
+    if (reduce_scatter > 0) a.phases.push_back({kReduceScatter, reduce_scatter, reduce_scatter_formula});
     a.phases.push_back({"optimizer step", optimizer, "2 * f * largest parameter"});
     finish(a);
     m.autocast_copies_bytes = ac ? layers_cast + head_cast : 0;
@@ -380,6 +467,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const MemoryOptions& o) {
           {fmt::format("backward of layer {} (recomputed)", l), held + recompute[l].saved + recompute[l].working_set,
            "layer inputs up to this layer + its recomputed saved tensors + " + recompute[l].working_formula});
     }
+    if (reduce_scatter > 0) a.phases.push_back({kReduceScatter, reduce_scatter, reduce_scatter_formula});
     a.phases.push_back({"optimizer step", optimizer, "2 * f * largest parameter"});
     finish(a);
   }
@@ -452,8 +540,16 @@ std::string format_memory_report(const MemoryEstimate& m, const std::string& tit
   const FlopsPerToken f = training_flops_per_token(c, m.options.seq_len);
   out += fmt::format("  {:<34} {:>15}\n", "expert calls per token", m.params.expert_calls_per_token);
   out += fmt::format("  {:<34} {:>15.3f}\n", "training GFLOP per token", f.total() / 1e9);
+  if (m.options.expert_parallel > 1)
+    out += fmt::format("  {:<34} {:>15}   {:>11}   all but the routed experts + {}/{} of them\n", "held per rank",
+                       group_digits(m.params_per_rank), format_bytes(4 * m.params_per_rank),
+                       m.config.n_routed_experts / m.options.expert_parallel, m.config.n_routed_experts);
 
-  out += fmt::format("\ntraining memory ({})\n", setup_line(m));
+  out += fmt::format("\ntraining memory per rank ({})\n  setup: {}\n", layout_description(m.options), setup_line(m));
+  if (m.all_to_all_bytes > 0)
+    out += fmt::format("  expert-parallel all-to-all: {} out and {} back per MoE iteration (f*T*K*H), forward and "
+                       "backward; balanced routing assumed\n",
+                       format_bytes(m.all_to_all_bytes), format_bytes(m.all_to_all_bytes));
   for (const auto& s : m.states) out += fmt::format("  {:<58} {:>11}   {}\n", s.name, format_bytes(s.bytes), s.formula);
   const ActivationEstimate& a = m.activations();
   out += fmt::format("  {:<58} {:>11}   (saved {}; peak at {})\n", "activations (peak of one micro-batch)",
@@ -488,7 +584,8 @@ std::string format_memory_comparison(const MemoryEstimate& a, const std::string&
   };
   std::string out;
   out += fmt::format("A: {}\nB: {}\n", name_a, name_b);
-  out += fmt::format("A setup: {}\nB setup: {}\n", setup_line(a), setup_line(b));
+  out += fmt::format("A setup: {}; per rank ({})\nB setup: {}; per rank ({})\n", setup_line(a),
+                     layout_description(a.options), setup_line(b), layout_description(b.options));
   out += fmt::format("\n{:<44} {:>16} {:>16} {:>9}\n", "parameters", "A", "B", "(B-A)/A");
   const auto pa = param_lines(a.params), pb = param_lines(b.params);
   for (size_t i = 0; i < pa.size(); ++i)
@@ -510,9 +607,14 @@ std::string format_memory_comparison(const MemoryEstimate& a, const std::string&
   const int64_t ds = b.states_bytes - a.states_bytes;
   const int64_t da = b.activations().peak_bytes - a.activations().peak_bytes;
   const double per_param = double(a.states_bytes) / double(std::max<int64_t>(a.params.total(), 1));
+  // Bytes per parameter are uniform in one process only: with several ranks the experts are split
+  // and the moments sharded, so only the parameter differences are listed.
+  const bool one = a.options.world_size == 1 && b.options.world_size == 1;
   out += fmt::format("\nwhere the difference comes from (B - A = {})\n", format_bytes(dt));
-  out += fmt::format("  states (weights + gradients + AdamW moments, {:.0f} bytes per parameter): {}\n", per_param,
-                     format_bytes(ds));
+  if (one)
+    out += fmt::format("  states (weights + gradients + AdamW moments, {:.0f} bytes per parameter): {}\n", per_param,
+                       format_bytes(ds));
+  else out += fmt::format("  states per rank (weights, gradients, AdamW moments, buffers): {}\n", format_bytes(ds));
   const std::vector<std::pair<std::string, int64_t>> parts = {
       {"routed experts", b.params.routed_experts - a.params.routed_experts},
       {"shared experts", b.params.shared_experts - a.params.shared_experts},
@@ -522,8 +624,9 @@ std::string format_memory_comparison(const MemoryEstimate& a, const std::string&
       {"dense MLPs + norms", b.params.dense_mlps + b.params.norms - a.params.dense_mlps - a.params.norms}};
   for (const auto& [name, dp] : parts)
     if (dp != 0)
-      out += fmt::format("    {:<22} {:>16} parameters -> {}\n", name, (dp > 0 ? "+" : "") + group_digits(dp),
-                         format_bytes(static_cast<int64_t>(std::llround(double(dp) * per_param))));
+      out += fmt::format("    {:<22} {:>16} parameters{}\n", name, (dp > 0 ? "+" : "") + group_digits(dp),
+                         one ? " -> " + format_bytes(static_cast<int64_t>(std::llround(double(dp) * per_param)))
+                             : std::string(" (whole model)"));
   out += fmt::format("  activation peak difference: {} (A: {} at {}; B: {} at {})\n", format_bytes(da),
                      format_bytes(a.activations().peak_bytes), a.activations().peak_phase,
                      format_bytes(b.activations().peak_bytes), b.activations().peak_phase);
@@ -558,9 +661,19 @@ nlohmann::json memory_to_json(const MemoryEstimate& m) {
                   {"expert_dispatch", m.options.grouped_dispatch ? "grouped" : "segmented"},
                   {"recompute_autocast", m.options.recompute_autocast},
                   {"loss_chunk_tokens", m.options.loss_chunk_tokens}};
+  j["parallel"] = {{"world_size", m.options.world_size},
+                   {"expert_parallel", m.options.expert_parallel},
+                   {"shard_optimizer", m.options.shard_optimizer},
+                   {"dist_bucket_mb", m.options.dist_bucket_mb}};
+  // Every byte figure below is per rank (one process: the whole model).
+  j["per_rank"] = "per rank (" + layout_description(m.options) + ")";
+  j["params_per_rank"] = m.params_per_rank;
   j["weights_bytes"] = m.states[0].bytes;
   j["gradients_bytes"] = m.states[1].bytes;
   j["optimizer_bytes"] = m.states[2].bytes;
+  j["communication_buffers_bytes"] = m.states.size() > 3 ? m.states[3].bytes : 0;
+  j["zero1_reduce_scatter_bytes"] = m.reduce_scatter_bytes;
+  j["all_to_all_bytes_per_iteration"] = m.all_to_all_bytes;
   j["states_bytes"] = m.states_bytes;
   j["autocast_weight_copies_bytes"] = m.autocast_copies_bytes;
   j["activations_saved_bytes"] = m.activations().saved_bytes;

@@ -242,12 +242,14 @@ void Trainer::prepare_data() {
 // schedule, and the resolved configuration every rank must agree on.
 void Trainer::build_model() {
   const TrainerConfig& tc = config_.trainer;
-  if (tc.memory_check && !device_.is_cuda())
-    check_host_memory(estimate_memory(config_.model, memory_options(config_)).total_bytes(),
-                      config_.source + ": this run",
-                      "use a smaller model or trainer.micro_batch, or set trainer.memory_check: false to try anyway");
   // Expert parallelism splits the experts (and ZeRO the optimizer state) over the ranks.
   ParallelLayout layout = ParallelLayout::create(*dist_, config_.parallel, config_.model, config_.source);
+  if (tc.memory_check && !device_.is_cuda()) {
+    MemoryOptions memory = memory_options(config_);
+    memory.world_size = dist_->world_size();  // this rank's part of the model
+    check_host_memory(estimate_memory(config_.model, memory).total_bytes(), config_.source + ": this run",
+                      "use a smaller model or trainer.micro_batch, or set trainer.memory_check: false to try anyway");
+  }
   model_ = build_training_model(config_, device_, &layout, &expert_dispatch_);
   params_ = count_parameters(config_.model).total();
   GradReducerOptions reducer;

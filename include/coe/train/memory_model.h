@@ -12,6 +12,12 @@
 // lm_head + cross-entropy), plus the largest working set on top of them (forward end, backward of
 // a layer, optimizer step). With activation checkpointing only each layer's input is saved and
 // one layer at a time is recomputed in backward.
+//
+// The estimate is per rank of a job laid out by MemoryOptions' world_size / expert_parallel /
+// shard_optimizer (docs/distributed.md): a rank holds every replicated parameter and 1/EP of the
+// routed experts, its gradients, its share of AdamW's moments, the gradient buckets of the
+// data-parallel reduction, and the activations of its own micro-batch. One process (the default)
+// is world_size 1.
 #include "coe/model/config.h"
 
 #include <nlohmann/json_fwd.hpp>
@@ -65,11 +71,23 @@ struct MemoryOptions {
   // The grouped expert dispatch (trainer.expert_dispatch grouped, or auto on CUDA) instead of the
   // segmented one: rows padded per expert, one gather for gate and up, expert stacks cast once.
   bool grouped_dispatch = false;
+
+  // The job's layout (docs/distributed.md#data-expert-and-optimizer-parallelism-which-to-use).
+  // world_size W ranks; expert_parallel EP splits the routed experts over groups of EP ranks (EP
+  // divides W and n_routed_experts); shard_optimizer (ZeRO-1) splits AdamW's moments over each
+  // parameter's data-parallel group (replicated parameters: W ranks, expert shards: W/EP).
+  int64_t world_size = 1;
+  int64_t expert_parallel = 1;
+  bool shard_optimizer = false;
+  double dist_bucket_mb = 25;  // trainer.dist_bucket_mb: the gradient buckets' size
 };
 
 // The options a run's config trains with: trainer.micro_batch, data.max_length, checkpointing,
 // dtype, and the attention, dispatch and loss chunks this build uses on trainer.device (CUDA
-// configurations are estimated for libtorch 2.x). config.model.vocab_size must be resolved.
+// configurations are estimated for libtorch 2.x), and the parallel: section. A config does not
+// say how many ranks run it: world_size is parallel.expert_parallel, the fewest ranks the config
+// runs on (1 without expert parallelism); callers that know the job's size set it.
+// config.model.vocab_size must be resolved.
 MemoryOptions memory_options(const TrainConfig& config);
 
 // Whether a run with this trainer.expert_dispatch uses the grouped dispatch.
@@ -93,7 +111,10 @@ struct MemoryEstimate {
   ModelConfig config;
   MemoryOptions options;
   ParamCounts params;
-  // weights, gradients, AdamW moments (persistent across steps).
+  // Parameters one rank holds: every one but the routed experts, plus 1/EP of those.
+  int64_t params_per_rank = 0;
+  // Per rank: weights, gradients, AdamW moments (persistent across steps), and with several ranks
+  // and replicated moments the gradient all-reduce buckets (allocated once).
   std::vector<MemoryTerm> states;
   int64_t states_bytes = 0;
   // Saved tensors: embedding, one entry per decoder layer, final norm + loss.
@@ -104,6 +125,12 @@ struct MemoryEstimate {
   ActivationEstimate without_checkpointing, with_checkpointing;
   // bf16 copies of weights made by autocast (included in the activation figures).
   int64_t autocast_copies_bytes = 0;
+  // Expert parallelism: float32 bytes one rank's all-to-all sends (and receives back) per MoE
+  // iteration and direction, T*K*H*4 (0 without expert parallelism).
+  int64_t all_to_all_bytes = 0;
+  // ZeRO-1: what the gradient reduction holds beside the states at its end (the rank's shards of
+  // the summed gradients and one flat bucket); one of the peak candidates. 0 otherwise.
+  int64_t reduce_scatter_bytes = 0;
 
   const ActivationEstimate& activations() const {
     return options.checkpointing ? with_checkpointing : without_checkpointing;
@@ -111,7 +138,10 @@ struct MemoryEstimate {
   int64_t total_bytes() const { return states_bytes + activations().peak_bytes; }
 };
 
+// Throws coe::Error for a layout the trainer would refuse (EP not dividing W or n_routed_experts).
 MemoryEstimate estimate_memory(const ModelConfig& config, const MemoryOptions& options);
+// "8 ranks, expert parallel 8, optimizer sharded": the layout an estimate is per rank of.
+std::string layout_description(const MemoryOptions& options);
 
 // The human-readable report of coe-memory (parameters per component, then training memory).
 std::string format_memory_report(const MemoryEstimate& estimate, const std::string& title);
