@@ -22,6 +22,8 @@ ShardedAdamW::ShardedAdamW(std::vector<NamedParameter> params, std::vector<DistC
   owned_.resize(params_.size());
   // Buckets per group, in parameter order; a group's buckets follow each other.
   std::vector<DistContext*> groups;
+  for (size_t i = 0; i < group_of.size(); ++i)
+    if (!group_of[i]) fail("ShardedAdamW: parameter '{}' has no group", params_[i].name);
   for (DistContext* g : group_of)
     if (std::find(groups.begin(), groups.end(), g) == groups.end()) groups.push_back(g);
   for (DistContext* g : groups) {
@@ -52,9 +54,10 @@ ShardedAdamW::ShardedAdamW(std::vector<NamedParameter> params, std::vector<DistC
       Owned& o = owned_[i];
       const int64_t lo = std::clamp(begin - o.offset, int64_t{0}, params_[i].param.numel());
       const int64_t hi = std::clamp(end - o.offset, lo, params_[i].param.numel());
-      o.lo = lo;
-      o.hi = hi;
-      o.pos = o.offset + lo - begin;
+      // Nothing owned: an empty range at 0 (its position would fall outside the chunk).
+      o.lo = hi > lo ? lo : 0;
+      o.hi = hi > lo ? hi : 0;
+      o.pos = hi > lo ? o.offset + lo - begin : 0;
     }
   }
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -113,14 +116,29 @@ void ShardedAdamW::reduce_gradients() {
 
 at::Tensor ShardedAdamW::clip_grad_norm(double max_norm, DistContext& job) {
   torch::NoGradGuard no_grad;
+  const int64_t n = static_cast<int64_t>(params_.size());
   const auto options = at::TensorOptions()
                            .dtype(at::kFloat)
                            .device(params_.empty() ? c10::Device(c10::kCPU) : params_.front().param.device());
-  at::Tensor sq = at::zeros({1}, options);
-  for (const Bucket& b : buckets_)
-    if (b.grad.defined()) sq.add_(b.grad.square().sum());
-  job.all_reduce_sum(sq, "gradient norm all-reduce");
-  at::Tensor total = sq.sqrt().reshape({});
+  if (n == 0) return at::zeros({}, options);
+  // Per parameter, summed over the job: the squared norm of the owned gradient and whether its
+  // group had one. The total is then train_step.h's norm of the per-parameter norms over those
+  // with a gradient, so one rank gives clip_grad_norm's value bit for bit (sqrt(x * x) == x for
+  // binary floats). Every rank of the job has the same number of parameters (the same model).
+  std::vector<at::Tensor> squares;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Owned& o = owned_[i];
+    const at::Tensor& chunk = buckets_[o.bucket].grad;
+    squares.push_back(has_grad_[i] && chunk.defined() ? at::norm(chunk.narrow(0, o.pos, o.hi - o.lo), 2).square()
+                                                      : at::zeros({}, options));
+  }
+  std::vector<float> had(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) had[i] = has_grad_[i] ? 1.0f : 0.0f;
+  at::Tensor sums = at::cat({at::stack(squares), at::tensor(had).to(options.device())}).contiguous();
+  job.all_reduce_sum(sums, "gradient norm all-reduce");
+  const at::Tensor norms = sums.narrow(0, 0, n).sqrt().masked_select(sums.narrow(0, n, n) > 0);
+  if (norms.numel() == 0) return at::zeros({}, options);
+  at::Tensor total = at::norm(norms, 2);
   if (max_norm > 0) {
     at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
     for (Bucket& b : buckets_)

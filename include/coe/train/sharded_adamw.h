@@ -10,8 +10,8 @@
 //   reduce_gradients  per bucket, the ranks' gradients are reduce-scattered: this rank receives
 //                     the group's sum over the elements it owns (and which parameters had a
 //                     gradient on any rank, one small all-reduce); the full .grad()s are freed
-//   clip_grad_norm    the squares of the owned gradients summed over the job: every element is
-//                     owned by exactly one rank of the job
+//   clip_grad_norm    the squares of the owned gradients summed over the job (per parameter):
+//                     every element is owned by exactly one rank of the job
 //   step              AdamW on the owned elements, then per bucket the owned chunks are
 //                     all-gathered into every rank's parameters
 // The traffic equals an all-reduce's (a reduce-scatter plus an all-gather). With a group of one
@@ -42,7 +42,8 @@ class ShardedAdamW {
   // rank of its group is skipped by step(), as AdamW skips it.
   void reduce_gradients();
   // The global L2 norm of the summed gradients (float32 scalar, all-reduced over `job`); with
-  // max_norm > 0 the owned gradients are scaled by min(1, max_norm / (norm + 1e-6)).
+  // max_norm > 0 the owned gradients are scaled by min(1, max_norm / (norm + 1e-6)). One rank:
+  // train_step.h's clip_grad_norm bit for bit. Every rank of `job` holds as many parameters.
   at::Tensor clip_grad_norm(double max_norm, DistContext& job);
   // AdamW on the owned elements, then the parameters all-gathered within each group.
   void step(double lr);
