@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
+#include <array>
 #include <cmath>
 #include <set>
 
@@ -32,23 +33,24 @@ AdamW::AdamW(std::vector<NamedParameter> params, AdamWOptions options) : params_
   }
 }
 
+void adamw_update(at::Tensor p, const at::Tensor& g, at::Tensor& m, at::Tensor& v, int64_t t, double lr, bool decay,
+                  const AdamWOptions& options) {
+  const double b1 = options.beta1, b2 = options.beta2;
+  if (decay && options.weight_decay != 0.0) p.mul_(1.0 - lr * options.weight_decay);
+  m.mul_(b1).add_(g, 1.0 - b1);
+  v.mul_(b2).addcmul_(g, g, 1.0 - b2);
+  const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t));
+  const double bias2 = 1.0 - std::pow(b2, static_cast<double>(t));
+  at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(options.eps);
+  p.addcdiv_(m, denom, -lr / bias1);
+}
+
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
-  const double b1 = options_.beta1, b2 = options_.beta2;
   for (size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor p = params_[i].param;
-    const at::Tensor& g = p.grad();
+    const at::Tensor& g = params_[i].param.grad();
     if (!g.defined()) continue;
-    const int64_t t = ++steps_[i];
-    if (params_[i].decay && options_.weight_decay != 0.0) p.mul_(1.0 - lr * options_.weight_decay);
-    at::Tensor& m = exp_avg_[i];
-    at::Tensor& v = exp_avg_sq_[i];
-    m.mul_(b1).add_(g, 1.0 - b1);
-    v.mul_(b2).addcmul_(g, g, 1.0 - b2);
-    const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t));
-    const double bias2 = 1.0 - std::pow(b2, static_cast<double>(t));
-    at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-    p.addcdiv_(m, denom, -lr / bias1);
+    adamw_update(params_[i].param, g, exp_avg_[i], exp_avg_sq_[i], ++steps_[i], lr, params_[i].decay, options_);
   }
 }
 
@@ -85,8 +87,10 @@ std::map<std::string, at::Tensor> AdamW::state() const {
   return out;
 }
 
-void AdamW::load_state(const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
-  torch::NoGradGuard no_grad;
+void read_adamw_state(
+    const std::vector<NamedParameter>& params, const std::map<std::string, at::Tensor>& tensors,
+    const std::string& source,
+    const std::function<void(size_t i, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, int64_t step)>& take) {
   std::set<std::string> used;
   auto find = [&](const std::string& key) -> const at::Tensor& {
     auto it = tensors.find(key);
@@ -94,23 +98,36 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& tensors, const s
     used.insert(key);
     return it->second;
   };
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const std::string& name = params_[i].name;
-    for (auto [suffix, dst] : {std::pair{".exp_avg", &exp_avg_[i]}, {".exp_avg_sq", &exp_avg_sq_[i]}}) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string& name = params[i].name;
+    const at::Tensor& p = params[i].param;
+    std::array<const at::Tensor*, 2> moments{};
+    for (int k = 0; k < 2; ++k) {
+      const char* suffix = k == 0 ? ".exp_avg" : ".exp_avg_sq";
       const at::Tensor& src = find(name + suffix);
-      if (src.sizes() != dst->sizes() || src.scalar_type() != at::kFloat)
+      if (src.sizes() != p.sizes() || src.scalar_type() != at::kFloat)
         fail("{}: optimizer tensor '{}{}' is {} [{}], expected float32 [{}]", source, name, suffix,
-             c10::toString(src.scalar_type()), fmt::join(src.sizes(), ", "), fmt::join(dst->sizes(), ", "));
-      dst->copy_(src);
+             c10::toString(src.scalar_type()), fmt::join(src.sizes(), ", "), fmt::join(p.sizes(), ", "));
+      moments[k] = &src;
     }
     const at::Tensor& step = find(name + ".step");
     if (step.numel() != 1 || step.scalar_type() != at::kLong)
       fail("{}: optimizer tensor '{}.step' must be one int64", source, name);
-    steps_[i] = step.item<int64_t>();
+    take(i, *moments[0], *moments[1], step.item<int64_t>());
   }
   for (const auto& kv : tensors)
     if (!used.count(kv.first))
       fail("{}: unexpected optimizer tensor '{}' (not a parameter of this model)", source, kv.first);
+}
+
+void AdamW::load_state(const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  read_adamw_state(params_, tensors, source,
+                   [&](size_t i, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, int64_t step) {
+                     exp_avg_[i].copy_(exp_avg);
+                     exp_avg_sq_[i].copy_(exp_avg_sq);
+                     steps_[i] = step;
+                   });
 }
 
 }  // namespace coe

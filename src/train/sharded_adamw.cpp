@@ -149,24 +149,14 @@ at::Tensor ShardedAdamW::clip_grad_norm(double max_norm, DistContext& job) {
 
 void ShardedAdamW::step(double lr) {
   torch::NoGradGuard no_grad;
-  const double b1 = options_.beta1, b2 = options_.beta2;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!has_grad_[i]) continue;
     const int64_t t = ++steps_[i];
     const Owned& o = owned_[i];
     if (o.hi == o.lo) continue;
-    at::Tensor p = params_[i].param.view({-1}).narrow(0, o.lo, o.hi - o.lo);
-    const at::Tensor g = buckets_[o.bucket].grad.narrow(0, o.pos, o.hi - o.lo);
-    // AdamW::step's operations, in its order.
-    if (params_[i].decay && options_.weight_decay != 0.0) p.mul_(1.0 - lr * options_.weight_decay);
-    at::Tensor& m = exp_avg_[i];
-    at::Tensor& v = exp_avg_sq_[i];
-    m.mul_(b1).add_(g, 1.0 - b1);
-    v.mul_(b2).addcmul_(g, g, 1.0 - b2);
-    const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t));
-    const double bias2 = 1.0 - std::pow(b2, static_cast<double>(t));
-    at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-    p.addcdiv_(m, denom, -lr / bias1);
+    adamw_update(params_[i].param.view({-1}).narrow(0, o.lo, o.hi - o.lo),
+                 buckets_[o.bucket].grad.narrow(0, o.pos, o.hi - o.lo), exp_avg_[i], exp_avg_sq_[i], t, lr,
+                 params_[i].decay, options_);
   }
   // Every rank of a group receives the others' updated elements.
   for (const Bucket& b : buckets_) {
@@ -226,32 +216,13 @@ std::map<std::string, at::Tensor> ShardedAdamW::state() const {
 
 void ShardedAdamW::load_state(const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
   torch::NoGradGuard no_grad;
-  std::set<std::string> used;
-  auto find = [&](const std::string& key) -> const at::Tensor& {
-    auto it = tensors.find(key);
-    if (it == tensors.end()) fail("{}: missing optimizer tensor '{}'", source, key);
-    used.insert(key);
-    return it->second;
-  };
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const std::string& name = params_[i].name;
-    const at::Tensor& p = params_[i].param;
-    const Owned& o = owned_[i];
-    for (auto [suffix, dst] : {std::pair{".exp_avg", &exp_avg_[i]}, {".exp_avg_sq", &exp_avg_sq_[i]}}) {
-      const at::Tensor& src = find(name + suffix);
-      if (src.sizes() != p.sizes() || src.scalar_type() != at::kFloat)
-        fail("{}: optimizer tensor '{}{}' is {} [{}], expected float32 [{}]", source, name, suffix,
-             c10::toString(src.scalar_type()), fmt::join(src.sizes(), ", "), fmt::join(p.sizes(), ", "));
-      dst->copy_(src.reshape({-1}).narrow(0, o.lo, o.hi - o.lo));
-    }
-    const at::Tensor& step = find(name + ".step");
-    if (step.numel() != 1 || step.scalar_type() != at::kLong)
-      fail("{}: optimizer tensor '{}.step' must be one int64", source, name);
-    steps_[i] = step.item<int64_t>();
-  }
-  for (const auto& kv : tensors)
-    if (!used.count(kv.first))
-      fail("{}: unexpected optimizer tensor '{}' (not a parameter of this model)", source, kv.first);
+  read_adamw_state(params_, tensors, source,
+                   [&](size_t i, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, int64_t step) {
+                     const Owned& o = owned_[i];
+                     exp_avg_[i].copy_(exp_avg.reshape({-1}).narrow(0, o.lo, o.hi - o.lo));
+                     exp_avg_sq_[i].copy_(exp_avg_sq.reshape({-1}).narrow(0, o.lo, o.hi - o.lo));
+                     steps_[i] = step;
+                   });
 }
 
 int64_t ShardedAdamW::moment_bytes() const {

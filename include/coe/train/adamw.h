@@ -16,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,6 +45,20 @@ struct NamedParameter {
 // The model's parameters in registration order, with decay chosen by `mode` (kNoNormsBiases:
 // tensors of dim < 2, i.e. norm weights and biases, are not decayed).
 std::vector<NamedParameter> optimizer_parameters(const CausalLMImpl& model, DecayMode mode);
+
+// One AdamW update of `p` (in place) from gradient `g` with moments `m`, `v` (in place) at step
+// `t` (>= 1): the formula above, in its order. The one home of the update: AdamW and ZeRO-1's
+// ShardedAdamW (on a parameter's owned elements) both call it.
+void adamw_update(at::Tensor p, const at::Tensor& g, at::Tensor& m, at::Tensor& v, int64_t t, double lr, bool decay,
+                  const AdamWOptions& options);
+
+// Reads a saved optimizer state (AdamW::state()'s layout) for `params`: each parameter's two
+// moments (float32, the parameter's shape) and step count (one int64) go to `take(i, exp_avg,
+// exp_avg_sq, step)`; a missing, extra or wrong-shaped tensor is an error naming it and `source`.
+void read_adamw_state(
+    const std::vector<NamedParameter>& params, const std::map<std::string, at::Tensor>& tensors,
+    const std::string& source,
+    const std::function<void(size_t i, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, int64_t step)>& take);
 
 class AdamW {
  public:
