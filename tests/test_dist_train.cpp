@@ -610,3 +610,20 @@ TEST_F(DistTrain, ExpertParallelMustSplitTheRanksAndExperts) {
             std::string::npos)
       << experts[0].output();
 }
+
+// trainer.init_from under expert parallelism: each rank copies the experts it holds (the others'
+// are not "unexpected"), so the first steps equal a one-process warm start from the same weights.
+TEST_F(DistTrain, ExpertParallelWarmStartTakesEachRanksExperts) {
+  expect_success(train("warm-source", 0, {"--max-steps", "2", "--set", "trainer.val_interval=0"}));
+  const std::string from = "trainer.init_from=" + (root_ / "warm-source").string();
+  expect_success(train("warm-single", 0, {"--max-steps", "2", "--set", from}));
+  expect_success(train("warm-ep", 2, {"--max-steps", "2", "--set", from, "--set", "parallel.expert_parallel=2"}));
+  const auto a = read_jsonl(root_ / "warm-single" / "metrics.jsonl");
+  const auto b = read_jsonl(root_ / "warm-ep" / "metrics.jsonl");
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  for (size_t i = 0; i < 2; ++i)
+    EXPECT_NEAR(b[i]["loss"].get<double>(), a[i]["loss"].get<double>(), 1e-6 * a[i]["loss"].get<double>());
+  const std::string table = coe::test::read_file(root_ / "warm-ep" / "init_from.txt");
+  EXPECT_NE(table.find("model.layers.1.mlp.experts.0.gate_proj.weight"), std::string::npos) << table;
+}

@@ -72,7 +72,6 @@ torch::Tensor ExpertParallelDispatch::run(const torch::Tensor& x, const torch::T
   const at::Tensor counts = at::zeros({E}, dest.options()).scatter_add_(0, dest, at::ones_like(dest)).to(at::kCPU);
   const std::vector<int64_t> send(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + E);
   const std::vector<int64_t> recv = group_->all_to_all_counts(send, "expert-parallel count all-to-all");
-  rows_sent_ += T * K;
 
   const Exchange there{group_.get(), send, recv}, back{group_.get(), recv, send};
   // Token rows out (differentiable), with the index of their expert among the receiver's.

@@ -154,10 +154,25 @@ InitFromReport init_from_checkpoint(CausalLMImpl& model, const std::string& path
     else fail("{}: {} has no tensor '{}' for '{}'", what, report.checkpoint, from, name);
   }
 
+  // Expert parallelism: this rank holds some of each layer's routed experts (checkpoint names
+  // with their index in the whole layer), the other ranks the rest. Without it every such
+  // expert was copied above.
+  auto other_ranks_expert = [&](const std::string& name) {
+    const std::string marker = ".mlp.experts.";
+    const size_t at = name.find(marker);
+    if (at == std::string::npos) return false;
+    const size_t begin = at + marker.size(), end = name.find('.', begin);
+    const std::string index = name.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    if (index.empty() || index.size() > 9 || index.find_first_not_of("0123456789") != std::string::npos) return false;
+    const std::string layer = name.substr(0, begin);
+    return std::stoll(index) < model.config().n_routed_experts &&
+           std::any_of(target.begin(), target.end(), [&](const auto& kv) { return kv.first.rfind(layer, 0) == 0; });
+  };
   for (const auto& [name, t] : source) {
     if (used.count(name)) continue;
     const auto gate = gate_name(name);
     std::string why;
+    if (other_ranks_expert(name)) continue;  // copied by the rank that holds it
     if (gate && gate->field == "e_score_correction_bias") why = "this model does not use topk_method noaux_tc";
     else if (name.find("rotary_emb.inv_freq") != std::string::npos) why = "rotary tables are recomputed";
     else if (name == "lm_head.weight" && model.config().tie_word_embeddings)

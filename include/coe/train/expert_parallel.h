@@ -29,14 +29,10 @@ class ExpertParallelDispatch final : public ExpertDispatch {
                     const ExpertWeights& w) const override;
   std::string name() const override;
 
-  // Rows sent to other ranks and received from them by this rank's dispatches so far (forward).
-  int64_t rows_sent() const { return rows_sent_; }
-
  private:
   std::shared_ptr<DistContext> group_;
   int64_t n_experts_, per_rank_;
   std::shared_ptr<ExpertDispatch> local_;
-  mutable int64_t rows_sent_ = 0;
 };
 
 }  // namespace coe
