@@ -461,8 +461,15 @@ struct ParallelCase {
   int expert_parallel;
   bool shard;
   int inner_iter;
-  bool aux_free = false;  // noaux_tc routers: the bias moves by the global load
+  // Further overrides, for the run and its one-process baseline (named by `tag`).
+  std::vector<std::string> extra = {};
+  std::string tag = "";
 };
+
+// noaux_tc routers: the bias moves by the global load.
+const std::vector<std::string> kAuxFree{
+    "--set", "model.topk_method=noaux_tc", "--set", "model.scoring_func=sigmoid",
+    "--set", "model.aux_loss_alpha=0",     "--set", "trainer.router_bias_update_rate=0.01"};
 
 class DistParallel : public DistTrain, public ::testing::WithParamInterface<ParallelCase> {};
 
@@ -470,11 +477,8 @@ TEST_P(DistParallel, MatchesOneProcess) {
   const ParallelCase& c = GetParam();
   const std::string iter = "model.inner_iter=" + std::to_string(c.inner_iter);
   std::vector<std::string> model{"--set", iter};
-  if (c.aux_free)
-    model.insert(model.end(), {"--set", "model.topk_method=noaux_tc", "--set", "model.scoring_func=sigmoid", "--set",
-                               "model.aux_loss_alpha=0", "--set", "trainer.router_bias_update_rate=0.01"});
-  const std::string single =
-      "parallel-single-c" + std::to_string(c.inner_iter) + (c.aux_free ? std::string("-aux-free") : std::string());
+  model.insert(model.end(), c.extra.begin(), c.extra.end());
+  const std::string single = "parallel-single-c" + std::to_string(c.inner_iter) + c.tag;
   if (!fs::exists(root_ / single / "final.json")) expect_success(train(single, 0, model));
   std::vector<std::string> args = model;
   args.insert(args.end(), {"--set", "parallel.expert_parallel=" + std::to_string(c.expert_parallel), "--set",
@@ -529,7 +533,14 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(ParallelCase{"ep2-w2-moe", 2, 2, false, 1}, ParallelCase{"zero-w2-moe", 2, 1, true, 1},
                       ParallelCase{"ep2-zero-w4-moe", 4, 2, true, 1}, ParallelCase{"ep4-w4-moe", 4, 4, false, 1},
                       ParallelCase{"ep2-w2-coe", 2, 2, false, 2}, ParallelCase{"ep4-zero-w4-coe", 4, 4, true, 2},
-                      ParallelCase{"ep2-zero-w4-coe-aux-free", 4, 2, true, 2, true}),
+                      ParallelCase{"ep2-zero-w4-coe-aux-free", 4, 2, true, 2, kAuxFree, "-aux-free"},
+                      ParallelCase{"ep2-w2-coe-checkpointing",
+                                   2,
+                                   2,
+                                   false,
+                                   2,
+                                   {"--set", "trainer.activation_checkpointing=true"},
+                                   "-checkpointing"}),
     [](const auto& info) {
       std::string n = info.param.name;
       std::replace(n.begin(), n.end(), '-', '_');
