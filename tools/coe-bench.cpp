@@ -144,6 +144,8 @@ static int tool_main(int argc, char** argv) {
     if (!json_out.empty()) coe::check_writable(json_out, "--json");
     if (micro_batch > 0) overrides.push_back(fmt::format("trainer.micro_batch={}", micro_batch));
     coe::TrainConfig cfg = coe::load_train_config(config_path, overrides);
+    // One process: the whole model on this device, whatever the config's parallel: section says.
+    cfg.parallel = coe::ParallelConfig{};
     coe::resolve_model_vocab(cfg);  // the model coe-train would build: the tokenizer's vocabulary
     const coe::TrainerConfig& t = cfg.trainer;
     const int64_t seq_len = seq > 0 ? seq : cfg.data.max_length;
@@ -164,9 +166,11 @@ static int tool_main(int argc, char** argv) {
       coe::check_host_memory(coe::estimate_memory(cfg.model, mo).total_bytes(), config_path + ": this benchmark",
                              "use a smaller model or --micro-batch");
     }
-    coe::TrainingModel built = coe::build_model_and_optimizer(cfg, device);
+    coe::DistContext single;
+    coe::TrainingModel built = coe::build_model_and_optimizer(
+        cfg, device, single, coe::ParallelLayout::create(single, cfg.parallel, cfg.model, config_path));
     coe::CausalLM& model = built.model;
-    coe::AdamW& optimizer = *built.optimizer;
+    coe::DistributedOptimizer& optimizer = *built.optimizer;
     std::mt19937_64 rng(t.seed);
 
     const coe::FlopsPerToken flops = coe::training_flops_per_token(cfg.model, seq_len);
@@ -180,7 +184,7 @@ static int tool_main(int argc, char** argv) {
       const auto start = std::chrono::steady_clock::now();
       optimizer.zero_grad();
       coe::accumulate_gradients(*model, micro, device, bf16);
-      coe::clip_grad_norm(optimizer.parameters(), cfg.optim.clip_grad);
+      optimizer.reduce_and_clip(cfg.optim.clip_grad);
       optimizer.step(cfg.optim.lr);
       coe::synchronize(device);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

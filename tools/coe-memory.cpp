@@ -201,13 +201,10 @@ Measurement measure(const Loaded& l, const Options& opt) {
   std::unique_ptr<coe::DistContext> job =
       env.distributed() ? std::make_unique<coe::DistContext>(env, dist_options) : std::make_unique<coe::DistContext>();
   r.rank = job->rank();
-  coe::ParallelLayout layout = coe::ParallelLayout::create(*job, measured.parallel, cfg.model, cfg.source);
-  coe::CausalLM model = coe::build_training_model(measured, device, &layout, nullptr);
-  coe::GradReducerOptions reducer;
-  reducer.bucket_mb = cfg.trainer.dist_bucket_mb;
-  coe::DistributedOptimizer optimizer(*job, std::move(layout), measured.parallel, model,
-                                      coe::optimizer_parameters(*model, cfg.optim.decay),
-                                      coe::AdamWOptions::from(cfg.optim), reducer);
+  coe::TrainingModel built = coe::build_model_and_optimizer(
+      measured, device, *job, coe::ParallelLayout::create(*job, measured.parallel, cfg.model, cfg.source));
+  coe::CausalLM& model = built.model;
+  coe::DistributedOptimizer& optimizer = *built.optimizer;
   std::mt19937_64 rng(cfg.trainer.seed + static_cast<uint64_t>(job->rank()));
   auto batch = [&] { return coe::random_token_batch(mo.micro_batch, mo.seq_len, cfg.model.vocab_size, rng); };
 
@@ -229,12 +226,8 @@ Measurement measure(const Loaded& l, const Options& opt) {
     optimizer.zero_grad();
     coe::AccumulationOptions acc;
     acc.bf16_autocast = mo.bf16;
-    int64_t loss_tokens = 0, rows = 0;
-    for (const auto& mb : micro) {
-      loss_tokens += coe::count_loss_tokens(mb);
-      rows += mb.batch_size;
-    }
-    const auto counts = job->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows}, "count all-reduce");
+    const coe::BatchCounts local = coe::count_batches(micro);
+    const auto counts = job->all_reduce_sum(std::vector<int64_t>{local.loss_tokens, local.rows}, "count all-reduce");
     acc.global_loss_tokens = counts[0];
     acc.global_rows = counts[1];
     acc.before_backward = [&](size_t, bool last) { optimizer.before_backward(last); };

@@ -81,7 +81,6 @@ struct DistContext::Impl {
   std::string backend_name = "none";
   c10::intrusive_ptr<c10d::Store> store;     // this rank's client (rank 0: also the server)
   c10::intrusive_ptr<c10d::Store> hb_store;  // the heartbeat thread's own connection
-  c10::intrusive_ptr<Backend> pg;
   std::atomic<uint64_t> seq{0};
   std::atomic<bool> failed{false};
   bool finished = false;
@@ -540,9 +539,7 @@ DistContext::DistContext(const DistEnv& env, const DistOptions& options)
   }
 
   // The process group, on its own key prefix of the store.
-  I.pg = I.make_backend("coe/pg", env.rank, env.world_size, "process group");
-  comm_ = std::make_unique<Comm>();
-  comm_->pg = I.pg;
+  comm_->pg = I.make_backend("coe/pg", env.rank, env.world_size, "process group");
   for (int q = 0; q < env.world_size; ++q) comm_->members.push_back(q);
   I.start_heartbeat();
 }
@@ -567,7 +564,7 @@ DistContext::~DistContext() {
     // Leaving with an error: collectives still in flight cannot finish, so the communicators are
     // aborted rather than shut down (NCCL would otherwise wait for them).
     try {
-      if (I.pg) I.pg->abort();
+      if (comm_->pg) comm_->pg->abort();
     } catch (...) {
     }
     // Tell the peers, so they stop waiting for this rank at once.
@@ -589,10 +586,10 @@ DistContext::~DistContext() {
     } catch (...) {
     }
   }
-  if (I.failed.load() && I.pg) {
+  if (I.failed.load() && comm_->pg) {
     // A failed group may hold work that would block its destructor until each times out; the
     // process is about to end anyway.
-    (void)I.pg.release();
+    (void)comm_->pg.release();
   }
 }
 
@@ -779,7 +776,7 @@ void DistContext::finish() {
   barrier("final barrier");
   // ProcessGroupNCCL destroyed without shutdown() warns and may leave its watchdog and
   // communicators behind; shutting down after the barrier is the clean end (a no-op for Gloo).
-  I.pg->shutdown();
+  comm_->pg->shutdown();
   I.stop_heartbeat();
   I.store->set(exit_key(rank()), to_bytes("ok"));
   if (is_main()) {

@@ -64,12 +64,14 @@ std::string AdamW::first_non_finite() const {
   if (flags.empty()) return "";
   const at::Tensor ok = at::stack(flags).to(at::kCPU);  // one host sync
   const bool* v = ok.data_ptr<bool>();
-  for (size_t i = 0; i < flags.size(); ++i) {
-    if (v[i]) continue;
-    const std::string& name = params_[i / 3].name;
-    return i % 3 == 0 ? name : fmt::format("{}'s AdamW {}", name, i % 3 == 1 ? "exp_avg" : "exp_avg_sq");
-  }
+  for (size_t i = 0; i < flags.size(); ++i)
+    if (!v[i]) return adamw_tensor_name(params_, i);
   return "";
+}
+
+std::string adamw_tensor_name(const std::vector<NamedParameter>& params, size_t k) {
+  const std::string& name = params[k / 3].name;
+  return k % 3 == 0 ? name : fmt::format("{}'s AdamW {}", name, k % 3 == 1 ? "exp_avg" : "exp_avg_sq");
 }
 
 void AdamW::zero_grad() {

@@ -16,9 +16,6 @@ ParallelLayout ParallelLayout::create(DistContext& job, const ParallelConfig& pa
   const int64_t E = parallel.expert_parallel, W = job.world_size();
   if (W % E != 0)
     fail("{}: parallel.expert_parallel {} does not divide the {} ranks of this job (WORLD_SIZE)", source, E, W);
-  if (E > 1 && model.n_routed_experts % E != 0)
-    fail("{}: parallel.expert_parallel {} does not divide model.n_routed_experts {}", source, E,
-         model.n_routed_experts);
   l.expert_parallel = E;
   l.experts_per_rank = model.n_routed_experts / E;
   if (E == 1) return l;
@@ -37,19 +34,17 @@ DistributedOptimizer::DistributedOptimizer(DistContext& job, ParallelLayout layo
                                            CausalLM model, std::vector<NamedParameter> params, AdamWOptions options,
                                            GradReducerOptions reducer)
     : job_(job), layout_(std::move(layout)), model_(std::move(model)) {
-  for (const auto& p : params) is_expert_.push_back(!hf_expert_name(p.name, 0).empty());
-  const bool split = layout_.experts_split();
+  for (const auto& p : params) split_expert_.push_back(layout_.experts_split() && !hf_expert_name(p.name, 0).empty());
   if (parallel.shard_optimizer) {
     std::vector<DistContext*> group_of;
-    for (size_t i = 0; i < params.size(); ++i)
-      group_of.push_back(split && is_expert(i) ? layout_.expert_data.get() : &job_);
+    for (size_t i = 0; i < params.size(); ++i) group_of.push_back(split_expert_[i] ? layout_.expert_data.get() : &job_);
     sharded_ = std::make_unique<ShardedAdamW>(std::move(params), group_of, options, reducer.bucket_mb);
     return;
   }
   std::vector<at::Tensor> dense, experts;
-  for (size_t i = 0; i < params.size(); ++i) (split && is_expert(i) ? experts : dense).push_back(params[i].param);
+  for (size_t i = 0; i < params.size(); ++i) (split_expert_[i] ? experts : dense).push_back(params[i].param);
   dense_reducer_ = std::make_unique<GradReducer>(job_, dense, reducer);
-  if (split) expert_reducer_ = std::make_unique<GradReducer>(*layout_.expert_data, experts, reducer);
+  if (layout_.experts_split()) expert_reducer_ = std::make_unique<GradReducer>(*layout_.expert_data, experts, reducer);
   adamw_ = std::make_unique<AdamW>(std::move(params), options);
 }
 
@@ -89,7 +84,7 @@ at::Tensor DistributedOptimizer::reduce_and_clip(double max_norm) {
     const at::Tensor& g = params[i].param.grad();
     if (!g.defined()) continue;
     grads.push_back(g);
-    (is_expert(i) ? expert : dense).push_back(at::norm(g, 2).to(at::kFloat));
+    (split_expert_[i] ? expert : dense).push_back(at::norm(g, 2).to(at::kFloat));
   }
   const auto options = at::TensorOptions().dtype(at::kFloat).device(params.front().param.device());
   auto squares = [&](const std::vector<at::Tensor>& norms) {
@@ -98,10 +93,7 @@ at::Tensor DistributedOptimizer::reduce_and_clip(double max_norm) {
   at::Tensor expert_sq = squares(expert).contiguous();
   layout_.expert_group->all_reduce_sum(expert_sq, "expert gradient norm all-reduce");
   at::Tensor total = (squares(dense) + expert_sq).sqrt().reshape({});
-  if (max_norm > 0) {
-    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-    for (auto& g : grads) g.mul_(coef.to(g.scalar_type()));
-  }
+  scale_to_max_norm(grads, total, max_norm);
   return total;
 }
 
@@ -121,8 +113,7 @@ std::string DistributedOptimizer::first_non_finite() {
 void DistributedOptimizer::broadcast_parameters(double bucket_mb) {
   const auto& params = parameters();
   std::vector<at::Tensor> dense, experts;
-  for (size_t i = 0; i < params.size(); ++i)
-    (layout_.experts_split() && is_expert(i) ? experts : dense).push_back(params[i].param);
+  for (size_t i = 0; i < params.size(); ++i) (split_expert_[i] ? experts : dense).push_back(params[i].param);
   job_.broadcast_tensors(dense, 0, bucket_mb, "initial parameter broadcast");
   if (layout_.experts_split())
     layout_.expert_data->broadcast_tensors(experts, 0, bucket_mb, "initial expert parameter broadcast");
@@ -131,7 +122,7 @@ void DistributedOptimizer::broadcast_parameters(double bucket_mb) {
 std::string DistributedOptimizer::first_mismatch() {
   const auto& params = parameters();
   std::vector<size_t> dense, experts;
-  for (size_t i = 0; i < params.size(); ++i) (layout_.experts_split() && is_expert(i) ? experts : dense).push_back(i);
+  for (size_t i = 0; i < params.size(); ++i) (split_expert_[i] ? experts : dense).push_back(i);
   auto check = [&](DistContext& group, const std::vector<size_t>& which) -> std::string {
     std::vector<at::Tensor> tensors;
     for (size_t i : which) tensors.push_back(params[i].param);
@@ -161,7 +152,7 @@ CheckpointTensors DistributedOptimizer::full_state() {
   const auto& params = parameters();
   const int64_t n = layout_.experts_per_rank;
   for (size_t i = 0; i < params.size(); ++i) {
-    if (!is_expert(i)) continue;
+    if (!split_expert_[i]) continue;
     const std::string& name = params[i].name;
     const at::Tensor all = group.all_gather(params[i].param.detach(), "checkpoint expert gather");
     for (int64_t q = 0; q < group.world_size(); ++q)
@@ -180,7 +171,7 @@ void DistributedOptimizer::load_state(const std::map<std::string, at::Tensor>& t
   if (layout_.experts_split()) {
     const auto& params = parameters();
     for (size_t i = 0; i < params.size(); ++i) {
-      if (!is_expert(i)) continue;
+      if (!split_expert_[i]) continue;
       for (const char* moment : {".exp_avg", ".exp_avg_sq"}) {
         auto it = local.find(params[i].name + moment);
         if (it == local.end()) continue;  // load_state names it

@@ -1,5 +1,6 @@
 #include "coe/train/sharded_adamw.h"
 
+#include "coe/train/train_step.h"
 #include "coe/util/error.h"
 
 #include <ATen/ATen.h>
@@ -86,20 +87,18 @@ at::Tensor ShardedAdamW::gather(const Bucket& b, const at::Tensor& chunk, const 
 
 void ShardedAdamW::reduce_gradients() {
   torch::NoGradGuard no_grad;
-  // Which parameters had a gradient on any rank of their group: one count per parameter.
-  std::vector<DistContext*> seen;
-  for (const Bucket& b : buckets_) {
-    if (std::find(seen.begin(), seen.end(), b.group) != seen.end()) continue;
-    seen.push_back(b.group);
+  // Which parameters had a gradient on any rank of their group: one count per parameter, one
+  // all-reduce per group (a group's buckets follow each other).
+  for (size_t b = 0; b < buckets_.size();) {
+    DistContext* group = buckets_[b].group;
     std::vector<size_t> members;
     std::vector<int64_t> flags;
-    for (const Bucket& c : buckets_)
-      if (c.group == b.group)
-        for (size_t i : c.params) {
-          members.push_back(i);
-          flags.push_back(params_[i].param.grad().defined() ? 1 : 0);
-        }
-    const auto sums = b.group->all_reduce_sum(flags, "sharded optimizer gradient flags");
+    for (; b < buckets_.size() && buckets_[b].group == group; ++b)
+      for (size_t i : buckets_[b].params) {
+        members.push_back(i);
+        flags.push_back(params_[i].param.grad().defined() ? 1 : 0);
+      }
+    const auto sums = group->all_reduce_sum(flags, "sharded optimizer gradient flags");
     for (size_t k = 0; k < members.size(); ++k) has_grad_[members[k]] = sums[k] > 0;
   }
   for (Bucket& b : buckets_) {
@@ -139,11 +138,10 @@ at::Tensor ShardedAdamW::clip_grad_norm(double max_norm, DistContext& job) {
   const at::Tensor norms = sums.narrow(0, 0, n).sqrt().masked_select(sums.narrow(0, n, n) > 0);
   if (norms.numel() == 0) return at::zeros({}, options);
   at::Tensor total = at::norm(norms, 2);
-  if (max_norm > 0) {
-    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-    for (Bucket& b : buckets_)
-      if (b.grad.defined()) b.grad.mul_(coef);
-  }
+  std::vector<at::Tensor> grads;
+  for (const Bucket& b : buckets_)
+    if (b.grad.defined()) grads.push_back(b.grad);
+  scale_to_max_norm(grads, total, max_norm);
   return total;
 }
 
@@ -188,11 +186,8 @@ std::string ShardedAdamW::first_non_finite(DistContext& job) const {
   job.all_reduce_sum(bad, "non-finite check");
   const at::Tensor host = bad.to(at::kCPU);
   const int64_t* v = host.data_ptr<int64_t>();
-  for (int64_t k = 0; k < host.numel(); ++k) {
-    if (v[k] == 0) continue;
-    const std::string& name = params_[static_cast<size_t>(k / 3)].name;
-    return k % 3 == 0 ? name : fmt::format("{}'s AdamW {}", name, k % 3 == 1 ? "exp_avg" : "exp_avg_sq");
-  }
+  for (int64_t k = 0; k < host.numel(); ++k)
+    if (v[k] != 0) return adamw_tensor_name(params_, static_cast<size_t>(k));
   return "";
 }
 

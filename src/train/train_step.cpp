@@ -45,11 +45,10 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
                                         const c10::Device& device, const AccumulationOptions& options) {
   model.train();
   AccumulationResult r;
-  for (const auto& mb : micro_batches) {
-    r.loss_tokens += count_loss_tokens(mb);
-    r.rows += mb.batch_size;
-    r.tokens += mb.batch_size * mb.seq_len;
-  }
+  const BatchCounts counts = count_batches(micro_batches);
+  r.loss_tokens = counts.loss_tokens;
+  r.rows = counts.rows;
+  r.tokens = counts.tokens;
   // The normalisers: this call's counts, or the global batch's over all ranks.
   const int64_t total_tokens = options.global_loss_tokens > 0 ? options.global_loss_tokens : r.loss_tokens;
   const int64_t total_rows = options.global_rows > 0 ? options.global_rows : r.rows;
@@ -94,6 +93,16 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
   return r;
 }
 
+BatchCounts count_batches(const std::vector<TokenBatch>& micro_batches) {
+  BatchCounts c;
+  for (const auto& mb : micro_batches) {
+    c.loss_tokens += count_loss_tokens(mb);
+    c.rows += mb.batch_size;
+    c.tokens += mb.batch_size * mb.seq_len;
+  }
+  return c;
+}
+
 at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_norm) {
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
@@ -108,11 +117,15 @@ at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_
     return at::zeros(
         {}, at::TensorOptions().dtype(at::kFloat).device(params.empty() ? at::kCPU : params[0].param.device()));
   at::Tensor total = at::norm(at::stack(norms), 2);
-  if (max_norm > 0) {
-    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-    for (auto& g : grads) g.mul_(coef.to(g.scalar_type()));
-  }
+  scale_to_max_norm(grads, total, max_norm);
   return total;
+}
+
+void scale_to_max_norm(const std::vector<at::Tensor>& grads, const at::Tensor& total, double max_norm) {
+  if (max_norm <= 0) return;
+  torch::NoGradGuard no_grad;
+  const at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (const auto& g : grads) g.mul_(coef.to(g.scalar_type()));
 }
 
 std::string diagnose_non_finite(CausalLMImpl& model, const std::vector<NamedParameter>& params,

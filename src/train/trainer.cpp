@@ -250,14 +250,11 @@ void Trainer::build_model() {
     check_host_memory(estimate_memory(config_.model, memory).total_bytes(), config_.source + ": this run",
                       "use a smaller model or trainer.micro_batch, or set trainer.memory_check: false to try anyway");
   }
-  model_ = build_training_model(config_, device_, &layout, &expert_dispatch_);
-  params_ = count_parameters(config_.model).total();
-  GradReducerOptions reducer;
-  reducer.bucket_mb = tc.dist_bucket_mb;
-  reducer.overlap = tc.dist_overlap;
-  optimizer_ = std::make_unique<DistributedOptimizer>(*dist_, std::move(layout), config_.parallel, model_,
-                                                      optimizer_parameters(*model_, config_.optim.decay),
-                                                      AdamWOptions::from(config_.optim), reducer);
+  TrainingModel built = build_model_and_optimizer(config_, device_, *dist_, std::move(layout));
+  model_ = built.model;
+  optimizer_ = std::move(built.optimizer);
+  expert_dispatch_ = built.dispatch;
+  params_ = built.params;
   // The counts behind noaux_tc's bias updates and the load statistics of metrics.jsonl.
   model_->set_expert_load_tracking(true);
   if (!tc.init_from.empty()) {
@@ -399,13 +396,9 @@ Trainer::StepStats Trainer::train_step() {
   optimizer_->zero_grad();
   // The loss is normalised over the counted tokens (and the router losses over the rows) of the
   // whole global batch: the ranks' host counts are summed before any backward.
-  int64_t loss_tokens = 0, rows = 0, tokens = 0;
-  for (const auto& mb : micro) {
-    loss_tokens += count_loss_tokens(mb);
-    rows += mb.batch_size;
-    tokens += mb.batch_size * mb.seq_len;
-  }
-  const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{loss_tokens, rows, tokens}, "token count all-reduce");
+  const BatchCounts local = count_batches(micro);
+  const auto counts = dist_->all_reduce_sum(std::vector<int64_t>{local.loss_tokens, local.rows, local.tokens},
+                                            "token count all-reduce");
   s.loss_tokens = counts[0];
   s.tokens = counts[2];
   AccumulationOptions acc_options;

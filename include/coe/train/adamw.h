@@ -60,6 +60,10 @@ void read_adamw_state(
     const std::string& source,
     const std::function<void(size_t i, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, int64_t step)>& take);
 
+// Non-finite checks run per parameter over (the parameter, exp_avg, exp_avg_sq): the name of check
+// k in messages ("<name>" or "<name>'s AdamW exp_avg").
+std::string adamw_tensor_name(const std::vector<NamedParameter>& params, size_t k);
+
 class AdamW {
  public:
   AdamW(std::vector<NamedParameter> params, AdamWOptions options);

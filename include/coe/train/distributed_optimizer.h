@@ -38,8 +38,8 @@ struct ParallelLayout {
   std::shared_ptr<DistContext> expert_group;  // the E ranks exchanging tokens (this rank's expert-parallel group)
   std::shared_ptr<DistContext> expert_data;   // the W/E ranks holding this rank's experts
 
-  // Checks E against the world size and n_routed_experts (errors name parallel.expert_parallel
-  // and `source`) and creates the groups.
+  // Checks E against the world size (an error naming parallel.expert_parallel and `source`; the
+  // config checked it against n_routed_experts) and creates the groups.
   static ParallelLayout create(DistContext& job, const ParallelConfig& parallel, const ModelConfig& model,
                                const std::string& source);
   bool experts_split() const { return expert_parallel > 1; }
@@ -78,12 +78,10 @@ class DistributedOptimizer {
   int64_t reducer_buckets() const;
 
  private:
-  bool is_expert(size_t i) const { return is_expert_[i]; }
-
   DistContext& job_;
   ParallelLayout layout_;
   CausalLM model_;
-  std::vector<bool> is_expert_;  // per parameter: a stacked-experts parameter
+  std::vector<bool> split_expert_;  // per parameter: experts split over the expert group
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<ShardedAdamW> sharded_;
   std::unique_ptr<GradReducer> dense_reducer_, expert_reducer_;

@@ -52,6 +52,13 @@ struct AccumulationResult {
   int64_t rows = 0;            // this call's rows (R when not distributed)
 };
 
+// What a rank's micro-batches hold: counted labels (N), rows (R) and positions; summed over the
+// ranks they are AccumulationOptions' normalisers.
+struct BatchCounts {
+  int64_t loss_tokens = 0, rows = 0, tokens = 0;
+};
+BatchCounts count_batches(const std::vector<TokenBatch>& micro_batches);
+
 struct AccumulationOptions {
   bool bf16_autocast = false;  // forward under the device's autocast (CUDA or CPU) to bfloat16
   // The normalisers N and R: counted labels and rows of the whole global batch, over all ranks.
@@ -75,6 +82,10 @@ AccumulationResult accumulate_gradients(CausalLMImpl& model, const std::vector<T
 // max_norm > 0 scales every gradient by min(1, max_norm / (norm + 1e-6)) as
 // torch.nn.utils.clip_grad_norm_. No host synchronisation.
 at::Tensor clip_grad_norm(const std::vector<NamedParameter>& params, double max_norm);
+// The clipping itself, given the global norm `total` (float32 scalar on the gradients' device):
+// with max_norm > 0 scales every tensor of `grads` by min(1, max_norm / (total + 1e-6)). For the
+// layouts where the norm is summed over ranks (expert parallelism, ZeRO-1).
+void scale_to_max_norm(const std::vector<at::Tensor>& grads, const at::Tensor& total, double max_norm);
 
 // After a non-finite loss or gradient norm: the first parameter holding a non-finite value, else
 // the first decoder layer whose forward output (or aux loss) on these micro-batches is non-finite,
